@@ -33,6 +33,7 @@ class Checkpoint {
   std::vector<std::string> tensor_names() const;  // canonical names, sorted
   const TensorView* find(const std::string& canonical_name) const;  // nullptr if absent
   size_t total_bytes() const;                  // sum of tensor bytes
+  const std::vector<std::string>& weight_files() const;  // base names of the mapped files, in load order
 
   // The tensor, checked against the expected shape. Errors: kMissingTensor,
   // kShapeMismatch — both naming tensor and file.

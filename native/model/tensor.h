@@ -26,8 +26,14 @@ struct TensorView {
 };
 
 // Element i of a tensor, widened to float (bf16, f16 and f32 all supported).
+// An index past the end yields NaN (never a crash).
 float tensor_element_f32(const TensorView& t, size_t i);
 // The whole tensor widened to float.
 std::vector<float> tensor_to_f32(const TensorView& t);
+
+// Scalar conversions between the stored 16-bit formats and float.
+float bf16_bits_to_f32(uint16_t bits);
+float f16_bits_to_f32(uint16_t bits);     // exact, incl. subnormals, inf and NaN
+uint16_t f32_to_bf16_bits(float value);   // round to nearest even; NaN stays NaN
 
 }  // namespace rex

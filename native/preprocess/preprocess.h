@@ -49,6 +49,15 @@ inline int patch_row_size(const PreprocessOptions& o) {
   return 3 * o.temporal_patch_size * o.patch_size * o.patch_size;
 }
 
+// Steps 4-5 on an image already at its smart_resize size (width and height
+// multiples of patch_size * merge_size): rescale by 1/255 (float64, then
+// float32), (x - mean) / std in float32 (transformers' numpy path), repeat the
+// still image to temporal_patch_size frames and emit rows in merge-block order.
+// Returns (height/patch)*(width/patch) rows of patch_row_size(options) floats.
+// Errors: kInvalidArgument (null image, sizes not multiples, bad options).
+Result<std::vector<float>> normalize_patchify(const uint8_t* rgb, int width, int height,
+                                              const PreprocessOptions& options);
+
 // Errors: kInvalidArgument (null/zero-sized image, aspect ratio > 200).
 Result<PreprocessedImage> preprocess_image(const uint8_t* rgb, int width, int height,
                                            const PreprocessOptions& options);

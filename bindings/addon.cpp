@@ -1,0 +1,25 @@
+// The addon's entry point: registers the classes and functions that
+// lib/addon-types.ts describes. The binding is a thin pump; all logic is in the core.
+#include <napi.h>
+
+#include "addon_data.h"
+#include "backend_info.h"
+#include "checkpoint_wrap.h"
+
+namespace rex_napi {
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData<AddonData>(data);
+
+  Napi::Function checkpoint_class = CheckpointWrap::define(env);
+  data->checkpoint_constructor = Napi::Persistent(checkpoint_class);
+  exports.Set("NativeCheckpoint", checkpoint_class);
+  exports.Set("openCheckpoint", Napi::Function::New(env, open_checkpoint, "openCheckpoint"));
+  exports.Set("backendInfo", Napi::Function::New(env, backend_info, "backendInfo"));
+  return exports;
+}
+
+}  // namespace rex_napi
+
+NODE_API_MODULE(rex_omni, rex_napi::init)

@@ -1,0 +1,40 @@
+#include "backend_info.h"
+
+#include <thread>
+
+#ifdef REX_WITH_CUDA_BACKEND
+#include "cuda/device_probe.h"
+#endif
+
+namespace rex_napi {
+
+Napi::Value backend_info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("cpuThreads", static_cast<double>(std::thread::hardware_concurrency()));
+#ifdef REX_WITH_CUDA_BACKEND
+  result.Set("backend", "cuda");
+  rex::Result<rex::cuda::DeviceProbe> probe = rex::cuda::probe_device(0);
+  if (!probe.ok()) {
+    result.Set("available", false);
+    result.Set("error", probe.status().message());
+    return result;
+  }
+  Napi::Object device = Napi::Object::New(env);
+  device.Set("name", probe->name);
+  device.Set("computeCapability", std::to_string(probe->compute_major) + "." + std::to_string(probe->compute_minor));
+  device.Set("multiprocessors", probe->multiprocessors);
+  device.Set("totalMemory", static_cast<double>(probe->total_memory));
+  device.Set("driverVersion", probe->driver_version);
+  device.Set("runtimeVersion", probe->runtime_version);
+  device.Set("cublasLt", probe->cublaslt);
+  result.Set("available", true);
+  result.Set("device", device);
+#else
+  result.Set("backend", "cpu");
+  result.Set("available", true);
+#endif
+  return result;
+}
+
+}  // namespace rex_napi

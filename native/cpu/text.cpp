@@ -1,0 +1,158 @@
+// See text.h.
+#include "cpu/text.h"
+
+#include <algorithm>
+
+#include "cpu/activation.h"
+#include "cpu/attention.h"
+#include "cpu/matmul.h"
+#include "cpu/norm.h"
+#include "cpu/rotary.h"
+
+namespace rex::cpu {
+
+Status TextDecoder::load(const TextConfig& c, const TextWeights& w) {
+  config_ = c;
+  const int hidden = c.hidden_size, hd = c.head_dim(), inter = c.intermediate_size;
+  if (hidden <= 0 || c.num_heads <= 0 || c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0 ||
+      hidden % c.num_heads != 0 || hd % 2 != 0)
+    return Status(StatusCode::kInvalidArgument, "text config: heads " + std::to_string(c.num_heads) + "/" +
+                  std::to_string(c.num_kv_heads) + " do not fit hidden " + std::to_string(hidden));
+  if (c.mrope_section[0] + c.mrope_section[1] + c.mrope_section[2] != hd / 2)
+    return Status(StatusCode::kInvalidArgument, "text config: mrope_section must sum to head_dim/2 = " +
+                  std::to_string(hd / 2));
+  if (int(w.layers.size()) != c.num_layers)
+    return Status(StatusCode::kMissingTensor, "text weights: " + std::to_string(w.layers.size()) +
+                  " layers bound, config has " + std::to_string(c.num_layers));
+  const int64_t vocab_hidden = int64_t(c.vocab_size) * hidden;
+  REX_RETURN_IF_ERROR(widen_tensor(w.embed_tokens, vocab_hidden, "model.embed_tokens.weight", &embed_));
+  lm_head_own_.clear();
+  const bool tied = w.lm_head == nullptr || w.lm_head == w.embed_tokens ||
+                    (w.embed_tokens && w.lm_head->data == w.embed_tokens->data);
+  if (!tied) REX_RETURN_IF_ERROR(widen_tensor(w.lm_head, vocab_hidden, "lm_head.weight", &lm_head_own_));
+  layers_.resize(size_t(c.num_layers));
+  const int qd = c.num_heads * hd, kvd = c.num_kv_heads * hd;
+  for (int i = 0; i < c.num_layers; ++i) {
+    const auto& lw = w.layers[size_t(i)];
+    auto& l = layers_[size_t(i)];
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    REX_RETURN_IF_ERROR(widen_tensor(lw.input_norm, hidden, p + "input_layernorm.weight", &l.input_norm));
+    REX_RETURN_IF_ERROR(widen_tensor(lw.post_norm, hidden, p + "post_attention_layernorm.weight", &l.post_norm));
+    REX_RETURN_IF_ERROR(load_linear(lw.q_w, lw.q_b, qd, hidden, p + "self_attn.q_proj", &l.q));
+    REX_RETURN_IF_ERROR(load_linear(lw.k_w, lw.k_b, kvd, hidden, p + "self_attn.k_proj", &l.k));
+    REX_RETURN_IF_ERROR(load_linear(lw.v_w, lw.v_b, kvd, hidden, p + "self_attn.v_proj", &l.v));
+    REX_RETURN_IF_ERROR(load_linear(lw.o_w, nullptr, hidden, qd, p + "self_attn.o_proj", &l.o));
+    REX_RETURN_IF_ERROR(load_linear(lw.gate_w, nullptr, inter, hidden, p + "mlp.gate_proj", &l.gate));
+    REX_RETURN_IF_ERROR(load_linear(lw.up_w, nullptr, inter, hidden, p + "mlp.up_proj", &l.up));
+    REX_RETURN_IF_ERROR(load_linear(lw.down_w, nullptr, hidden, inter, p + "mlp.down_proj", &l.down));
+  }
+  REX_RETURN_IF_ERROR(widen_tensor(w.final_norm, hidden, "model.norm.weight", &final_norm_));
+  return Status::Ok();
+}
+
+Status TextDecoder::embed(const int32_t* ids, int n, float* out) const {
+  const int hidden = config_.hidden_size;
+  for (int i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= config_.vocab_size)
+      return Status(StatusCode::kInvalidArgument, "token id " + std::to_string(ids[i]) +
+                    " at index " + std::to_string(i) + " is outside the vocabulary (" +
+                    std::to_string(config_.vocab_size) + ")");
+    std::copy_n(&embed_[size_t(ids[i]) * hidden], hidden, out + size_t(i) * hidden);
+  }
+  return Status::Ok();
+}
+
+void TextDecoder::init_cache(KvCache* cache, int capacity_hint) const {
+  const size_t kvd = size_t(config_.num_kv_heads) * config_.head_dim();
+  cache->length = 0;
+  cache->k.assign(size_t(config_.num_layers), {});
+  cache->v.assign(size_t(config_.num_layers), {});
+  for (int l = 0; l < config_.num_layers; ++l) {
+    cache->k[size_t(l)].reserve(size_t(std::max(capacity_hint, 0)) * kvd);
+    cache->v[size_t(l)].reserve(size_t(std::max(capacity_hint, 0)) * kvd);
+  }
+}
+
+Status TextDecoder::forward(ThreadPool& pool, std::vector<float> x, const std::vector<TextSegment>& segments,
+                            float* logits, const TensorTap* tap) const {
+  const TextConfig& c = config_;
+  const int hidden = c.hidden_size, hd = c.head_dim(), hq = c.num_heads, hkv = c.num_kv_heads;
+  const int qd = hq * hd, kvd = hkv * hd, inter = c.intermediate_size;
+  int rows = 0;
+  for (const auto& s : segments) {
+    if (!s.cache || s.n <= 0 || !s.positions)
+      return Status(StatusCode::kInvalidArgument, "text forward: empty segment");
+    rows += s.n;
+  }
+  if (x.size() != size_t(rows) * hidden)
+    return Status(StatusCode::kInternal, "text forward: input rows do not match segments");
+  const bool tapping = tap && *tap;
+  auto emit = [&](const std::string& name, const float* t) {
+    if (tapping) (*tap)(name, t, {rows, hidden});
+  };
+  emit("text.embed", x.data());
+
+  // Rotary table over all rows: each segment's positions are axis-major on their own.
+  RotaryTable rope;
+  rope.tokens = rows;
+  rope.head_dim = hd;
+  rope.cos.resize(size_t(rows) * hd);
+  rope.sin.resize(size_t(rows) * hd);
+  int r0 = 0;
+  for (const auto& s : segments) {
+    RotaryTable part = mrope_table(s.positions, s.n, hd, c.rope_theta, c.mrope_section);
+    std::copy(part.cos.begin(), part.cos.end(), rope.cos.begin() + ptrdiff_t(r0) * hd);
+    std::copy(part.sin.begin(), part.sin.end(), rope.sin.begin() + ptrdiff_t(r0) * hd);
+    r0 += s.n;
+  }
+
+  std::vector<float> h(x.size()), q(size_t(rows) * qd), k(size_t(rows) * kvd), v(size_t(rows) * kvd);
+  std::vector<float> attn(size_t(rows) * qd), tmp(x.size());
+  std::vector<float> gate(size_t(rows) * inter), up(size_t(rows) * inter);
+  for (int li = 0; li < c.num_layers; ++li) {
+    const Layer& l = layers_[size_t(li)];
+    rmsnorm(pool, x.data(), rows, hidden, l.input_norm.data(), c.rms_norm_eps, h.data());
+    linear(pool, h.data(), rows, l.q, q.data());
+    linear(pool, h.data(), rows, l.k, k.data());
+    linear(pool, h.data(), rows, l.v, v.data());
+    apply_rotary(pool, q.data(), rows, hq, qd, rope);
+    apply_rotary(pool, k.data(), rows, hkv, kvd, rope);
+    r0 = 0;
+    for (const auto& s : segments) {
+      auto& kc = s.cache->k[size_t(li)];
+      auto& vc = s.cache->v[size_t(li)];
+      const int past = s.cache->length;
+      kc.resize(size_t(past + s.n) * kvd);
+      vc.resize(size_t(past + s.n) * kvd);
+      std::copy_n(&k[size_t(r0) * kvd], size_t(s.n) * kvd, &kc[size_t(past) * kvd]);
+      std::copy_n(&v[size_t(r0) * kvd], size_t(s.n) * kvd, &vc[size_t(past) * kvd]);
+      attention_causal_gqa(pool, &q[size_t(r0) * qd], s.n, past, kc.data(), vc.data(), hq, hkv, hd,
+                           &attn[size_t(r0) * qd]);
+      r0 += s.n;
+    }
+    linear(pool, attn.data(), rows, l.o, tmp.data());
+    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+
+    rmsnorm(pool, x.data(), rows, hidden, l.post_norm.data(), c.rms_norm_eps, h.data());
+    linear(pool, h.data(), rows, l.gate, gate.data());
+    linear(pool, h.data(), rows, l.up, up.data());
+    swiglu_inplace(pool, gate.data(), up.data(), int64_t(gate.size()));
+    linear(pool, gate.data(), rows, l.down, tmp.data());
+    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+    if (tapping) emit("text.layer." + std::to_string(li), x.data());
+  }
+  for (auto& s : segments) s.cache->length += s.n;
+
+  rmsnorm(pool, x.data(), rows, hidden, final_norm_.data(), c.rms_norm_eps, h.data());
+  emit("text.final_norm", h.data());
+  // Gather each segment's last row, then one LM-head matmul for the batch.
+  std::vector<float> last(segments.size() * size_t(hidden));
+  for (size_t i = 0, r = 0; i < segments.size(); ++i) {
+    r += size_t(segments[i].n);
+    std::copy_n(&h[(r - 1) * hidden], hidden, &last[i * hidden]);
+  }
+  matmul_bias(pool, last.data(), int(segments.size()), hidden, lm_head(), nullptr, c.vocab_size, logits);
+  return Status::Ok();
+}
+
+}  // namespace rex::cpu

@@ -1,0 +1,166 @@
+// See vision.h. Buffers are plain std::vector<float>, row-major [rows, width].
+#include "cpu/vision.h"
+
+#include <algorithm>
+
+#include "cpu/activation.h"
+#include "cpu/attention.h"
+#include "cpu/matmul.h"
+#include "cpu/norm.h"
+
+namespace rex::cpu {
+
+WindowPlan plan_windows(int merged_h, int merged_w, int window, int unit) {
+  WindowPlan plan;
+  const int pad_h = window - merged_h % window;  // a full window when already a multiple
+  const int pad_w = window - merged_w % window;
+  const int windows_h = (merged_h + pad_h) / window;
+  const int windows_w = (merged_w + pad_w) / window;
+  plan.cu_seqlens.push_back(0);
+  for (int wr = 0; wr < windows_h; ++wr) {
+    for (int wc = 0; wc < windows_w; ++wc) {
+      int valid = 0;
+      for (int r = wr * window; r < (wr + 1) * window; ++r) {
+        for (int c = wc * window; c < (wc + 1) * window; ++c) {
+          if (r >= merged_h || c >= merged_w) continue;  // padding
+          plan.window_index.push_back(r * merged_w + c);
+          ++valid;
+        }
+      }
+      if (valid > 0) plan.cu_seqlens.push_back(plan.cu_seqlens.back() + valid * unit);
+    }
+  }
+  return plan;
+}
+
+void patch_positions_block_order(int grid_h, int grid_w, int merge, std::vector<int32_t>* rows,
+                                 std::vector<int32_t>* cols) {
+  rows->clear();
+  cols->clear();
+  for (int br = 0; br < grid_h / merge; ++br)
+    for (int bc = 0; bc < grid_w / merge; ++bc)
+      for (int i = 0; i < merge; ++i)
+        for (int j = 0; j < merge; ++j) {
+          rows->push_back(br * merge + i);
+          cols->push_back(bc * merge + j);
+        }
+}
+
+Status VisionEncoder::load(const VisionConfig& c, const VisionWeights& w) {
+  config_ = c;
+  const int hidden = c.hidden_size, inter = c.intermediate_size;
+  const int patch_in = c.in_channels * c.temporal_patch_size * c.patch_size * c.patch_size;
+  const int unit = c.spatial_merge_size * c.spatial_merge_size;
+  if (hidden <= 0 || c.num_heads <= 0 || hidden % c.num_heads != 0 || c.head_dim() % 4 != 0)
+    return Status(StatusCode::kInvalidArgument, "vision config: hidden_size " + std::to_string(hidden) +
+                  " and num_heads " + std::to_string(c.num_heads) + " give no usable head dim");
+  if (int(w.blocks.size()) != c.depth)
+    return Status(StatusCode::kMissingTensor, "vision weights: " + std::to_string(w.blocks.size()) +
+                  " blocks bound, config depth is " + std::to_string(c.depth));
+  REX_RETURN_IF_ERROR(load_linear(w.patch_embed, nullptr, hidden, patch_in, "visual.patch_embed.proj", &patch_embed_));
+  blocks_.resize(size_t(c.depth));
+  for (int i = 0; i < c.depth; ++i) {
+    const auto& bw = w.blocks[size_t(i)];
+    auto& b = blocks_[size_t(i)];
+    const std::string p = "visual.blocks." + std::to_string(i) + ".";
+    REX_RETURN_IF_ERROR(widen_tensor(bw.norm1, hidden, p + "norm1.weight", &b.norm1));
+    REX_RETURN_IF_ERROR(widen_tensor(bw.norm2, hidden, p + "norm2.weight", &b.norm2));
+    REX_RETURN_IF_ERROR(load_linear(bw.qkv_w, bw.qkv_b, 3 * hidden, hidden, p + "attn.qkv", &b.qkv));
+    REX_RETURN_IF_ERROR(load_linear(bw.proj_w, bw.proj_b, hidden, hidden, p + "attn.proj", &b.proj));
+    REX_RETURN_IF_ERROR(load_linear(bw.gate_w, bw.gate_b, inter, hidden, p + "mlp.gate_proj", &b.gate));
+    REX_RETURN_IF_ERROR(load_linear(bw.up_w, bw.up_b, inter, hidden, p + "mlp.up_proj", &b.up));
+    REX_RETURN_IF_ERROR(load_linear(bw.down_w, bw.down_b, hidden, inter, p + "mlp.down_proj", &b.down));
+  }
+  REX_RETURN_IF_ERROR(widen_tensor(w.merger_norm, hidden, "visual.merger.ln_q.weight", &merger_norm_));
+  REX_RETURN_IF_ERROR(load_linear(w.merger_fc1_w, w.merger_fc1_b, unit * hidden, unit * hidden,
+                                  "visual.merger.mlp.0", &merger_fc1_));
+  REX_RETURN_IF_ERROR(load_linear(w.merger_fc2_w, w.merger_fc2_b, c.out_hidden_size, unit * hidden,
+                                  "visual.merger.mlp.2", &merger_fc2_));
+  return Status::Ok();
+}
+
+Result<std::vector<float>> VisionEncoder::forward(ThreadPool& pool, const float* pixel_values, int grid_h,
+                                                  int grid_w, const TensorTap* tap) const {
+  const VisionConfig& c = config_;
+  const int merge = c.spatial_merge_size, unit = merge * merge;
+  if (grid_h <= 0 || grid_w <= 0 || grid_h % merge || grid_w % merge)
+    return Status(StatusCode::kInvalidArgument, "vision encoder: expected a grid divisible by " +
+                  std::to_string(merge) + " but got " + std::to_string(grid_h) + "x" + std::to_string(grid_w));
+  const int n = grid_h * grid_w, hidden = c.hidden_size, heads = c.num_heads, hd = c.head_dim();
+  const int inter = c.intermediate_size;
+  const bool mlp_gelu = c.hidden_act.find("gelu") != std::string::npos;
+  auto emit = [&](const std::string& name, const std::vector<float>& t, int rows, int cols) {
+    if (tap && *tap) (*tap)(name, t.data(), {rows, cols});
+  };
+
+  // 1. Patch embed.
+  std::vector<float> x(size_t(n) * hidden);
+  linear(pool, pixel_values, n, patch_embed_, x.data());
+  emit("vision.patch_embed", x, n, hidden);
+
+  // 2. Rotary ids in block order.
+  std::vector<int32_t> pos_r, pos_c;
+  patch_positions_block_order(grid_h, grid_w, merge, &pos_r, &pos_c);
+
+  // 3. Window permutation of rows (unit at a time) and rotary ids.
+  const int window = c.window_size / merge / c.patch_size;
+  const WindowPlan plan = plan_windows(grid_h / merge, grid_w / merge, window, unit);
+  {
+    std::vector<float> permuted(x.size());
+    std::vector<int32_t> pr(static_cast<size_t>(n)), pc(static_cast<size_t>(n));
+    for (size_t p = 0; p < plan.window_index.size(); ++p) {
+      const size_t src = size_t(plan.window_index[p]) * unit, dst = p * unit;
+      std::copy_n(&x[src * hidden], size_t(unit) * hidden, &permuted[dst * hidden]);
+      for (int u = 0; u < unit; ++u) {
+        pr[dst + size_t(u)] = pos_r[src + size_t(u)];
+        pc[dst + size_t(u)] = pos_c[src + size_t(u)];
+      }
+    }
+    x.swap(permuted);
+    pos_r.swap(pr);
+    pos_c.swap(pc);
+  }
+  const RotaryTable rope = vision_rotary_table(pos_r, pos_c, hd);
+  const std::vector<int> full_seqlens = {0, n};
+
+  // 4. Blocks.
+  std::vector<float> h(x.size()), qkv(size_t(n) * 3 * hidden), attn(x.size()), tmp(x.size());
+  std::vector<float> gate(size_t(n) * inter), up(size_t(n) * inter);
+  for (int bi = 0; bi < c.depth; ++bi) {
+    const Block& b = blocks_[size_t(bi)];
+    const bool full = std::find(c.fullatt_block_indexes.begin(), c.fullatt_block_indexes.end(), bi) !=
+                      c.fullatt_block_indexes.end();
+    rmsnorm(pool, x.data(), n, hidden, b.norm1.data(), c.rms_norm_eps, h.data());
+    linear(pool, h.data(), n, b.qkv, qkv.data());
+    apply_rotary(pool, qkv.data(), n, heads, 3 * hidden, rope);            // q
+    apply_rotary(pool, qkv.data() + hidden, n, heads, 3 * hidden, rope);   // k
+    attention_varlen(pool, qkv.data(), qkv.data() + hidden, qkv.data() + 2 * hidden, 3 * hidden, heads, hd,
+                     full ? full_seqlens : plan.cu_seqlens, attn.data());
+    linear(pool, attn.data(), n, b.proj, tmp.data());
+    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+
+    rmsnorm(pool, x.data(), n, hidden, b.norm2.data(), c.rms_norm_eps, h.data());
+    linear(pool, h.data(), n, b.gate, gate.data());
+    linear(pool, h.data(), n, b.up, up.data());
+    swiglu_inplace(pool, gate.data(), up.data(), int64_t(gate.size()), mlp_gelu);
+    linear(pool, gate.data(), n, b.down, tmp.data());
+    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+    if (tap && *tap) emit("vision.block." + std::to_string(bi), x, n, hidden);
+  }
+
+  // 5. Merger (norm per patch row, then unit rows -> one token), reverse permutation.
+  const int tokens = n / unit, out_hidden = c.out_hidden_size;
+  rmsnorm(pool, x.data(), n, hidden, merger_norm_.data(), c.rms_norm_eps, h.data());
+  std::vector<float> mid(size_t(tokens) * unit * hidden), merged(size_t(tokens) * out_hidden);
+  linear(pool, h.data(), tokens, merger_fc1_, mid.data());
+  gelu_inplace(pool, mid.data(), int64_t(mid.size()));
+  linear(pool, mid.data(), tokens, merger_fc2_, merged.data());
+  emit("vision.merger", merged, tokens, out_hidden);
+
+  std::vector<float> out(merged.size());
+  for (int p = 0; p < tokens; ++p)
+    std::copy_n(&merged[size_t(p) * out_hidden], out_hidden, &out[size_t(plan.window_index[size_t(p)]) * out_hidden]);
+  return out;
+}
+
+}  // namespace rex::cpu

@@ -1,0 +1,61 @@
+// The Qwen2.5-VL vision encoder in fp32, in the order of work REXOMNI.md gives:
+// patch embed (a 1176 -> hidden matmul), 2D rotary ids in merge-block order,
+// window permutation, blocks (windowed or full attention), merger, reverse
+// permutation. The window planning is a pure function so tests can check it
+// on its own.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "cpu/rotary.h"
+#include "cpu/thread_pool.h"
+#include "cpu/weights_f32.h"
+#include "engine/backend.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace rex::cpu {
+
+struct WindowPlan {
+  // window_index[p] = merged-token index (raster order of the merged grid)
+  // that sits at permuted position p. Windows in raster order, tokens in
+  // raster order inside each, padding dropped.
+  std::vector<int> window_index;
+  // Cumulative window lengths in patch rows (valid tokens * merge^2), from 0;
+  // empty windows vanish (no repeated entries).
+  std::vector<int> cu_seqlens;
+};
+
+// merged_h/merged_w: the merged grid; window: merged tokens per window side
+// (window_size / patch_size / merge = 4); unit: patch rows per merged token (4).
+// Pads exactly like transformers: pad = window - dim % window, so a grid that
+// is already a multiple still gets a whole (empty) window row/column.
+WindowPlan plan_windows(int merged_h, int merged_w, int window, int unit);
+
+// Patch (row, col) of each patch row, in the preprocessor's merge-block order.
+void patch_positions_block_order(int grid_h, int grid_w, int merge, std::vector<int32_t>* rows,
+                                 std::vector<int32_t>* cols);
+
+class VisionEncoder {
+ public:
+  Status load(const VisionConfig& config, const VisionWeights& weights);
+
+  // pixel_values: [grid_h*grid_w, 1176]. Returns [grid_h*grid_w/merge^2, out_hidden]
+  // in merged-grid raster order.
+  Result<std::vector<float>> forward(ThreadPool& pool, const float* pixel_values, int grid_h,
+                                     int grid_w, const TensorTap* tap) const;
+
+ private:
+  struct Block {
+    std::vector<float> norm1, norm2;
+    Linear qkv, proj, gate, up, down;
+  };
+  VisionConfig config_;
+  Linear patch_embed_;
+  std::vector<Block> blocks_;
+  std::vector<float> merger_norm_;
+  Linear merger_fc1_, merger_fc2_;
+};
+
+}  // namespace rex::cpu

@@ -1,0 +1,415 @@
+// The Engine and its scheduler thread (see rex/engine.h). Each loop iteration
+// is one step: take cancellations and new requests under the lock, then, with
+// the lock released, (1) finish cancelled requests, (2) admit new ones
+// (preprocess, vision, prefill, first token), (3) decode one token for every
+// running request in one batched backend call, (4) hand the step's events to
+// the sink. Only this thread touches the backend.
+#include "rex/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <new>
+#include <set>
+#include <thread>
+
+#include "engine/backend.h"
+#include "engine/mrope_positions.h"
+#include "model/config.h"
+
+namespace rex {
+
+const char* finish_reason_name(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kEos: return "eos";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kError: return "error";
+  }
+  return "error";
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// Collects one request's events for generate_blocking.
+struct Collector {
+  std::mutex mutex;
+  std::condition_variable cv;
+  GenerationResult result;
+  bool done = false;
+};
+
+struct Sequence {
+  RequestId id = 0;
+  GenerationRequest request;
+  SlotId slot = -1;
+  TokenHistory history;
+  Pcg32 rng;
+  int32_t last_token = 0;
+  int32_t next_position = 0;
+  int generated = 0;
+  Timings timings;
+  int prompt_tokens = 0;
+  int image_tokens = 0;
+};
+
+}  // namespace
+
+struct Engine::Impl {
+  ModelConfig config;
+  std::unique_ptr<Backend> backend;
+  std::shared_ptr<void> keepalive;
+  int max_active = 8;
+
+  std::mutex mutex;
+  std::condition_variable wake;
+  std::deque<std::unique_ptr<Sequence>> pending;
+  std::set<RequestId> cancelled;
+  std::set<RequestId> live;  // queued or running
+  std::map<RequestId, std::shared_ptr<Collector>> collectors;
+  std::shared_ptr<EventSink> sink;
+  RequestId next_id = 1;
+  bool stop = false;
+  std::thread thread;
+
+  // Scheduler-thread state.
+  std::vector<std::unique_ptr<Sequence>> active;
+  std::vector<float> logits;
+
+  void run();
+  void finish(Sequence& s, FinishReason reason, Status status, EngineEvents& ev);
+  bool emit_token(Sequence& s, int32_t token, float logprob, EngineEvents& ev);  // true if finished
+  Status start(Sequence& s, EngineEvents& ev, bool* finished);
+  void decode_step(EngineEvents& ev);
+  void deliver(EngineEvents ev);
+};
+
+void Engine::Impl::finish(Sequence& s, FinishReason reason, Status status, EngineEvents& ev) {
+  if (s.slot >= 0) backend->release(s.slot);
+  s.slot = -1;
+  FinishEvent f;
+  f.request = s.id;
+  f.reason = reason;
+  f.status = std::move(status);
+  f.timings = s.timings;
+  f.prompt_tokens = s.prompt_tokens;
+  f.image_tokens = s.image_tokens;
+  f.generated_tokens = s.generated;
+  ev.finished.push_back(std::move(f));
+}
+
+bool Engine::Impl::emit_token(Sequence& s, int32_t token, float logprob, EngineEvents& ev) {
+  ev.tokens.push_back({s.id, token, logprob, s.generated});
+  ++s.generated;
+  s.history.add(token);
+  s.last_token = token;
+  const auto& stops = s.request.stop_token_ids;
+  if (std::find(stops.begin(), stops.end(), token) != stops.end()) {
+    finish(s, FinishReason::kEos, Status::Ok(), ev);
+    return true;
+  }
+  if (s.generated >= s.request.max_new_tokens) {
+    finish(s, FinishReason::kLength, Status::Ok(), ev);
+    return true;
+  }
+  return false;
+}
+
+Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
+  GenerationRequest& r = s.request;
+  *finished = false;
+  s.prompt_tokens = int(r.prompt_ids.size());
+  if (r.raw_image) {
+    auto t0 = Clock::now();
+    auto pre = preprocess_image(r.raw_image->rgb.data(), r.raw_image->width, r.raw_image->height,
+                                r.raw_image->options);
+    if (!pre.ok()) return pre.status();
+    r.image = std::move(pre).value();
+    r.raw_image.reset();
+    s.timings.preprocess_ms = ms_since(t0);
+  }
+  std::unique_ptr<ImageEmbeddings> embeddings;
+  int merged_h = 0, merged_w = 0;
+  if (r.image) {
+    auto t0 = Clock::now();
+    auto enc = backend->encode_image(*r.image);
+    if (!enc.ok()) return enc.status();
+    embeddings = std::move(enc).value();
+    const int m = config.vision.spatial_merge_size;
+    merged_h = r.image->grid_h / m;
+    merged_w = r.image->grid_w / m;
+    s.image_tokens = embeddings->tokens();
+    s.timings.vision_ms = ms_since(t0);
+    r.image.reset();  // the pixels are no longer needed
+  }
+  auto pos = mrope_positions(r.prompt_ids, config.image_token_id, merged_h, merged_w);
+  if (!pos.ok()) return pos.status();
+
+  auto t0 = Clock::now();
+  auto slot = backend->acquire_slot(int(r.prompt_ids.size()) + r.max_new_tokens);
+  if (!slot.ok()) return slot.status();
+  s.slot = slot.value();
+  PrefillInput in;
+  in.slot = s.slot;
+  in.token_ids = r.prompt_ids.data();
+  in.n = int(r.prompt_ids.size());
+  in.positions = pos->ids.data();
+  in.image = embeddings.get();
+  in.image_token_id = config.image_token_id;
+  const int vocab = backend->vocab_size();
+  logits.resize(size_t(vocab));
+  REX_RETURN_IF_ERROR(backend->prefill(in, logits.data()));
+  s.timings.prefill_ms = ms_since(t0);
+
+  s.history = TokenHistory(vocab);
+  s.history.add(r.prompt_ids);
+  s.rng.reseed(r.sampling.seed);
+  s.next_position = pos->next_position;
+  SampledToken tok = sample_token(logits.data(), vocab, r.sampling, s.history, s.rng);
+  *finished = emit_token(s, tok.id, tok.logprob, ev);
+  return Status::Ok();
+}
+
+void Engine::Impl::decode_step(EngineEvents& ev) {
+  if (active.empty()) return;
+  auto t0 = Clock::now();
+  std::vector<DecodeRow> rows;
+  for (auto& s : active) rows.push_back({s->slot, s->last_token, s->next_position});
+  const int vocab = backend->vocab_size();
+  logits.resize(rows.size() * size_t(vocab));
+  Status st = backend->decode(rows, logits.data());
+  const double ms = ms_since(t0);
+  std::vector<std::unique_ptr<Sequence>> still;
+  for (size_t i = 0; i < active.size(); ++i) {
+    Sequence& s = *active[i];
+    s.timings.decode_ms += ms;
+    if (!st.ok()) {
+      finish(s, FinishReason::kError, st, ev);
+      continue;
+    }
+    s.next_position = next_decode_position(s.next_position);
+    SampledToken tok = sample_token(&logits[i * size_t(vocab)], vocab, s.request.sampling, s.history, s.rng);
+    if (!emit_token(s, tok.id, tok.logprob, ev)) still.push_back(std::move(active[i]));
+  }
+  active.swap(still);
+}
+
+void Engine::Impl::deliver(EngineEvents ev) {
+  if (ev.tokens.empty() && ev.finished.empty()) return;
+  std::shared_ptr<EventSink> target;
+  EngineEvents for_sink;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (auto& f : ev.finished) live.erase(f.request);
+    for (auto& t : ev.tokens) {
+      auto it = collectors.find(t.request);
+      if (it == collectors.end()) { for_sink.tokens.push_back(t); continue; }
+      std::lock_guard<std::mutex> cl(it->second->mutex);
+      it->second->result.tokens.push_back(t.token);
+      it->second->result.logprobs.push_back(t.logprob);
+    }
+    for (auto& f : ev.finished) {
+      auto it = collectors.find(f.request);
+      if (it == collectors.end()) { for_sink.finished.push_back(f); continue; }
+      {
+        std::lock_guard<std::mutex> cl(it->second->mutex);
+        it->second->result.finish = f;
+        it->second->done = true;
+      }
+      it->second->cv.notify_all();
+      collectors.erase(it);
+    }
+    target = sink;
+  }
+  if (target && (!for_sink.tokens.empty() || !for_sink.finished.empty())) target->on_events(std::move(for_sink));
+}
+
+void Engine::Impl::run() {
+  for (;;) {
+    std::vector<std::unique_ptr<Sequence>> admitted, dropped;
+    std::set<RequestId> to_cancel;
+    bool stopping = false;
+    {
+      std::unique_lock<std::mutex> lock(mutex);
+      wake.wait(lock, [&] { return stop || !pending.empty() || !active.empty(); });
+      stopping = stop;
+      to_cancel.swap(cancelled);
+      // Cancelled requests still waiting in the queue leave it now, whatever the capacity.
+      for (auto it = pending.begin(); it != pending.end();) {
+        if (to_cancel.count((*it)->id)) {
+          admitted.push_back(std::move(*it));
+          it = pending.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      while (!pending.empty() && (stopping || int(active.size() + admitted.size()) < max_active)) {
+        admitted.push_back(std::move(pending.front()));
+        pending.pop_front();
+      }
+    }
+    EngineEvents ev;
+    auto is_cancelled = [&](const Sequence& s) { return stopping || to_cancel.count(s.id) > 0; };
+    // 1. Cancellations (running and newly taken).
+    for (auto& s : active)
+      if (is_cancelled(*s)) finish(*s, FinishReason::kCancelled, Status::Ok(), ev);
+    active.erase(std::remove_if(active.begin(), active.end(), [&](auto& s) { return s->slot < 0; }),
+                 active.end());
+    // 2. Admissions.
+    for (auto& s : admitted) {
+      if (is_cancelled(*s)) {
+        finish(*s, FinishReason::kCancelled, Status::Ok(), ev);
+        continue;
+      }
+      bool finished = false;
+      Status st;
+      try {
+        st = start(*s, ev, &finished);
+      } catch (const std::bad_alloc&) {
+        st = Status(StatusCode::kOutOfMemory, "out of memory while starting request " + std::to_string(s->id));
+      } catch (const std::exception& e) {
+        st = Status(StatusCode::kInternal, std::string("request start failed: ") + e.what());
+      }
+      if (!st.ok()) finish(*s, FinishReason::kError, st, ev);
+      else if (!finished) active.push_back(std::move(s));
+    }
+    // 3. One decode step for everything running.
+    if (!stopping) {
+      try {
+        decode_step(ev);
+      } catch (const std::exception& e) {
+        Status st(StatusCode::kInternal, std::string("decode step failed: ") + e.what());
+        for (auto& s : active) finish(*s, FinishReason::kError, st, ev);
+        active.clear();
+      }
+    }
+    // 4. Events.
+    deliver(std::move(ev));
+    if (stopping) {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (pending.empty() && active.empty()) return;
+    }
+  }
+}
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Engine::~Engine() {
+  if (!impl_) return;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    impl_->stop = true;
+  }
+  impl_->wake.notify_all();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+Result<std::unique_ptr<Engine>> Engine::create_with_backend(const ModelConfig& config,
+                                                            std::unique_ptr<Backend> backend,
+                                                            const EngineOptions& options,
+                                                            std::shared_ptr<void> keepalive) {
+  if (!backend) return Status(StatusCode::kInvalidArgument, "expected a backend but got none");
+  if (options.max_active_requests < 1)
+    return Status(StatusCode::kInvalidArgument, "expected max_active_requests >= 1 but got " +
+                  std::to_string(options.max_active_requests));
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  impl->backend = std::move(backend);
+  impl->keepalive = std::move(keepalive);
+  impl->max_active = options.max_active_requests;
+  impl->sink = options.sink;
+  if (options.debug_tap) impl->backend->set_tap(options.debug_tap);
+  Impl* raw = impl.get();
+  try {
+    impl->thread = std::thread([raw] { raw->run(); });
+  } catch (const std::exception& e) {
+    return Status(StatusCode::kInternal, std::string("could not start the scheduler thread: ") + e.what());
+  }
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+static Status validate(const GenerationRequest& r, const ModelConfig& c, int vocab) {
+  auto bad = [](const std::string& what) { return Status(StatusCode::kInvalidArgument, what); };
+  if (r.prompt_ids.empty()) return bad("expected a non-empty prompt_ids but got an empty one");
+  for (size_t i = 0; i < r.prompt_ids.size(); ++i)
+    if (r.prompt_ids[i] < 0 || r.prompt_ids[i] >= vocab)
+      return bad("expected prompt_ids[" + std::to_string(i) + "] in [0, " + std::to_string(vocab) + ") but got " +
+                 std::to_string(r.prompt_ids[i]));
+  if (r.image && r.raw_image) return bad("expected one of image and raw_image but got both");
+  if (r.raw_image && (r.raw_image->width <= 0 || r.raw_image->height <= 0 ||
+                      r.raw_image->rgb.size() != size_t(r.raw_image->width) * r.raw_image->height * 3))
+    return bad("expected raw_image.rgb of width*height*3 bytes but got " + std::to_string(r.raw_image->rgb.size()) +
+               " for " + std::to_string(r.raw_image->width) + "x" + std::to_string(r.raw_image->height));
+  if (r.max_new_tokens < 1) return bad("expected max_new_tokens >= 1 but got " + std::to_string(r.max_new_tokens));
+  const SamplingParams& p = r.sampling;
+  if (!(p.temperature >= 0)) return bad("expected temperature >= 0 but got " + std::to_string(p.temperature));
+  if (p.top_k < 0) return bad("expected top_k >= 0 but got " + std::to_string(p.top_k));
+  if (!(p.top_p > 0 && p.top_p <= 1)) return bad("expected top_p in (0, 1] but got " + std::to_string(p.top_p));
+  if (!(p.repetition_penalty > 0))
+    return bad("expected repetition_penalty > 0 but got " + std::to_string(p.repetition_penalty));
+  (void)c;
+  return Status::Ok();
+}
+
+Result<RequestId> Engine::submit(GenerationRequest request) {
+  REX_RETURN_IF_ERROR(validate(request, impl_->config, impl_->backend->vocab_size()));
+  auto s = std::make_unique<Sequence>();
+  s->request = std::move(request);
+  RequestId id;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    if (impl_->stop) return Status(StatusCode::kCancelled, "the engine is shutting down");
+    id = impl_->next_id++;
+    s->id = id;
+    impl_->live.insert(id);
+    impl_->pending.push_back(std::move(s));
+  }
+  impl_->wake.notify_all();
+  return id;
+}
+
+void Engine::cancel(RequestId id) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    if (!impl_->live.count(id)) return;
+    impl_->cancelled.insert(id);
+  }
+  impl_->wake.notify_all();
+}
+
+Result<GenerationResult> Engine::generate_blocking(GenerationRequest request) {
+  REX_RETURN_IF_ERROR(validate(request, impl_->config, impl_->backend->vocab_size()));
+  auto collector = std::make_shared<Collector>();
+  auto s = std::make_unique<Sequence>();
+  s->request = std::move(request);
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    if (impl_->stop) return Status(StatusCode::kCancelled, "the engine is shutting down");
+    s->id = impl_->next_id++;
+    impl_->live.insert(s->id);
+    impl_->collectors[s->id] = collector;
+    impl_->pending.push_back(std::move(s));
+  }
+  impl_->wake.notify_all();
+  std::unique_lock<std::mutex> lock(collector->mutex);
+  collector->cv.wait(lock, [&] { return collector->done; });
+  return std::move(collector->result);
+}
+
+void Engine::set_event_sink(std::shared_ptr<EventSink> sink) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->sink = std::move(sink);
+}
+
+const ModelConfig& Engine::config() const { return impl_->config; }
+
+}  // namespace rex

@@ -1,0 +1,139 @@
+// The core's public engine API. One Engine owns a checkpoint, a compute
+// backend and ONE scheduler thread that makes every backend call. Requests are
+// plain structs; submit() queues one and returns at once. The scheduler admits
+// queued requests between steps (prefill), then advances every in-flight
+// request by one token per step (a batched decode), so requests join and
+// leave between steps — continuous batching, already at batch 1.
+// Results stream out through an EventSink: one call per scheduler step with
+// every request's new tokens and the requests that finished. Nothing here
+// throws, aborts or exits; failures are Status values or finish events.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "preprocess/preprocess.h"
+#include "rex/status.h"
+#include "sampling/sampling.h"
+
+namespace rex {
+
+class Backend;
+struct ModelConfig;
+
+using RequestId = uint64_t;
+
+// Same signature as the backend's tap (engine/backend.h): named fp32 intermediates.
+using TensorTap = std::function<void(const std::string& name, const float* data,
+                                     const std::vector<int64_t>& shape)>;
+
+// Interleaved 8-bit RGB, preprocessed on the engine thread.
+struct RawImage {
+  std::vector<uint8_t> rgb;  // width * height * 3
+  int width = 0;
+  int height = 0;
+  PreprocessOptions options;
+};
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt_ids;              // image pads already expanded
+  std::optional<PreprocessedImage> image;       // either this ...
+  std::optional<RawImage> raw_image;            // ... or this (or neither: text only)
+  int max_new_tokens = 256;
+  std::vector<int32_t> stop_token_ids;          // e.g. <|im_end|>
+  SamplingParams sampling;
+};
+
+enum class FinishReason { kEos, kLength, kCancelled, kError };
+const char* finish_reason_name(FinishReason reason);  // "eos", "length", "cancelled", "error"
+
+struct TokenEvent {
+  RequestId request = 0;
+  int32_t token = 0;
+  float logprob = 0.0f;  // see sampling.h for exactly what is reported
+  int step = 0;          // 0 for the token that prefill produced
+};
+
+struct Timings {
+  double preprocess_ms = 0, vision_ms = 0, prefill_ms = 0, decode_ms = 0;
+};
+
+struct FinishEvent {
+  RequestId request = 0;
+  FinishReason reason = FinishReason::kError;
+  Status status;          // ok unless reason == kError
+  Timings timings;
+  int prompt_tokens = 0;
+  int image_tokens = 0;
+  int generated_tokens = 0;  // includes a stop token, which is also delivered as a TokenEvent
+};
+
+// Everything one scheduler step produced.
+struct EngineEvents {
+  std::vector<TokenEvent> tokens;
+  std::vector<FinishEvent> finished;
+};
+
+// Called on the scheduler thread. Implementations must not block (the N-API
+// binding hands the batch to a thread-safe function and returns).
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  virtual void on_events(EngineEvents events) = 0;
+};
+
+struct EngineOptions {
+  std::string backend = "cpu";
+  int threads = 0;                     // backend threads; 0 = all hardware threads
+  int max_active_requests = 8;         // in-flight sequences per step
+  std::shared_ptr<EventSink> sink;     // may also be set later with set_event_sink
+  TensorTap debug_tap;                 // named intermediates; empty = off (no cost)
+};
+
+struct GenerationResult {
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  FinishEvent finish;
+};
+
+class Engine {
+ public:
+  // Opens the checkpoint, binds the weights, builds and prepares the backend,
+  // starts the scheduler thread.
+  static Result<std::unique_ptr<Engine>> create(const std::string& checkpoint_dir,
+                                                const EngineOptions& options);
+  // Over an already prepared backend (tests, in-memory models). `keepalive`
+  // holds whatever the backend's weights point into.
+  static Result<std::unique_ptr<Engine>> create_with_backend(const ModelConfig& config,
+                                                             std::unique_ptr<Backend> backend,
+                                                             const EngineOptions& options,
+                                                             std::shared_ptr<void> keepalive = nullptr);
+  // Cancels whatever is in flight (finish events with kCancelled), joins the thread.
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Validates and queues. kInvalidArgument names what was expected and what was given.
+  Result<RequestId> submit(GenerationRequest request);
+  // Cancels a queued or running request (finish event kCancelled, between
+  // steps). Unknown or finished ids are ignored.
+  void cancel(RequestId id);
+  // Submits and waits for the finish; events for this request go to the
+  // result, not to the sink. For tests and tools, never on the JS thread.
+  Result<GenerationResult> generate_blocking(GenerationRequest request);
+
+  void set_event_sink(std::shared_ptr<EventSink> sink);
+  const ModelConfig& config() const;
+
+  struct Impl;
+
+ private:
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rex
