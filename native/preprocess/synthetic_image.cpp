@@ -3,10 +3,9 @@
 // (so resampling errors show up) and gradient terms give structure.
 #include "preprocess/synthetic_image.h"
 
-#include <cerrno>
-#include <cstdlib>
 #include <new>
 #include <stdexcept>
+#include <string>
 
 namespace rex {
 

@@ -63,8 +63,8 @@ REX_TEST(matches_numpy_reference) {
 }
 
 REX_TEST(rows_follow_merge_block_order) {
-  // A 56x56 image (one 2x2 merge block of 14px patches... times 2x2 blocks)
-  // whose red channel encodes the patch index in raster order.
+  // A 56x56 image: a 4x4 grid of 14px patches forming 2x2 merge blocks. Red
+  // holds each patch's raster index, green its pixel row, blue its pixel col.
   const int W = 56, H = 56;
   std::vector<uint8_t> img(W * H * 3);
   for (int y = 0; y < H; ++y)
