@@ -5,6 +5,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // GPU suites run only through `npm run test:gpu` (REX_OMNI_GPU_TESTS=1) on a CUDA machine.
+    exclude: process.env.REX_OMNI_GPU_TESTS ? [] : ['test/gpu/**'],
     globalSetup: ['test/setup/global.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,

@@ -64,12 +64,14 @@ Status TextDecoder::embed(const int32_t* ids, int n, float* out) const {
 
 void TextDecoder::init_cache(KvCache* cache, int capacity_hint) const {
   const size_t kvd = size_t(config_.num_kv_heads) * config_.head_dim();
+  // Reserve for the hint, but not beyond 4096 tokens: the vectors grow anyway.
+  const size_t reserve = size_t(std::min(std::max(capacity_hint, 0), 4096)) * kvd;
   cache->length = 0;
   cache->k.assign(size_t(config_.num_layers), {});
   cache->v.assign(size_t(config_.num_layers), {});
   for (int l = 0; l < config_.num_layers; ++l) {
-    cache->k[size_t(l)].reserve(size_t(std::max(capacity_hint, 0)) * kvd);
-    cache->v[size_t(l)].reserve(size_t(std::max(capacity_hint, 0)) * kvd);
+    cache->k[size_t(l)].reserve(reserve);
+    cache->v[size_t(l)].reserve(reserve);
   }
 }
 
