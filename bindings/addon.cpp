@@ -22,4 +22,6 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
 
 }  // namespace rex_napi
 
-NODE_API_MODULE(rex_omni, rex_napi::init)
+// NODE_API_MODULE pastes the name into an identifier: it must be unqualified.
+static Napi::Object init_rex_omni(Napi::Env env, Napi::Object exports) { return rex_napi::init(env, exports); }
+NODE_API_MODULE(rex_omni, init_rex_omni)
