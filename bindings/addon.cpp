@@ -5,6 +5,8 @@
 #include "addon_data.h"
 #include "backend_info.h"
 #include "checkpoint_wrap.h"
+#include "debug_workers.h"
+#include "engine_wrap.h"
 
 namespace rex_napi {
 
@@ -17,6 +19,13 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeCheckpoint", checkpoint_class);
   exports.Set("openCheckpoint", Napi::Function::New(env, open_checkpoint, "openCheckpoint"));
   exports.Set("backendInfo", Napi::Function::New(env, backend_info, "backendInfo"));
+
+  Napi::Function engine_class = EngineWrap::define(env);
+  data->engine_constructor = Napi::Persistent(engine_class);
+  exports.Set("NativeEngine", engine_class);
+  exports.Set("createEngine", Napi::Function::New(env, create_engine, "createEngine"));
+  exports.Set("preprocessImage", Napi::Function::New(env, preprocess_image, "preprocessImage"));
+  exports.Set("referenceForward", Napi::Function::New(env, reference_forward, "referenceForward"));
   return exports;
 }
 

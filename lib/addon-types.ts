@@ -82,7 +82,97 @@ export interface NativeBackendInfo {
   };
 }
 
-export interface NativeAddon {
+export interface NativeAddon extends NativeAddonEngine {
   openCheckpoint(dir: string, options?: { verify?: boolean }): Promise<NativeCheckpoint>;
   backendInfo(): NativeBackendInfo;
+}
+
+export interface NativeSampling {
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  repetitionPenalty?: number;
+  seed?: number | bigint;
+}
+
+export interface NativeRawImage {
+  /** Interleaved 8-bit RGB, width * height * 3 bytes. */
+  data: Uint8Array;
+  width: number;
+  height: number;
+  minPixels?: number;
+  maxPixels?: number;
+}
+
+export interface NativeGenerationRequest {
+  promptIds: Int32Array | number[];
+  image?: NativeRawImage;
+  maxNewTokens?: number;
+  stopTokenIds?: number[];
+  sampling?: NativeSampling;
+}
+
+export interface NativeTimings {
+  preprocessMs: number;
+  visionMs: number;
+  prefillMs: number;
+  decodeMs: number;
+}
+
+export interface NativeFinishEvent {
+  requestId: number;
+  reason: 'eos' | 'length' | 'cancelled' | 'error';
+  error?: { message: string; code: string };
+  timings: NativeTimings;
+  promptTokens: number;
+  imageTokens: number;
+  /** Includes a stop token, which is also delivered as a token event. */
+  generatedTokens: number;
+}
+
+/** One scheduler step: every request's new tokens, as columns, and the requests that finished. */
+export interface NativeEngineEvents {
+  tokens: { requestIds: Float64Array; tokens: Int32Array; logprobs: Float32Array; steps: Int32Array };
+  finished: NativeFinishEvent[];
+}
+
+export interface NativeEngineOptions {
+  backend?: 'cpu' | 'cuda';
+  threads?: number;
+  maxActiveRequests?: number;
+}
+
+export interface NativeEngine {
+  readonly config: NativeModelConfig;
+  /** Queues a request; returns its id. Events arrive through the createEngine callback. */
+  submit(request: NativeGenerationRequest): number;
+  cancel(requestId: number): void;
+  /** Cancels what is in flight and stops the scheduler thread. */
+  close(): Promise<void>;
+}
+
+export interface NativePreprocessed {
+  resizedWidth: number;
+  resizedHeight: number;
+  gridT: number;
+  gridH: number;
+  gridW: number;
+  resizedRgb: Uint8Array;
+  pixelValues: Float32Array;
+}
+
+export interface NativeReferenceForward {
+  visionTokens: number;
+  vision: Float32Array;
+  lastLogits: Float32Array;
+  intermediates: Record<string, { shape: number[]; data: Float32Array }>;
+}
+
+export interface NativeAddonEngine {
+  createEngine(dir: string, options: NativeEngineOptions, onEvents: (events: NativeEngineEvents) => void): Promise<NativeEngine>;
+  preprocessImage(image: NativeRawImage): Promise<NativePreprocessed>;
+  referenceForward(
+    dir: string,
+    request: NativeGenerationRequest & { intermediates?: boolean; backend?: 'cpu' | 'cuda' },
+  ): Promise<NativeReferenceForward>;
 }

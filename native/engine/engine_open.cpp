@@ -1,7 +1,7 @@
-// Engine::create from a checkpoint directory. Kept apart from engine.cpp so
-// that the scheduler (and its tests over in-memory models) does not pull in
-// the checkpoint loader.
-#include "engine/backend.h"
+// Engine::create from a checkpoint directory, and the shared loader behind it.
+// Kept apart from engine.cpp so that the scheduler (and its tests over
+// in-memory models) does not pull in the checkpoint loader.
+#include "engine/model_loader.h"
 #include "model/checkpoint.h"
 #include "model/weights.h"
 #include "rex/engine.h"
@@ -15,7 +15,7 @@ struct LoadedModel {
 };
 }  // namespace
 
-Result<std::unique_ptr<Engine>> Engine::create(const std::string& checkpoint_dir, const EngineOptions& options) {
+Result<LoadedBackend> load_backend(const std::string& checkpoint_dir, const BackendOptions& options) {
   auto ckpt = Checkpoint::open(checkpoint_dir);
   if (!ckpt.ok()) return ckpt.status();
   auto model = std::make_shared<LoadedModel>();
@@ -23,14 +23,24 @@ Result<std::unique_ptr<Engine>> Engine::create(const std::string& checkpoint_dir
   auto weights = bind_model_weights(*model->checkpoint);
   if (!weights.ok()) return weights.status();
   model->weights = std::move(weights).value();
-  BackendOptions bo;
-  bo.name = options.backend;
-  bo.threads = options.threads;
-  auto backend = make_backend(bo);
+  auto backend = make_backend(options);
   if (!backend.ok()) return backend.status();
   REX_RETURN_IF_ERROR(backend.value()->prepare(model->checkpoint->config(), model->weights));
-  const ModelConfig config = model->checkpoint->config();
-  return Engine::create_with_backend(config, std::move(backend).value(), options, model);
+  LoadedBackend loaded;
+  loaded.config = model->checkpoint->config();
+  loaded.backend = std::move(backend).value();
+  loaded.keepalive = model;
+  return loaded;
+}
+
+Result<std::unique_ptr<Engine>> Engine::create(const std::string& checkpoint_dir, const EngineOptions& options) {
+  BackendOptions backend_options;
+  backend_options.name = options.backend;
+  backend_options.threads = options.threads;
+  auto loaded = load_backend(checkpoint_dir, backend_options);
+  if (!loaded.ok()) return loaded.status();
+  LoadedBackend& l = loaded.value();
+  return Engine::create_with_backend(l.config, std::move(l.backend), options, std::move(l.keepalive));
 }
 
 }  // namespace rex

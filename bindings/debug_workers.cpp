@@ -1,0 +1,175 @@
+#include "debug_workers.h"
+
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "engine/model_loader.h"
+#include "engine/reference_forward.h"
+#include "errors.h"
+#include "preprocess/preprocess.h"
+#include "request_from_js.h"
+
+namespace rex_napi {
+namespace {
+
+Napi::Float32Array to_float32_array(Napi::Env env, const std::vector<float>& values) {
+  Napi::Float32Array array = Napi::Float32Array::New(env, values.size());
+  if (!values.empty()) std::memcpy(array.Data(), values.data(), values.size() * sizeof(float));
+  return array;
+}
+
+class PreprocessWorker : public Napi::AsyncWorker {
+ public:
+  PreprocessWorker(Napi::Env env, rex::RawImage image)
+      : Napi::AsyncWorker(env, "rex-omni:preprocess"), deferred_(Napi::Promise::Deferred::New(env)), image_(std::move(image)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    auto result = rex::preprocess_image(image_.rgb.data(), image_.width, image_.height, image_.options);
+    if (!result.ok()) {
+      status_ = result.status();
+      return;
+    }
+    out_ = std::move(result).value();
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (!status_.ok()) {
+      deferred_.Reject(status_to_error(env, status_).Value());
+      return;
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("resizedWidth", out_.resized_width);
+    o.Set("resizedHeight", out_.resized_height);
+    o.Set("gridT", out_.grid_t);
+    o.Set("gridH", out_.grid_h);
+    o.Set("gridW", out_.grid_w);
+    o.Set("resizedRgb", Napi::Buffer<uint8_t>::Copy(env, out_.resized_rgb.data(), out_.resized_rgb.size()));
+    o.Set("pixelValues", to_float32_array(env, out_.pixel_values));
+    deferred_.Resolve(o);
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  rex::RawImage image_;
+  rex::Status status_;
+  rex::PreprocessedImage out_;
+};
+
+struct TappedTensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
+class ReferenceForwardWorker : public Napi::AsyncWorker {
+ public:
+  ReferenceForwardWorker(Napi::Env env, std::string dir, rex::GenerationRequest request, bool tap, std::string backend)
+      : Napi::AsyncWorker(env, "rex-omni:referenceForward"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        dir_(std::move(dir)),
+        request_(std::move(request)),
+        tap_(tap),
+        backend_(std::move(backend)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    rex::BackendOptions options;
+    options.name = backend_;
+    auto loaded = rex::load_backend(dir_, options);
+    if (!loaded.ok()) {
+      status_ = loaded.status();
+      return;
+    }
+    rex::Backend& backend = *loaded.value().backend;
+    if (tap_) {
+      backend.set_tap([this](const std::string& name, const float* data, const std::vector<int64_t>& shape) {
+        size_t n = 1;
+        for (int64_t d : shape) n *= static_cast<size_t>(d);
+        std::lock_guard<std::mutex> lock(tap_mutex_);
+        TappedTensor& t = tapped_[name];
+        t.shape = shape;
+        t.data.assign(data, data + n);
+      });
+    }
+    std::optional<rex::PreprocessedImage> image;
+    if (request_.raw_image) {
+      const rex::RawImage& raw = *request_.raw_image;
+      auto pre = rex::preprocess_image(raw.rgb.data(), raw.width, raw.height, raw.options);
+      if (!pre.ok()) {
+        status_ = pre.status();
+        return;
+      }
+      image = std::move(pre).value();
+    }
+    auto forward = rex::run_reference_forward(backend, loaded.value().config, image ? &*image : nullptr, request_.prompt_ids);
+    if (!forward.ok()) {
+      status_ = forward.status();
+      return;
+    }
+    forward_ = std::move(forward).value();
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (!status_.ok()) {
+      deferred_.Reject(status_to_error(env, status_).Value());
+      return;
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("visionTokens", forward_.vision_tokens);
+    o.Set("vision", to_float32_array(env, forward_.vision));
+    o.Set("lastLogits", to_float32_array(env, forward_.last_logits));
+    Napi::Object intermediates = Napi::Object::New(env);
+    for (const auto& [name, tensor] : tapped_) {
+      Napi::Object t = Napi::Object::New(env);
+      Napi::Array shape = Napi::Array::New(env, tensor.shape.size());
+      for (size_t i = 0; i < tensor.shape.size(); ++i) shape.Set(static_cast<uint32_t>(i), static_cast<double>(tensor.shape[i]));
+      t.Set("shape", shape);
+      t.Set("data", to_float32_array(env, tensor.data));
+      intermediates.Set(name, t);
+    }
+    o.Set("intermediates", intermediates);
+    deferred_.Resolve(o);
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::string dir_;
+  rex::GenerationRequest request_;
+  bool tap_;
+  std::string backend_;
+  rex::Status status_;
+  rex::ReferenceForward forward_;
+  std::mutex tap_mutex_;
+  std::map<std::string, TappedTensor> tapped_;
+};
+
+}  // namespace
+
+Napi::Value preprocess_image(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* worker = new PreprocessWorker(env, raw_image_from_js(env, info[0], "image"));
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value reference_forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString())
+    throw invalid_argument(env, "referenceForward(dir, request): expected a directory path string");
+  rex::GenerationRequest request = generation_request_from_js(env, info[1]);
+  Napi::Object o = info[1].As<Napi::Object>();
+  Napi::Value tap = o.Get("intermediates");
+  Napi::Value backend = o.Get("backend");
+  auto* worker = new ReferenceForwardWorker(env, info[0].As<Napi::String>().Utf8Value(), std::move(request),
+                                            tap.IsBoolean() && tap.As<Napi::Boolean>().Value(),
+                                            backend.IsString() ? backend.As<Napi::String>().Utf8Value() : "cpu");
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
+}  // namespace rex_napi

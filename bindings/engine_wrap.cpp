@@ -1,0 +1,168 @@
+#include "engine_wrap.h"
+
+#include "addon_data.h"
+#include "config_to_js.h"
+#include "errors.h"
+#include "request_from_js.h"
+
+namespace rex_napi {
+
+Napi::Function EngineWrap::define(Napi::Env env) {
+  return DefineClass(env, "NativeEngine",
+                     {
+                         InstanceMethod<&EngineWrap::submit>("submit"),
+                         InstanceMethod<&EngineWrap::cancel>("cancel"),
+                         InstanceMethod<&EngineWrap::close>("close"),
+                         InstanceAccessor<&EngineWrap::config>("config"),
+                     });
+}
+
+Napi::Object EngineWrap::wrap(Napi::Env env, std::unique_ptr<rex::Engine> engine, std::shared_ptr<EventPump> pump) {
+  Napi::Object object = addon_data(env).engine_constructor.New({});
+  EngineWrap* self = Unwrap(object);
+  self->engine_ = std::move(engine);
+  self->pump_ = std::move(pump);
+  return object;
+}
+
+EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {}
+
+// Garbage-collected without close(): stop the scheduler here (this joins its
+// thread, so close() is the better way), then let the pump go.
+EngineWrap::~EngineWrap() {
+  engine_.reset();
+  if (pump_) pump_->release();
+}
+
+rex::Engine& EngineWrap::require_open(Napi::Env env) {
+  if (!engine_) {
+    Napi::Error error = Napi::Error::New(env, "the engine is closed");
+    error.Set("code", Napi::String::New(env, "ERR_REX_CLOSED"));
+    throw error;
+  }
+  return *engine_;
+}
+
+Napi::Value EngineWrap::submit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  rex::Engine& engine = require_open(env);
+  rex::GenerationRequest request = generation_request_from_js(env, info[0]);
+  rex::Result<rex::RequestId> id = engine.submit(std::move(request));
+  if (!id.ok()) throw status_to_error(env, id.status());
+  pump_->request_started(env);
+  return Napi::Number::New(env, static_cast<double>(id.value()));
+}
+
+Napi::Value EngineWrap::cancel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw invalid_argument(env, "cancel(requestId): expected a number");
+  if (engine_) engine_->cancel(static_cast<rex::RequestId>(info[0].As<Napi::Number>().Int64Value()));
+  return env.Undefined();
+}
+
+Napi::Value EngineWrap::config(const Napi::CallbackInfo& info) {
+  return config_to_js(info.Env(), require_open(info.Env()).config());
+}
+
+namespace {
+
+// Destroying an engine cancels what is in flight and joins its scheduler
+// thread, which may be mid-step: done on a worker thread, not the JS thread.
+class CloseEngineWorker : public Napi::AsyncWorker {
+ public:
+  CloseEngineWorker(Napi::Env env, std::unique_ptr<rex::Engine> engine, std::shared_ptr<EventPump> pump)
+      : Napi::AsyncWorker(env, "rex-omni:closeEngine"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        engine_(std::move(engine)),
+        pump_(std::move(pump)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override { engine_.reset(); }
+  void OnOK() override {
+    if (pump_) pump_->release();
+    deferred_.Resolve(Env().Undefined());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::unique_ptr<rex::Engine> engine_;
+  std::shared_ptr<EventPump> pump_;
+};
+
+class CreateEngineWorker : public Napi::AsyncWorker {
+ public:
+  CreateEngineWorker(Napi::Env env, std::string dir, rex::EngineOptions options, std::shared_ptr<EventPump> pump)
+      : Napi::AsyncWorker(env, "rex-omni:createEngine"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        dir_(std::move(dir)),
+        options_(std::move(options)),
+        pump_(std::move(pump)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    options_.sink = pump_;
+    rex::Result<std::unique_ptr<rex::Engine>> created = rex::Engine::create(dir_, options_);
+    if (!created.ok()) {
+      status_ = created.status();
+      return;
+    }
+    engine_ = std::move(created).value();
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (!status_.ok()) {
+      pump_->release();
+      deferred_.Reject(status_to_error(env, status_).Value());
+      return;
+    }
+    deferred_.Resolve(EngineWrap::wrap(env, std::move(engine_), pump_));
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::string dir_;
+  rex::EngineOptions options_;
+  std::shared_ptr<EventPump> pump_;
+  rex::Status status_;
+  std::unique_ptr<rex::Engine> engine_;
+};
+
+rex::EngineOptions engine_options_from_js(Napi::Env env, Napi::Value value) {
+  rex::EngineOptions options;
+  if (value.IsUndefined()) return options;
+  if (!value.IsObject()) throw invalid_argument(env, "createEngine options: expected an object");
+  Napi::Object o = value.As<Napi::Object>();
+  Napi::Value backend = o.Get("backend");
+  if (backend.IsString()) options.backend = backend.As<Napi::String>().Utf8Value();
+  Napi::Value threads = o.Get("threads");
+  if (threads.IsNumber()) options.threads = threads.As<Napi::Number>().Int32Value();
+  Napi::Value max_active = o.Get("maxActiveRequests");
+  if (max_active.IsNumber()) options.max_active_requests = max_active.As<Napi::Number>().Int32Value();
+  return options;
+}
+
+}  // namespace
+
+Napi::Value EngineWrap::close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* worker = new CloseEngineWorker(env, std::move(engine_), pump_);
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value create_engine(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[2].IsFunction())
+    throw invalid_argument(env, "createEngine(dir, options, onEvents): expected a string, an object and a function");
+  rex::EngineOptions options = engine_options_from_js(env, info[1]);
+  std::shared_ptr<EventPump> pump = EventPump::create(env, info[2].As<Napi::Function>());
+  auto* worker = new CreateEngineWorker(env, info[0].As<Napi::String>().Utf8Value(), std::move(options), pump);
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
+}  // namespace rex_napi

@@ -1,0 +1,115 @@
+#include "request_from_js.h"
+
+#include <cmath>
+#include <string>
+
+#include "errors.h"
+
+namespace rex_napi {
+namespace {
+
+std::string type_of(Napi::Value v) {
+  switch (v.Type()) {
+    case napi_undefined: return "undefined";
+    case napi_null: return "null";
+    case napi_boolean: return "a boolean";
+    case napi_number: return "a number";
+    case napi_string: return "a string";
+    case napi_object: return v.IsArray() ? "an array" : (v.IsTypedArray() ? "a typed array" : "an object");
+    case napi_function: return "a function";
+    default: return "another type";
+  }
+}
+
+[[noreturn]] void fail(Napi::Env env, const std::string& field, const std::string& expected, Napi::Value got) {
+  throw invalid_argument(env, "request." + field + ": expected " + expected + " but got " + type_of(got));
+}
+
+double number_field(Napi::Env env, Napi::Object o, const char* name, const std::string& path, double fallback) {
+  Napi::Value v = o.Get(name);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsNumber()) fail(env, path + name, "a number", v);
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+int int_field(Napi::Env env, Napi::Object o, const char* name, const std::string& path, int fallback) {
+  double d = number_field(env, o, name, path, fallback);
+  if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 2147483647.0)
+    throw invalid_argument(env, "request." + path + name + ": expected an integer but got " + std::to_string(d));
+  return static_cast<int>(d);
+}
+
+std::vector<int32_t> int_list(Napi::Env env, Napi::Value v, const std::string& field) {
+  std::vector<int32_t> out;
+  if (v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
+    Napi::Int32Array a = v.As<Napi::Int32Array>();
+    out.assign(a.Data(), a.Data() + a.ElementLength());
+    return out;
+  }
+  if (!v.IsArray()) fail(env, field, "an Int32Array or an array of integers", v);
+  Napi::Array a = v.As<Napi::Array>();
+  out.reserve(a.Length());
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value item = a.Get(i);
+    if (!item.IsNumber()) fail(env, field + "[" + std::to_string(i) + "]", "an integer", item);
+    out.push_back(item.As<Napi::Number>().Int32Value());
+  }
+  return out;
+}
+
+rex::SamplingParams sampling_from_js(Napi::Env env, Napi::Value v) {
+  rex::SamplingParams p;
+  if (v.IsUndefined()) return p;
+  if (!v.IsObject()) fail(env, "sampling", "an object", v);
+  Napi::Object o = v.As<Napi::Object>();
+  p.temperature = static_cast<float>(number_field(env, o, "temperature", "sampling.", p.temperature));
+  p.top_k = int_field(env, o, "topK", "sampling.", p.top_k);
+  p.top_p = static_cast<float>(number_field(env, o, "topP", "sampling.", p.top_p));
+  p.repetition_penalty = static_cast<float>(number_field(env, o, "repetitionPenalty", "sampling.", p.repetition_penalty));
+  Napi::Value seed = o.Get("seed");
+  if (seed.IsBigInt()) {
+    bool lossless = true;
+    p.seed = seed.As<Napi::BigInt>().Uint64Value(&lossless);
+  } else if (!seed.IsUndefined()) {
+    double d = number_field(env, o, "seed", "sampling.", 0);
+    if (!(d >= 0) || d != std::floor(d) || d > 9007199254740991.0)
+      throw invalid_argument(env, "request.sampling.seed: expected a non-negative integer but got " + std::to_string(d));
+    p.seed = static_cast<uint64_t>(d);
+  }
+  return p;
+}
+
+}  // namespace
+
+rex::RawImage raw_image_from_js(Napi::Env env, Napi::Value v, const std::string& field) {
+  if (!v.IsObject()) fail(env, field, "an object {data, width, height}", v);
+  Napi::Object o = v.As<Napi::Object>();
+  Napi::Value data = o.Get("data");
+  if (!data.IsTypedArray() || data.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    fail(env, field + ".data", "a Uint8Array of interleaved RGB", data);
+  const std::string prefix = field + ".";
+  rex::RawImage image;
+  image.width = int_field(env, o, "width", prefix, 0);
+  image.height = int_field(env, o, "height", prefix, 0);
+  Napi::Uint8Array bytes = data.As<Napi::Uint8Array>();
+  image.rgb.assign(bytes.Data(), bytes.Data() + bytes.ElementLength());
+  image.options.min_pixels = int_field(env, o, "minPixels", prefix, image.options.min_pixels);
+  image.options.max_pixels = int_field(env, o, "maxPixels", prefix, image.options.max_pixels);
+  return image;
+}
+
+rex::GenerationRequest generation_request_from_js(Napi::Env env, Napi::Value value) {
+  if (!value.IsObject()) throw invalid_argument(env, "request: expected an object but got " + type_of(value));
+  Napi::Object o = value.As<Napi::Object>();
+  rex::GenerationRequest request;
+  request.prompt_ids = int_list(env, o.Get("promptIds"), "promptIds");
+  Napi::Value image = o.Get("image");
+  if (!image.IsUndefined() && !image.IsNull()) request.raw_image = raw_image_from_js(env, image, "image");
+  request.max_new_tokens = int_field(env, o, "maxNewTokens", "", request.max_new_tokens);
+  Napi::Value stops = o.Get("stopTokenIds");
+  if (!stops.IsUndefined()) request.stop_token_ids = int_list(env, stops, "stopTokenIds");
+  request.sampling = sampling_from_js(env, o.Get("sampling"));
+  return request;
+}
+
+}  // namespace rex_napi

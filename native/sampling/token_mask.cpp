@@ -1,0 +1,68 @@
+// See token_mask.h. apply_token_mask merges the allowed ranges and ids into
+// sorted intervals once, then writes -inf into the gaps: one pass over the
+// row, no per-id set lookups.
+#include "sampling/token_mask.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace rex {
+
+bool TokenMask::allows(int32_t id) const {
+  if (std::find(deny_ids.begin(), deny_ids.end(), id) != deny_ids.end()) return false;
+  for (const IdRange& r : allow_ranges)
+    if (id >= r.begin && id < r.end) return true;
+  return std::find(allow_ids.begin(), allow_ids.end(), id) != allow_ids.end();
+}
+
+namespace {
+
+// Allowed ranges and ids as sorted, disjoint, non-empty intervals clipped to [0, vocab).
+std::vector<IdRange> merged_intervals(const TokenMask& m, int vocab) {
+  std::vector<IdRange> v;
+  v.reserve(m.allow_ranges.size() + m.allow_ids.size());
+  for (const IdRange& r : m.allow_ranges) {
+    IdRange c{std::max(r.begin, 0), std::min(r.end, int32_t(vocab))};
+    if (c.begin < c.end) v.push_back(c);
+  }
+  for (int32_t id : m.allow_ids)
+    if (id >= 0 && id < vocab) v.push_back({id, id + 1});
+  std::sort(v.begin(), v.end(), [](const IdRange& a, const IdRange& b) { return a.begin < b.begin; });
+  std::vector<IdRange> out;
+  for (const IdRange& r : v) {
+    if (!out.empty() && r.begin <= out.back().end) out.back().end = std::max(out.back().end, r.end);
+    else out.push_back(r);
+  }
+  return out;
+}
+
+}  // namespace
+
+int32_t TokenMask::first_allowed(int vocab) const {
+  for (const IdRange& r : merged_intervals(*this, vocab))
+    for (int32_t id = r.begin; id < r.end; ++id)
+      if (std::find(deny_ids.begin(), deny_ids.end(), id) == deny_ids.end()) return id;
+  return -1;
+}
+
+std::vector<uint32_t> TokenMask::to_bitmask(int vocab) const {
+  std::vector<uint32_t> bits(size_t((vocab + 31) / 32), 0u);
+  for (const IdRange& r : merged_intervals(*this, vocab))
+    for (int32_t id = r.begin; id < r.end; ++id) bits[size_t(id) / 32] |= 1u << (id % 32);
+  for (int32_t id : deny_ids)
+    if (id >= 0 && id < vocab) bits[size_t(id) / 32] &= ~(1u << (id % 32));
+  return bits;
+}
+
+void apply_token_mask(float* logits, int vocab, const TokenMask& mask) {
+  int32_t next = 0;
+  for (const IdRange& r : merged_intervals(mask, vocab)) {
+    for (int32_t id = next; id < r.begin; ++id) logits[id] = -INFINITY;
+    next = r.end;
+  }
+  for (int32_t id = next; id < vocab; ++id) logits[id] = -INFINITY;
+  for (int32_t id : mask.deny_ids)
+    if (id >= 0 && id < vocab) logits[id] = -INFINITY;
+}
+
+}  // namespace rex
