@@ -54,6 +54,7 @@ struct Sequence {
   SlotId slot = -1;
   TokenHistory history;
   Pcg32 rng;
+  std::optional<GrammarState> grammar;  // constrained decoding (request.grammar)
   int32_t last_token = 0;
   int32_t next_position = 0;
   int generated = 0;
@@ -61,6 +62,17 @@ struct Sequence {
   int prompt_tokens = 0;
   int image_tokens = 0;
 };
+
+// One token for `s` from its logits row: under its grammar when it has one
+// (the mask also keeps the output closable in the tokens left), then the
+// grammar moves past the token.
+Result<SampledToken> sample_next(Sequence& s, float* row, int vocab) {
+  if (!s.grammar) return sample_token(row, vocab, s.request.sampling, s.history, s.rng);
+  const TokenMask& mask = s.grammar->allowed(s.request.max_new_tokens - s.generated);
+  SampledToken tok = sample_token(row, vocab, s.request.sampling, s.history, s.rng, &mask);
+  REX_RETURN_IF_ERROR(s.grammar->advance(tok.id));
+  return tok;
+}
 
 }  // namespace
 
@@ -87,7 +99,7 @@ struct Engine::Impl {
 
   void run();
   void finish(Sequence& s, FinishReason reason, Status status, EngineEvents& ev);
-  bool emit_token(Sequence& s, int32_t token, float logprob, EngineEvents& ev);  // true if finished
+  bool emit_token(Sequence& s, const SampledToken& tok, EngineEvents& ev);  // true if finished
   Status start(Sequence& s, EngineEvents& ev, bool* finished);
   void decode_step(EngineEvents& ev);
   void deliver(EngineEvents ev);
@@ -107,8 +119,9 @@ void Engine::Impl::finish(Sequence& s, FinishReason reason, Status status, Engin
   ev.finished.push_back(std::move(f));
 }
 
-bool Engine::Impl::emit_token(Sequence& s, int32_t token, float logprob, EngineEvents& ev) {
-  ev.tokens.push_back({s.id, token, logprob, s.generated});
+bool Engine::Impl::emit_token(Sequence& s, const SampledToken& tok, EngineEvents& ev) {
+  const int32_t token = tok.id;
+  ev.tokens.push_back({s.id, token, tok.logprob, s.generated, tok.model_logprob});
   ++s.generated;
   s.history.add(token);
   s.last_token = token;
@@ -174,8 +187,14 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
   s.history.add(r.prompt_ids);
   s.rng.reseed(r.sampling.seed);
   s.next_position = pos->next_position;
-  SampledToken tok = sample_token(logits.data(), vocab, r.sampling, s.history, s.rng);
-  *finished = emit_token(s, tok.id, tok.logprob, ev);
+  if (r.grammar) {
+    auto grammar = GrammarState::create(*r.grammar, vocab);
+    if (!grammar.ok()) return grammar.status();
+    s.grammar.emplace(std::move(grammar).value());
+  }
+  auto tok = sample_next(s, logits.data(), vocab);
+  if (!tok.ok()) return tok.status();
+  *finished = emit_token(s, tok.value(), ev);
   return Status::Ok();
 }
 
@@ -197,8 +216,12 @@ void Engine::Impl::decode_step(EngineEvents& ev) {
       continue;
     }
     s.next_position = next_decode_position(s.next_position);
-    SampledToken tok = sample_token(&logits[i * size_t(vocab)], vocab, s.request.sampling, s.history, s.rng);
-    if (!emit_token(s, tok.id, tok.logprob, ev)) still.push_back(std::move(active[i]));
+    auto tok = sample_next(s, &logits[i * size_t(vocab)], vocab);
+    if (!tok.ok()) {
+      finish(s, FinishReason::kError, tok.status(), ev);
+      continue;
+    }
+    if (!emit_token(s, tok.value(), ev)) still.push_back(std::move(active[i]));
   }
   active.swap(still);
 }
@@ -216,6 +239,7 @@ void Engine::Impl::deliver(EngineEvents ev) {
       std::lock_guard<std::mutex> cl(it->second->mutex);
       it->second->result.tokens.push_back(t.token);
       it->second->result.logprobs.push_back(t.logprob);
+      it->second->result.model_logprobs.push_back(t.model_logprob);
     }
     for (auto& f : ev.finished) {
       auto it = collectors.find(f.request);
@@ -356,6 +380,7 @@ static Status validate(const GenerationRequest& r, const ModelConfig& c, int voc
   if (!(p.top_p > 0 && p.top_p <= 1)) return bad("expected top_p in (0, 1] but got " + std::to_string(p.top_p));
   if (!(p.repetition_penalty > 0))
     return bad("expected repetition_penalty > 0 but got " + std::to_string(p.repetition_penalty));
+  if (r.grammar) REX_RETURN_IF_ERROR(validate_grammar(*r.grammar, vocab));
   (void)c;
   return Status::Ok();
 }

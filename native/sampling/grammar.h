@@ -125,8 +125,7 @@ class GrammarState {
   enum class Where {
     kStart,        // before the first group: REF_START or STOP
     kAfterGroup,   // after BOX_END: group separator or STOP
-    kGroupSep,     // inside a group separator (trie node_)
-    kNewGroup,     // after a full group separator: REF_START only
+    kGroupSep,     // inside a group separator (trie node_); REF_START once complete
     kPhrase,       // fixed phrase (trie node_)
     kFreePhrase,   // free phrase, phrase_len_ tokens so far
     kAfterPhrase,  // after REF_END: BOX_START only
@@ -155,11 +154,16 @@ class GrammarState {
   std::unordered_map<uint64_t, std::vector<int16_t>> seen_;  // (category, prefix) -> last bins
   TokenMask mask_;
 
-  int cost_after(Where w, int32_t node, int item_len) const;
-  bool coord_in_item_allowed(int32_t bin) const;
-  void add_item_coordinates(int tokens_left);
-  void add_free_text(bool with_coords);
-  int matching_run(int32_t next) const;  // run whose trigger `next` completes, or -1
+  int cost_of(Where w, int32_t node, int n, int run) const;  // cost_to_finish of that state
+  int remaining_coords(int k) const;
+  int run_slots(int run) const;
+  Where phrase_start() const;
+  void add_item(int left);
+  void add_free_text(int left, int run_at_slot0);
+  int matching_run(int32_t next) const;  // run whose trigger `next` completes (longest), or -1
+  void free_token(int32_t id);
+  void begin_item(int32_t bin);
+  void push_coord(int32_t bin);
   void finish_item();
   uint64_t dup_key() const;
 };

@@ -74,12 +74,23 @@ float log_softmax_at(const float* logits, int vocab, int32_t id) {
 }
 
 SampledToken sample_token(float* logits, int vocab, const SamplingParams& params, const TokenHistory& history,
-                          Pcg32& rng) {
+                          Pcg32& rng, const TokenMask* mask) {
+  // The raw row's normaliser and a copy of it, for model_logprob.
+  const std::vector<float> raw(logits, logits + vocab);
+  const float raw_max = raw[size_t(argmax(raw.data(), vocab))];
+  double raw_sum = 0;
+  for (int i = 0; i < vocab; ++i) raw_sum += std::exp(double(raw[size_t(i)]) - raw_max);
+  const double raw_log_norm = double(raw_max) + std::log(raw_sum);
+  auto fallback = [&] { return mask ? std::max(mask->first_allowed(vocab), 0) : argmax(logits, vocab); };
+
   apply_repetition_penalty(logits, vocab, history.distinct_ids(), params.repetition_penalty);
+  if (mask) apply_token_mask(logits, vocab, *mask);
   SampledToken out;
   if (is_greedy(params)) {
     out.id = argmax(logits, vocab);
+    if (logits[out.id] == -INFINITY) out.id = fallback();  // nothing finite is allowed
     out.logprob = log_softmax_at(logits, vocab, out.id);
+    out.model_logprob = float(double(raw[size_t(out.id)]) - raw_log_norm);
     return out;
   }
   apply_temperature(logits, vocab, params.temperature);
@@ -97,7 +108,9 @@ SampledToken sample_token(float* logits, int vocab, const SamplingParams& params
     out.id = i;  // the last allowed id, should rounding leave u unreached
     if (cum > u) break;
   }
+  if (out.id < 0) out.id = fallback();  // nothing finite is allowed
   out.logprob = float(double(logits[out.id]) - mx - std::log(total));
+  out.model_logprob = float(double(raw[size_t(out.id)]) - raw_log_norm);
   return out;
 }
 

@@ -14,6 +14,15 @@
 // top-k/top-p masks (so it is the log of the probability the token was drawn
 // with). For greedy decoding it is log_softmax of the penalised logits at
 // temperature 1.
+//
+// Grammar masks (token_mask.h): when a mask is given, every id it does not
+// allow is set to -inf right after the repetition penalty, so temperature,
+// top-k, top-p, the draw and greedy's argmax all see only allowed ids (greedy
+// picks the best allowed id). `logprob` is then log_softmax over the masked,
+// processed logits, i.e. renormalised over the allowed ids. `model_logprob` is
+// the unconstrained model's view: log_softmax of the raw logits as they came
+// from the model (no penalty, temperature, truncation or mask) at the chosen
+// id; confidence scores are built from it. Without a mask nothing changes.
 #pragma once
 
 #include <cstddef>
@@ -21,6 +30,7 @@
 #include <vector>
 
 #include "sampling/rng.h"
+#include "sampling/token_mask.h"
 
 namespace rex {
 
@@ -56,11 +66,13 @@ float log_softmax_at(const float* logits, int vocab, int32_t id);
 
 struct SampledToken {
   int32_t id = -1;
-  float logprob = 0.0f;
+  float logprob = 0.0f;        // over the processed (and masked) logits
+  float model_logprob = 0.0f;  // over the raw model logits
 };
 
-// Processes `logits` in place (they end as the processed logits) and picks a token.
+// Processes `logits` in place (they end as the processed logits) and picks a
+// token; `mask` (may be null) restricts the choice.
 SampledToken sample_token(float* logits, int vocab, const SamplingParams& params,
-                          const TokenHistory& history, Pcg32& rng);
+                          const TokenHistory& history, Pcg32& rng, const TokenMask* mask = nullptr);
 
 }  // namespace rex

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -39,6 +40,15 @@ using namespace rex_golden;
 namespace {
 
 constexpr double kRelTol = 1e-3;  // of max|value|, for every float comparison against transformers
+
+// REX_GOLDEN_VERBOSE=1 prints every intermediate's measured difference.
+bool verbose() {
+  static const bool v = [] {
+    const char* e = std::getenv("REX_GOLDEN_VERBOSE");
+    return e != nullptr && *e != '\0' && std::string(e) != "0";
+  }();
+  return v;
+}
 
 // ------------------------------------------------------------------ shared state
 
@@ -467,6 +477,7 @@ void check_model_case(ModelBundle& m, const Value& c, const std::string& name, C
     if (inter != nullptr)
       for (const auto& e : inter->members()) {
         const double d = check_intermediate(name, e.first, e.second, *m.taps, n);
+        if (verbose()) std::printf("    %s %-32s %.2e of max\n", name.c_str(), e.first.c_str(), d);
         if (!(d <= rep->worst_intermediate)) {
           rep->worst_intermediate = d;
           rep->worst_intermediate_name = e.first;

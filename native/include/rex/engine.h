@@ -18,6 +18,7 @@
 
 #include "preprocess/preprocess.h"
 #include "rex/status.h"
+#include "sampling/grammar.h"
 #include "sampling/sampling.h"
 
 namespace rex {
@@ -46,6 +47,10 @@ struct GenerationRequest {
   int max_new_tokens = 256;
   std::vector<int32_t> stop_token_ids;          // e.g. <|im_end|>
   SamplingParams sampling;
+  // Constrained decoding (sampling/grammar.h): when set, every step samples
+  // only ids the grammar allows, and only ids after which the output can still
+  // close within max_new_tokens. Validated at submit. Absent: plain decoding.
+  std::optional<OutputGrammar> grammar;
 };
 
 enum class FinishReason { kEos, kLength, kCancelled, kError };
@@ -56,6 +61,7 @@ struct TokenEvent {
   int32_t token = 0;
   float logprob = 0.0f;  // see sampling.h for exactly what is reported
   int step = 0;          // 0 for the token that prefill produced
+  float model_logprob = 0.0f;  // the raw model's log-probability of the token (sampling.h)
 };
 
 struct Timings {
@@ -97,6 +103,7 @@ struct EngineOptions {
 struct GenerationResult {
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
+  std::vector<float> model_logprobs;
   FinishEvent finish;
 };
 
