@@ -5,3 +5,13 @@ export { RexOmniError } from './errors.js';
 export { RexTokenizer } from './tokenizer.js';
 export { buildChatText, buildPromptIds } from './chat.js';
 export { loadAddon } from './native.js';
+export * from './tasks/index.js';
+export { loadImage, DEFAULT_MAX_INPUT_PIXELS } from './image/index.js';
+export type { DecodedImage, ImageInput, LoadImageOptions, RawImage } from './image/index.js';
+export { parseOutput, StreamingOutputParser } from './parse/index.js';
+export type { ParseEvent, ParseResult, ReferenceEntry, ReferenceGroups, Unparsed } from './parse/index.js';
+export type {
+  Prediction, PredictionKind, BoxPrediction, PointPrediction, PolygonPrediction, KeypointsPrediction, Keypoint, XY, XYXY,
+} from './predictions.js';
+export { Engine } from './engine.js';
+export type { EngineEvent, EngineOptions, FinishEvent, TokenEvent, TokenGeneration, TokenRequest, Timings } from './engine.js';

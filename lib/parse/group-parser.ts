@@ -6,12 +6,20 @@
 // and a final group cut off before <|box_end|> still parsed. A box or point is
 // emitted the moment its last coordinate arrives (4 / 2, by the task's kind);
 // should more coordinates follow, it is retracted and the item re-read.
+// Deliberate differences, on text the model does not write: a group cut off
+// and followed by a new <|object_ref_start|> ends there (the reference's regex
+// folds the next group's coordinates into it), and a newline inside a
+// coordinate list is accepted (the reference's `.` drops that group).
 import type { Prediction, XY, XYXY } from '../predictions.js';
 import type { ImageSize } from '../tasks/spec.js';
 import { binToPixel, boxFromBins, pointFromBins } from './coords.js';
 import { Lexer, type Lexeme } from './lexer.js';
 import { isPyBlank, pyStrip } from './text.js';
 import type { ParseSink } from './types.js';
+
+const LEADING = /^[\s,]+/;
+const TRAILING = /[\s,]+$/;
+const trimSeparators = (text: string): string => text.replace(LEADING, '').replace(TRAILING, '');
 
 type State = 'outside' | 'phrase' | 'afterPhrase' | 'items' | 'skip' | 'done';
 
@@ -102,9 +110,9 @@ export class GroupParser {
     }
     switch (this.#state) {
       case 'outside':
-        // Group separators (", ", newlines) and padding tokens are expected between groups.
-        if (lex.kind === 'comma' || (lex.kind === 'text' && isPyBlank(lex.text)) || special === 'endoftext') return;
-        if (this.#raw === '') this.#pendingReason = REASONS.outside;
+        // Padding tokens are expected between groups; separators are trimmed off at #flush.
+        if (special === 'endoftext') return;
+        this.#pendingReason = REASONS.outside;
         this.#raw += lex.text;
         return;
       case 'skip':
@@ -163,8 +171,10 @@ export class GroupParser {
     this.#pendingReason = reason;
   }
 
+  /** Reports the text in #raw, less the group separators (", ", newlines) around it. */
   #flush(): void {
-    if (this.#raw !== '') this.#sink.unparsed(this.#raw, this.#pendingReason);
+    const text = this.#pendingReason === REASONS.outside ? trimSeparators(this.#raw) : this.#raw.replace(TRAILING, '');
+    if (text !== '') this.#sink.unparsed(text, this.#pendingReason);
     this.#raw = '';
     this.#pendingReason = REASONS.outside;
     this.#state = 'outside';

@@ -39,7 +39,10 @@ export class KeypointParser {
   #escape = false;
   /** Where the current top-level member (`"key": value`) starts, or -1 between members. */
   #memberStart = -1;
+  /** No more input is read (the top-level object closed, or finish()). */
   #done = false;
+  /** The top-level object closed. */
+  #closed = false;
   readonly #byId = new Map<string, KeypointsPrediction>();
 
   constructor(sink: ParseSink, image: ImageSize) {
@@ -48,7 +51,7 @@ export class KeypointParser {
   }
 
   get complete(): boolean {
-    return this.#done;
+    return this.#closed;
   }
 
   push(chunk: string): void {
@@ -102,6 +105,7 @@ export class KeypointParser {
         } else if (this.#depth === 0) {
           if (this.#memberStart >= 0) this.#member(text.slice(this.#memberStart, i));
           this.#done = true;
+          this.#closed = true;
           this.#at = i + 1;
           return;
         }
