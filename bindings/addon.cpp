@@ -25,6 +25,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeEngine", engine_class);
   exports.Set("createEngine", Napi::Function::New(env, create_engine, "createEngine"));
   exports.Set("preprocessImage", Napi::Function::New(env, preprocess_image, "preprocessImage"));
+  exports.Set("smartResize", Napi::Function::New(env, smart_resize, "smartResize"));
   exports.Set("referenceForward", Napi::Function::New(env, reference_forward, "referenceForward"));
   return exports;
 }

@@ -156,6 +156,20 @@ Napi::Value preprocess_image(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+Napi::Value smart_resize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  for (size_t i = 0; i < 4; ++i)
+    if (info.Length() <= i || !info[i].IsNumber())
+      throw invalid_argument(env, "smartResize(height, width, minPixels, maxPixels): expected four numbers");
+  auto target = rex::smart_resize(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(), 28,
+                                  info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Int32Value());
+  if (!target.ok()) throw status_to_error(env, target.status());
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("height", target->height);
+  o.Set("width", target->width);
+  return o;
+}
+
 Napi::Value reference_forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString())

@@ -12,6 +12,11 @@ namespace rex_napi {
 //   Promise<{resizedWidth, resizedHeight, gridT, gridH, gridW, resizedRgb: Uint8Array, pixelValues: Float32Array}>
 Napi::Value preprocess_image(const Napi::CallbackInfo& info);
 
+// smartResize(height, width, minPixels, maxPixels): {height, width} — the
+// core's smart_resize, so TypeScript can count image-pad tokens without a
+// second implementation. Synchronous: it is a few float operations.
+Napi::Value smart_resize(const Napi::CallbackInfo& info);
+
 // referenceForward(dir, {promptIds, image?, intermediates?: boolean, backend?: string}):
 //   Promise<{visionTokens, vision: Float32Array, lastLogits: Float32Array,
 //            intermediates: {[name]: {shape: number[], data: Float32Array}}}>

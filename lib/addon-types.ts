@@ -171,6 +171,8 @@ export interface NativeReferenceForward {
 export interface NativeAddonEngine {
   createEngine(dir: string, options: NativeEngineOptions, onEvents: (events: NativeEngineEvents) => void): Promise<NativeEngine>;
   preprocessImage(image: NativeRawImage): Promise<NativePreprocessed>;
+  /** The core's smart_resize (factor 28). Throws a TypeError for an aspect ratio over 200. */
+  smartResize(height: number, width: number, minPixels: number, maxPixels: number): { height: number; width: number };
   referenceForward(
     dir: string,
     request: NativeGenerationRequest & { intermediates?: boolean; backend?: 'cpu' | 'cuda' },

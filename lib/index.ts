@@ -15,3 +15,6 @@ export type {
 } from './predictions.js';
 export { Engine } from './engine.js';
 export type { EngineEvent, EngineOptions, FinishEvent, TokenEvent, TokenGeneration, TokenRequest, Timings } from './engine.js';
+export { RexOmni } from './rex-omni.js';
+export type { LoadOptions, RexOmniEvent, RexOmniResult, RunTimings } from './rex-omni.js';
+export type { RunOptions, SamplingOptions } from './run-options.js';

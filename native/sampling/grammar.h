@@ -116,7 +116,7 @@ class GrammarState {
 
   bool done() const;              // STOP was accepted
   bool at_group_boundary() const; // STOP would be accepted now
-  int predictions() const { return predictions_; }
+  int predictions() const { return predictions_; }  // items; free mode: ordered box runs
 
   // Fewest tokens (STOP included) that close the output from here.
   int cost_to_finish() const;

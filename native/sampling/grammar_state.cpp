@@ -135,8 +135,9 @@ int GrammarState::matching_run(int32_t next) const {
 void GrammarState::add_free_text(int left, int run_at_slot0) {
   const CompiledGrammar& c = *g_;
   auto fits = [&](int cost) { return 1 + cost <= left; };
-  mask_.allow_ranges = c.free_text;
   for (int32_t id : c.g.stop_ids) mask_.allow_ids.push_back(id);
+  if (!fits(cost_of(Where::kFreeText, 0, 0, -1))) return;  // one token left: STOP only
+  mask_.allow_ranges = c.free_text;
   if (run_at_slot0 >= 0) {
     const CoordinateRun& r = c.g.runs[size_t(run_at_slot0)];
     const bool ok = fits(cost_of(Where::kRun, 0, 1, run_at_slot0));
@@ -378,7 +379,10 @@ Status GrammarState::advance(int32_t id) {
       if (run_slot_ % per == per - 1 && ci < 4) item_[ci] = bin;
       tail_.push_back(id);
       if (int(tail_.size()) > c.max_trigger) tail_.erase(tail_.begin());
-      if (++run_slot_ == run_slots(run_)) where_ = Where::kFreeText;
+      if (++run_slot_ == run_slots(run_)) {
+        where_ = Where::kFreeText;
+        if (r.ordered_box) ++predictions_;  // keypoint mode: one instance per bbox
+      }
       break;
     }
   }

@@ -69,7 +69,8 @@ int32_t argmax(const float* logits, int vocab) {
 float log_softmax_at(const float* logits, int vocab, int32_t id) {
   float mx = logits[argmax(logits, vocab)];
   double sum = 0;
-  for (int i = 0; i < vocab; ++i) sum += std::exp(double(logits[i]) - mx);
+  for (int i = 0; i < vocab; ++i)
+    if (logits[i] != -INFINITY) sum += std::exp(double(logits[i]) - mx);  // masked ids add exactly 0
   return float(double(logits[id]) - mx - std::log(sum));
 }
 
@@ -98,7 +99,8 @@ SampledToken sample_token(float* logits, int vocab, const SamplingParams& params
   apply_top_p(logits, vocab, params.top_p);
   const float mx = logits[argmax(logits, vocab)];
   double total = 0;
-  for (int i = 0; i < vocab; ++i) total += std::exp(double(logits[i]) - mx);
+  for (int i = 0; i < vocab; ++i)
+    if (logits[i] != -INFINITY) total += std::exp(double(logits[i]) - mx);
   const double u = rng.next_double() * total;
   double cum = 0;
   out.id = -1;

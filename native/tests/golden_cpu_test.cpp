@@ -249,6 +249,17 @@ bool open_model(const std::string& dir, ModelBundle* m) {
   return true;
 }
 
+// One model (reference backend + engine) for every test of this file; null
+// (after recording a failure) when it cannot be opened.
+ModelBundle* shared_model() {
+  static std::unique_ptr<ModelBundle> m = [] {
+    auto b = std::make_unique<ModelBundle>();
+    if (!open_model(golden().checkpoint, b.get())) b.reset();
+    return b;
+  }();
+  return m.get();
+}
+
 // Measured differences of one model case, as fractions of the golden max|value|.
 struct CaseReport {
   std::string name;
@@ -561,6 +572,7 @@ class HostImageEmbeddings final : public rex::ImageEmbeddings {
 struct TextReport {
   std::string name;
   double logits = NAN, logits_scale = NAN, worst = 0;
+  double score = 0;  // max abs diff of the greedy steps' processed top-1 scores and top-2 gaps
   std::string worst_name;
   int greedy_match = 0, greedy_total = 0;
 };
@@ -644,11 +656,23 @@ void check_text_path(ModelBundle& m, const Value& c, const std::string& name, Te
   history.add(ids);
   rex::Pcg32 rng;
   std::vector<int32_t> got;
+  const auto top1 = numbers(gr->get("top1_scores"));
+  const auto gaps = numbers(gr->get("gaps"));
+  CHECK(top1.size() == want.size() && gaps.size() == want.size());
   int32_t position = pos->next_position;
   const int max_new = int(num(gr->get("max_new_tokens")));
   for (int step = 0; step < max_new; ++step) {
     const rex::SampledToken t = rex::sample_token(logits.data(), vocab, sp, history, rng);
     got.push_back(t.id);
+    // The processed (penalised) score of the chosen token and its lead over the
+    // runner-up, as generate() saw them: checks the penalty's values, not just the argmax.
+    if (size_t(step) < top1.size() && size_t(step) < gaps.size()) {
+      float second = -INFINITY;
+      for (int i = 0; i < vocab; ++i)
+        if (i != t.id) second = std::max(second, logits[size_t(i)]);
+      rep->score = std::max(rep->score, std::fabs(double(logits[size_t(t.id)]) - top1[size_t(step)]));
+      rep->score = std::max(rep->score, std::fabs(double(logits[size_t(t.id)] - second) - gaps[size_t(step)]));
+    }
     history.add(t.id);
     if (t.id == 151645 || step + 1 == max_new) break;
     st = be.decode({{slot.value(), t.id, position++}}, logits.data());
@@ -658,6 +682,8 @@ void check_text_path(ModelBundle& m, const Value& c, const std::string& name, Te
     }
   }
   be.release(slot.value());
+  if (!(rep->score <= kRelTol * rep->logits_scale))
+    fail("processed scores / top-2 gaps of the greedy steps differ by " + std::to_string(rep->score));
   rep->greedy_total = int(want.size());
   while (rep->greedy_match < int(std::min(want.size(), got.size())) &&
          got[size_t(rep->greedy_match)] == want[size_t(rep->greedy_match)])
@@ -676,6 +702,37 @@ REX_TEST(checkpoint_matches_manifest) {
   CHECK_EQ(str(at(g.manifest, {"versions", "transformers"})).empty(), false);
   CHECK(!case_names("preprocess_cases").empty());
   CHECK(!case_names("model_cases").empty());
+}
+
+// smart_resize is pure arithmetic on the source size, so it is checked for
+// every case, photos included (cafe_detect sits exactly on a floor boundary:
+// 810 / beta / 28 == 6.0).
+REX_TEST(smart_resize_matches_every_case) {
+  if (!golden().manifest_ok) return;
+  int checked = 0;
+  for (const char* kind : {"preprocess", "model"}) {
+    for (const std::string& name : case_names(kind == std::string("model") ? "model_cases" : "preprocess_cases")) {
+      auto c = load_json(std::string(golden_dir()) + "/" + kind + "/" + name + ".json");
+      if (!c.ok()) {
+        rex_test::fail(__FILE__, __LINE__, c.status().message());
+        continue;
+      }
+      const auto src = ints(c->get("source_size"));
+      const auto dst = ints(c->get("resized_size"));
+      CHECK(src.size() == 2 && dst.size() == 2);
+      if (src.size() != 2 || dst.size() != 2) continue;
+      auto t = rex::smart_resize(int(src[1]), int(src[0]), 28, int(num(c->get("min_pixels"))),
+                                 int(num(c->get("max_pixels"))));
+      if (!t.ok() || t->width != dst[0] || t->height != dst[1])
+        rex_test::fail(__FILE__, __LINE__, std::string(kind) + "/" + name + ": smart_resize of " +
+                       std::to_string(src[0]) + "x" + std::to_string(src[1]) + " gives " +
+                       (t.ok() ? std::to_string(t->width) + "x" + std::to_string(t->height) : t.status().message()) +
+                       ", golden " + std::to_string(dst[0]) + "x" + std::to_string(dst[1]));
+      ++checked;
+    }
+  }
+  std::printf("  smart_resize: %d cases (all sources)\n", checked);
+  CHECK(checked > 0);
 }
 
 REX_TEST(preprocess_cases_match_reference) {
@@ -716,8 +773,9 @@ REX_TEST(model_cases_match_transformers) {
     rex_test::fail(__FILE__, __LINE__, "model cases not run: " + g.checkpoint_error);
     return;
   }
-  ModelBundle m;
-  if (!open_model(g.checkpoint, &m)) return;
+  ModelBundle* model = shared_model();
+  if (model == nullptr) return;  // already failed
+  ModelBundle& m = *model;
   SkipLog skipped;
   std::vector<CaseReport> reports;
   for (const std::string& name : case_names("model_cases")) {
@@ -753,8 +811,9 @@ REX_TEST(text_path_from_golden_vision_output) {
     rex_test::fail(__FILE__, __LINE__, "text path not run: " + g.checkpoint_error);
     return;
   }
-  ModelBundle m;
-  if (!open_model(g.checkpoint, &m)) return;
+  ModelBundle* model = shared_model();
+  if (model == nullptr) return;  // already failed
+  ModelBundle& m = *model;
   SkipLog skipped;
   std::vector<TextReport> reports;
   for (const std::string& name : case_names("model_cases")) {
@@ -773,9 +832,10 @@ REX_TEST(text_path_from_golden_vision_output) {
     reports.push_back(rep);
   }
   for (const TextReport& r : reports)
-    std::printf("  %-28s logits %.2e (%.1e of max %.3g)  worst text intermediate %.1e of max (%s)  greedy %d/%d\n",
+    std::printf("  %-28s logits %.2e (%.1e of max %.3g)  worst text intermediate %.1e of max (%s)  "
+                "greedy %d/%d, step scores %.2e\n",
                 r.name.c_str(), r.logits, r.logits / r.logits_scale, r.logits_scale, r.worst, r.worst_name.c_str(),
-                r.greedy_match, r.greedy_total);
+                r.greedy_match, r.greedy_total, r.score);
   skipped.print("text path (golden vision output in)", int(reports.size()));
   CHECK(!reports.empty());
 }

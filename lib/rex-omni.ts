@@ -1,0 +1,235 @@
+// RexOmni: the task API. One method per task, a generic run(), and stream(),
+// which yields each prediction the moment its last coordinate token is
+// sampled, then a final event with the whole result.
+//
+// Per request: decode the image (lib/image) → validate the task against its
+// size → the reference's prompt, byte for byte → token ids → the engine (its
+// own thread: preprocessing, vision, prefill, decode) → token events →
+// text → the streaming parser → predictions in original-image pixels, scored.
+import { join } from 'node:path';
+
+import { buildPromptIds, imagePadCount } from './chat.js';
+import { Engine, type EngineOptions, type FinishEvent } from './engine.js';
+import { invalidType, RexOmniError } from './errors.js';
+import { loadImage, type ImageInput } from './image/index.js';
+import { StreamingOutputParser, type ParseResult, type ReferenceGroups, type Unparsed } from './parse/index.js';
+import type { Prediction } from './predictions.js';
+import { resolveRunOptions, type ResolvedRunOptions, type RunOptions } from './run-options.js';
+import { CoordinateScorer } from './scores.js';
+import { StreamingDetokenizer } from './detokenizer.js';
+import {
+  buildTaskPrompt,
+  validateTask,
+  type KeypointType,
+  type OcrGranularity,
+  type PixelBox,
+  type TaskSpec,
+} from './tasks/index.js';
+import { RexTokenizer } from './tokenizer.js';
+import { loadAddon } from './native.js';
+
+export interface LoadOptions extends EngineOptions {
+  /** Defaults for every run of this model (each run may override them). */
+  defaults?: RunOptions;
+  /** Refuse decoded images larger than this many pixels. */
+  maxInputPixels?: number;
+}
+
+export interface RunTimings {
+  /** Decoding the image in JS (sharp). */
+  decodeMs: number;
+  /** Resize and patchify, in the core. */
+  preprocessMs: number;
+  visionMs: number;
+  prefillMs: number;
+  /** From the call to the first prediction (undefined when there was none). */
+  firstPredictionMs: number | undefined;
+  /** Time spent in decode steps. */
+  decodeStepsMs: number;
+  decodeTokensPerSecond: number;
+  totalMs: number;
+}
+
+export interface RexOmniResult {
+  predictions: Prediction[];
+  /** Shaped like the reference wrapper's `extracted_predictions`: phrase → entries. */
+  groups: ReferenceGroups;
+  /** The raw output text, special tokens kept. */
+  text: string;
+  /** The generated token ids (a stop token included). */
+  outputTokenIds: number[];
+  /** Pieces of output the parser could not read (empty under constrained decoding). */
+  unparsed: Unparsed[];
+  /** Whether the output ended properly rather than being cut off. */
+  complete: boolean;
+  finishReason: FinishEvent['reason'];
+  tokens: { prompt: number; image: number; generated: number };
+  timings: RunTimings;
+  image: { width: number; height: number; resizedWidth: number; resizedHeight: number };
+}
+
+export type RexOmniEvent =
+  | { type: 'prediction'; prediction: Prediction }
+  /** An earlier prediction turned out wrong (unconstrained output only) and is withdrawn. */
+  | { type: 'retract'; prediction: Prediction }
+  | { type: 'done'; result: RexOmniResult };
+
+export class RexOmni implements AsyncDisposable {
+  readonly #engine: Engine;
+  readonly #tokenizer: RexTokenizer;
+  readonly #defaults: RunOptions;
+  readonly #maxInputPixels: number | undefined;
+
+  private constructor(engine: Engine, tokenizer: RexTokenizer, options: LoadOptions) {
+    this.#engine = engine;
+    this.#tokenizer = tokenizer;
+    this.#defaults = options.defaults ?? {};
+    this.#maxInputPixels = options.maxInputPixels;
+  }
+
+  /** Loads the checkpoint directory (config.json, safetensors, tokenizer.json) off the JS thread. */
+  static async load(dir: string, options: LoadOptions = {}): Promise<RexOmni> {
+    if (typeof dir !== 'string' || dir.length === 0) throw invalidType('RexOmni.load(dir)', 'a non-empty directory path', dir);
+    if (options === null || typeof options !== 'object') throw invalidType('RexOmni.load(dir, options)', 'an options object', options);
+    resolveRunOptions(options.defaults); // fail early on bad defaults
+    const { defaults: _defaults, maxInputPixels: _max, ...engineOptions } = options;
+    const [tokenizer, engine] = await Promise.all([RexTokenizer.fromFile(join(dir, 'tokenizer.json')), Engine.open(dir, engineOptions)]);
+    return new RexOmni(engine, tokenizer, options);
+  }
+
+  get config() {
+    return this.#engine.config;
+  }
+
+  detect(image: ImageInput, categories: string[], options?: RunOptions): Promise<RexOmniResult> {
+    return this.run(image, { task: 'detection', categories }, options);
+  }
+  point(image: ImageInput, categories: string[], options?: RunOptions): Promise<RexOmniResult> {
+    return this.run(image, { task: 'pointing', categories }, options);
+  }
+  visualPrompt(image: ImageInput, boxes: PixelBox[], options?: RunOptions): Promise<RexOmniResult> {
+    return this.run(image, { task: 'visual_prompting', boxes }, options);
+  }
+  keypoints(image: ImageInput, keypointType: KeypointType, options?: RunOptions & { categories?: string[] }): Promise<RexOmniResult> {
+    const { categories, ...rest } = options ?? {};
+    return this.run(image, { task: 'keypoint', keypointType, ...(categories ? { categories } : {}) }, rest);
+  }
+  ocrBoxes(image: ImageInput, granularity: OcrGranularity = 'text line', options?: RunOptions): Promise<RexOmniResult> {
+    return this.run(image, { task: 'ocr_box', granularity }, options);
+  }
+  ocrPolygons(image: ImageInput, granularity: OcrGranularity = 'text line', options?: RunOptions): Promise<RexOmniResult> {
+    return this.run(image, { task: 'ocr_polygon', granularity }, options);
+  }
+  guiGround(image: ImageInput, element: string, options?: RunOptions): Promise<RexOmniResult> {
+    return this.run(image, { task: 'gui_grounding', element }, options);
+  }
+  guiPoint(image: ImageInput, element: string, options?: RunOptions): Promise<RexOmniResult> {
+    return this.run(image, { task: 'gui_pointing', element }, options);
+  }
+
+  /** Runs any task to the end. */
+  async run(image: ImageInput, task: TaskSpec, options?: RunOptions): Promise<RexOmniResult> {
+    for await (const event of this.stream(image, task, options)) if (event.type === 'done') return event.result;
+    throw new RexOmniError('ERR_REX_INTERNAL', 'the run ended without a result');
+  }
+
+  /** Streams predictions as they are decoded, then `{type: 'done', result}`. */
+  async *stream(image: ImageInput, task: TaskSpec, options?: RunOptions): AsyncGenerator<RexOmniEvent, void, undefined> {
+    const started = performance.now();
+    const opts = resolveRunOptions(options, this.#defaults);
+    opts.signal?.throwIfAborted();
+    const decoded = await loadImage(image, { applyExif: opts.applyExif, maxInputPixels: this.#maxInputPixels });
+    const decodeMs = performance.now() - started;
+    const size = { width: decoded.width, height: decoded.height };
+    const spec = validateTask(task, size);
+    const resized = loadAddon().addon.smartResize(decoded.height, decoded.width, opts.minPixels, opts.maxPixels);
+    const imagePads = imagePadCount(resized.height / 14, resized.width / 14);
+    const promptIds = await buildPromptIds(this.#tokenizer, buildTaskPrompt(spec, size), imagePads);
+
+    const parser = new StreamingOutputParser(spec, size);
+    const detokenizer = new StreamingDetokenizer(this.#tokenizer);
+    const scorer = new CoordinateScorer();
+    let text = '';
+    const outputTokenIds: number[] = [];
+    let firstPredictionMs: number | undefined;
+    const toEvents = (events: ReturnType<StreamingOutputParser['push']>): RexOmniEvent[] => {
+      const out: RexOmniEvent[] = [];
+      for (const event of events) {
+        if (event.type === 'unparsed') continue;
+        if (event.type === 'prediction') {
+          event.prediction.score = scorer.score(event.prediction);
+          firstPredictionMs ??= performance.now() - started;
+        }
+        out.push(event);
+      }
+      return out;
+    };
+
+    let finish: FinishEvent | undefined;
+    for await (const event of this.#engine.stream(this.#request(promptIds, decoded, opts))) {
+      if (event.type === 'finish') {
+        finish = event;
+        break;
+      }
+      outputTokenIds.push(event.token);
+      if (this.#tokenizer.isCoordinateId(event.token)) scorer.add(this.#tokenizer.coordinateBin(event.token), event.logprob);
+      const piece = detokenizer.push(event.token);
+      text += piece;
+      yield* toEvents(parser.push(piece));
+    }
+    if (!finish) throw new RexOmniError('ERR_REX_INTERNAL', 'the engine stream ended without a finish event');
+    if (finish.reason === 'cancelled' && opts.signal?.aborted) throw opts.signal.reason;
+    if (finish.reason === 'error') throw finish.error ?? new RexOmniError('ERR_REX_INTERNAL', 'generation failed');
+    const tail = detokenizer.flush();
+    text += tail;
+    if (tail) yield* toEvents(parser.push(tail));
+    const parsed: ParseResult = parser.finish();
+    yield* toEvents(parser.drain());
+
+    const decodeSteps = Math.max(finish.generatedTokens - 1, 0);
+    yield {
+      type: 'done',
+      result: {
+        predictions: parsed.predictions,
+        groups: parsed.groups,
+        text,
+        outputTokenIds,
+        unparsed: parsed.unparsed,
+        complete: parsed.complete,
+        finishReason: finish.reason,
+        tokens: { prompt: finish.promptTokens, image: finish.imageTokens, generated: finish.generatedTokens },
+        timings: {
+          decodeMs,
+          preprocessMs: finish.timings.preprocessMs,
+          visionMs: finish.timings.visionMs,
+          prefillMs: finish.timings.prefillMs,
+          firstPredictionMs,
+          decodeStepsMs: finish.timings.decodeMs,
+          decodeTokensPerSecond: finish.timings.decodeMs > 0 ? decodeSteps / (finish.timings.decodeMs / 1000) : 0,
+          totalMs: performance.now() - started,
+        },
+        image: { ...size, resizedWidth: resized.width, resizedHeight: resized.height },
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.#engine.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #request(promptIds: number[], image: { rgb: Uint8Array; width: number; height: number }, opts: ResolvedRunOptions) {
+    return {
+      promptIds,
+      image: { data: image.rgb, width: image.width, height: image.height, minPixels: opts.minPixels, maxPixels: opts.maxPixels },
+      maxNewTokens: opts.maxNewTokens,
+      stopTokenIds: [this.#tokenizer.ids.imEnd],
+      sampling: opts.sampling,
+      signal: opts.signal,
+    };
+  }
+}
+
