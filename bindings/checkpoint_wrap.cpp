@@ -5,6 +5,7 @@
 #include "errors.h"
 #include "model/verify_weights.h"
 #include "model/weights.h"
+#include "promise_worker.h"
 
 namespace rex_napi {
 
@@ -93,51 +94,28 @@ namespace {
 
 // Opens, shape-checks and (optionally) scans a checkpoint on a libuv worker
 // thread; the promise settles on the main thread.
-class OpenCheckpointWorker : public Napi::AsyncWorker {
+class OpenCheckpointWorker : public PromiseWorker {
  public:
   OpenCheckpointWorker(Napi::Env env, std::string dir, bool verify)
-      : Napi::AsyncWorker(env, "rex-omni:openCheckpoint"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        dir_(std::move(dir)),
-        verify_(verify) {}
-
-  Napi::Promise promise() { return deferred_.Promise(); }
+      : PromiseWorker(env, "rex-omni:openCheckpoint"), dir_(std::move(dir)), verify_(verify) {}
 
  protected:
   void Execute() override {
     rex::Result<std::unique_ptr<rex::Checkpoint>> opened = rex::Checkpoint::open(dir_);
-    if (!opened.ok()) {
-      status_ = opened.status();
-      return;
-    }
+    if (!opened.ok()) return fail(opened.status());
     rex::Result<rex::ModelWeights> weights = rex::bind_model_weights(*opened.value());
-    if (!weights.ok()) {
-      status_ = weights.status();
-      return;
-    }
+    if (!weights.ok()) return fail(weights.status());
     if (verify_) {
-      status_ = rex::verify_weights_finite(*opened.value());
-      if (!status_.ok()) return;
+      rex::Status verified = rex::verify_weights_finite(*opened.value());
+      if (!verified.ok()) return fail(verified);
     }
     checkpoint_ = std::move(opened).value();
   }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (!status_.ok()) {
-      deferred_.Reject(status_to_error(env, status_).Value());
-      return;
-    }
-    deferred_.Resolve(CheckpointWrap::wrap(env, std::move(checkpoint_)));
-  }
-
-  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+  Napi::Value resolve_value(Napi::Env env) override { return CheckpointWrap::wrap(env, std::move(checkpoint_)); }
 
  private:
-  Napi::Promise::Deferred deferred_;
   std::string dir_;
   bool verify_;
-  rex::Status status_;
   std::shared_ptr<rex::Checkpoint> checkpoint_;
 };
 
@@ -152,10 +130,7 @@ Napi::Value open_checkpoint(const Napi::CallbackInfo& info) {
     Napi::Value v = info[1].As<Napi::Object>().Get("verify");
     verify = v.IsBoolean() && v.As<Napi::Boolean>().Value();
   }
-  auto* worker = new OpenCheckpointWorker(env, info[0].As<Napi::String>().Utf8Value(), verify);
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+  return (new OpenCheckpointWorker(env, info[0].As<Napi::String>().Utf8Value(), verify))->queue();
 }
 
 }  // namespace rex_napi

@@ -7,6 +7,7 @@
 #include "engine/model_loader.h"
 #include "engine/reference_forward.h"
 #include "errors.h"
+#include "promise_worker.h"
 #include "preprocess/preprocess.h"
 #include "request_from_js.h"
 
@@ -19,27 +20,17 @@ Napi::Float32Array to_float32_array(Napi::Env env, const std::vector<float>& val
   return array;
 }
 
-class PreprocessWorker : public Napi::AsyncWorker {
+class PreprocessWorker : public PromiseWorker {
  public:
-  PreprocessWorker(Napi::Env env, rex::RawImage image)
-      : Napi::AsyncWorker(env, "rex-omni:preprocess"), deferred_(Napi::Promise::Deferred::New(env)), image_(std::move(image)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
+  PreprocessWorker(Napi::Env env, rex::RawImage image) : PromiseWorker(env, "rex-omni:preprocess"), image_(std::move(image)) {}
 
  protected:
   void Execute() override {
     auto result = rex::preprocess_image(image_.rgb.data(), image_.width, image_.height, image_.options);
-    if (!result.ok()) {
-      status_ = result.status();
-      return;
-    }
+    if (!result.ok()) return fail(result.status());
     out_ = std::move(result).value();
   }
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (!status_.ok()) {
-      deferred_.Reject(status_to_error(env, status_).Value());
-      return;
-    }
+  Napi::Value resolve_value(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
     o.Set("resizedWidth", out_.resized_width);
     o.Set("resizedHeight", out_.resized_height);
@@ -48,13 +39,11 @@ class PreprocessWorker : public Napi::AsyncWorker {
     o.Set("gridW", out_.grid_w);
     o.Set("resizedRgb", Napi::Buffer<uint8_t>::Copy(env, out_.resized_rgb.data(), out_.resized_rgb.size()));
     o.Set("pixelValues", to_float32_array(env, out_.pixel_values));
-    deferred_.Resolve(o);
+    return o;
   }
 
  private:
-  Napi::Promise::Deferred deferred_;
   rex::RawImage image_;
-  rex::Status status_;
   rex::PreprocessedImage out_;
 };
 
@@ -63,26 +52,21 @@ struct TappedTensor {
   std::vector<float> data;
 };
 
-class ReferenceForwardWorker : public Napi::AsyncWorker {
+class ReferenceForwardWorker : public PromiseWorker {
  public:
   ReferenceForwardWorker(Napi::Env env, std::string dir, rex::GenerationRequest request, bool tap, std::string backend)
-      : Napi::AsyncWorker(env, "rex-omni:referenceForward"),
-        deferred_(Napi::Promise::Deferred::New(env)),
+      : PromiseWorker(env, "rex-omni:referenceForward"),
         dir_(std::move(dir)),
         request_(std::move(request)),
         tap_(tap),
         backend_(std::move(backend)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
 
  protected:
   void Execute() override {
     rex::BackendOptions options;
     options.name = backend_;
     auto loaded = rex::load_backend(dir_, options);
-    if (!loaded.ok()) {
-      status_ = loaded.status();
-      return;
-    }
+    if (!loaded.ok()) return fail(loaded.status());
     rex::Backend& backend = *loaded.value().backend;
     if (tap_) {
       backend.set_tap([this](const std::string& name, const float* data, const std::vector<int64_t>& shape) {
@@ -98,25 +82,14 @@ class ReferenceForwardWorker : public Napi::AsyncWorker {
     if (request_.raw_image) {
       const rex::RawImage& raw = *request_.raw_image;
       auto pre = rex::preprocess_image(raw.rgb.data(), raw.width, raw.height, raw.options);
-      if (!pre.ok()) {
-        status_ = pre.status();
-        return;
-      }
+      if (!pre.ok()) return fail(pre.status());
       image = std::move(pre).value();
     }
     auto forward = rex::run_reference_forward(backend, loaded.value().config, image ? &*image : nullptr, request_.prompt_ids);
-    if (!forward.ok()) {
-      status_ = forward.status();
-      return;
-    }
+    if (!forward.ok()) return fail(forward.status());
     forward_ = std::move(forward).value();
   }
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (!status_.ok()) {
-      deferred_.Reject(status_to_error(env, status_).Value());
-      return;
-    }
+  Napi::Value resolve_value(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
     o.Set("visionTokens", forward_.vision_tokens);
     o.Set("vision", to_float32_array(env, forward_.vision));
@@ -131,16 +104,14 @@ class ReferenceForwardWorker : public Napi::AsyncWorker {
       intermediates.Set(name, t);
     }
     o.Set("intermediates", intermediates);
-    deferred_.Resolve(o);
+    return o;
   }
 
  private:
-  Napi::Promise::Deferred deferred_;
   std::string dir_;
   rex::GenerationRequest request_;
   bool tap_;
   std::string backend_;
-  rex::Status status_;
   rex::ReferenceForward forward_;
   std::mutex tap_mutex_;
   std::map<std::string, TappedTensor> tapped_;
@@ -150,10 +121,7 @@ class ReferenceForwardWorker : public Napi::AsyncWorker {
 
 Napi::Value preprocess_image(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto* worker = new PreprocessWorker(env, raw_image_from_js(env, info[0], "image"));
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+  return (new PreprocessWorker(env, raw_image_from_js(env, info[0], "image")))->queue();
 }
 
 Napi::Value smart_resize(const Napi::CallbackInfo& info) {
@@ -181,9 +149,7 @@ Napi::Value reference_forward(const Napi::CallbackInfo& info) {
   auto* worker = new ReferenceForwardWorker(env, info[0].As<Napi::String>().Utf8Value(), std::move(request),
                                             tap.IsBoolean() && tap.As<Napi::Boolean>().Value(),
                                             backend.IsString() ? backend.As<Napi::String>().Utf8Value() : "cpu");
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+  return worker->queue();
 }
 
 }  // namespace rex_napi

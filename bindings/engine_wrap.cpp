@@ -3,6 +3,7 @@
 #include "addon_data.h"
 #include "config_to_js.h"
 #include "errors.h"
+#include "promise_worker.h"
 #include "request_from_js.h"
 
 namespace rex_napi {
@@ -68,64 +69,42 @@ namespace {
 
 // Destroying an engine cancels what is in flight and joins its scheduler
 // thread, which may be mid-step: done on a worker thread, not the JS thread.
-class CloseEngineWorker : public Napi::AsyncWorker {
+class CloseEngineWorker : public PromiseWorker {
  public:
   CloseEngineWorker(Napi::Env env, std::unique_ptr<rex::Engine> engine, std::shared_ptr<EventPump> pump)
-      : Napi::AsyncWorker(env, "rex-omni:closeEngine"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        engine_(std::move(engine)),
-        pump_(std::move(pump)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
+      : PromiseWorker(env, "rex-omni:closeEngine"), engine_(std::move(engine)), pump_(std::move(pump)) {}
 
  protected:
   void Execute() override { engine_.reset(); }
-  void OnOK() override {
+  Napi::Value resolve_value(Napi::Env env) override {
     if (pump_) pump_->release();
-    deferred_.Resolve(Env().Undefined());
+    return env.Undefined();
   }
 
  private:
-  Napi::Promise::Deferred deferred_;
   std::unique_ptr<rex::Engine> engine_;
   std::shared_ptr<EventPump> pump_;
 };
 
-class CreateEngineWorker : public Napi::AsyncWorker {
+class CreateEngineWorker : public PromiseWorker {
  public:
   CreateEngineWorker(Napi::Env env, std::string dir, rex::EngineOptions options, std::shared_ptr<EventPump> pump)
-      : Napi::AsyncWorker(env, "rex-omni:createEngine"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        dir_(std::move(dir)),
-        options_(std::move(options)),
-        pump_(std::move(pump)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
+      : PromiseWorker(env, "rex-omni:createEngine"), dir_(std::move(dir)), options_(std::move(options)), pump_(std::move(pump)) {}
 
  protected:
   void Execute() override {
     options_.sink = pump_;
     rex::Result<std::unique_ptr<rex::Engine>> created = rex::Engine::create(dir_, options_);
-    if (!created.ok()) {
-      status_ = created.status();
-      return;
-    }
+    if (!created.ok()) return fail(created.status());
     engine_ = std::move(created).value();
   }
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (!status_.ok()) {
-      pump_->release();
-      deferred_.Reject(status_to_error(env, status_).Value());
-      return;
-    }
-    deferred_.Resolve(EngineWrap::wrap(env, std::move(engine_), pump_));
-  }
+  Napi::Value resolve_value(Napi::Env env) override { return EngineWrap::wrap(env, std::move(engine_), pump_); }
+  void on_rejected() override { pump_->release(); }
 
  private:
-  Napi::Promise::Deferred deferred_;
   std::string dir_;
   rex::EngineOptions options_;
   std::shared_ptr<EventPump> pump_;
-  rex::Status status_;
   std::unique_ptr<rex::Engine> engine_;
 };
 
@@ -147,10 +126,7 @@ rex::EngineOptions engine_options_from_js(Napi::Env env, Napi::Value value) {
 
 Napi::Value EngineWrap::close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto* worker = new CloseEngineWorker(env, std::move(engine_), pump_);
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+  return (new CloseEngineWorker(env, std::move(engine_), pump_))->queue();
 }
 
 Napi::Value create_engine(const Napi::CallbackInfo& info) {
@@ -159,10 +135,7 @@ Napi::Value create_engine(const Napi::CallbackInfo& info) {
     throw invalid_argument(env, "createEngine(dir, options, onEvents): expected a string, an object and a function");
   rex::EngineOptions options = engine_options_from_js(env, info[1]);
   std::shared_ptr<EventPump> pump = EventPump::create(env, info[2].As<Napi::Function>());
-  auto* worker = new CreateEngineWorker(env, info[0].As<Napi::String>().Utf8Value(), std::move(options), pump);
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+  return (new CreateEngineWorker(env, info[0].As<Napi::String>().Utf8Value(), std::move(options), pump))->queue();
 }
 
 }  // namespace rex_napi
