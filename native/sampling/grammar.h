@@ -22,7 +22,7 @@
 //   free_text_banned      [begin, end) id ranges free text may not use (structural,
 //                         special, padding); coordinates and ref_end are handled here
 //   max_phrase_tokens     free phrase length cap (0 = none)
-//   max_predictions       cap on items in groups mode (0 = none)
+//   max_predictions       cap on items in groups mode (0 = none; free mode: not enforced)
 //   forbid_duplicate_boxes  no exact repeat of a box/point within one phrase
 //   runs                  free mode: coordinate runs (see CoordinateRun)
 //   coords_only_in_runs   free mode: coordinates nowhere but inside runs
@@ -34,6 +34,10 @@
 // max_predictions items, and, when the caller says how many tokens are left,
 // only tokens after which the output can still close (so even a max_new_tokens
 // cut ends at a group boundary with STOP when the budget allows STOP at all).
+// Free mode (keypoint JSON) is free text without special ids, plus "runs":
+// after a trigger (`"bbox": "`), exactly N coordinates with their separator,
+// box-ordered when asked; with coords_only_in_runs no coordinate elsewhere.
+// grammar_json.h reads the JSON form lib/grammar writes.
 #pragma once
 
 #include <cstdint>

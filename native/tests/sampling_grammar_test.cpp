@@ -234,8 +234,8 @@ std::vector<int32_t> generate(const OutputGrammar& g, Pcg32& rng, Stats& st, std
   }
   GrammarState& gs = state.value();
   // Most outputs take the cheap path (greedy over the masked random logits);
-  // one in 16 goes through sample_token with random parameters.
-  const bool full = rng.next_u32() % 16 == 0;
+  // one in 32 goes through sample_token with random parameters.
+  const bool full = rng.next_u32() % 32 == 0;
   SamplingParams p;
   const uint32_t kind = rng.next_u32() % 8;
   if (kind < 3) {
@@ -320,7 +320,8 @@ REX_TEST(random_logits_property_every_task) {
     std::printf("  %-22s %ld steps, %ld outputs, %ld items, %ld closed by the budget\n", tc.name, st.steps,
                 st.outputs, st.items, st.budget_closed);
     CHECK(st.steps >= 100000);
-    CHECK(st.items > 1000);  // the branches were really exercised (free mode: ordered box runs)
+    // The branches were really exercised (free mode: ordered box runs, which need a 3-token trigger).
+    CHECK(st.items > (tc.g.mode == GrammarMode::kGroups ? 1000 : 100));
   }
 }
 
