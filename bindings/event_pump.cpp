@@ -33,18 +33,21 @@ Napi::Object events_to_js(Napi::Env env, const rex::EngineEvents& events) {
   Napi::Float64Array request_ids = Napi::Float64Array::New(env, n);
   Napi::Int32Array tokens = Napi::Int32Array::New(env, n);
   Napi::Float32Array logprobs = Napi::Float32Array::New(env, n);
+  Napi::Float32Array model_logprobs = Napi::Float32Array::New(env, n);
   Napi::Int32Array steps = Napi::Int32Array::New(env, n);
   for (size_t i = 0; i < n; ++i) {
     const rex::TokenEvent& t = events.tokens[i];
     request_ids[i] = static_cast<double>(t.request);
     tokens[i] = t.token;
     logprobs[i] = t.logprob;
+    model_logprobs[i] = t.model_logprob;
     steps[i] = t.step;
   }
   Napi::Object token_columns = Napi::Object::New(env);
   token_columns.Set("requestIds", request_ids);
   token_columns.Set("tokens", tokens);
   token_columns.Set("logprobs", logprobs);
+  token_columns.Set("modelLogprobs", model_logprobs);
   token_columns.Set("steps", steps);
 
   Napi::Array finished = Napi::Array::New(env, events.finished.size());

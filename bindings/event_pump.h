@@ -16,7 +16,7 @@ namespace rex_napi {
 
 class EventPump : public rex::EventSink {
  public:
-  // callback(events) with events = { tokens: {requestIds, tokens, logprobs, steps}, finished: [...] }
+  // callback(events) with events = { tokens: {requestIds, tokens, logprobs, modelLogprobs, steps}, finished: [...] }
   static std::shared_ptr<EventPump> create(Napi::Env env, Napi::Function callback);
   ~EventPump() override;
 

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "errors.h"
+#include "sampling/grammar_json.h"
 
 namespace rex_napi {
 namespace {
@@ -109,6 +110,14 @@ rex::GenerationRequest generation_request_from_js(Napi::Env env, Napi::Value val
   Napi::Value stops = o.Get("stopTokenIds");
   if (!stops.IsUndefined()) request.stop_token_ids = int_list(env, stops, "stopTokenIds");
   request.sampling = sampling_from_js(env, o.Get("sampling"));
+  Napi::Value grammar = o.Get("grammar");
+  if (!grammar.IsUndefined() && !grammar.IsNull()) {
+    // The compiled grammar travels as JSON text (lib/grammar/types.ts lists its fields).
+    if (!grammar.IsString()) fail(env, "grammar", "the JSON text of a compiled grammar", grammar);
+    rex::Result<rex::OutputGrammar> parsed = rex::grammar_from_json_text(grammar.As<Napi::String>().Utf8Value());
+    if (!parsed.ok()) throw status_to_error(env, parsed.status());
+    request.grammar = std::move(parsed).value();
+  }
   return request;
 }
 

@@ -110,6 +110,8 @@ export interface NativeGenerationRequest {
   maxNewTokens?: number;
   stopTokenIds?: number[];
   sampling?: NativeSampling;
+  /** JSON text of a compiled output grammar (lib/grammar); absent: unconstrained. */
+  grammar?: string;
 }
 
 export interface NativeTimings {
@@ -132,7 +134,15 @@ export interface NativeFinishEvent {
 
 /** One scheduler step: every request's new tokens, as columns, and the requests that finished. */
 export interface NativeEngineEvents {
-  tokens: { requestIds: Float64Array; tokens: Int32Array; logprobs: Float32Array; steps: Int32Array };
+  tokens: {
+    requestIds: Float64Array;
+    tokens: Int32Array;
+    /** Log-probability under the processed distribution the token was drawn from (penalty, mask, temperature, top-k/p). */
+    logprobs: Float32Array;
+    /** Log-probability under the raw model distribution (softmax of the logits, temperature 1). */
+    modelLogprobs: Float32Array;
+    steps: Int32Array;
+  };
   finished: NativeFinishEvent[];
 }
 

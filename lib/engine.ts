@@ -25,8 +25,10 @@ export interface TokenRequest extends NativeGenerationRequest {
 export interface TokenEvent {
   type: 'token';
   token: number;
-  /** Log-probability of the token under the processed (sampled-from) distribution. */
+  /** Log-probability of the token under the processed distribution it was drawn from. */
   logprob: number;
+  /** Log-probability of the token under the raw model (softmax of its logits). */
+  modelLogprob: number;
   /** 0 for the token that prefill produced. */
   step: number;
 }
@@ -78,9 +80,15 @@ export class Engine implements AsyncDisposable {
     const { addon } = loadAddon();
     const channels = new Map<number, AsyncChannel<EngineEvent>>();
     const route = (events: NativeEngineEvents): void => {
-      const { requestIds, tokens, logprobs, steps } = events.tokens;
+      const { requestIds, tokens, logprobs, modelLogprobs, steps } = events.tokens;
       for (let i = 0; i < tokens.length; ++i) {
-        channels.get(requestIds[i]!)?.push({ type: 'token', token: tokens[i]!, logprob: logprobs[i]!, step: steps[i]! });
+        channels.get(requestIds[i]!)?.push({
+          type: 'token',
+          token: tokens[i]!,
+          logprob: logprobs[i]!,
+          modelLogprob: modelLogprobs[i]!,
+          step: steps[i]!,
+        });
       }
       for (const finished of events.finished) {
         const channel = channels.get(finished.requestId);

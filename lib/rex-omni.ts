@@ -18,14 +18,18 @@ import { resolveRunOptions, type ResolvedRunOptions, type RunOptions } from './r
 import { CoordinateScorer } from './scores.js';
 import { StreamingDetokenizer } from './detokenizer.js';
 import {
+  TASK_OUTPUT,
+  allowedPhrases,
   buildTaskPrompt,
   validateTask,
+  type ValidatedTask,
   type KeypointType,
   type OcrGranularity,
   type PixelBox,
   type TaskSpec,
 } from './tasks/index.js';
 import { RexTokenizer } from './tokenizer.js';
+import { compileGrammar } from './grammar/index.js';
 import { loadAddon } from './native.js';
 
 export interface LoadOptions extends EngineOptions {
@@ -79,6 +83,7 @@ export class RexOmni implements AsyncDisposable {
   readonly #tokenizer: RexTokenizer;
   readonly #defaults: RunOptions;
   readonly #maxInputPixels: number | undefined;
+  readonly #grammars = new Map<string, Promise<string>>();
 
   private constructor(engine: Engine, tokenizer: RexTokenizer, options: LoadOptions) {
     this.#engine = engine;
@@ -166,13 +171,14 @@ export class RexOmni implements AsyncDisposable {
     };
 
     let finish: FinishEvent | undefined;
-    for await (const event of this.#engine.stream(this.#request(promptIds, decoded, opts))) {
+    const grammar = opts.constrained ? await this.#grammar(spec, opts) : undefined;
+    for await (const event of this.#engine.stream({ ...this.#request(promptIds, decoded, opts), grammar })) {
       if (event.type === 'finish') {
         finish = event;
         break;
       }
       outputTokenIds.push(event.token);
-      if (this.#tokenizer.isCoordinateId(event.token)) scorer.add(this.#tokenizer.coordinateBin(event.token), event.logprob);
+      if (this.#tokenizer.isCoordinateId(event.token)) scorer.add(this.#tokenizer.coordinateBin(event.token), event.modelLogprob);
       const piece = detokenizer.push(event.token);
       text += piece;
       yield* toEvents(parser.push(piece));
@@ -219,6 +225,25 @@ export class RexOmni implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+
+  /** The task's output grammar, as JSON text for the core (compiled once per task and options). */
+  async #grammar(task: ValidatedTask, opts: ResolvedRunOptions): Promise<string> {
+    const format = TASK_OUTPUT[task.task];
+    const key = JSON.stringify([task.task, allowedPhrases(task), opts.maxPredictions, opts.forbidDuplicateBoxes, opts.maxPhraseTokens]);
+    let compiled = this.#grammars.get(key);
+    if (!compiled) {
+      compiled = compileGrammar(
+        { syntax: format.syntax, kind: format.kind, phrases: allowedPhrases(task) },
+        this.#tokenizer,
+        { maxPredictions: opts.maxPredictions, forbidDuplicateBoxes: opts.forbidDuplicateBoxes, maxPhraseTokens: opts.maxPhraseTokens },
+      ).then((grammar) => JSON.stringify(grammar));
+      this.#grammars.set(key, compiled);
+      // A small cache: services reuse a few category lists; keep the 64 newest.
+      if (this.#grammars.size > 64) this.#grammars.delete(this.#grammars.keys().next().value!);
+      compiled.catch(() => this.#grammars.delete(key));
+    }
+    return compiled;
   }
 
   #request(promptIds: number[], image: { rgb: Uint8Array; width: number; height: number }, opts: ResolvedRunOptions) {

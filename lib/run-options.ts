@@ -32,6 +32,8 @@ export interface RunOptions {
   maxPredictions?: number;
   /** Constrained only: forbid an exact duplicate box within one phrase. Default false. */
   forbidDuplicateBoxes?: boolean;
+  /** Constrained only: free-text phrases (OCR text, GUI element, visual prompting) get at most this many tokens. Default 128. */
+  maxPhraseTokens?: number;
   /** Apply EXIF orientation before anything else. Default true. */
   applyExif?: boolean;
   /** Cancels the run; it rejects with the signal's reason. */
@@ -48,6 +50,7 @@ export interface ResolvedRunOptions {
   constrained: boolean;
   maxPredictions: number;
   forbidDuplicateBoxes: boolean;
+  maxPhraseTokens: number;
   applyExif: boolean;
   signal: AbortSignal | undefined;
 }
@@ -60,6 +63,7 @@ export const DEFAULT_RUN_OPTIONS = {
   constrained: true,
   maxPredictions: 0,
   forbidDuplicateBoxes: false,
+  maxPhraseTokens: 128,
   applyExif: true,
 } as const;
 
@@ -111,6 +115,7 @@ export function resolveRunOptions(options: RunOptions | undefined, defaults: Run
     constrained: boolean('options.constrained', o.constrained, d.constrained),
     maxPredictions: integer('options.maxPredictions', o.maxPredictions, 0, d.maxPredictions),
     forbidDuplicateBoxes: boolean('options.forbidDuplicateBoxes', o.forbidDuplicateBoxes, d.forbidDuplicateBoxes),
+    maxPhraseTokens: integer('options.maxPhraseTokens', o.maxPhraseTokens, 1, d.maxPhraseTokens),
     applyExif: boolean('options.applyExif', o.applyExif, d.applyExif),
     signal: signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals),
   };

@@ -121,6 +121,19 @@ export class RexTokenizer {
     return this.#tokenizer.decode([...ids], options.skipSpecial ?? false);
   }
 
+  /**
+   * Ids of the ordinary (non-added) tokens whose text contains `needle`, an
+   * ASCII string (byte-level BPE writes printable ASCII as itself). The
+   * grammar uses it to keep characters out of free-text phrases.
+   */
+  idsWithTextContaining(needle: string): number[] {
+    if (typeof needle !== 'string' || needle.length === 0 || /[^\x21-\x7e]/.test(needle))
+      throw invalidType('RexTokenizer.idsWithTextContaining(needle)', 'a non-empty printable ASCII string', needle);
+    const ids: number[] = [];
+    for (const [content, id] of Object.entries(this.#tokenizer.getVocab(false))) if (content.includes(needle)) ids.push(id);
+    return ids.sort((a, b) => a - b);
+  }
+
   /** Whether `id` is one of the coordinate tokens "<0>".."<999>". */
   isCoordinateId(id: number): boolean {
     return this.#binOfId.has(id);

@@ -15,7 +15,7 @@ import { COORDINATE_BINS, type RexTokenizer } from '../tokenizer.js';
 import type { CoordinateRunJson, GrammarJson, GrammarOptions, GrammarTaskInfo, IdRangeJson } from './types.js';
 
 /** What the compiler uses of a tokenizer (RexTokenizer fits). */
-export type GrammarTokenizer = Pick<RexTokenizer, 'encode' | 'ids' | 'coordinateIds'>;
+export type GrammarTokenizer = Pick<RexTokenizer, 'encode' | 'ids' | 'coordinateIds' | 'idsWithTextContaining'>;
 
 /** "To the end of the vocabulary" in a banned range; the core clamps it. */
 export const END_OF_VOCAB = 2 ** 31 - 1;
@@ -197,10 +197,12 @@ export async function compileGrammar(
   grammar.group_separators = uniqueSequences(
     await Promise.all(GROUP_SEPARATORS.map((s) => mustEncodeBetween(tokenizer, boxEnd, s, objectRefStart))),
   );
-  // Free text: nothing special, no coordinate (the core also bans the structural ids itself).
+  // Free text: nothing special, no coordinate (the core also bans the structural ids itself),
+  // and no '<': the reference's parser reads a phrase as [^<]+.
   grammar.free_text_banned = mergeRanges([
     [coords.first, coords.first + coords.count],
     [floor, END_OF_VOCAB],
+    ...tokenizer.idsWithTextContaining('<').map((id): IdRangeJson => [id, id + 1]),
   ]);
   const phrases = task.phrases ?? [];
   if (phrases.length > 0) {
