@@ -42,6 +42,7 @@ export class RexTokenizer {
   readonly path: string;
   readonly #tokenizer: Tokenizer;
   readonly #binOfId: ReadonlyMap<number, number>;
+  readonly #idsContaining = new Map<string, number[]>();
 
   private constructor(tokenizer: Tokenizer, path: string, ids: SpecialTokenIds, coordinateIds: readonly number[]) {
     this.#tokenizer = tokenizer;
@@ -129,9 +130,14 @@ export class RexTokenizer {
   idsWithTextContaining(needle: string): number[] {
     if (typeof needle !== 'string' || needle.length === 0 || /[^\x21-\x7e]/.test(needle))
       throw invalidType('RexTokenizer.idsWithTextContaining(needle)', 'a non-empty printable ASCII string', needle);
-    const ids: number[] = [];
-    for (const [content, id] of Object.entries(this.#tokenizer.getVocab(false))) if (content.includes(needle)) ids.push(id);
-    return ids.sort((a, b) => a - b);
+    let ids = this.#idsContaining.get(needle);
+    if (!ids) {
+      ids = [];
+      for (const [content, id] of Object.entries(this.#tokenizer.getVocab(false))) if (content.includes(needle)) ids.push(id);
+      ids.sort((a, b) => a - b);
+      this.#idsContaining.set(needle, ids);
+    }
+    return [...ids];
   }
 
   /** Whether `id` is one of the coordinate tokens "<0>".."<999>". */
