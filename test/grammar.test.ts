@@ -69,7 +69,13 @@ describe('compileGrammar (groups)', () => {
       expect(g.arity).toBe(kind);
       expect(g.max_item_coords).toBe(kind === 'polygon' ? 40 : 0);
       // Coordinates run straight into the special ids here, so one range covers both.
-      expect(g.free_text_banned).toEqual([[C0, END_OF_VOCAB]]);
+      expect(g.free_text_banned.at(-1)).toEqual([C0, END_OF_VOCAB]);
+      // Every other banned id is a token whose text holds '<' (the reference reads a phrase as [^<]+).
+      const lessThan = tokenizer.idsWithTextContaining('<');
+      expect(lessThan.length).toBeGreaterThan(100);
+      const bannedBelowCoords = g.free_text_banned.slice(0, -1).flatMap(([b, e]) => Array.from({ length: e - b }, (_, i) => b + i));
+      expect(bannedBelowCoords).toEqual(lessThan.filter((id) => id < C0));
+      for (const id of bannedBelowCoords.slice(0, 50)) expect(tokenizer.tokenContent(id)).toContain('<');
       expect(g.max_phrase_tokens).toBe(128);
     }
   });

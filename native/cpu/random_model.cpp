@@ -150,4 +150,16 @@ std::unique_ptr<RandomModel> make_random_model(const RandomModelSpec& s) {
   return m;
 }
 
+PreprocessedImage make_random_image(int grid_h, int grid_w, uint64_t seed) {
+  PreprocessedImage img;
+  img.grid_h = grid_h;
+  img.grid_w = grid_w;
+  img.resized_height = grid_h * 14;
+  img.resized_width = grid_w * 14;
+  Pcg32 rng(seed);
+  img.pixel_values.resize(size_t(grid_h) * grid_w * 1176);
+  for (auto& v : img.pixel_values) v = float(4 * rng.next_double() - 2);
+  return img;
+}
+
 }  // namespace rex::cpu

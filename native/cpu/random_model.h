@@ -12,6 +12,7 @@
 
 #include "model/config.h"
 #include "model/weights.h"
+#include "preprocess/preprocess.h"
 
 namespace rex::cpu {
 
@@ -34,5 +35,8 @@ struct RandomModel {
 };
 
 std::unique_ptr<RandomModel> make_random_model(const RandomModelSpec& spec = {});
+
+// A preprocessed image of gh x gw patches with pixel values uniform in [-2, 2).
+PreprocessedImage make_random_image(int grid_h, int grid_w, uint64_t seed);
 
 }  // namespace rex::cpu

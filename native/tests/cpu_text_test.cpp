@@ -25,16 +25,6 @@ static double rel_err(const std::vector<float>& a, const std::vector<float>& b) 
   return num / std::max(den, 1e-30);
 }
 
-static PreprocessedImage random_image(int gh, int gw, uint64_t seed) {
-  PreprocessedImage img;
-  img.grid_h = gh;
-  img.grid_w = gw;
-  Pcg32 rng(seed);
-  img.pixel_values.resize(size_t(gh) * gw * 1176);
-  for (auto& v : img.pixel_values) v = float(4 * rng.next_double() - 2);
-  return img;
-}
-
 // A prompt with an image of merged grid mh x mw between some text.
 static std::vector<int32_t> image_prompt(const RandomModel& m, int mh, int mw) {
   std::vector<int32_t> ids = {5, 17, 300, m.config.vision_start_token_id};
@@ -61,7 +51,7 @@ REX_TEST(kv_cache_decode_equals_full_recompute) {
   CpuBackend be(2);
   CHECK(be.prepare(model->config, model->weights).ok());
   const int mh = 3, mw = 2;
-  auto emb = be.encode_image(random_image(2 * mh, 2 * mw, 9));
+  auto emb = be.encode_image(make_random_image(2 * mh, 2 * mw, 9));
   CHECK(emb.ok());
   std::vector<int32_t> ids = image_prompt(*model, mh, mw);
   auto pos = mrope_positions(ids, model->config.image_token_id, mh, mw);
@@ -134,7 +124,7 @@ REX_TEST(bf16_model_runs_and_taps_fire) {
   CHECK(be.prepare(model->config, model->weights).ok());
   std::map<std::string, std::vector<int64_t>> taps;
   be.set_tap([&](const std::string& name, const float*, const std::vector<int64_t>& shape) { taps[name] = shape; });
-  PreprocessedImage img = random_image(4, 6, 3);
+  PreprocessedImage img = make_random_image(4, 6, 3);
   std::vector<int32_t> ids = image_prompt(*model, 2, 3);
   auto out = run_reference_forward(be, model->config, &img, ids);
   CHECK(out.ok());
@@ -157,7 +147,7 @@ REX_TEST(prefill_checks_image_token_count) {
   auto model = make_random_model();
   CpuBackend be(1);
   CHECK(be.prepare(model->config, model->weights).ok());
-  auto emb = be.encode_image(random_image(4, 4, 1));  // 4 tokens
+  auto emb = be.encode_image(make_random_image(4, 4, 1));  // 4 tokens
   std::vector<int32_t> ids = image_prompt(*model, 2, 3);  // 6 pads
   std::vector<int32_t> pos(ids.size() * 3, 0);
   std::vector<float> logits(1000);

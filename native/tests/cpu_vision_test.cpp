@@ -171,23 +171,11 @@ static Mat naive_vision(const RandomModel& m, const std::vector<float>& pv, int 
   return lin(f1, n / 4, 4 * H, W.merger_fc2_w, W.merger_fc2_b, c.out_hidden_size);
 }
 
-static PreprocessedImage random_image(int gh, int gw, uint64_t seed) {
-  PreprocessedImage img;
-  img.grid_h = gh;
-  img.grid_w = gw;
-  img.resized_height = gh * 14;
-  img.resized_width = gw * 14;
-  Pcg32 rng(seed);
-  img.pixel_values.resize(size_t(gh) * gw * 1176);
-  for (auto& v : img.pixel_values) v = float(4 * rng.next_double() - 2);
-  return img;
-}
-
 static void check_against_naive(int gh, int gw) {
   auto model = make_random_model();
   CpuBackend backend(2);
   CHECK(backend.prepare(model->config, model->weights).ok());
-  PreprocessedImage img = random_image(gh, gw, uint64_t(gh * 100 + gw));
+  PreprocessedImage img = make_random_image(gh, gw, uint64_t(gh * 100 + gw));
   std::map<std::string, std::vector<int64_t>> taps;
   backend.set_tap([&](const std::string& name, const float*, const std::vector<int64_t>& shape) { taps[name] = shape; });
   auto out = backend.encode_image(img);
@@ -217,7 +205,7 @@ REX_TEST(encoder_rejects_bad_sizes) {
   auto model = make_random_model();
   CpuBackend backend(1);
   CHECK(backend.prepare(model->config, model->weights).ok());
-  PreprocessedImage img = random_image(4, 4, 1);
+  PreprocessedImage img = make_random_image(4, 4, 1);
   img.pixel_values.pop_back();
   auto out = backend.encode_image(img);
   CHECK(!out.ok());

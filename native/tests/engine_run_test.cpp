@@ -61,23 +61,13 @@ struct Fixture {
   }
 };
 
-static PreprocessedImage random_image(int gh, int gw, uint64_t seed) {
-  PreprocessedImage img;
-  img.grid_h = gh;
-  img.grid_w = gw;
-  Pcg32 rng(seed);
-  img.pixel_values.resize(size_t(gh) * gw * 1176);
-  for (auto& v : img.pixel_values) v = float(4 * rng.next_double() - 2);
-  return img;
-}
-
 static GenerationRequest image_request(const RandomModel& m, int max_new) {
   GenerationRequest r;
   r.prompt_ids = {5, 17, m.config.vision_start_token_id};
   for (int i = 0; i < 6; ++i) r.prompt_ids.push_back(m.config.image_token_id);
   r.prompt_ids.push_back(m.config.vision_end_token_id);
   r.prompt_ids.push_back(42);
-  r.image = random_image(4, 6, 11);
+  r.image = make_random_image(4, 6, 11);
   r.max_new_tokens = max_new;
   r.sampling.repetition_penalty = 1.05f;
   return r;

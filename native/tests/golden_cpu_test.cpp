@@ -117,6 +117,21 @@ std::vector<std::string> case_names(const char* list) {
   return out;
 }
 
+// Every case of a kind ("preprocess" or "model"), loaded. An unreadable case
+// fails the test and is left out.
+std::vector<std::pair<std::string, Value>> golden_cases(const std::string& kind) {
+  std::vector<std::pair<std::string, Value>> out;
+  for (const std::string& name : case_names((kind + "_cases").c_str())) {
+    auto c = load_json(std::string(golden_dir()) + "/" + kind + "/" + name + ".json");
+    if (!c.ok()) {
+      rex_test::fail(__FILE__, __LINE__, c.status().message());
+      continue;
+    }
+    out.emplace_back(name, std::move(c).value());
+  }
+  return out;
+}
+
 // ------------------------------------------------------------------ preprocess
 
 struct Image {
@@ -782,12 +797,8 @@ REX_TEST(smart_resize_matches_every_case) {
   if (!golden().manifest_ok) return;
   int checked = 0;
   for (const char* kind : {"preprocess", "model"}) {
-    for (const std::string& name : case_names(kind == std::string("model") ? "model_cases" : "preprocess_cases")) {
-      auto c = load_json(std::string(golden_dir()) + "/" + kind + "/" + name + ".json");
-      if (!c.ok()) {
-        rex_test::fail(__FILE__, __LINE__, c.status().message());
-        continue;
-      }
+    for (const auto& [name, loaded] : golden_cases(kind)) {
+      const Value* c = &loaded;
       const auto src = ints(c->get("source_size"));
       const auto dst = ints(c->get("resized_size"));
       CHECK(src.size() == 2 && dst.size() == 2);
@@ -810,12 +821,8 @@ REX_TEST(preprocess_cases_match_reference) {
   if (!golden().manifest_ok) return;  // already failed
   SkipLog skipped;
   int checked = 0;
-  for (const std::string& name : case_names("preprocess_cases")) {
-    auto c = load_json(std::string(golden_dir()) + "/preprocess/" + name + ".json");
-    if (!c.ok()) {
-      rex_test::fail(__FILE__, __LINE__, c.status().message());
-      continue;
-    }
+  for (const auto& [name, loaded] : golden_cases("preprocess")) {
+    const Value* c = &loaded;
     const std::string source = image_source(str(c->get("image")));
     if (source != "synthetic") {
       skipped.add(skip_reason(source), name);
@@ -823,13 +830,13 @@ REX_TEST(preprocess_cases_match_reference) {
     }
     CHECK(!(c->get("exif_transpose") && c->get("exif_transpose")->as_bool()));
     Image img;
-    if (!make_image(c.value(), name, &img)) continue;
+    if (!make_image(*c, name, &img)) continue;
     auto pre = rex::preprocess_image(img.rgb.data(), img.width, img.height, img.options);
     if (!pre.ok()) {
       rex_test::fail(__FILE__, __LINE__, name + ": preprocess_image: " + pre.status().message());
       continue;
     }
-    check_preprocess(c.value(), name, pre.value());
+    check_preprocess(*c, name, pre.value());
     ++checked;
   }
   skipped.print("preprocess cases", checked);
@@ -849,12 +856,8 @@ REX_TEST(model_cases_match_transformers) {
   ModelBundle& m = *model;
   SkipLog skipped;
   std::vector<CaseReport> reports;
-  for (const std::string& name : case_names("model_cases")) {
-    auto c = load_json(std::string(golden_dir()) + "/model/" + name + ".json");
-    if (!c.ok()) {
-      rex_test::fail(__FILE__, __LINE__, c.status().message());
-      continue;
-    }
+  for (const auto& [name, loaded] : golden_cases("model")) {
+    const Value* c = &loaded;
     const std::string source = image_source(str(c->get("image")));
     if (source != "synthetic") {
       skipped.add(skip_reason(source), name);
@@ -862,7 +865,7 @@ REX_TEST(model_cases_match_transformers) {
     }
     CaseReport rep;
     rep.name = name;
-    check_model_case(m, c.value(), name, &rep);
+    check_model_case(m, *c, name, &rep);
     reports.push_back(rep);
   }
   for (const CaseReport& r : reports)
@@ -887,19 +890,15 @@ REX_TEST(text_path_from_golden_vision_output) {
   ModelBundle& m = *model;
   SkipLog skipped;
   std::vector<TextReport> reports;
-  for (const std::string& name : case_names("model_cases")) {
-    auto c = load_json(std::string(golden_dir()) + "/model/" + name + ".json");
-    if (!c.ok()) {
-      rex_test::fail(__FILE__, __LINE__, c.status().message());
-      continue;
-    }
-    if (str(at(c.value(), {"vision_output", "file"})).empty()) {
+  for (const auto& [name, loaded] : golden_cases("model")) {
+    const Value* c = &loaded;
+    if (str(at(*c, {"vision_output", "file"})).empty()) {
       skipped.add("no .vision.f32 file (over 400 image tokens)", name);
       continue;
     }
     TextReport rep;
     rep.name = name;
-    check_text_path(m, c.value(), name, &rep);
+    check_text_path(m, *c, name, &rep);
     reports.push_back(rep);
   }
   for (const TextReport& r : reports)

@@ -1,7 +1,7 @@
 // preprocess_image end to end against numpy (data/resize_golden.txt
 // "preprocess" lines: sha256 of the resized RGB and of the float32
 // pixel_values, so agreement is exact, plus sums), the patch row order on a
-// hand-built image, input validation, and a timing check on a 4000x3000 image.
+// hand-built image, input validation, and the max_pixels path on a 4000x3000 image.
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -10,36 +10,25 @@
 #include "preprocess/preprocess.h"
 #include "preprocess/synthetic_image.h"
 #include "sha256.h"
+#include "resize_golden_table.h"
 #include "test_harness.h"
 
-namespace {
-const char* kGolden = "native/tests/data/resize_golden.txt";
-}
-
 REX_TEST(matches_numpy_reference) {
-  std::ifstream in(kGolden);
-  CHECK(in.good());
-  std::string line;
-  int cases = 0;
-  while (std::getline(in, line)) {
-    std::istringstream s(line);
-    std::string kind, rgb_sha, pv_sha;
-    s >> kind;
-    if (kind != "preprocess") continue;
+  const int cases = rex_test::for_each_resize_golden("preprocess", [&](std::istringstream& s, const std::string& line) {
+    std::string rgb_sha, pv_sha;
     int w, h, seed, mn, mx, rw, rh, gt, gh, gw;
     double sum, abs_sum;
     s >> w >> h >> seed >> mn >> mx >> rw >> rh >> gt >> gh >> gw >> rgb_sha >> pv_sha >> sum >> abs_sum;
     CHECK(!s.fail());
-    ++cases;
     auto img = rex::make_synthetic_rgb(w, h, static_cast<uint32_t>(seed));
     CHECK(img.ok());
-    if (!img.ok()) continue;
+    if (!img.ok()) return;
     rex::PreprocessOptions o;
     o.min_pixels = mn;
     o.max_pixels = mx;
     auto r = rex::preprocess_image(img->data(), w, h, o);
     CHECK(r.ok());
-    if (!r.ok()) continue;
+    if (!r.ok()) return;
     CHECK_EQ(r->resized_width, rw);
     CHECK_EQ(r->resized_height, rh);
     CHECK_EQ(r->grid_t, gt);
@@ -57,7 +46,7 @@ REX_TEST(matches_numpy_reference) {
     }
     CHECK_NEAR(s1, sum, 1e-6 * abs_sum);
     CHECK_NEAR(s2, abs_sum, 1e-6 * abs_sum);
-  }
+  });
   CHECK(cases >= 8);
 }
 

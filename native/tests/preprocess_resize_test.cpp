@@ -10,11 +10,8 @@
 #include "preprocess/preprocess.h"
 #include "preprocess/synthetic_image.h"
 #include "sha256.h"
+#include "resize_golden_table.h"
 #include "test_harness.h"
-
-namespace {
-const char* kGolden = "native/tests/data/resize_golden.txt";
-}
 
 REX_TEST(sha256_known_vectors) {
   CHECK_EQ(rex_test::sha256_hex("", 0), std::string("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
@@ -25,23 +22,15 @@ REX_TEST(sha256_known_vectors) {
 }
 
 REX_TEST(synthetic_matches_python) {
-  std::ifstream in(kGolden);
-  CHECK(in.good());
-  std::string line;
-  int cases = 0;
-  while (std::getline(in, line)) {
-    std::istringstream s(line);
-    std::string kind, sha;
-    s >> kind;
-    if (kind != "synthetic") continue;
+  const int cases = rex_test::for_each_resize_golden("synthetic", [&](std::istringstream& s, const std::string& line) {
+    std::string sha;
     int w, h;
     unsigned long long seed;
     s >> w >> h >> seed >> sha;
-    ++cases;
     auto img = rex::make_synthetic_rgb(w, h, static_cast<uint32_t>(seed));
     CHECK(img.ok());
     if (img.ok()) CHECK_EQ(rex_test::sha256_hex(img->data(), img->size()), sha);
-  }
+  });
   CHECK_EQ(cases, 3);
 }
 
@@ -60,32 +49,25 @@ REX_TEST(synthetic_name_parsing) {
 }
 
 REX_TEST(bicubic_matches_pillow_bytes) {
-  std::ifstream in(kGolden);
-  CHECK(in.good());
-  std::string line;
-  int cases = 0, mismatches = 0;
-  while (std::getline(in, line)) {
-    std::istringstream s(line);
-    std::string kind, sha;
-    s >> kind;
-    if (kind != "resize") continue;
+  int mismatches = 0;
+  const int cases = rex_test::for_each_resize_golden("resize", [&](std::istringstream& s, const std::string& line) {
+    std::string sha;
     int w, h, seed, ow, oh;
     s >> w >> h >> seed >> ow >> oh >> sha;
     CHECK(!s.fail());
-    ++cases;
     auto img = rex::make_synthetic_rgb(w, h, static_cast<uint32_t>(seed));
     CHECK(img.ok());
-    if (!img.ok()) continue;
+    if (!img.ok()) return;
     auto out = rex::resize_bicubic_rgb8(img->data(), w, h, ow, oh);
     CHECK(out.ok());
-    if (!out.ok()) continue;
+    if (!out.ok()) return;
     CHECK_EQ(out->size(), static_cast<size_t>(ow) * oh * 3);
     const std::string got = rex_test::sha256_hex(out->data(), out->size());
     if (got != sha) {
       ++mismatches;
       std::fprintf(stderr, "  Pillow mismatch: %dx%d seed %d -> %dx%d\n", w, h, seed, ow, oh);
     }
-  }
+  });
   CHECK(cases >= 40);
   CHECK_EQ(mismatches, 0);
 }

@@ -6,11 +6,11 @@
 #include <string>
 
 #include "preprocess/preprocess.h"
+#include "resize_golden_table.h"
 #include "test_harness.h"
 
 namespace {
 
-const char* kGolden = "native/tests/data/resize_golden.txt";
 
 void expect_size(int h, int w, int want_h, int want_w, int min_pixels = 16 * 28 * 28,
                  int max_pixels = 2560 * 28 * 28) {
@@ -86,29 +86,20 @@ REX_TEST(non_positive_sizes_and_bad_options_are_errors) {
 }
 
 REX_TEST(matches_python_table) {
-  std::ifstream in(kGolden);
-  CHECK(in.good());
-  std::string line;
-  int cases = 0;
-  while (std::getline(in, line)) {
-    std::istringstream s(line);
-    std::string kind;
-    s >> kind;
-    if (kind != "smart") continue;
+  const int cases = rex_test::for_each_resize_golden("smart", [&](std::istringstream& s, const std::string& line) {
     int h, w, mn, mx, oh, ow;
     s >> h >> w >> mn >> mx >> oh >> ow;
     CHECK(!s.fail());
-    ++cases;
     auto r = rex::smart_resize(h, w, 28, mn, mx);
     if (oh < 0) {
       CHECK(!r.ok());
-      continue;
+      return;
     }
     CHECK(r.ok());
-    if (!r.ok()) continue;
+    if (!r.ok()) return;
     if (r->height != oh || r->width != ow) std::fprintf(stderr, "  case: %s\n", line.c_str());
     CHECK_EQ(r->height, oh);
     CHECK_EQ(r->width, ow);
-  }
+  });
   CHECK(cases >= 30);
 }

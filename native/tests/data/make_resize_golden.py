@@ -16,7 +16,6 @@ fixed point, horizontal-then-vertical with the ybox crop) is the same code in
 pass first for very tall images; do not regenerate with it.
 """
 import hashlib
-import math
 import os
 import sys
 
@@ -27,58 +26,16 @@ from PIL import Image
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def synthetic(w, h, seed):
-    """test/golden/FORMAT.md "Synthetic images", uint32 wrapping arithmetic."""
-    M = 0xFFFFFFFF
-    x = np.arange(w, dtype=np.uint32)[None, :, None]
-    y = np.arange(h, dtype=np.uint32)[:, None, None]
-    c = np.arange(3, dtype=np.uint32)[None, None, :]
-    with np.errstate(over="ignore"):
-        n = (x * np.uint32(73856093)) ^ (y * np.uint32(19349663)) ^ \
-            ((c + np.uint32(1)) * np.uint32(83492791)) ^ np.uint32((seed * 2654435761) & M)
-        n = (n * np.uint32(2246822519)) >> np.uint32(24)
-        gx = (x * np.uint32(255)) // np.uint32(max(w - 1, 1))
-        gy = (y * np.uint32(255)) // np.uint32(max(h - 1, 1))
-        gxy = ((x + y) * np.uint32(255)) // np.uint32(max(w + h - 2, 1))
-        g = np.where(c == 0, gx, np.where(c == 1, gy, gxy))
-        v = (np.uint32(3) * g + n) // np.uint32(4)
-    return np.ascontiguousarray(v.astype(np.uint8))  # (h, w, 3)
-
-
-def smart_resize(height, width, factor=28, min_pixels=16 * 28 * 28, max_pixels=2560 * 28 * 28):
-    """qwen_vl_utils 0.0.14 (with transformers' max(factor, .) guard on the floor branch)."""
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError("aspect")
-    h_bar = max(factor, round(height / factor) * factor)
-    w_bar = max(factor, round(width / factor) * factor)
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
-
-
-MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
-STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+# The synthetic images, smart_resize and the normalize/patchify arithmetic are
+# the golden script's own (test/golden/golden_pre.py): one implementation.
+sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "test", "golden"))
+from golden_pre import normalize, patchify, smart_resize, synthetic_rgb as synthetic  # noqa: E402
 
 
 def pixel_values(rgb):
-    """transformers 4.51.3 Qwen2VLImageProcessor numpy path on an already resized image."""
-    img = rgb.astype(np.float64) * 0.00392156862745098
-    img = img.astype(np.float32)
-    img = (img - MEAN) / STD  # float32 throughout
-    chw = img.transpose(2, 0, 1)[None]  # (1, C, H, W)
-    patches = np.concatenate([chw, chw], axis=0)  # still image -> 2 frames
-    t, c, H, W = patches.shape
-    p, m, tp = 14, 2, 2
-    gh, gw = H // p, W // p
-    patches = patches.reshape(t // tp, tp, c, gh // m, m, p, gw // m, m, p)
-    patches = patches.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    return np.ascontiguousarray(patches.reshape((t // tp) * gh * gw, c * tp * p * p), dtype="<f4"), (t // tp, gh, gw)
+    """[gh*gw, 1176] float32 rows and (t, gh, gw) for an already resized image."""
+    rows, (t, gh, gw) = patchify(normalize(rgb))
+    return np.ascontiguousarray(rows, dtype="<f4"), (t, gh, gw)
 
 
 def resize(rgb, ow, oh):
