@@ -24,18 +24,24 @@ export function describeValue(value: unknown): string {
   return name && name !== 'Object' ? `an instance of ${name}` : 'an object';
 }
 
-/** A TypeError with code ERR_INVALID_ARG_TYPE: "expected <what> but got <value>". */
-export function invalidType(what: string, expected: string, value: unknown): TypeError {
-  const error = new TypeError(`${what}: expected ${expected} but got ${describeValue(value)}`);
-  (error as TypeError & { code: string }).code = 'ERR_INVALID_ARG_TYPE';
-  return error;
+/** A TypeError with code ERR_INVALID_ARG_TYPE: "<what>: expected <expected> but got <got>". */
+export function typeErrorWith(what: string, expected: string, got: string): TypeError {
+  return Object.assign(new TypeError(`${what}: expected ${expected} but got ${got}`), { code: 'ERR_INVALID_ARG_TYPE' });
 }
 
-/** A RangeError with code ERR_OUT_OF_RANGE: "expected <what> but got <value>". */
+/** A RangeError with code ERR_OUT_OF_RANGE: "<what>: expected <expected> but got <got>". */
+export function rangeErrorWith(what: string, expected: string, got: string): RangeError {
+  return Object.assign(new RangeError(`${what}: expected ${expected} but got ${got}`), { code: 'ERR_OUT_OF_RANGE' });
+}
+
+/** typeErrorWith, describing the value that was given. */
+export function invalidType(what: string, expected: string, value: unknown): TypeError {
+  return typeErrorWith(what, expected, describeValue(value));
+}
+
+/** rangeErrorWith, describing the value that was given. */
 export function outOfRange(what: string, expected: string, value: unknown): RangeError {
-  const error = new RangeError(`${what}: expected ${expected} but got ${describeValue(value)}`);
-  (error as RangeError & { code: string }).code = 'ERR_OUT_OF_RANGE';
-  return error;
+  return rangeErrorWith(what, expected, describeValue(value));
 }
 
 /**

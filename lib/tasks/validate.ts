@@ -1,8 +1,7 @@
 // validateTask: checks a TaskSpec (and the image size it refers to) and
 // returns a frozen copy with defaults filled in. Bad input gets a TypeError
 // (wrong type) or RangeError (wrong value) reading "expected … but got …".
-import { invalidType, outOfRange } from '../errors.js';
-import { rangeErrorWith, typeErrorWith } from './errors.js';
+import { invalidType, outOfRange, rangeErrorWith, typeErrorWith } from '../errors.js';
 import { DEFAULT_KEYPOINT_CATEGORIES } from './keypoints.js';
 import {
   KEYPOINT_TYPES,
