@@ -18,6 +18,20 @@ function byteOfCharTable(): Map<number, number> {
 
 const BYTE_OF_CHAR = byteOfCharTable();
 
+/**
+ * The bytes a vocabulary entry stands for: byte-level BPE characters mapped
+ * back through the table; anything outside it (added tokens' own text) as UTF-8.
+ */
+export function tokenContentBytes(content: string): Uint8Array {
+  const out: number[] = [];
+  for (const char of content) {
+    const byte = BYTE_OF_CHAR.get(char.codePointAt(0)!);
+    if (byte !== undefined) out.push(byte);
+    else out.push(...new TextEncoder().encode(char));
+  }
+  return Uint8Array.from(out);
+}
+
 export class StreamingDetokenizer {
   readonly #tokenizer: Pick<RexTokenizer, 'tokenContent'>;
   readonly #utf8 = new TextDecoder('utf-8');
@@ -40,14 +54,7 @@ export class StreamingDetokenizer {
   #bytes(id: number): Uint8Array {
     let bytes = this.#bytesOfToken.get(id);
     if (bytes) return bytes;
-    const content = this.#tokenizer.tokenContent(id) ?? '';
-    const out: number[] = [];
-    for (const char of content) {
-      const byte = BYTE_OF_CHAR.get(char.codePointAt(0)!);
-      if (byte !== undefined) out.push(byte);
-      else out.push(...new TextEncoder().encode(char));
-    }
-    bytes = Uint8Array.from(out);
+    bytes = tokenContentBytes(this.#tokenizer.tokenContent(id) ?? '');
     this.#bytesOfToken.set(id, bytes);
     return bytes;
   }

@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tokenizer } from 'tokenizers';
+import { tokenContentBytes } from './detokenizer.js';
 import { RexOmniError, invalidType, outOfRange } from './errors.js';
 
 /** How many quantized coordinate bins Rex-Omni has ("<0>".."<999>"). */
@@ -43,6 +44,7 @@ export class RexTokenizer {
   readonly #tokenizer: Tokenizer;
   readonly #binOfId: ReadonlyMap<number, number>;
   readonly #idsContaining = new Map<string, number[]>();
+  readonly #asciiTexts = new Map<(text: string) => boolean, readonly (readonly [number, string])[]>();
 
   private constructor(tokenizer: Tokenizer, path: string, ids: SpecialTokenIds, coordinateIds: readonly number[]) {
     this.#tokenizer = tokenizer;
@@ -138,6 +140,29 @@ export class RexTokenizer {
       this.#idsContaining.set(needle, ids);
     }
     return [...ids];
+  }
+
+  /**
+   * [id, text] of every ordinary (non-added) token whose decoded bytes are
+   * ASCII and whose text passes `accept`, sorted by id. Cached per `accept`
+   * function, so pass a long-lived one. The keypoint grammar's candidates.
+   */
+  asciiTokenTexts(accept: (text: string) => boolean): readonly (readonly [number, string])[] {
+    if (typeof accept !== 'function') throw invalidType('RexTokenizer.asciiTokenTexts(accept)', 'a function', accept);
+    let found = this.#asciiTexts.get(accept);
+    if (!found) {
+      const list: [number, string][] = [];
+      for (const [content, id] of Object.entries(this.#tokenizer.getVocab(false))) {
+        const bytes = tokenContentBytes(content);
+        if (bytes.length === 0 || bytes.some((b) => b > 0x7f)) continue;
+        const text = String.fromCharCode(...bytes);
+        if (accept(text)) list.push([id, text]);
+      }
+      list.sort((a, b) => a[0] - b[0]);
+      found = Object.freeze(list.map((e) => Object.freeze(e)));
+      this.#asciiTexts.set(accept, found);
+    }
+    return found;
   }
 
   /** Whether `id` is one of the coordinate tokens "<0>".."<999>". */

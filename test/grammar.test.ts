@@ -1,10 +1,19 @@
 // compileGrammar against the tiny checkpoint's Rex-Omni-style tokenizer: the
 // separators are the in-context token sequences (", " between coordinates is
 // ",", "Ġ"), phrases are the categories' tokens, free text bans every special
-// and coordinate id, keypoint triggers match the tokens of a real keypoint
-// output, and bad options are rejected with "expected … but got …".
+// and coordinate id, the keypoint grammar lists the JSON-safe tokens (decoded,
+// with the single characters that close the JSON, covering a real keypoint
+// output), and bad options are rejected with "expected … but got …".
 import { beforeAll, describe, expect, it } from 'vitest';
-import { compileGrammar, encodeBetween, END_OF_VOCAB, GRAMMAR_FIELDS, type GrammarJson } from '../lib/grammar/index.js';
+import {
+  compileGrammar,
+  encodeBetween,
+  END_OF_VOCAB,
+  GRAMMAR_FIELDS,
+  isJsonSafeText,
+  KEYPOINT_CLOSING_CHARS,
+  type GrammarJson,
+} from '../lib/grammar/index.js';
 import { RexTokenizer } from '../lib/tokenizer.js';
 import { ensureTinyCheckpoint } from './fixtures/tiny-checkpoint.js';
 
@@ -16,10 +25,6 @@ beforeAll(async () => {
 });
 
 const detection = (phrases: string[] | null) => ({ syntax: 'groups', kind: 'box', phrases }) as const;
-
-function isSuffix(tokens: readonly number[], end: number, seq: readonly number[]): boolean {
-  return seq.length <= end && seq.every((id, i) => tokens[end - seq.length + i] === id);
-}
 
 describe('compileGrammar (groups)', () => {
   it('writes every field of the C++ struct, JSON-serialisable', async () => {
@@ -92,36 +97,50 @@ describe('compileGrammar (groups)', () => {
 
 describe('compileGrammar (keypoint)', () => {
   let g: GrammarJson;
+  let vocab: Map<number, string>;
   beforeAll(async () => {
-    g = await compileGrammar({ syntax: 'keypoint-json', kind: 'keypoints', phrases: null }, tokenizer);
+    g = await compileGrammar({ syntax: 'keypoint-json', kind: 'keypoints', phrases: null }, tokenizer, { maxPredictions: 3 });
+    vocab = new Map();
+    for (const entry of g.json_vocab.split('|').slice(0, -1)) {
+      const colon = entry.indexOf(':');
+      vocab.set(Number(entry.slice(0, colon)), entry.slice(colon + 1));
+    }
   });
 
-  it('is free text with coordinate runs and no coordinate elsewhere', () => {
-    expect(g.mode).toBe('free');
-    expect(g.coords_only_in_runs).toBe(true);
-    expect(g.free_text_banned).toEqual([[151643, END_OF_VOCAB]]);
-    expect(g.runs).toHaveLength(2);
-    expect(g.runs[0]).toMatchObject({ coords: 4, ordered_box: true, optional: false, separator: [220] });
-    expect(g.runs[1]).toMatchObject({ coords: 2, ordered_box: false, optional: true, separator: [220] });
+  it('is keypoint_json mode with every field, JSON-serialisable, the cap passed through', () => {
+    expect(Object.keys(g).sort()).toEqual([...GRAMMAR_FIELDS].sort());
+    expect(JSON.parse(JSON.stringify(g))).toEqual(g);
+    expect(g.mode).toBe('keypoint_json');
+    expect(g.max_predictions).toBe(3);
+    expect(g.stop_ids).toEqual([151645]);
+    expect(g.json_vocab.endsWith('|')).toBe(true);
   });
 
-  it('has triggers that match right before every coordinate run of a real keypoint output', async () => {
+  it('lists a large JSON-safe candidate vocabulary: no special or coordinate id, texts decoded', () => {
+    expect(vocab.size).toBeGreaterThan(10000);
+    expect([...vocab].filter(([id, text]) => !(id < C0 && isJsonSafeText(text)))).toEqual([]);
+    // Byte-level BPE is decoded: "Ġ" is a space, "Ċ" a newline.
+    expect(vocab.get(220)).toBe(' ');
+    expect(vocab.get(198)).toBe('\n');
+    expect(vocab.get(1)).toBe('"');
+    expect([...vocab.values()]).not.toContain('a.b');
+    expect([...vocab.values()].some((t) => t.includes('.'))).toBe(false);
+  });
+
+  it('holds the single-character tokens the core closes the JSON with', () => {
+    const singles = new Set([...vocab.values()].filter((t) => t.length === 1));
+    for (const ch of KEYPOINT_CLOSING_CHARS) expect(singles.has(ch), JSON.stringify(ch)).toBe(true);
+    for (const ch of '{}":, ') expect(singles.has(ch)).toBe(true);
+  });
+
+  it('covers every text token of a real keypoint output', async () => {
     const text =
       '```json\n{\n  "person1": {\n    "bbox": " <1> <2> <3> <4> ",\n    "keypoints": {\n' +
       '      "nose": " <5> <6> ",\n      "left eye": "unvisible",\n      "right eye": " <7> <8> "\n    }\n  }\n}\n```';
     const ids = await tokenizer.encode(text);
-    const firstCoords: number[] = [];
-    ids.forEach((id, i) => {
-      if (id >= C0 && id < C0 + 1000 && !(ids[i - 2]! >= C0 && ids[i - 2]! < C0 + 1000)) firstCoords.push(i);
-    });
-    expect(firstCoords).toHaveLength(3); // bbox, nose, right eye
-    // Each run starts with the separator; the trigger ends right before it. The bbox run is the longest match.
-    const [bboxAt, ...pointAt] = firstCoords.map((i) => i - 1);
-    expect(g.runs[0]!.triggers.some((t) => isSuffix(ids, bboxAt!, t))).toBe(true);
-    for (const at of pointAt) {
-      expect(g.runs[0]!.triggers.some((t) => isSuffix(ids, at, t))).toBe(false);
-      expect(g.runs[1]!.triggers.some((t) => isSuffix(ids, at, t))).toBe(true);
-    }
+    const texts = ids.filter((id) => id < C0 || id >= C0 + 1000).map((id) => vocab.get(id));
+    expect(texts.every((t) => t !== undefined)).toBe(true);
+    expect(texts.join('')).toBe(text.replace(/<\d+>/g, ''));
   });
 });
 

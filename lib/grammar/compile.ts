@@ -4,18 +4,19 @@
 // (", " between two coordinates is ",", "Ġ"; never a single id), because BPE
 // merges across neighbours; the core then walks these sequences as tries.
 //
-// Keypoint output is JSON in a ```json fence. Forcing a JSON token grammar
-// would fix whitespace and key order the model may legitimately vary, so the
-// JSON itself stays free text (special tokens banned; the parser reads it) and
-// only the coordinates are constrained, as "runs": after `"bbox": "` exactly
-// " <x0> <y0> <x1> <y1>" with x1 >= x0 and y1 >= y0; after any other `": "`
-// either text ("unvisible") or exactly " <x> <y>"; no coordinate elsewhere.
+// Keypoint output is JSON in a ```json fence, and BPE merges JSON punctuation
+// with its neighbours in too many ways to list as token sequences. So the
+// keypoint grammar ("keypoint_json") is character-level instead: it hands the
+// core every ordinary token whose decoded text is JSON-safe, with that text,
+// and the core runs the schema (REXOMNI.md "Output") as an automaton over
+// characters, coordinates as tokens (native/sampling/grammar_keypoint.h).
+// Whitespace and the fence stay free; key order is the reference's.
 import { RexOmniError, invalidType, outOfRange } from '../errors.js';
 import { COORDINATE_BINS, type RexTokenizer } from '../tokenizer.js';
-import type { CoordinateRunJson, GrammarJson, GrammarOptions, GrammarTaskInfo, IdRangeJson } from './types.js';
+import type { GrammarJson, GrammarOptions, GrammarTaskInfo, IdRangeJson } from './types.js';
 
 /** What the compiler uses of a tokenizer (RexTokenizer fits). */
-export type GrammarTokenizer = Pick<RexTokenizer, 'encode' | 'ids' | 'coordinateIds' | 'idsWithTextContaining'>;
+export type GrammarTokenizer = Pick<RexTokenizer, 'encode' | 'ids' | 'coordinateIds' | 'idsWithTextContaining' | 'asciiTokenTexts'>;
 
 /** "To the end of the vocabulary" in a banned range; the core clamps it. */
 export const END_OF_VOCAB = 2 ** 31 - 1;
@@ -177,13 +178,12 @@ export async function compileGrammar(
     forbid_duplicate_boxes: opts.forbidDuplicateBoxes,
     runs: [],
     coords_only_in_runs: false,
+    json_vocab: '',
   };
 
   if (task.syntax === 'keypoint-json') {
-    grammar.mode = 'free';
-    grammar.free_text_banned = [[floor, END_OF_VOCAB]];
-    grammar.coords_only_in_runs = true;
-    grammar.runs = await keypointRuns(tokenizer);
+    grammar.mode = 'keypoint_json';
+    grammar.json_vocab = keypointVocab(tokenizer, floor, coords);
     return grammar;
   }
 
@@ -234,30 +234,27 @@ function mergeRanges(ranges: IdRangeJson[]): IdRangeJson[] {
   return out;
 }
 
+/** Characters a keypoint JSON token may hold (REXOMNI.md "Output": keys, names, coordinates' spaces, punctuation, the fence). */
+export const isJsonSafeText = (text: string): boolean => /^[A-Za-z0-9 \n\t{}:,"`_'-]+$/.test(text);
+
+/** The single characters that must exist as tokens so the core can always close the JSON. */
+export const KEYPOINT_CLOSING_CHARS = '{}":, \n`bboxkeypointsunvisiblejson';
+
 /**
- * The keypoint coordinate runs. Triggers are the tokens of `"bbox": "` and of
- * `": "` as they end right before " <x>", cut from the contexts the JSON puts
- * them in (after "{", a newline, indentation, ", "); contexts where the text
- * merges with its neighbour are skipped, and duplicates dropped.
+ * The keypoint_json candidates: every ordinary token with JSON-safe text
+ * (never a special or coordinate id), as "ID:TEXT|" entries (types.ts).
  */
-async function keypointRuns(tokenizer: GrammarTokenizer): Promise<CoordinateRunJson[]> {
-  const next = ' <12>';
-  const separator = await mustEncodeBetween(tokenizer, '<12>', ' ', '<34>');
-  const cut = async (pairs: [string, string][]): Promise<number[][]> => {
-    const found = await Promise.all(pairs.map(([prefix, text]) => encodeBetween(tokenizer, prefix, text, next)));
-    return uniqueSequences(found.filter((s): s is number[] => s !== null && s.length > 0));
-  };
-  const contexts = ['{', '{\n', '\n', ' ', '    ', '      ', ', ', ',\n'];
-  const bbox = await cut([
-    ...contexts.map((p): [string, string] => [p, '"bbox": "']),
-    ...contexts.map((p): [string, string] => [p + '"', 'bbox": "']),
-  ]);
-  const value = await cut(['"nose', '"left eye', '"x', '"root of tail'].map((p): [string, string] => [p, '": "']));
-  if (bbox.length === 0 || value.length === 0) {
-    throw new RexOmniError('ERR_REX_TOKENIZER', 'compileGrammar: expected `"bbox": "` and `": "` to tokenize in some JSON context');
+function keypointVocab(tokenizer: GrammarTokenizer, floor: number, coords: { first: number; count: number }): string {
+  const vocab = tokenizer
+    .asciiTokenTexts(isJsonSafeText)
+    .filter(([id]) => id < floor && (id < coords.first || id >= coords.first + coords.count));
+  const singles = new Set(vocab.filter(([, text]) => text.length === 1).map(([, text]) => text));
+  const missing = [...new Set(KEYPOINT_CLOSING_CHARS)].filter((ch) => !singles.has(ch));
+  if (missing.length > 0) {
+    throw new RexOmniError(
+      'ERR_REX_TOKENIZER',
+      `compileGrammar: expected single-character tokens for ${JSON.stringify(KEYPOINT_CLOSING_CHARS)} but got none for ${JSON.stringify(missing.join(''))}`,
+    );
   }
-  return [
-    { triggers: bbox, separator, coords: 4, ordered_box: true, optional: false },
-    { triggers: value, separator, coords: 2, ordered_box: false, optional: true },
-  ];
+  return vocab.map(([id, text]) => `${id}:${text}|`).join('');
 }

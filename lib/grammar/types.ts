@@ -17,7 +17,8 @@ export interface CoordinateRunJson {
 
 /** Mirrors rex::OutputGrammar. Keep the two in step (see grammar.h). */
 export interface GrammarJson {
-  mode: 'groups' | 'free';
+  /** "groups": every task but keypoint; "keypoint_json": keypoint; "free": coordinate runs in free text (kept for the core's tests). */
+  mode: 'groups' | 'free' | 'keypoint_json';
   coord_first: number;
   coord_count: number;
   stop_ids: number[];
@@ -38,6 +39,12 @@ export interface GrammarJson {
   forbid_duplicate_boxes: boolean;
   runs: CoordinateRunJson[];
   coords_only_in_runs: boolean;
+  /**
+   * keypoint_json: every ordinary token whose decoded text is JSON-safe (letters, digits, space,
+   * newline, tab, { } : , " ` _ - '), as one string of "ID:TEXT|" entries (one JSON string
+   * parses far faster than 80,000 pairs; TEXT never holds '|'); else "".
+   */
+  json_vocab: string;
 }
 
 /** The field names, in the order of the C++ struct (the binding's checklist). */
@@ -63,6 +70,7 @@ export const GRAMMAR_FIELDS = [
   'forbid_duplicate_boxes',
   'runs',
   'coords_only_in_runs',
+  'json_vocab',
 ] as const satisfies readonly (keyof GrammarJson)[];
 
 /**
@@ -78,7 +86,7 @@ export interface GrammarTaskInfo {
 }
 
 export interface GrammarOptions {
-  /** Stop after this many predictions (items; keypoint mode: not enforced). 0 or absent: no cap. */
+  /** Stop after this many predictions (items; keypoint mode: instances). 0 or absent: no cap. */
   maxPredictions?: number;
   /** Forbid an exact duplicate box (or point) within one phrase. Default false. */
   forbidDuplicateBoxes?: boolean;

@@ -7,7 +7,8 @@
 // that a CPU or GPU sampler applies; nothing here calls back into JS.
 //
 // FIELD LIST — lib/grammar/types.ts (GrammarJson) mirrors it name for name:
-//   mode                  "groups" (every task but keypoint) | "free" (keypoint JSON)
+//   mode                  "groups" (every task but keypoint) | "free" (coordinate runs in free
+//                         text; the former keypoint grammar) | "keypoint_json" (keypoint JSON)
 //   coord_first           id of "<0>"; "<k>" is coord_first + k
 //   coord_count           1000
 //   stop_ids              ids that end the output (<|im_end|>)
@@ -26,6 +27,9 @@
 //   forbid_duplicate_boxes  no exact repeat of a box/point within one phrase
 //   runs                  free mode: coordinate runs (see CoordinateRun)
 //   coords_only_in_runs   free mode: coordinates nowhere but inside runs
+//   json_vocab            keypoint_json mode: (id, decoded text) of every candidate token (text
+//                         of JSON-safe characters only; see grammar_keypoint.h); empty otherwise.
+//                         In JSON one string, "ID:TEXT|" per token (grammar_json.cpp says why)
 //
 // Groups mode accepts exactly
 //   output := [group (GSEP group)*] STOP
@@ -34,16 +38,24 @@
 // max_predictions items, and, when the caller says how many tokens are left,
 // only tokens after which the output can still close (so even a max_new_tokens
 // cut ends at a group boundary with STOP when the budget allows STOP at all).
-// Free mode (keypoint JSON) is free text without special ids, plus "runs":
+// Free mode (the keypoint grammar before keypoint_json) is free text without special ids, plus "runs":
 // after a trigger (`"bbox": "`), exactly N coordinates with their separator,
 // box-ordered when asked; with coords_only_in_runs no coordinate elsewhere.
+// Keypoint JSON mode is the REXOMNI.md keypoint schema as a character-level
+// automaton over json_vocab's texts, coordinates as tokens (grammar_keypoint.h):
+// any candidate token whose whole text the automaton can read, a coordinate
+// where the schema has one (box-ordered in "bbox"), STOP once the top-level
+// object (and optional fence) closed; at most max_predictions instances; the
+// same budget rule as groups mode.
 // grammar_json.h reads the JSON form lib/grammar writes.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "rex/status.h"
@@ -51,7 +63,7 @@
 
 namespace rex {
 
-enum class GrammarMode { kGroups, kFree };
+enum class GrammarMode { kGroups, kFree, kKeypointJson };
 enum class ItemArity { kPoint, kBox, kPolygon };
 enum class PhraseMode { kFixed, kFree };
 
@@ -86,6 +98,7 @@ struct OutputGrammar {
   bool forbid_duplicate_boxes = false;
   std::vector<CoordinateRun> runs;
   bool coords_only_in_runs = false;
+  std::vector<std::pair<int32_t, std::string>> json_vocab;
 };
 
 // kInvalidArgument naming the field, what was expected and what was given.
@@ -120,7 +133,7 @@ class GrammarState {
 
   bool done() const;              // STOP was accepted
   bool at_group_boundary() const; // STOP would be accepted now
-  int predictions() const { return predictions_; }  // items; free mode: ordered box runs
+  int predictions() const { return predictions_; }  // items; free mode: ordered box runs; keypoint_json: instances
 
   // Fewest tokens (STOP included) that close the output from here.
   int cost_to_finish() const;
@@ -140,6 +153,7 @@ class GrammarState {
     kDone,         // after STOP
     kFreeText,     // free mode, outside a run
     kRun,          // free mode, inside run run_ at slot run_slot_
+    kJson,         // keypoint_json mode, automaton state json_
   };
 
   std::shared_ptr<const CompiledGrammar> g_;
@@ -157,6 +171,8 @@ class GrammarState {
   std::map<std::vector<int32_t>, int32_t> free_categories_;
   std::unordered_map<uint64_t, std::vector<int16_t>> seen_;  // (category, prefix) -> last bins
   TokenMask mask_;
+  int32_t json_ = 0;                   // keypoint_json: automaton state code
+  std::vector<uint8_t> json_hit_;      // keypoint_json: per candidate token, allowed this step
 
   int cost_of(Where w, int32_t node, int n, int run) const;  // cost_to_finish of that state
   int remaining_coords(int k) const;
@@ -170,6 +186,8 @@ class GrammarState {
   void push_coord(int32_t bin);
   void finish_item();
   uint64_t dup_key() const;
+  void add_json(int left);
+  Status advance_json(int32_t id);
 };
 
 }  // namespace rex

@@ -112,6 +112,16 @@ Status validate_grammar(const OutputGrammar& g, int vocab) {
   if (g.max_predictions < 0) return bad("expected max_predictions >= 0 but got " + std::to_string(g.max_predictions));
   if (g.max_phrase_tokens < 0) return bad("expected max_phrase_tokens >= 0 but got " + std::to_string(g.max_phrase_tokens));
 
+  if (g.mode == GrammarMode::kKeypointJson) {
+    for (size_t i = 0; i < g.json_vocab.size(); ++i) {
+      const int32_t id = g.json_vocab[i].first;
+      if (id < 0 || id >= vocab || is_structural(g, id) || is_coord(g, id))
+        return bad("expected json_vocab[" + std::to_string(i) + "] an ordinary id in [0, " + std::to_string(vocab) +
+                   ") (no structural, stop or coordinate id) but got " + std::to_string(id));
+    }
+    auto tables = KeypointJsonTables::shared(g.json_vocab);  // validates; cached for compile_grammar
+    return tables.ok() ? Status::Ok() : tables.status();
+  }
   if (g.mode == GrammarMode::kFree) {
     for (size_t i = 0; i < g.runs.size(); ++i) {
       const CoordinateRun& r = g.runs[i];
@@ -168,6 +178,10 @@ std::shared_ptr<const CompiledGrammar> compile_grammar(const OutputGrammar& g, i
   c->group_min = 1 + c->phrase_min + 1 + 1 + c->body_min;
   for (auto& r : g.runs)
     for (auto& t : r.triggers) c->max_trigger = std::max(c->max_trigger, int(t.size()));
+  if (g.mode == GrammarMode::kKeypointJson) {
+    auto tables = KeypointJsonTables::shared(g.json_vocab);  // validated: cannot fail here
+    if (tables.ok()) c->json = std::move(tables).value();
+  }
   return c;
 }
 

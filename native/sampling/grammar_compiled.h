@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "sampling/grammar.h"
+#include "sampling/grammar_keypoint.h"
 
 namespace rex {
 
@@ -20,6 +21,7 @@ struct CompiledGrammar {
   int body_min = 5;    // BOX_START's successor .. BOX_END, fewest tokens
   int group_min = 0;   // REF_START .. BOX_END, fewest tokens
   int max_trigger = 0; // longest run trigger
+  std::shared_ptr<const KeypointJsonTables> json;  // keypoint_json mode only (shared, see grammar_keypoint.h)
 };
 
 std::shared_ptr<const CompiledGrammar> compile_grammar(const OutputGrammar& g, int vocab);

@@ -13,7 +13,7 @@ const char* const kFields[] = {
     "mode", "coord_first", "coord_count", "stop_ids", "ref_start", "ref_end", "box_start",
     "box_end", "none_tokens", "item_separators", "group_separators", "arity", "max_item_coords",
     "phrase_mode", "phrases", "free_text_banned", "max_phrase_tokens", "max_predictions",
-    "forbid_duplicate_boxes", "runs", "coords_only_in_runs"};
+    "forbid_duplicate_boxes", "runs", "coords_only_in_runs", "json_vocab"};
 
 Status bad(const std::string& field, const std::string& expected, const json::Value* v) {
   return Status(StatusCode::kInvalidArgument, "grammar." + field + ": expected " + expected + " but got " +
@@ -78,6 +78,30 @@ Status read_run(const json::Value& v, const std::string& f, CoordinateRun* r) {
   return Status::Ok();
 }
 
+// The keypoint_json candidate tokens as one string, "ID:TEXT|" per token: one
+// JSON string parses ten times faster than 80,000 [id, text] pairs, and
+// TEXT (JSON-safe characters) never holds '|'.
+Status read_vocab(const json::Value* v, const std::string& f, std::vector<std::pair<int32_t, std::string>>* out) {
+  if (!v || !v->is_string()) return bad(f, "a string of \"ID:TEXT|\" entries", v);
+  const std::string& s = v->as_string();
+  out->clear();
+  size_t i = 0;
+  while (i < s.size()) {
+    const std::string at = f + " entry " + std::to_string(out->size());
+    int64_t id = 0;
+    size_t digits = 0;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9' && digits < 10) id = id * 10 + (s[i++] - '0'), ++digits;
+    if (digits == 0 || id > INT32_MAX || i >= s.size() || s[i] != ':')
+      return Status(StatusCode::kInvalidArgument, "grammar." + at + ": expected \"ID:\" but got none at offset " + std::to_string(i));
+    const size_t end = s.find('|', ++i);
+    if (end == std::string::npos)
+      return Status(StatusCode::kInvalidArgument, "grammar." + at + ": expected a closing '|' but got the end of the string");
+    out->push_back({int32_t(id), s.substr(i, end - i)});
+    i = end + 1;
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<OutputGrammar> grammar_from_json(const json::Value& o) {
@@ -89,8 +113,8 @@ Result<OutputGrammar> grammar_from_json(const json::Value& o) {
   }
   OutputGrammar g;
   int e = 0;
-  REX_RETURN_IF_ERROR(read_enum(o, "mode", "groups", "free", nullptr, &e));
-  g.mode = e == 0 ? GrammarMode::kGroups : GrammarMode::kFree;
+  REX_RETURN_IF_ERROR(read_enum(o, "mode", "groups", "free", "keypoint_json", &e));
+  g.mode = e == 0 ? GrammarMode::kGroups : e == 1 ? GrammarMode::kFree : GrammarMode::kKeypointJson;
   REX_RETURN_IF_ERROR(read_int(o, "coord_first", &g.coord_first));
   REX_RETURN_IF_ERROR(read_int(o, "coord_count", &g.coord_count));
   REX_RETURN_IF_ERROR(read_ids(o.get("stop_ids"), "stop_ids", &g.stop_ids));
@@ -129,6 +153,7 @@ Result<OutputGrammar> grammar_from_json(const json::Value& o) {
   for (size_t i = 0; i < g.runs.size(); ++i)
     REX_RETURN_IF_ERROR(read_run(runs->items()[i], "runs[" + std::to_string(i) + "]", &g.runs[i]));
   REX_RETURN_IF_ERROR(read_bool(o, "coords_only_in_runs", &g.coords_only_in_runs));
+  REX_RETURN_IF_ERROR(read_vocab(o.get("json_vocab"), "json_vocab", &g.json_vocab));
   return g;
 }
 

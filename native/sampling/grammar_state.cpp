@@ -19,6 +19,11 @@ Result<GrammarState> GrammarState::create(const OutputGrammar& g, int vocab) {
   s.g_ = compile_grammar(g, vocab);
   s.vocab_ = vocab;
   s.where_ = g.mode == GrammarMode::kFree ? Where::kFreeText : Where::kStart;
+  if (g.mode == GrammarMode::kKeypointJson) {
+    s.where_ = Where::kJson;
+    s.json_ = kp_start();
+    s.json_hit_.assign(s.g_->json->ids.size(), 0);
+  }
   return s;
 }
 
@@ -26,6 +31,7 @@ bool GrammarState::done() const { return where_ == Where::kDone; }
 
 bool GrammarState::at_group_boundary() const {
   return where_ == Where::kStart || where_ == Where::kAfterGroup || where_ == Where::kFreeText ||
+         (where_ == Where::kJson && kp_accepting(json_)) ||
          (where_ == Where::kRun && g_->g.runs[size_t(run_)].optional && run_slot_ == 0);
 }
 
@@ -59,13 +65,14 @@ int GrammarState::cost_of(Where w, int32_t node, int n, int run) const {
     case Where::kRun:
       if (c.g.runs[size_t(run)].optional && n == 0) return 1;
       return run_slots(run) - n + 1;
+    case Where::kJson: return c.json->cost_of(node);
   }
   return 1;
 }
 
 int GrammarState::cost_to_finish() const {
   const int n = where_ == Where::kFreePhrase ? phrase_len_ : where_ == Where::kRun ? run_slot_ : item_len_;
-  return cost_of(where_, node_, n, run_);
+  return cost_of(where_, where_ == Where::kJson ? json_ : node_, n, run_);
 }
 
 uint64_t GrammarState::dup_key() const {
@@ -217,6 +224,9 @@ const TokenMask& GrammarState::allowed(int tokens_left) {
     case Where::kFreeText:
       add_free_text(left, -1);
       break;
+    case Where::kJson:
+      add_json(left);
+      break;
     case Where::kRun: {
       const CoordinateRun& r = g.runs[size_t(run_)];
       if (r.optional && run_slot_ == 0) {
@@ -268,6 +278,7 @@ void GrammarState::free_token(int32_t id) {
 }
 
 Status GrammarState::advance(int32_t id) {
+  if (where_ == Where::kJson) return advance_json(id);
   if (!allowed(-1).allows(id)) {
     return Status(StatusCode::kInvalidArgument,
                   "grammar: token " + std::to_string(id) + " is not allowed here (" +
@@ -360,6 +371,7 @@ Status GrammarState::advance(int32_t id) {
       break;
     }
     case Where::kDone:
+    case Where::kJson:  // handled by advance_json
       break;
     case Where::kFreeText:
       if (is_stop) where_ = Where::kDone;

@@ -23,7 +23,7 @@ const char* kDetection =
     R"("ref_end":151647,"box_start":151648,"box_end":151649,"none_tokens":[4064],"item_separators":[[11],[11,220]],)"
     R"("group_separators":[[11,220]],"arity":"box","max_item_coords":0,"phrase_mode":"fixed",)"
     R"("phrases":[[8987],[53987,3100]],"free_text_banned":[[150643,2147483647]],"max_phrase_tokens":128,)"
-    R"("max_predictions":50,"forbid_duplicate_boxes":true,"runs":[],"coords_only_in_runs":false})";
+    R"("max_predictions":50,"forbid_duplicate_boxes":true,"runs":[],"coords_only_in_runs":false,"json_vocab":""})";
 
 // compileGrammar({syntax: 'keypoint-json', kind: 'keypoints', phrases: null}, tok)
 const char* kKeypoint =
@@ -33,7 +33,7 @@ const char* kKeypoint =
     R"("free_text_banned":[[151643,2147483647]],"max_phrase_tokens":128,"max_predictions":0,)"
     R"("forbid_duplicate_boxes":false,"runs":[{"triggers":[[1,58456,788,330],[58456,788,330]],"separator":[220],)"
     R"("coords":4,"ordered_box":true,"optional":false},{"triggers":[[788,330]],"separator":[220],"coords":2,)"
-    R"("ordered_box":false,"optional":true}],"coords_only_in_runs":true})";
+    R"("ordered_box":false,"optional":true}],"coords_only_in_runs":true,"json_vocab":""})";
 
 // <|object_ref_start|>person<|object_ref_end|><|box_start|><12><34><56><78>, <1><2><3><4>,<5><6><7><8><|box_end|>,
 // <|object_ref_start|>traffic light<|object_ref_end|><|box_start|>None<|box_end|><|im_end|>
@@ -109,4 +109,50 @@ REX_TEST(malformed_grammar_json_names_the_field) {
                  "grammar: expected no field \"extra\"");
   CHECK_CONTAINS(grammar_from_json_text("{").status().message(), "grammar: invalid JSON");
   CHECK(grammar_from_json_text("{").status().code() == StatusCode::kInvalidArgument);
+}
+
+// compileGrammar({syntax: 'keypoint-json', ...}, tok) writes every JSON-safe token of the
+// real tokenizer (~79,000); this is the subset a real output and the closing
+// single characters use, in the same "ID:TEXT|" form.
+const char* kKeypointJson =
+    R"({"mode":"keypoint_json","coord_first":150643,"coord_count":1000,"stop_ids":[151645],"ref_start":151646,)"
+    R"("ref_end":151647,"box_start":151648,"box_end":151649,"none_tokens":[],"item_separators":[],)"
+    R"("group_separators":[],"arity":"box","max_item_coords":0,"phrase_mode":"free","phrases":[],)"
+    R"("free_text_banned":[],"max_phrase_tokens":128,"max_predictions":0,"forbid_duplicate_boxes":false,"runs":[],)"
+    R"("coords_only_in_runs":false,"json_vocab":"1:\"|11:,|16:1|25::|63:`|65:b|68:e|72:i|73:j|74:k|75:l|77:n|78:o|79:p|)"
+    R"(82:s|83:t|84:u|85:v|87:x|88:y|90:{|92:}|198:\n|220: |262:   |330: \"|341: {\n|359:un|414:     |456: }\n|515:{\n|)"
+    R"(532:}\n|698:\"\n|788:\":|792:key|960:ose|2236:json|2359:left|7706:points|7912: eye|8987:person|12601:visible|)"
+    R"(21796: \",\n|58456:bbox|73594:```|"})";
+
+// ```json\n{\n  "person1": {\n    "bbox": " <1> <2> <3> <4> ",\n    "keypoints": {\n      "nose": " <5> <6> ",\n
+//       "left eye": "unvisible"\n    }\n  }\n}\n```<|im_end|>, as the real tokenizer encodes it
+const std::vector<int32_t> kKeypointJsonOutput = {
+    73594, 2236, 198,    515,    220,    330,    8987,   16,    788,   341,    262,   330,    58456, 788,  330,
+    220,   150644, 220, 150645, 220,    150646, 220,    150647, 21796, 262,    330,   792,    7706,  788,  341,
+    414,   330,    77,  960,    788,    330,    220,    150648, 220,   150649, 21796, 414,    330,   2359, 7912,
+    788,   330,    359, 12601,  698,    262,    456,    220,    456,   532,    73594, 151645};
+
+REX_TEST(keypoint_json_grammar_from_ts_accepts_a_real_output) {
+  auto g = grammar_from_json_text(kKeypointJson);
+  CHECK(g.ok());
+  if (!g.ok()) return;
+  CHECK(g->mode == GrammarMode::kKeypointJson);
+  CHECK_EQ(g->json_vocab.size(), size_t(45));
+  CHECK(g->json_vocab[0] == std::make_pair(int32_t(1), std::string("\"")));
+  auto s = GrammarState::create(g.value(), kVocab);
+  CHECK(s.ok());
+  if (!s.ok()) return;
+  CHECK_EQ(feed(s.value(), kKeypointJsonOutput), -1);
+  CHECK(s->done());
+  CHECK_EQ(s->predictions(), 1);
+  // x1 < x0 is refused after " <1> <2> ".
+  auto t = std::move(GrammarState::create(g.value(), kVocab)).value();
+  std::vector<int32_t> head(kKeypointJsonOutput.begin(), kKeypointJsonOutput.begin() + 20);
+  CHECK_EQ(feed(t, head), -1);
+  CHECK(!t.allowed().allows(150643) && t.allowed().allows(150644));
+  CHECK(!t.allowed().allows(151645));
+  // A malformed vocabulary string names the field.
+  std::string bad = kKeypointJson;
+  bad.replace(bad.find("1:\\\"|"), 4, "x:|");
+  CHECK_CONTAINS(grammar_from_json_text(bad).status().message(), "grammar.json_vocab entry 0");
 }

@@ -6,9 +6,12 @@
 // state machine: well-formed, arity, x1 >= x0 and y1 >= y0, the cap, no
 // duplicate box within a category, and a STOP only at a group boundary — even
 // when max_new_tokens cuts in (the budget check must close the output first).
+// Keypoint JSON (keypoint_json mode) is checked the same way, by a plain JSON
+// reader and the REXOMNI.md schema, over a small JSON-ish token vocabulary.
 // The synthetic vocabulary mirrors the real layout: text ids, then 1000
 // coordinate ids, then the special ids, then padding.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -50,6 +53,43 @@ OutputGrammar base(ItemArity arity, PhraseMode phrases) {
   if (phrases == PhraseMode::kFixed) g.phrases = {{40}, {40, 41}, {42, 43, 44}, {45}, {42, 46}};
   g.free_text_banned = {{kCoord0, kVocab}};  // coordinates, specials, padding
   g.max_phrase_tokens = 12;
+  return g;
+}
+
+// keypoint_json: a small JSON-ish vocabulary (every single character the
+// schema needs, plus merged pieces as BPE would have them). The boosted ids
+// (",", " ", ":", "\"", "\"bbox\"", "None") are among them.
+std::vector<std::pair<int32_t, std::string>> json_vocab() {
+  std::vector<std::pair<int32_t, std::string>> v = {
+      {kComma, ","}, {kSpace, " "}, {kColon, ":"}, {kQuote, "\""}, {kBbox, "\"bbox\""}, {kNone, "None"}};
+  std::vector<std::string> texts;
+  for (char ch = 'a'; ch <= 'z'; ++ch) texts.push_back(std::string(1, ch));
+  for (char ch = '0'; ch <= '9'; ++ch) texts.push_back(std::string(1, ch));
+  for (const char* t : {"_", "-", "'", "{", "}", "`", "\n", "\t", "P", "```json", "```", "json", "  ", "    ",
+                        "{\n", "}\n", "\n}", "\"keypoints\"", "\": \"", ": \"", "\": {", "\": ", ", ", ",\n", "\",",
+                        "\"}", "}}", "}, ", "unvisible", "\"unvisible\"", "person", "person1", "\"person", "nose",
+                        "left eye", " \"", "\" ", "box", "key", "points", "1\": {", "visible", "\"left", "\n  \"",
+                        "un", "\"b", "bb", "ox\"", "\"k", "eypoints", "\"},\n", "\"}\n", " }"})
+    texts.push_back(t);
+  int32_t id = 0;
+  for (const std::string& t : texts) {
+    while (std::any_of(v.begin(), v.end(), [&](const std::pair<int32_t, std::string>& e) { return e.first == id; })) ++id;
+    v.push_back({id, t});
+  }
+  return v;
+}
+
+OutputGrammar keypoint_json_grammar(int cap) {
+  OutputGrammar g;
+  g.mode = GrammarMode::kKeypointJson;
+  g.coord_first = kCoord0;
+  g.stop_ids = {kImEnd};
+  g.ref_start = kRefStart;
+  g.ref_end = kRefEnd;
+  g.box_start = kBoxStart;
+  g.box_end = kBoxEnd;
+  g.max_predictions = cap;
+  g.json_vocab = json_vocab();
   return g;
 }
 
@@ -105,6 +145,8 @@ std::vector<TaskCase> task_cases() {
   pt.optional = true;
   kp.runs = {box, pt};
   v.push_back({"keypoint", kp});
+  v.push_back({"keypoint_json", keypoint_json_grammar(0)});
+  v.push_back({"keypoint_json_capped", keypoint_json_grammar(2)});
   return v;
 }
 
@@ -210,8 +252,128 @@ std::string check_free(const OutputGrammar& g, const std::vector<int32_t>& t) {
   return "";
 }
 
+// The keypoint JSON checker, from REXOMNI.md "Output" alone: the tokens
+// rendered as text (coordinates as "<k>"), an optional ```json fence, a JSON
+// object read by a plain JSON reader (objects and strings; the vocabulary has
+// no backslash), then the schema: instance -> {"bbox": " <x0> <y0> <x1> <y1> ",
+// "keypoints": {name: " <x> <y> " | "unvisible"}} in that order, x1 >= x0,
+// y1 >= y0, an optional closing fence, STOP last; *instances gets the count.
+struct JsonNode {
+  bool is_string = false;
+  std::string text;                                       // string
+  std::vector<std::pair<std::string, JsonNode>> members;  // object, in order
+};
+
+struct JsonReader {
+  const std::string& s;
+  size_t i = 0;
+  std::string error = {};
+  void skip_ws() { while (i < s.size() && (s[i] == ' ' || s[i] == '\n' || s[i] == '\t' || s[i] == '\r')) ++i; }
+  bool string(std::string* out) {
+    if (i >= s.size() || s[i] != '"') return error = "expected '\"' at " + std::to_string(i), false;
+    size_t end = s.find('"', i + 1);
+    if (end == std::string::npos) return error = "unterminated string", false;
+    *out = s.substr(i + 1, end - i - 1);
+    if (out->find('\\') != std::string::npos || out->find('\n') != std::string::npos) return error = "escape or newline in a string", false;
+    i = end + 1;
+    return true;
+  }
+  bool value(JsonNode* out) {
+    skip_ws();
+    if (i < s.size() && s[i] == '"') {
+      out->is_string = true;
+      return string(&out->text);
+    }
+    if (i >= s.size() || s[i] != '{') return error = "expected a string or an object at " + std::to_string(i), false;
+    ++i;
+    skip_ws();
+    if (i < s.size() && s[i] == '}') return ++i, true;
+    for (;;) {
+      skip_ws();
+      std::string key;
+      if (!string(&key)) return false;
+      skip_ws();
+      if (i >= s.size() || s[i] != ':') return error = "expected ':' at " + std::to_string(i), false;
+      ++i;
+      JsonNode child;
+      if (!value(&child)) return false;
+      out->members.push_back({key, std::move(child)});
+      skip_ws();
+      if (i < s.size() && s[i] == ',') { ++i; continue; }
+      if (i < s.size() && s[i] == '}') return ++i, true;
+      return error = "expected ',' or '}' at " + std::to_string(i), false;
+    }
+  }
+};
+
+// " <a> <b> ... " (leading/trailing space optional, single spaces between) -> bins, or empty.
+std::vector<int> coord_string(const std::string& text, size_t n) {
+  std::string t = text;
+  if (!t.empty() && t[0] == ' ') t.erase(0, 1);
+  if (!t.empty() && t.back() == ' ') t.pop_back();
+  std::vector<int> bins;
+  size_t at = 0;
+  for (size_t k = 0; k < n; ++k) {
+    if (k > 0) {
+      if (at >= t.size() || t[at] != ' ') return {};
+      ++at;
+    }
+    if (at >= t.size() || t[at] != '<') return {};
+    const size_t close = t.find('>', at);
+    if (close == std::string::npos || close == at + 1) return {};
+    for (size_t d = at + 1; d < close; ++d)
+      if (t[d] < '0' || t[d] > '9') return {};
+    bins.push_back(std::stoi(t.substr(at + 1, close - at - 1)));
+    at = close + 1;
+  }
+  return at == t.size() ? bins : std::vector<int>{};
+}
+
+std::string check_keypoint_json(const OutputGrammar& g, const std::vector<int32_t>& t, int* instances) {
+  if (t.empty() || t.back() != kImEnd) return "missing the final STOP";
+  std::map<int32_t, std::string> text_of(g.json_vocab.begin(), g.json_vocab.end());
+  std::string s;
+  for (size_t i = 0; i + 1 < t.size(); ++i) {
+    if (is_coord(t[i])) s += "<" + std::to_string(t[i] - kCoord0) + ">";
+    else if (text_of.count(t[i])) s += text_of[t[i]];
+    else return "id " + std::to_string(t[i]) + " outside the JSON vocabulary";
+  }
+  JsonReader r{s};
+  r.skip_ws();
+  if (s.compare(r.i, 7, "```json") == 0) r.i += 7;
+  JsonNode root;
+  if (!r.value(&root)) return r.error + " in " + s;
+  if (root.is_string) return "top level is a string";
+  r.skip_ws();
+  if (s.compare(r.i, 3, "```") == 0) r.i += 3;
+  r.skip_ws();
+  if (r.i != s.size()) return "text after the JSON at " + std::to_string(r.i) + " in " + s;
+  for (const auto& inst : root.members) {
+    const JsonNode& v = inst.second;
+    if (inst.first.empty() || v.is_string || v.members.size() != 2 || v.members[0].first != "bbox" ||
+        v.members[1].first != "keypoints")
+      return "instance " + inst.first + " is not {\"bbox\", \"keypoints\"} in " + s;
+    const JsonNode& bbox = v.members[0].second;
+    const std::vector<int> b = bbox.is_string ? coord_string(bbox.text, 4) : std::vector<int>{};
+    if (b.size() != 4) return "bbox \"" + bbox.text + "\" is not 4 coordinates";
+    if (b[2] < b[0] || b[3] < b[1]) return "bbox out of order: " + bbox.text;
+    const JsonNode& kps = v.members[1].second;
+    if (kps.is_string) return "keypoints is a string";
+    for (const auto& kp : kps.members) {
+      if (kp.first.empty()) return "empty keypoint name";
+      if (!kp.second.is_string) return "keypoint value is an object";
+      if (kp.second.text != "unvisible" && coord_string(kp.second.text, 2).size() != 2)
+        return "keypoint \"" + kp.second.text + "\" is neither a point nor unvisible";
+    }
+  }
+  *instances = int(root.members.size());
+  if (g.max_predictions && *instances > g.max_predictions) return "more instances than the cap";
+  return "";
+}
+
 struct Stats {
   long steps = 0, outputs = 0, items = 0, budget_closed = 0;
+  int last_items = 0;
 };
 
 // One random output under `g`: random logits, random sampling parameters.
@@ -246,11 +408,11 @@ std::vector<int32_t> generate(const OutputGrammar& g, Pcg32& rng, Stats& st, std
     if (kind == 5) p.top_p = float(0.5 + 0.5 * rng.next_double());
   }
   p.repetition_penalty = rng.next_u32() % 2 ? 1.05f : 1.0f;
-  const int max_new = 1 + int(rng.next_u32() % 160);
+  const int max_new = gs.cost_to_finish() + int(rng.next_u32() % 160);  // keypoint_json starts at 3: "{", "}", STOP
   TokenHistory history(kVocab);
   std::vector<int32_t> out;
   std::vector<float> logits(kVocab);
-  const float boost_ids[] = {kImEnd, kBoxEnd, kComma, kSpace, kRefEnd, kNone, kColon, kQuote, kBbox};
+  const int32_t boost_ids[] = {kImEnd, kBoxEnd, kComma, kSpace, kRefEnd, kNone, kColon, kQuote, kBbox};
   while (int(out.size()) < max_new && !gs.done()) {
     const int left = max_new - int(out.size());
     if (gs.cost_to_finish() > left) {
@@ -261,7 +423,7 @@ std::vector<int32_t> generate(const OutputGrammar& g, Pcg32& rng, Stats& st, std
     // A random window of a pool of uniform noise, scaled: random logits at memcpy cost.
     const float* noise = &pool[rng.next_u32() % uint32_t(pool.size() - kVocab)];
     for (int i = 0; i < kVocab; ++i) logits[size_t(i)] = noise[i] * float(scale);
-    for (float id : boost_ids)
+    for (int32_t id : boost_ids)
       if (rng.next_u32() % 3 == 0) logits[size_t(id)] += float(8.0 * rng.next_double());
     const TokenMask& mask = gs.allowed(left);
     if (mask.first_allowed(kVocab) < 0) {
@@ -290,6 +452,7 @@ std::vector<int32_t> generate(const OutputGrammar& g, Pcg32& rng, Stats& st, std
   }
   ++st.outputs;
   st.items += gs.predictions();
+  st.last_items = gs.predictions();
   if (int(out.size()) == max_new) ++st.budget_closed;
   return out;
 }
@@ -310,8 +473,13 @@ REX_TEST(random_logits_property_every_task) {
     while (st.steps < 100000 && failures < 3) {
       std::string error;
       std::vector<int32_t> out = generate(tc.g, rng, st, &error);
+      int instances = 0;
       if (error.empty())
-        error = tc.g.mode == GrammarMode::kFree ? check_free(tc.g, out) : check_groups(tc.g, out);
+        error = tc.g.mode == GrammarMode::kFree           ? check_free(tc.g, out)
+                : tc.g.mode == GrammarMode::kKeypointJson ? check_keypoint_json(tc.g, out, &instances)
+                                                          : check_groups(tc.g, out);
+      if (error.empty() && tc.g.mode == GrammarMode::kKeypointJson && instances != st.last_items)
+        error = "the state counted " + std::to_string(st.last_items) + " instances, the checker " + std::to_string(instances);
       if (!error.empty()) {
         ++failures;
         ::rex_test::fail(__FILE__, __LINE__, std::string(tc.name) + ": " + error + " in " + show(out));
@@ -322,6 +490,7 @@ REX_TEST(random_logits_property_every_task) {
     CHECK(st.steps >= 100000);
     // The branches were really exercised (free mode: ordered box runs, which need a 3-token trigger).
     CHECK(st.items > (tc.g.mode == GrammarMode::kGroups ? 1000 : 100));
+    if (std::string(tc.name) == "keypoint_json") CHECK(st.budget_closed > 100);
   }
 }
 
@@ -522,4 +691,175 @@ REX_TEST(validation_names_the_field) {
   bad.free_text_banned = {{0, kVocab}};
   CHECK_CONTAINS(validate_grammar(bad, kVocab).message(), "free_text_banned");
   CHECK(!GrammarState::create(bad, kVocab).ok());
+}
+
+namespace {
+
+// The id of a synthetic keypoint_json token by its text (-1 if none).
+int32_t kj(const std::string& text) {
+  for (const auto& e : json_vocab())
+    if (e.second == text) return e.first;
+  return -1;
+}
+
+// Feeds `ids`; false (saying which index was refused and why) on the first refusal.
+bool feeds(GrammarState& gs, const std::vector<int32_t>& ids) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    Status st = gs.advance(ids[i]);
+    if (!st.ok()) {
+      std::printf("  refused index %zu (id %d): %s\n", i, ids[i], st.message().c_str());
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+REX_TEST(keypoint_json_accepts_the_reference_shape_and_orders_boxes) {
+  auto s = std::move(GrammarState::create(keypoint_json_grammar(0), kVocab)).value();
+  CHECK_EQ(s.cost_to_finish(), 3);  // "{", "}", STOP
+  CHECK(!s.allowed().allows(kImEnd));
+  CHECK(!s.allowed().allows(c(0)));
+  // ```json\n{"person1": {"bbox": " <10> <20> <30> <40> ", "keypoints": {"nose": " <5> <6> ", "left eye": "unvisible"}}}\n```
+  CHECK(feeds(s, {kj("```json"), kj("\n"), kj("{"), kj("\"person"), kj("1\": {"), kBbox, kj(": \""), kSpace, c(10),
+                    kSpace, c(20), kSpace}));
+  CHECK(!s.allowed().allows(c(9)) && s.allowed().allows(c(10)));  // x1 >= x0
+  CHECK(!s.allowed().allows(kQuote) && !s.allowed().allows(kImEnd));
+  CHECK(feeds(s, {c(30), kSpace}));
+  CHECK(!s.allowed().allows(c(19)) && s.allowed().allows(c(20)));  // y1 >= y0
+  CHECK(s.advance(c(19)).code() == StatusCode::kInvalidArgument);
+  CHECK(feeds(s, {c(40), kSpace, kQuote, kComma, kSpace, kj("\"keypoints\""), kColon, kSpace, kj("{"), kQuote, kj("nose"),
+                    kj("\": \""), kSpace, c(5), kSpace, c(6), kSpace, kQuote, kj(", "), kj("\"left"), kSpace,
+                    kj("e"), kj("y"), kj("e"), kj("\": \""), kj("unvisible"), kj("\"}"), kj("}}")}));
+  CHECK_EQ(s.predictions(), 1);
+  CHECK(s.at_group_boundary() && s.allowed().allows(kImEnd));
+  CHECK(feeds(s, {kj("\n"), kj("```"), kImEnd}));
+  CHECK(s.done());
+}
+
+REX_TEST(keypoint_json_rejects_what_the_schema_forbids) {
+  const OutputGrammar g = keypoint_json_grammar(0);
+  auto fresh = [&] { return std::move(GrammarState::create(g, kVocab)).value(); };
+  auto head = [&] {  // {"a": {"bbox": "
+    auto s = fresh();
+    CHECK(feeds(s, {kj("{"), kQuote, kj("a"), kj("\": {"), kBbox, kj(": \"")}));
+    return s;
+  };
+  {
+    auto s = fresh();
+    CHECK(feeds(s, {kj("{"), kQuote}));
+    CHECK(!s.allowed().allows(kQuote));  // empty key
+    CHECK(s.allowed().allows(kj("a")) && !s.allowed().allows(kj("{")));
+  }
+  {
+    auto s = head();
+    CHECK(!s.allowed().allows(kQuote));  // an empty bbox
+    CHECK(!s.allowed().allows(kj("a")));
+    CHECK(feeds(s, {c(1), kSpace, c(2), kSpace, c(3)}));
+    CHECK(!s.allowed().allows(kQuote) && !s.allowed().allows(c(4)));  // 3 coordinates, then a space
+  }
+  {
+    auto s = fresh();  // "keypoints" before "bbox" is not the reference order
+    CHECK(feeds(s, {kj("{"), kQuote, kj("a"), kj("\": {")}));
+    CHECK(!s.allowed().allows(kj("\"keypoints\"")) && s.allowed().allows(kBbox));
+  }
+  {
+    auto s = head();  // a keypoint value of 1 coordinate or free text is refused
+    CHECK(feeds(s, {c(1), kSpace, c(2), kSpace, c(3), kSpace, c(4), kQuote, kComma, kj("\"keypoints\""), kColon, kj("{"),
+                      kj("\"left"), kj("\": \"")}));
+    CHECK(s.allowed().allows(kj("unvisible")) && s.allowed().allows(c(0)) && !s.allowed().allows(kj("visible")));
+    CHECK(feeds(s, {c(7)}));
+    CHECK(!s.allowed().allows(kQuote) && s.allowed().allows(kSpace));
+  }
+}
+
+REX_TEST(keypoint_json_caps_instances_and_closes_in_budget) {
+  auto s = std::move(GrammarState::create(keypoint_json_grammar(1), kVocab)).value();
+  const std::vector<int32_t> one = {kj("{"), kQuote, kj("a"), kj("\": {"), kBbox, kj(": \""), c(1), kSpace, c(2), kSpace,
+                                    c(3), kSpace, c(4), kQuote, kComma, kj("\"keypoints\""), kColon, kj("{"), kj("}}")};
+  CHECK(feeds(s, one));
+  CHECK_EQ(s.predictions(), 1);
+  CHECK(!s.allowed().allows(kComma) && !s.allowed().allows(kj("}, ")) && s.allowed().allows(kj("}")));
+  // Budget: inside a key with 8 tokens left, only tokens after which the rest still fits.
+  auto b = std::move(GrammarState::create(keypoint_json_grammar(0), kVocab)).value();
+  CHECK(feeds(b, {kj("{"), kQuote, kj("a")}));
+  const int cost = b.cost_to_finish();
+  CHECK(cost > 10);
+  CHECK(b.allowed(cost).allows(kQuote));       // the shortest completion goes on
+  CHECK(!b.allowed(cost).allows(kj("a")));     // one more key character would not fit
+  CHECK(b.allowed(cost + 1).allows(kj("a")));
+  CHECK(b.allowed(2).allows(kQuote));          // too few left: still a shortest completion, never empty
+  int left = cost;
+  Pcg32 rng(7);
+  while (!b.done()) {
+    const TokenMask& m = b.allowed(left);
+    std::vector<int32_t> ok;
+    for (int32_t id = 0; id < kVocab; ++id)
+      if (m.allows(id)) ok.push_back(id);
+    CHECK(!ok.empty());
+    if (ok.empty()) break;
+    CHECK(b.advance(ok[rng.next_u32() % ok.size()]).ok());
+    --left;
+  }
+  CHECK_EQ(left, 0);
+}
+
+REX_TEST(keypoint_json_validation_names_the_field) {
+  OutputGrammar g = keypoint_json_grammar(0);
+  g.json_vocab.push_back({kCoord0 + 3, "x"});
+  CHECK_CONTAINS(validate_grammar(g, kVocab).message(), "json_vocab[");
+  g = keypoint_json_grammar(0);
+  g.json_vocab.push_back({150, "a.b"});
+  CHECK_CONTAINS(validate_grammar(g, kVocab).message(), "JSON-safe");
+  g = keypoint_json_grammar(0);
+  g.json_vocab.erase(std::remove_if(g.json_vocab.begin(), g.json_vocab.end(),
+                                    [](const std::pair<int32_t, std::string>& e) { return e.second == "}"; }),
+                     g.json_vocab.end());
+  CHECK_CONTAINS(validate_grammar(g, kVocab).message(), "single-character");
+}
+
+// The per-step mask cost at the real vocabulary's scale: ~70,000 candidate
+// tokens of 1..12 JSON-safe characters. Printed, not asserted.
+REX_TEST(keypoint_json_mask_cost_at_real_scale) {
+  constexpr int kBig = 151936, kFirstCoord = 150643;
+  OutputGrammar g = keypoint_json_grammar(0);
+  g.coord_first = kFirstCoord;
+  g.stop_ids = {151645};
+  g.ref_start = 151646;
+  g.ref_end = 151647;
+  g.box_start = 151648;
+  g.box_end = 151649;
+  Pcg32 rng(99);
+  const std::string alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789      \n_-'{}:,\"`";
+  std::set<int32_t> used;
+  for (auto& e : g.json_vocab) used.insert(e.first);
+  for (int32_t id = 200; id < 140000; id += 2) {
+    std::string t = rng.next_u32() % 2 ? " " : "";
+    const int len = 1 + int(rng.next_u32() % 10);
+    for (int k = 0; k < len; ++k) t += alphabet[rng.next_u32() % alphabet.size()];
+    g.json_vocab.push_back({id, t});
+  }
+  auto s = std::move(GrammarState::create(g, kBig)).value();
+  const std::vector<int32_t> path = {kj("{"), kQuote, kj("a"), kj("b"), kj("\": {"), kBbox, kj(": \""), kFirstCoord + 1};
+  double worst = 0, total = 0;
+  int steps = 0;
+  std::string per_state;
+  for (size_t i = 0; i <= path.size(); ++i) {
+    double state_total = 0;
+    for (int rep = 0; rep < 20; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const TokenMask& m = s.allowed(4096);
+      const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+      CHECK(m.first_allowed(kBig) >= 0);
+      worst = std::max(worst, us);
+      total += us;
+      state_total += us;
+      ++steps;
+    }
+    per_state += " " + std::to_string(int(state_total / 20));
+    if (i < path.size()) CHECK(s.advance(path[i]).ok());
+  }
+  std::printf("  keypoint_json mask over %zu candidates: %.0f us mean, %.0f us worst per step (per state:%s)\n",
+              g.json_vocab.size(), total / steps, worst, per_state.c_str());
 }
