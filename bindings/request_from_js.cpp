@@ -1,6 +1,7 @@
 #include "request_from_js.h"
 
 #include <cmath>
+#include <deque>
 #include <string>
 
 #include "errors.h"
@@ -80,6 +81,25 @@ rex::SamplingParams sampling_from_js(Napi::Env env, Napi::Value v) {
   return p;
 }
 
+// Parsing a grammar costs up to tens of milliseconds (the keypoint grammar
+// carries its JSON vocabulary), on the JS thread. Services send the same few
+// grammars again and again, so the last few parses are kept (per thread: each
+// JS environment has its own).
+rex::OutputGrammar parsed_grammar(Napi::Env env, const std::string& text) {
+  struct Entry {
+    std::string text;
+    rex::OutputGrammar grammar;
+  };
+  thread_local std::deque<Entry> recent;
+  for (const Entry& e : recent)
+    if (e.text == text) return e.grammar;
+  rex::Result<rex::OutputGrammar> parsed = rex::grammar_from_json_text(text);
+  if (!parsed.ok()) throw status_to_error(env, parsed.status());
+  recent.push_front({text, parsed.value()});
+  if (recent.size() > 8) recent.pop_back();
+  return std::move(parsed).value();
+}
+
 }  // namespace
 
 rex::RawImage raw_image_from_js(Napi::Env env, Napi::Value v, const std::string& field) {
@@ -114,9 +134,7 @@ rex::GenerationRequest generation_request_from_js(Napi::Env env, Napi::Value val
   if (!grammar.IsUndefined() && !grammar.IsNull()) {
     // The compiled grammar travels as JSON text (lib/grammar/types.ts lists its fields).
     if (!grammar.IsString()) fail(env, "grammar", "the JSON text of a compiled grammar", grammar);
-    rex::Result<rex::OutputGrammar> parsed = rex::grammar_from_json_text(grammar.As<Napi::String>().Utf8Value());
-    if (!parsed.ok()) throw status_to_error(env, parsed.status());
-    request.grammar = std::move(parsed).value();
+    request.grammar = parsed_grammar(env, grammar.As<Napi::String>().Utf8Value());
   }
   return request;
 }
