@@ -4,11 +4,7 @@
 // normalisation by the tap sum, and the conversion to 22-bit fixed point with
 // (int)(v * 2^22 +/- 0.5). FP contraction is switched off here: an FMA would
 // change the doubles and, rarely, a fixed-point tap.
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
+#include "preprocess/no_fp_contract.h"
 
 #include "preprocess/bicubic_coeffs.h"
 

@@ -5,11 +5,7 @@
 // possible output; patchify is then a gather into rows ordered
 // (block row, block col, 2x2 in row-major) x (channel, frame, py, px),
 // i.e. transformers' reshape + transpose(0, 3, 6, 4, 7, 2, 1, 5, 8).
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
+#include "preprocess/no_fp_contract.h"
 
 #include <cstdint>
 #include <new>
