@@ -3,6 +3,7 @@
 #include "addon_data.h"
 #include "config_to_js.h"
 #include "errors.h"
+#include "js_arrays.h"
 #include "model/verify_weights.h"
 #include "model/weights.h"
 #include "promise_worker.h"
@@ -78,9 +79,7 @@ Napi::Value CheckpointWrap::tensor_info(const Napi::CallbackInfo& info) {
   o.Set("name", t->name);
   o.Set("file", t->file);
   o.Set("dtype", rex::dtype_name(t->dtype));
-  Napi::Array shape = Napi::Array::New(env, t->shape.size());
-  for (size_t i = 0; i < t->shape.size(); ++i) shape.Set(static_cast<uint32_t>(i), static_cast<double>(t->shape[i]));
-  o.Set("shape", shape);
+  o.Set("shape", number_array(env, t->shape));
   o.Set("bytes", static_cast<double>(t->nbytes));
   return o;
 }

@@ -1,13 +1,9 @@
 #include "config_to_js.h"
 
+#include "js_arrays.h"
+
 namespace rex_napi {
 namespace {
-
-Napi::Array int_array(Napi::Env env, const int* values, size_t count) {
-  Napi::Array array = Napi::Array::New(env, count);
-  for (size_t i = 0; i < count; ++i) array.Set(static_cast<uint32_t>(i), Napi::Number::New(env, values[i]));
-  return array;
-}
 
 Napi::Object text_to_js(Napi::Env env, const rex::TextConfig& t) {
   Napi::Object o = Napi::Object::New(env);
@@ -21,7 +17,7 @@ Napi::Object text_to_js(Napi::Env env, const rex::TextConfig& t) {
   o.Set("maxPositionEmbeddings", t.max_position_embeddings);
   o.Set("rmsNormEps", t.rms_norm_eps);
   o.Set("ropeTheta", t.rope_theta);
-  o.Set("mropeSection", int_array(env, t.mrope_section.data(), t.mrope_section.size()));
+  o.Set("mropeSection", number_array(env, std::vector<int>(t.mrope_section.begin(), t.mrope_section.end())));
   o.Set("tieWordEmbeddings", t.tie_word_embeddings);
   o.Set("hiddenAct", t.hidden_act);
   return o;
@@ -41,7 +37,7 @@ Napi::Object vision_to_js(Napi::Env env, const rex::VisionConfig& v) {
   o.Set("spatialMergeSize", v.spatial_merge_size);
   o.Set("windowSize", v.window_size);
   o.Set("fullAttentionBlocks",
-        int_array(env, v.fullatt_block_indexes.data(), v.fullatt_block_indexes.size()));
+        number_array(env, v.fullatt_block_indexes));
   o.Set("hiddenAct", v.hidden_act);
   o.Set("rmsNormEps", v.rms_norm_eps);
   return o;

@@ -7,6 +7,7 @@
 #include "engine/model_loader.h"
 #include "engine/reference_forward.h"
 #include "errors.h"
+#include "js_arrays.h"
 #include "promise_worker.h"
 #include "preprocess/preprocess.h"
 #include "request_from_js.h"
@@ -97,9 +98,7 @@ class ReferenceForwardWorker : public PromiseWorker {
     Napi::Object intermediates = Napi::Object::New(env);
     for (const auto& [name, tensor] : tapped_) {
       Napi::Object t = Napi::Object::New(env);
-      Napi::Array shape = Napi::Array::New(env, tensor.shape.size());
-      for (size_t i = 0; i < tensor.shape.size(); ++i) shape.Set(static_cast<uint32_t>(i), static_cast<double>(tensor.shape[i]));
-      t.Set("shape", shape);
+      t.Set("shape", number_array(env, tensor.shape));
       t.Set("data", to_float32_array(env, tensor.data));
       intermediates.Set(name, t);
     }

@@ -95,6 +95,19 @@ describe.each(modelCases().map((c) => [c.case, c] as const))('model %s', (_name,
     expect(maxAbsDiff(sampled, c.logits_last.sample)).toBeLessThanOrEqual(tol);
   });
 
+  it('dumps the named intermediates in debug mode, matching transformers at the first layer', async () => {
+    const { addon } = loadAddon();
+    const forward = await addon.referenceForward(tiny, { promptIds: c.input_ids, image: await imageFor(c), intermediates: true });
+    const golden = (c as unknown as { intermediates: Record<string, { shape: number[]; head: number[] }> }).intermediates;
+    for (const name of ['vision.patch_embed', 'vision.block.0', 'vision.merger', 'text.embed', 'text.layer.0', 'text.final_norm'])
+      expect(Object.keys(forward.intermediates)).toContain(name);
+    const patchEmbed = forward.intermediates['vision.patch_embed']!;
+    expect(patchEmbed.shape).toEqual(golden['vision.patch_embed']!.shape);
+    const head = golden['vision.patch_embed']!.head;
+    const scale = Math.max(...head.map(Math.abs));
+    expect(maxAbsDiff(patchEmbed.data.subarray(0, head.length), head)).toBeLessThanOrEqual(1e-3 * scale);
+  });
+
   it('generates the same 32 greedy tokens (repetition penalty 1.05)', async () => {
     const result = await engine.generate({
       promptIds: c.input_ids,
