@@ -101,6 +101,24 @@ def chat_text(prompt: str) -> str:
             f"<|vision_start|>{IMAGE_PAD_TEXT}<|vision_end|>{prompt}<|im_end|>\n<|im_start|>assistant\n")
 
 
+_SKIPPED = object()
+
+
+def attempt_case(kind: str, name: str, skipped: dict, fn):
+    """Runs one case; a missing image or any failure is logged, recorded in
+    `skipped` and returns _SKIPPED, so the other cases still run."""
+    try:
+        return fn()
+    except FileNotFoundError as e:
+        warn(f"{kind} case {name}: image missing ({e}); skipped")
+        skipped[name] = f"missing: {e}"
+    except Exception as e:  # noqa: BLE001
+        traceback.print_exc()
+        warn(f"{kind} case {name} failed: {type(e).__name__}: {e}")
+        skipped[name] = f"{type(e).__name__}: {e}"
+    return _SKIPPED
+
+
 # ---------------------------------------------------------------------------
 # Preprocess cases
 # ---------------------------------------------------------------------------
@@ -109,16 +127,9 @@ def run_preprocess_cases(args, checker) -> tuple[list[str], dict]:
     done, skipped = [], {}
     for name, spec, exif, mn, mx in PREPROCESS_CASES:
         t0 = time.time()
-        try:
-            pre = gp.preprocess(spec, args.images, args.fixtures, exif, mn, mx)
-        except FileNotFoundError as e:
-            warn(f"preprocess case {name}: image missing ({e}); skipped")
-            skipped[name] = f"missing: {e}"
-            continue
-        except Exception as e:  # noqa: BLE001
-            traceback.print_exc()
-            warn(f"preprocess case {name} failed: {type(e).__name__}: {e}")
-            skipped[name] = f"{type(e).__name__}: {e}"
+        pre = attempt_case("preprocess", name, skipped,
+                           lambda: gp.preprocess(spec, args.images, args.fixtures, exif, mn, mx))
+        if pre is _SKIPPED:
             continue
         for w in pre.warnings:
             warn(w)
@@ -245,18 +256,12 @@ def run_model_cases(args, checker, manifest: dict) -> tuple[list[str], dict, lis
         for case in MODEL_CASES:
             name = case[0]
             t0 = time.time()
-            try:
-                rec, summ = run_one_model_case(args, case, model, parts, hooks, tok, checker, hidden,
-                                               image_token_id, vocab, fwd_has_mm)
-            except FileNotFoundError as e:
-                warn(f"model case {name}: image missing ({e}); skipped")
-                skipped[name] = f"missing: {e}"
+            result = attempt_case("model", name, skipped,
+                                  lambda: run_one_model_case(args, case, model, parts, hooks, tok, checker, hidden,
+                                                             image_token_id, vocab, fwd_has_mm))
+            if result is _SKIPPED:
                 continue
-            except Exception as e:  # noqa: BLE001
-                traceback.print_exc()
-                warn(f"model case {name} failed: {type(e).__name__}: {e}")
-                skipped[name] = f"{type(e).__name__}: {e}"
-                continue
+            rec, summ = result
             n = gp.write_json(os.path.join(args.out, "model", f"{name}.json"), rec)
             summ["seconds"] = round(time.time() - t0, 2)
             summ["kib"] = round(n / 1024)
