@@ -8,9 +8,16 @@
 #include "debug_workers.h"
 #include "engine_wrap.h"
 
+#ifdef REX_WITH_CUDA_BACKEND
+#include "cuda/cuda_backend.h"
+#endif
+
 namespace rex_napi {
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
+#ifdef REX_WITH_CUDA_BACKEND
+  rex::cuda::register_cuda_backend();  // createEngine(dir, {backend: "cuda"}) finds it through make_backend
+#endif
   auto* data = new AddonData();
   env.SetInstanceData<AddonData>(data);
 

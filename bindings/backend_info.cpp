@@ -37,4 +37,28 @@ Napi::Value backend_info(const Napi::CallbackInfo& info) {
   return result;
 }
 
+Napi::Object backend_info_to_js(Napi::Env env, const rex::BackendInfo& info) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("backend", info.backend);
+  if (!info.device_name.empty()) {
+    Napi::Object device = Napi::Object::New(env);
+    device.Set("name", info.device_name);
+    device.Set("computeCapability", info.compute_capability);
+    device.Set("totalMemory", static_cast<double>(info.memory.device_total_bytes));
+    device.Set("driverVersion", info.driver_version);
+    device.Set("runtimeVersion", info.runtime_version);
+    o.Set("device", device);
+  }
+  if (info.threads > 0) o.Set("threads", info.threads);
+  Napi::Object memory = Napi::Object::New(env);
+  memory.Set("weightsBytes", static_cast<double>(info.memory.weights_bytes));
+  memory.Set("kvCacheBytes", static_cast<double>(info.memory.kv_cache_bytes));
+  memory.Set("kvCacheUsedBytes", static_cast<double>(info.memory.kv_cache_used_bytes));
+  memory.Set("workspaceBytes", static_cast<double>(info.memory.workspace_bytes));
+  memory.Set("deviceUsedBytes", static_cast<double>(info.memory.device_used_bytes));
+  memory.Set("peakBytes", static_cast<double>(info.memory.peak_bytes));
+  o.Set("memory", memory);
+  return o;
+}
+
 }  // namespace rex_napi

@@ -4,8 +4,13 @@
 
 #include <napi.h>
 
+#include "engine/backend.h"
+
 namespace rex_napi {
 
 Napi::Value backend_info(const Napi::CallbackInfo& info);
+
+// An engine's backend, device and memory (NativeEngineInfo).
+Napi::Object backend_info_to_js(Napi::Env env, const rex::BackendInfo& info);
 
 }  // namespace rex_napi

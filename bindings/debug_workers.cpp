@@ -12,6 +12,10 @@
 #include "preprocess/preprocess.h"
 #include "request_from_js.h"
 
+#ifdef REX_WITH_CUDA_BACKEND
+#include "cuda/cuda_backend.h"
+#endif
+
 namespace rex_napi {
 namespace {
 
@@ -21,13 +25,25 @@ Napi::Float32Array to_float32_array(Napi::Env env, const std::vector<float>& val
   return array;
 }
 
+// The CPU path, or with on_device the CUDA backend's preprocessing kernels
+// (their parity check against the CPU path runs through here).
 class PreprocessWorker : public PromiseWorker {
  public:
-  PreprocessWorker(Napi::Env env, rex::RawImage image) : PromiseWorker(env, "rex-omni:preprocess"), image_(std::move(image)) {}
+  PreprocessWorker(Napi::Env env, rex::RawImage image, bool on_device)
+      : PromiseWorker(env, "rex-omni:preprocess"), image_(std::move(image)), on_device_(on_device) {}
 
  protected:
   void Execute() override {
-    auto result = rex::preprocess_image(image_.rgb.data(), image_.width, image_.height, image_.options);
+    rex::Result<rex::PreprocessedImage> result =
+        rex::Status(rex::StatusCode::kInvalidArgument, "expected backend \"cpu\" but got \"cuda\" (this build of the addon has no CUDA backend)");
+    if (!on_device_) {
+      result = rex::preprocess_image(image_.rgb.data(), image_.width, image_.height, image_.options);
+    } else {
+#ifdef REX_WITH_CUDA_BACKEND
+      rex::cuda::CudaBackend device{rex::BackendOptions{}};
+      result = device.preprocess_for_test(image_.rgb.data(), image_.width, image_.height, image_.options);
+#endif
+    }
     if (!result.ok()) return fail(result.status());
     out_ = std::move(result).value();
   }
@@ -45,6 +61,7 @@ class PreprocessWorker : public PromiseWorker {
 
  private:
   rex::RawImage image_;
+  bool on_device_;
   rex::PreprocessedImage out_;
 };
 
@@ -120,7 +137,17 @@ class ReferenceForwardWorker : public PromiseWorker {
 
 Napi::Value preprocess_image(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  return (new PreprocessWorker(env, raw_image_from_js(env, info[0], "image")))->queue();
+  bool on_device = false;
+  if (info.Length() > 1 && info[1].IsObject()) {
+    Napi::Value backend = info[1].As<Napi::Object>().Get("backend");
+    if (backend.IsString()) {
+      const std::string name = backend.As<Napi::String>().Utf8Value();
+      if (name != "cpu" && name != "cuda")
+        throw invalid_argument(env, "preprocessImage options.backend: expected \"cpu\" or \"cuda\" but got \"" + name + "\"");
+      on_device = name == "cuda";
+    }
+  }
+  return (new PreprocessWorker(env, raw_image_from_js(env, info[0], "image"), on_device))->queue();
 }
 
 Napi::Value smart_resize(const Napi::CallbackInfo& info) {

@@ -1,6 +1,10 @@
 #include "engine_wrap.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include "addon_data.h"
+#include "backend_info.h"
 #include "config_to_js.h"
 #include "errors.h"
 #include "promise_worker.h"
@@ -14,6 +18,8 @@ Napi::Function EngineWrap::define(Napi::Env env) {
                          InstanceMethod<&EngineWrap::submit>("submit"),
                          InstanceMethod<&EngineWrap::cancel>("cancel"),
                          InstanceMethod<&EngineWrap::close>("close"),
+                         InstanceMethod<&EngineWrap::score>("score"),
+                         InstanceMethod<&EngineWrap::info>("info"),
                          InstanceAccessor<&EngineWrap::config>("config"),
                      });
 }
@@ -71,19 +77,68 @@ namespace {
 // thread, which may be mid-step: done on a worker thread, not the JS thread.
 class CloseEngineWorker : public PromiseWorker {
  public:
-  CloseEngineWorker(Napi::Env env, std::unique_ptr<rex::Engine> engine, std::shared_ptr<EventPump> pump)
+  CloseEngineWorker(Napi::Env env, std::shared_ptr<rex::Engine> engine, std::shared_ptr<EventPump> pump)
       : PromiseWorker(env, "rex-omni:closeEngine"), engine_(std::move(engine)), pump_(std::move(pump)) {}
 
  protected:
-  void Execute() override { engine_.reset(); }
+  void Execute() override {
+    if (engine_) engine_->shutdown();  // also ends score calls that still hold the engine
+    engine_.reset();
+  }
   Napi::Value resolve_value(Napi::Env env) override {
     if (pump_) pump_->release();
     return env.Undefined();
   }
 
  private:
-  std::unique_ptr<rex::Engine> engine_;
+  std::shared_ptr<rex::Engine> engine_;
   std::shared_ptr<EventPump> pump_;
+};
+
+// Teacher-forced scoring: queued in the engine like any request; this worker
+// thread waits for it.
+class ScoreWorker : public PromiseWorker {
+ public:
+  ScoreWorker(Napi::Env env, std::shared_ptr<rex::Engine> engine, rex::ScoreRequest request)
+      : PromiseWorker(env, "rex-omni:score"), engine_(std::move(engine)), request_(std::move(request)) {}
+
+ protected:
+  void Execute() override {
+    auto result = engine_->score_blocking(std::move(request_));
+    engine_.reset();
+    if (!result.ok()) return fail(result.status());
+    result_ = std::move(result).value();
+  }
+  Napi::Value resolve_value(Napi::Env env) override {
+    Napi::Array positions = Napi::Array::New(env, result_.positions.size());
+    for (size_t i = 0; i < result_.positions.size(); ++i) {
+      const rex::ScorePosition& p = result_.positions[i];
+      Napi::Object o = Napi::Object::New(env);
+      Napi::Int32Array ids = Napi::Int32Array::New(env, p.top_ids.size());
+      if (!p.top_ids.empty()) std::memcpy(ids.Data(), p.top_ids.data(), p.top_ids.size() * sizeof(int32_t));
+      Napi::Float32Array logits = Napi::Float32Array::New(env, p.top_logits.size());
+      if (!p.top_logits.empty()) std::memcpy(logits.Data(), p.top_logits.data(), p.top_logits.size() * sizeof(float));
+      o.Set("topIds", ids);
+      o.Set("topLogits", logits);
+      o.Set("logprob", p.has_logprob ? Napi::Value(Napi::Number::New(env, p.logprob)) : env.Null());
+      if (!p.logits.empty()) {
+        Napi::Float32Array row = Napi::Float32Array::New(env, p.logits.size());
+        std::memcpy(row.Data(), p.logits.data(), p.logits.size() * sizeof(float));
+        o.Set("logits", row);
+      }
+      positions.Set(uint32_t(i), o);
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("positions", positions);
+    out.Set("promptTokens", result_.prompt_tokens);
+    out.Set("imageTokens", result_.image_tokens);
+    return out;
+  }
+
+ private:
+  std::shared_ptr<rex::Engine> engine_;
+  rex::ScoreRequest request_;
+  rex::ScoreResult result_;
 };
 
 class CreateEngineWorker : public PromiseWorker {
@@ -119,6 +174,12 @@ rex::EngineOptions engine_options_from_js(Napi::Env env, Napi::Value value) {
   if (threads.IsNumber()) options.threads = threads.As<Napi::Number>().Int32Value();
   Napi::Value max_active = o.Get("maxActiveRequests");
   if (max_active.IsNumber()) options.max_active_requests = max_active.As<Napi::Number>().Int32Value();
+  Napi::Value kv = o.Get("kvCacheBytes");
+  if (kv.IsNumber()) options.kv_cache_bytes = static_cast<size_t>(std::max(0.0, kv.As<Napi::Number>().DoubleValue()));
+  Napi::Value fraction = o.Get("gpuMemoryFraction");
+  if (fraction.IsNumber()) options.gpu_memory_fraction = fraction.As<Napi::Number>().DoubleValue();
+  Napi::Value device = o.Get("device");
+  if (device.IsNumber()) options.device = device.As<Napi::Number>().Int32Value();
   return options;
 }
 
@@ -127,6 +188,17 @@ rex::EngineOptions engine_options_from_js(Napi::Env env, Napi::Value value) {
 Napi::Value EngineWrap::close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return (new CloseEngineWorker(env, std::move(engine_), pump_))->queue();
+}
+
+Napi::Value EngineWrap::score(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  require_open(env);
+  rex::ScoreRequest request = score_request_from_js(env, info[0]);
+  return (new ScoreWorker(env, engine_, std::move(request)))->queue();
+}
+
+Napi::Value EngineWrap::info(const Napi::CallbackInfo& info) {
+  return backend_info_to_js(info.Env(), require_open(info.Env()).backend_info());
 }
 
 Napi::Value create_engine(const Napi::CallbackInfo& info) {

@@ -22,10 +22,13 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value submit(const Napi::CallbackInfo& info);
   Napi::Value cancel(const Napi::CallbackInfo& info);
   Napi::Value close(const Napi::CallbackInfo& info);
+  Napi::Value score(const Napi::CallbackInfo& info);
+  Napi::Value info(const Napi::CallbackInfo& info);
   Napi::Value config(const Napi::CallbackInfo& info);
   rex::Engine& require_open(Napi::Env env);
 
-  std::unique_ptr<rex::Engine> engine_;
+  // Shared with in-flight score workers, so close() cannot free it under them.
+  std::shared_ptr<rex::Engine> engine_;
   std::shared_ptr<EventPump> pump_;
 };
 

@@ -139,4 +139,21 @@ rex::GenerationRequest generation_request_from_js(Napi::Env env, Napi::Value val
   return request;
 }
 
+rex::ScoreRequest score_request_from_js(Napi::Env env, Napi::Value value) {
+  if (!value.IsObject()) throw invalid_argument(env, "score request: expected an object but got " + type_of(value));
+  Napi::Object o = value.As<Napi::Object>();
+  rex::ScoreRequest request;
+  request.prompt_ids = int_list(env, o.Get("promptIds"), "promptIds");
+  Napi::Value image = o.Get("image");
+  if (!image.IsUndefined() && !image.IsNull()) request.raw_image = raw_image_from_js(env, image, "image");
+  request.continuation_ids = int_list(env, o.Get("continuationIds"), "continuationIds");
+  request.top_k = int_field(env, o, "topK", "", request.top_k);
+  Napi::Value full = o.Get("fullLogits");
+  if (!full.IsUndefined()) {
+    if (!full.IsBoolean()) fail(env, "fullLogits", "a boolean", full);
+    request.full_logits = full.As<Napi::Boolean>().Value();
+  }
+  return request;
+}
+
 }  // namespace rex_napi

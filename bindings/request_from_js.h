@@ -12,6 +12,9 @@ namespace rex_napi {
 // Throws a TypeError ("… expected … but got …") for a malformed object.
 rex::GenerationRequest generation_request_from_js(Napi::Env env, Napi::Value value);
 
+// {promptIds, image?, continuationIds, topK?, fullLogits?} (NativeScoreRequest).
+rex::ScoreRequest score_request_from_js(Napi::Env env, Napi::Value value);
+
 // {data: Uint8Array (RGB), width, height, minPixels?, maxPixels?}; `field` names it in errors.
 rex::RawImage raw_image_from_js(Napi::Env env, Napi::Value value, const std::string& field);
 

@@ -150,6 +150,54 @@ export interface NativeEngineOptions {
   backend?: 'cpu' | 'cuda';
   threads?: number;
   maxActiveRequests?: number;
+  /** The KV-cache budget in bytes (0 or absent: see gpuMemoryFraction and the default). */
+  kvCacheBytes?: number;
+  /** Cap on the device memory the process uses, as a fraction of the GPU's (0, 1]. */
+  gpuMemoryFraction?: number;
+  /** CUDA device index. */
+  device?: number;
+}
+
+export interface NativeScoreRequest {
+  promptIds: Int32Array | number[];
+  image?: NativeRawImage;
+  continuationIds: Int32Array | number[];
+  topK?: number;
+  fullLogits?: boolean;
+}
+
+export interface NativeScorePosition {
+  /** The top-k ids by raw logit, highest first (ties: lower id first). */
+  topIds: Int32Array;
+  topLogits: Float32Array;
+  /** log_softmax of the raw logits at the continuation's next id; null at the last position. */
+  logprob: number | null;
+  /** The whole raw logits row, with fullLogits. */
+  logits?: Float32Array;
+}
+
+export interface NativeScoreResult {
+  /** continuationIds.length + 1 entries: entry i is the distribution after prompt + continuation[0..i). */
+  positions: NativeScorePosition[];
+  promptTokens: number;
+  imageTokens: number;
+}
+
+export interface NativeEngineInfo {
+  backend: 'cpu' | 'cuda';
+  device?: { name: string; computeCapability: string; totalMemory: number; driverVersion: number; runtimeVersion: number };
+  threads?: number;
+  memory: {
+    weightsBytes: number;
+    /** The KV pool's budget (0 on the CPU without one). */
+    kvCacheBytes: number;
+    kvCacheUsedBytes: number;
+    workspaceBytes: number;
+    /** The whole device's use, as the driver reports it (0 on the CPU). */
+    deviceUsedBytes: number;
+    /** The most this process's device buffers held at once. */
+    peakBytes: number;
+  };
 }
 
 export interface NativeEngine {
@@ -157,6 +205,10 @@ export interface NativeEngine {
   /** Queues a request; returns its id. Events arrive through the createEngine callback. */
   submit(request: NativeGenerationRequest): number;
   cancel(requestId: number): void;
+  /** Teacher-forced scoring, queued like any request. */
+  score(request: NativeScoreRequest): Promise<NativeScoreResult>;
+  /** The backend, its device and memory, as of the last scheduler step. */
+  info(): NativeEngineInfo;
   /** Cancels what is in flight and stops the scheduler thread. */
   close(): Promise<void>;
 }
@@ -180,7 +232,8 @@ export interface NativeReferenceForward {
 
 export interface NativeAddonEngine {
   createEngine(dir: string, options: NativeEngineOptions, onEvents: (events: NativeEngineEvents) => void): Promise<NativeEngine>;
-  preprocessImage(image: NativeRawImage): Promise<NativePreprocessed>;
+  /** The core's preprocessing; backend "cuda" runs the GPU kernels (CUDA build only). */
+  preprocessImage(image: NativeRawImage, options?: { backend?: 'cpu' | 'cuda' }): Promise<NativePreprocessed>;
   /** The core's smart_resize (factor 28). Throws a TypeError for an aspect ratio over 200. */
   smartResize(height: number, width: number, minPixels: number, maxPixels: number): { height: number; width: number };
   referenceForward(

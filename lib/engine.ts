@@ -4,18 +4,81 @@
 import type {
   NativeEngine,
   NativeEngineEvents,
+  NativeEngineInfo,
   NativeEngineOptions,
   NativeFinishEvent,
   NativeGenerationRequest,
   NativeModelConfig,
+  NativeScorePosition,
+  NativeScoreRequest,
+  NativeScoreResult,
   NativeTimings,
 } from './addon-types.js';
 import { AsyncChannel } from './async-channel.js';
-import { RexOmniError, invalidType, withCallerStack } from './errors.js';
+import { RexOmniError, invalidType, outOfRange, withCallerStack } from './errors.js';
 import { loadAddon } from './native.js';
 
-export type EngineOptions = NativeEngineOptions;
+export interface EngineOptions {
+  /** "auto" (default): CUDA when the CUDA build loaded and found a device, else the CPU. */
+  backend?: 'auto' | 'cpu' | 'cuda';
+  /** CPU threads (0: all). */
+  threads?: number;
+  /** Requests decoded together per step; also the largest decode batch. Default 8. */
+  maxActiveRequests?: number;
+  /** The KV-cache budget in GiB. Requests that do not fit wait; ones that never fit fail with ERR_REX_OUT_OF_MEMORY. */
+  kvCacheGB?: number;
+  /** Cap the process's GPU memory at this fraction of the device's, and give the KV cache what remains after the weights. */
+  gpuMemoryFraction?: number;
+  /** CUDA device index (default 0). */
+  device?: number;
+}
 export type Timings = NativeTimings;
+export type EngineInfo = NativeEngineInfo;
+export type ScorePosition = NativeScorePosition;
+export type ScoreResult = NativeScoreResult;
+export interface ScoreRequest extends NativeScoreRequest {
+  signal?: AbortSignal;
+}
+
+/** The backend an "auto" (or absent) choice resolves to, given the addon that loaded. */
+export function resolveBackend(requested: EngineOptions['backend']): 'cpu' | 'cuda' {
+  const { info, path } = loadAddon();
+  const cudaReady = info.backend === 'cuda' && info.available;
+  if (requested === undefined || requested === 'auto') return cudaReady ? 'cuda' : 'cpu';
+  if (requested === 'cuda' && !cudaReady) {
+    throw new RexOmniError(
+      'ERR_REX_BACKEND_UNAVAILABLE',
+      `the CUDA backend is not available: ${info.backend === 'cuda' ? (info.error ?? 'no usable device') : `this process loaded the CPU build (${path})`}`,
+    );
+  }
+  return requested;
+}
+
+function nativeOptions(options: EngineOptions): NativeEngineOptions {
+  if (options === null || typeof options !== 'object') throw invalidType('Engine options', 'an object', options);
+  const { backend, threads, maxActiveRequests, kvCacheGB, gpuMemoryFraction, device } = options;
+  if (backend !== undefined && backend !== 'auto' && backend !== 'cpu' && backend !== 'cuda')
+    throw invalidType('options.backend', '"auto", "cpu" or "cuda"', backend);
+  const integer = (name: string, value: number | undefined, min: number): void => {
+    if (value === undefined) return;
+    if (typeof value !== 'number' || !Number.isInteger(value)) throw invalidType(`options.${name}`, 'an integer', value);
+    if (value < min) throw outOfRange(`options.${name}`, `an integer >= ${min}`, value);
+  };
+  integer('threads', threads, 0);
+  integer('maxActiveRequests', maxActiveRequests, 1);
+  integer('device', device, 0);
+  if (kvCacheGB !== undefined && (typeof kvCacheGB !== 'number' || !(kvCacheGB > 0) || !Number.isFinite(kvCacheGB)))
+    throw outOfRange('options.kvCacheGB', 'a positive number of GiB', kvCacheGB);
+  if (gpuMemoryFraction !== undefined && (typeof gpuMemoryFraction !== 'number' || !(gpuMemoryFraction > 0 && gpuMemoryFraction <= 1)))
+    throw outOfRange('options.gpuMemoryFraction', 'a number in (0, 1]', gpuMemoryFraction);
+  const out: NativeEngineOptions = { backend: resolveBackend(backend) };
+  if (threads !== undefined) out.threads = threads;
+  if (maxActiveRequests !== undefined) out.maxActiveRequests = maxActiveRequests;
+  if (kvCacheGB !== undefined) out.kvCacheBytes = Math.floor(kvCacheGB * 2 ** 30);
+  if (gpuMemoryFraction !== undefined) out.gpuMemoryFraction = gpuMemoryFraction;
+  if (device !== undefined) out.device = device;
+  return out;
+}
 
 export interface TokenRequest extends NativeGenerationRequest {
   /** Cancels the request; generate() then rejects with the signal's reason. */
@@ -98,8 +161,9 @@ export class Engine implements AsyncDisposable {
         channel.close();
       }
     };
+    const native = nativeOptions(options);
     try {
-      return new Engine(await addon.createEngine(dir, options, route), channels);
+      return new Engine(await addon.createEngine(dir, native, route), channels);
     } catch (error) {
       throw withCallerStack(error, callerStack);
     }
@@ -152,6 +216,36 @@ export class Engine implements AsyncDisposable {
       return { tokens, logprobs, finish: event };
     }
     throw new RexOmniError('ERR_REX_INTERNAL', 'the request ended without a finish event');
+  }
+
+  /** The backend ("cpu" or "cuda"), the GPU and the memory in use. */
+  info(): EngineInfo {
+    return this.#native.info();
+  }
+
+  /**
+   * Teacher-forced scoring: one prefill over prompt + continuation. For the
+   * prompt's last token and each continuation token, the top-k ids with
+   * their raw logits, and the log-probability of the continuation's next id.
+   * Queued with the other requests; it shares their KV budget.
+   */
+  async score(request: ScoreRequest): Promise<ScoreResult> {
+    if (request === null || typeof request !== 'object') throw invalidType('Engine.score(request)', 'an object', request);
+    const { signal, ...nativeRequest } = request;
+    signal?.throwIfAborted();
+    const callerStack = new Error().stack;
+    try {
+      const pending = this.#native.score(nativeRequest);
+      if (!signal) return await pending;
+      // Scoring is one prefill: an abort rejects at once; the prefill itself runs to its end.
+      return await new Promise<ScoreResult>((resolve, reject) => {
+        const onAbort = (): void => reject(signal.reason);
+        signal.addEventListener('abort', onAbort, { once: true });
+        pending.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+      });
+    } catch (error) {
+      throw withCallerStack(error, callerStack);
+    }
   }
 
   /** Cancels what is in flight (their streams end with reason "cancelled") and stops the engine. */

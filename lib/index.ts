@@ -14,7 +14,9 @@ export type {
   Prediction, PredictionKind, BoxPrediction, PointPrediction, PolygonPrediction, KeypointsPrediction, Keypoint, XY, XYXY,
 } from './predictions.js';
 export { Engine } from './engine.js';
-export type { EngineEvent, EngineOptions, FinishEvent, TokenEvent, TokenGeneration, TokenRequest, Timings } from './engine.js';
+export type {
+  EngineEvent, EngineInfo, EngineOptions, FinishEvent, ScorePosition, ScoreRequest, ScoreResult, TokenEvent, TokenGeneration, TokenRequest, Timings,
+} from './engine.js';
 export { RexOmni } from './rex-omni.js';
 export type { LoadOptions, RexOmniEvent, RexOmniResult, RunTimings } from './rex-omni.js';
 export type { RunOptions, SamplingOptions } from './run-options.js';

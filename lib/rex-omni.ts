@@ -106,6 +106,16 @@ export class RexOmni implements AsyncDisposable {
     return this.#engine.config;
   }
 
+  /** The backend in use ("cpu" or "cuda"), the GPU's name, CUDA and driver versions, and memory. */
+  info() {
+    return this.#engine.info();
+  }
+
+  /** The token-level engine underneath (teacher-forced `score`, raw token streams). */
+  get engine(): Engine {
+    return this.#engine;
+  }
+
   detect(image: ImageInput, categories: string[], options?: RunOptions): Promise<RexOmniResult> {
     return this.run(image, { task: 'detection', categories }, options);
   }

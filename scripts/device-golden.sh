@@ -3,7 +3,7 @@
 # CUDA, runs the GPU tests, regenerates the tiny checkpoint with the same
 # generator the tests use, and writes the transformers golden files to
 # $OUT/golden (fetch them back into test/fixtures/golden).
-#   carry: .devicebundle .devicedata dist   (.devicedata/images = ../shared/images)
+#   carry: .devicebundle dist
 set -uo pipefail
 source .devicebundle/activate
 export REX_OMNI_BUILD_JOBS=16
@@ -13,7 +13,7 @@ python3 -c 'import torch, transformers, PIL; print("torch", torch.__version__, "
 
 node dist/test/fixtures/tiny-checkpoint-cli.js /tmp/tiny | tee -a "$out/gpu.txt"
 mkdir -p test/fixtures/golden
-PYTHONUNBUFFERED=1 python3 test/golden/make_golden.py --checkpoint /tmp/tiny --images .devicedata/images \
+PYTHONUNBUFFERED=1 python3 test/golden/make_golden.py --checkpoint /tmp/tiny --images test/fixtures/images \
   --fixtures test/fixtures/images --out test/fixtures/golden 2>&1 | tee "$out/golden.log" | tail -40
 tar -czf "$out/golden.tgz" test/fixtures/golden test/fixtures/images 2>/dev/null
 

@@ -7,7 +7,7 @@ import { repoRoot } from './fixtures/repo-root.js';
 import { ensureTinyCheckpoint } from './fixtures/tiny-checkpoint.js';
 
 const cli = join(repoRoot(), 'dist', 'lib', 'cli.js');
-const cafe = join(repoRoot(), '..', 'shared', 'images', 'cafe.jpg');
+const cafe = join(repoRoot(), 'test', 'fixtures', 'images', 'cafe.jpg');
 let tiny: string;
 
 beforeAll(async () => {

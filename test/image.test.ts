@@ -9,7 +9,6 @@ import { blendOntoWhite, loadImage, toRgb } from '../lib/image/index.js';
 import { repoRoot } from './fixtures/repo-root.js';
 
 const ROOT = repoRoot();
-const SHARED = join(ROOT, '..', 'shared', 'images');
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'images');
 const GOLDEN = join(ROOT, 'test', 'fixtures', 'golden', 'preprocess');
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
@@ -30,7 +29,8 @@ const cases: GoldenCase[] = readdirSync(GOLDEN)
   .filter((g) => g.image.startsWith('shared:') || g.image.startsWith('fixture:'));
 
 function pathOf(image: string): string {
-  return image.startsWith('shared:') ? join(SHARED, image.slice(7)) : join(FIXTURES, image.slice(8));
+  // "shared:" names the photos that were once kept outside the repository; they now live in the fixtures too.
+  return join(FIXTURES, image.slice(image.indexOf(':') + 1));
 }
 
 function expectCode(promise: Promise<unknown>, type: typeof TypeError | typeof RangeError, code: string, message: string) {
@@ -74,7 +74,7 @@ describe('loadImage decodes exactly as Pillow does (golden source_rgb_sha256)', 
   }
 
   it('pigeons.jpeg only matches with its embedded ICC profile ignored (Pillow does not convert)', async () => {
-    const converted = await sharp(join(SHARED, 'pigeons.jpeg')).raw().toBuffer();
+    const converted = await sharp(join(FIXTURES, 'pigeons.jpeg')).raw().toBuffer();
     const golden = cases.find((c) => c.case === 'shared_pigeons_jpeg')!;
     expect(sha256(converted)).not.toBe(golden.source_rgb_sha256);
   });
@@ -87,7 +87,7 @@ describe('loadImage decodes exactly as Pillow does (golden source_rgb_sha256)', 
 });
 
 describe('loadImage inputs', () => {
-  const cafe = join(SHARED, 'cafe.jpg');
+  const cafe = join(FIXTURES, 'cafe.jpg');
   const cafeHash = cases.find((c) => c.case === 'shared_cafe_jpg')!.source_rgb_sha256;
 
   it('takes a path, a Buffer, a Uint8Array, an ArrayBuffer and a sharp instance alike', async () => {
@@ -186,14 +186,14 @@ describe('loadImage errors', () => {
   });
 
   it('rejects a truncated file', async () => {
-    const jpeg = readFileSync(join(SHARED, 'cafe.jpg'));
+    const jpeg = readFileSync(join(FIXTURES, 'cafe.jpg'));
     await expectCode(
       loadImage(jpeg.subarray(0, jpeg.length >> 1)),
       TypeError,
       'ERR_REX_IMAGE_CORRUPT',
       'loadImage(input): expected a complete jpeg image but got a truncated or corrupt one (VipsJpeg: premature end of JPEG image)',
     );
-    const png = readFileSync(join(SHARED, 'cup.png'));
+    const png = readFileSync(join(FIXTURES, 'cup.png'));
     await expectCode(
       loadImage(png.subarray(0, png.length >> 1)),
       TypeError,
@@ -213,7 +213,7 @@ describe('loadImage errors', () => {
 
   it('rejects an image over the pixel limit before decoding it', async () => {
     await expectCode(
-      loadImage(join(SHARED, 'cafe.jpg'), { maxInputPixels: 1_000_000 }),
+      loadImage(join(FIXTURES, 'cafe.jpg'), { maxInputPixels: 1_000_000 }),
       RangeError,
       'ERR_REX_IMAGE_TOO_LARGE',
       'loadImage(input): expected at most 1000000 pixels (maxInputPixels) but got 1440x810 = 1166400',

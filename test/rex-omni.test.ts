@@ -13,7 +13,7 @@ import { repoRoot } from './fixtures/repo-root.js';
 import { syntheticRgb } from './fixtures/synthetic-image.js';
 import { ensureTinyCheckpoint } from './fixtures/tiny-checkpoint.js';
 
-const SHARED = join(repoRoot(), '..', 'shared', 'images');
+const SHARED = join(repoRoot(), 'test', 'fixtures', 'images');
 const SMALL = { data: syntheticRgb(56, 56, 9), width: 56, height: 56 };
 // An image on which the random tiny model starts groups for every task (it is
 // random: on some images it prefers to stop at once, which tests nothing).

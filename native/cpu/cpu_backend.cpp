@@ -27,6 +27,7 @@ Status not_prepared() { return Status(StatusCode::kInternal, "cpu backend: prepa
 }  // namespace
 
 CpuBackend::CpuBackend(int threads) : pool_(threads) {}
+CpuBackend::CpuBackend(const BackendOptions& options) : pool_(options.threads), kv_budget_bytes_(options.kv_cache_bytes) {}
 
 Status CpuBackend::prepare(const ModelConfig& config, const ModelWeights& weights) {
   config_ = config;
@@ -36,8 +37,35 @@ Status CpuBackend::prepare(const ModelConfig& config, const ModelWeights& weight
     return Status(StatusCode::kInvalidArgument, "vision out_hidden_size " +
                   std::to_string(config.vision.out_hidden_size) + " != text hidden_size " +
                   std::to_string(config.text.hidden_size));
+  if (kv_budget_bytes_ > 0) {
+    const TextConfig& t = config.text;
+    const size_t per_token = size_t(t.num_layers) * 2 * t.num_kv_heads * t.head_dim() * sizeof(float);
+    constexpr int kBlock = 64;
+    kv_pool_ = KvBlockPool(int(kv_budget_bytes_ / (per_token * kBlock)), kBlock, per_token);
+  }
+  weights_bytes_ = 0;
+  for (const TensorView* tv : {weights.text.embed_tokens, weights.text.lm_head})
+    if (tv) weights_bytes_ += size_t(tv->numel()) * sizeof(float);
+  for (const auto& l : weights.text.layers)
+    for (const TensorView* tv : {l.q_w, l.k_w, l.v_w, l.o_w, l.gate_w, l.up_w, l.down_w})
+      if (tv) weights_bytes_ += size_t(tv->numel()) * sizeof(float);
   prepared_ = true;
   return Status::Ok();
+}
+
+AdmissionCheck CpuBackend::check_admission(int tokens) const {
+  if (kv_budget_bytes_ == 0) return {};
+  return kv_pool_.check(tokens);
+}
+
+BackendInfo CpuBackend::info() const {
+  BackendInfo i;
+  i.backend = "cpu";
+  i.threads = pool_.size();
+  i.memory.weights_bytes = weights_bytes_;
+  i.memory.kv_cache_bytes = kv_budget_bytes_ ? size_t(kv_pool_.total_blocks()) * kv_pool_.bytes_per_block() : 0;
+  i.memory.kv_cache_used_bytes = kv_budget_bytes_ ? kv_pool_.used_bytes() : 0;
+  return i;
 }
 
 Result<std::unique_ptr<ImageEmbeddings>> CpuBackend::encode_image(const PreprocessedImage& image) {
@@ -59,18 +87,31 @@ Result<std::unique_ptr<ImageEmbeddings>> CpuBackend::encode_image(const Preproce
       new CpuImageEmbeddings(std::move(out).value(), int(rows) / merge2, v.out_hidden_size));
 }
 
-Result<SlotId> CpuBackend::acquire_slot(int capacity_hint) {
+Result<SlotId> CpuBackend::acquire_slot(int capacity) {
   if (!prepared_) return not_prepared();
+  Slot slot;
+  if (kv_budget_bytes_ > 0) {
+    auto blocks = kv_pool_.allocate(capacity);
+    if (!blocks.ok()) return blocks.status();
+    slot.blocks = std::move(blocks).value();
+  }
+  slot.capacity = capacity;
   const SlotId id = next_slot_++;
-  text_.init_cache(&slots_[id], capacity_hint);
+  text_.init_cache(&slot.cache, capacity);
+  slots_[id] = std::move(slot);
   return id;
 }
 
-void CpuBackend::release(SlotId slot) { slots_.erase(slot); }
+void CpuBackend::release(SlotId slot) {
+  auto it = slots_.find(slot);
+  if (it == slots_.end()) return;
+  kv_pool_.release(&it->second.blocks);
+  slots_.erase(it);
+}
 
 int CpuBackend::slot_length(SlotId slot) const {
   auto it = slots_.find(slot);
-  return it == slots_.end() ? -1 : it->second.length;
+  return it == slots_.end() ? -1 : it->second.cache.length;
 }
 
 Status CpuBackend::prefill(const PrefillInput& in, float* logits_out) {
@@ -100,9 +141,13 @@ Status CpuBackend::prefill(const PrefillInput& in, float* logits_out) {
     return Status(StatusCode::kInvalidArgument, "prefill: the prompt has " + std::to_string(image_tokens) +
                   " image tokens but no image");
   }
-  TextSegment seg{&it->second, in.n, in.positions};
+  if (kv_budget_bytes_ > 0 && it->second.cache.length + in.n > it->second.capacity)
+    return Status(StatusCode::kInvalidArgument, "prefill: slot " + std::to_string(in.slot) + " holds " +
+                  std::to_string(it->second.capacity) + " tokens; expected at most " +
+                  std::to_string(it->second.capacity - it->second.cache.length) + " more but got " + std::to_string(in.n));
+  TextSegment seg{&it->second.cache, in.n, in.positions};
   const TensorTap* tap = tap_ ? &tap_ : nullptr;
-  return text_.forward(pool_, std::move(x), {seg}, logits_out, tap);
+  return text_.forward(pool_, std::move(x), {seg}, logits_out, tap, in.logit_rows);
 }
 
 Status CpuBackend::decode(const std::vector<DecodeRow>& rows, float* logits_out) {
@@ -119,9 +164,12 @@ Status CpuBackend::decode(const std::vector<DecodeRow>& rows, float* logits_out)
     for (size_t j = 0; j < i; ++j)
       if (rows[j].slot == rows[i].slot)
         return Status(StatusCode::kInvalidArgument, "decode: slot " + std::to_string(rows[i].slot) + " twice in one batch");
+    if (kv_budget_bytes_ > 0 && it->second.cache.length + 1 > it->second.capacity)
+      return Status(StatusCode::kInvalidArgument, "decode: slot " + std::to_string(rows[i].slot) +
+                    " is full at its capacity of " + std::to_string(it->second.capacity) + " tokens");
     REX_RETURN_IF_ERROR(text_.embed(&rows[i].token, 1, &x[i * hidden]));
     for (int a = 0; a < 3; ++a) positions[i * 3 + size_t(a)] = rows[i].position;
-    segments.push_back({&it->second, 1, &positions[i * 3]});
+    segments.push_back({&it->second.cache, 1, &positions[i * 3]});
   }
   const TensorTap* tap = tap_ ? &tap_ : nullptr;
   return text_.forward(pool_, std::move(x), segments, logits_out, tap);

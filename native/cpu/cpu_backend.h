@@ -1,6 +1,9 @@
 // The CPU reference backend: fp32 math on widened weights, a small thread
 // pool, KV caches as growable vectors per slot. Plain and readable: it is the
-// oracle every CUDA kernel is compared with.
+// oracle every CUDA kernel is compared with. With a KV budget
+// (BackendOptions::kv_cache_bytes) slots take blocks from a KvBlockPool, the
+// same bookkeeping the CUDA backend uses, and a slot cannot outgrow what it
+// reserved; without one, slots grow as needed.
 #pragma once
 
 #include <map>
@@ -10,22 +13,26 @@
 #include "cpu/thread_pool.h"
 #include "cpu/vision.h"
 #include "engine/backend.h"
+#include "engine/kv_block_pool.h"
 
 namespace rex::cpu {
 
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads);
+  explicit CpuBackend(const BackendOptions& options);
   const char* name() const override { return "cpu"; }
   Status prepare(const ModelConfig& config, const ModelWeights& weights) override;
   int vocab_size() const override { return config_.text.vocab_size; }
   Result<std::unique_ptr<ImageEmbeddings>> encode_image(const PreprocessedImage& image) override;
-  Result<SlotId> acquire_slot(int capacity_hint) override;
+  AdmissionCheck check_admission(int tokens) const override;
+  Result<SlotId> acquire_slot(int capacity) override;
   void release(SlotId slot) override;
   int slot_length(SlotId slot) const override;
   Status prefill(const PrefillInput& input, float* logits_out) override;
   Status decode(const std::vector<DecodeRow>& rows, float* logits_out) override;
   void set_tap(TensorTap tap) override { tap_ = std::move(tap); }
+  BackendInfo info() const override;
 
   int threads() const { return pool_.size(); }
 
@@ -35,7 +42,15 @@ class CpuBackend final : public Backend {
   ModelConfig config_;
   VisionEncoder vision_;
   TextDecoder text_;
-  std::map<SlotId, KvCache> slots_;
+  struct Slot {
+    KvCache cache;
+    int capacity = 0;               // enforced only under a budget
+    std::vector<int32_t> blocks;    // reserved from pool_ (budget only)
+  };
+  std::map<SlotId, Slot> slots_;
+  size_t kv_budget_bytes_ = 0;      // 0: no budget
+  KvBlockPool kv_pool_;
+  size_t weights_bytes_ = 0;
   SlotId next_slot_ = 0;
   TensorTap tap_;
 };

@@ -4,10 +4,11 @@
 #include <algorithm>
 
 #include "cpu/activation.h"
-#include "cpu/attention.h"
-#include "cpu/matmul.h"
+#include "cpu/attention_prefill.h"
+#include "cpu/embedding.h"
+#include "cpu/gemm.h"
 #include "cpu/norm.h"
-#include "cpu/rotary.h"
+#include "cpu/rope.h"
 
 namespace rex::cpu {
 
@@ -51,15 +52,7 @@ Status TextDecoder::load(const TextConfig& c, const TextWeights& w) {
 }
 
 Status TextDecoder::embed(const int32_t* ids, int n, float* out) const {
-  const int hidden = config_.hidden_size;
-  for (int i = 0; i < n; ++i) {
-    if (ids[i] < 0 || ids[i] >= config_.vocab_size)
-      return Status(StatusCode::kInvalidArgument, "token id " + std::to_string(ids[i]) +
-                    " at index " + std::to_string(i) + " is outside the vocabulary (" +
-                    std::to_string(config_.vocab_size) + ")");
-    std::copy_n(&embed_[size_t(ids[i]) * hidden], hidden, out + size_t(i) * hidden);
-  }
-  return Status::Ok();
+  return embed_rows(ids, nullptr, n, embed_.data(), config_.vocab_size, nullptr, 0, config_.hidden_size, out);
 }
 
 void TextDecoder::init_cache(KvCache* cache, int capacity_hint) const {
@@ -76,7 +69,7 @@ void TextDecoder::init_cache(KvCache* cache, int capacity_hint) const {
 }
 
 Status TextDecoder::forward(ThreadPool& pool, std::vector<float> x, const std::vector<TextSegment>& segments,
-                            float* logits, const TensorTap* tap) const {
+                            float* logits, const TensorTap* tap, int last_rows) const {
   const TextConfig& c = config_;
   const int hidden = c.hidden_size, hd = c.head_dim(), hq = c.num_heads, hkv = c.num_kv_heads;
   const int qd = hq * hd, kvd = hkv * hd, inter = c.intermediate_size;
@@ -111,9 +104,12 @@ Status TextDecoder::forward(ThreadPool& pool, std::vector<float> x, const std::v
   std::vector<float> h(x.size()), q(size_t(rows) * qd), k(size_t(rows) * kvd), v(size_t(rows) * kvd);
   std::vector<float> attn(size_t(rows) * qd), tmp(x.size());
   std::vector<float> gate(size_t(rows) * inter), up(size_t(rows) * inter);
+  // h = input_norm(x) of the first layer; each half-block ends with the fused
+  // x += delta; h = next_norm(x) (the next layer's input norm, or the final norm).
+  rmsnorm(pool, x.data(), rows, hidden, c.num_layers > 0 ? layers_[0].input_norm.data() : final_norm_.data(),
+          c.rms_norm_eps, h.data());
   for (int li = 0; li < c.num_layers; ++li) {
     const Layer& l = layers_[size_t(li)];
-    rmsnorm(pool, x.data(), rows, hidden, l.input_norm.data(), c.rms_norm_eps, h.data());
     linear(pool, h.data(), rows, l.q, q.data());
     linear(pool, h.data(), rows, l.k, k.data());
     linear(pool, h.data(), rows, l.v, v.data());
@@ -133,27 +129,30 @@ Status TextDecoder::forward(ThreadPool& pool, std::vector<float> x, const std::v
       r0 += s.n;
     }
     linear(pool, attn.data(), rows, l.o, tmp.data());
-    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
-
-    rmsnorm(pool, x.data(), rows, hidden, l.post_norm.data(), c.rms_norm_eps, h.data());
+    add_rmsnorm(pool, x.data(), tmp.data(), rows, hidden, l.post_norm.data(), c.rms_norm_eps, h.data());
     linear(pool, h.data(), rows, l.gate, gate.data());
     linear(pool, h.data(), rows, l.up, up.data());
     swiglu_inplace(pool, gate.data(), up.data(), int64_t(gate.size()));
     linear(pool, gate.data(), rows, l.down, tmp.data());
-    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+    const float* next_norm = li + 1 < c.num_layers ? layers_[size_t(li) + 1].input_norm.data() : final_norm_.data();
+    add_rmsnorm(pool, x.data(), tmp.data(), rows, hidden, next_norm, c.rms_norm_eps, h.data());
     if (tapping) emit("text.layer." + std::to_string(li), x.data());
   }
   for (auto& s : segments) s.cache->length += s.n;
 
-  rmsnorm(pool, x.data(), rows, hidden, final_norm_.data(), c.rms_norm_eps, h.data());
-  emit("text.final_norm", h.data());
-  // Gather each segment's last row, then one LM-head matmul for the batch.
-  std::vector<float> last(segments.size() * size_t(hidden));
+  emit("text.final_norm", h.data());  // h = final_norm(x), from the last add_rmsnorm
+  // Gather each segment's last rows, then one LM-head matmul for the batch.
+  for (const auto& s : segments)
+    if (last_rows < 1 || last_rows > s.n)
+      return Status(StatusCode::kInvalidArgument, "text forward: expected 1.." + std::to_string(s.n) +
+                    " logit rows but got " + std::to_string(last_rows));
+  const size_t per = size_t(last_rows);
+  std::vector<float> last(segments.size() * per * size_t(hidden));
   for (size_t i = 0, r = 0; i < segments.size(); ++i) {
     r += size_t(segments[i].n);
-    std::copy_n(&h[(r - 1) * hidden], hidden, &last[i * hidden]);
+    std::copy_n(&h[(r - per) * hidden], per * hidden, &last[i * per * hidden]);
   }
-  matmul_bias(pool, last.data(), int(segments.size()), hidden, lm_head(), nullptr, c.vocab_size, logits);
+  matmul_bias(pool, last.data(), int(segments.size() * per), hidden, lm_head(), nullptr, c.vocab_size, logits);
   return Status::Ok();
 }
 

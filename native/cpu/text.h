@@ -35,9 +35,10 @@ class TextDecoder {
   Status embed(const int32_t* ids, int n, float* out) const;
 
   // x: [sum n, hidden] input embeddings. Appends to each segment's cache and
-  // writes logits [segments, vocab] (last row of each segment).
+  // writes logits [segments * last_rows, vocab]: the last last_rows rows of
+  // each segment (1 for decode; more for teacher-forced scoring).
   Status forward(ThreadPool& pool, std::vector<float> x, const std::vector<TextSegment>& segments,
-                 float* logits, const TensorTap* tap) const;
+                 float* logits, const TensorTap* tap, int last_rows = 1) const;
 
   void init_cache(KvCache* cache, int capacity_hint) const;
 

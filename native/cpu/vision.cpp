@@ -4,8 +4,8 @@
 #include <algorithm>
 
 #include "cpu/activation.h"
-#include "cpu/attention.h"
-#include "cpu/matmul.h"
+#include "cpu/attention_vision.h"
+#include "cpu/gemm.h"
 #include "cpu/norm.h"
 
 namespace rex::cpu {
@@ -126,31 +126,33 @@ Result<std::vector<float>> VisionEncoder::forward(ThreadPool& pool, const float*
   // 4. Blocks.
   std::vector<float> h(x.size()), qkv(size_t(n) * 3 * hidden), attn(x.size()), tmp(x.size());
   std::vector<float> gate(size_t(n) * inter), up(size_t(n) * inter);
+  // h = norm1(x) of the first block; each half-block ends with the fused
+  // x += delta; h = next_norm(x) (the next block's norm1, or the merger's ln_q).
+  rmsnorm(pool, x.data(), n, hidden, c.depth > 0 ? blocks_[0].norm1.data() : merger_norm_.data(), c.rms_norm_eps,
+          h.data());
   for (int bi = 0; bi < c.depth; ++bi) {
     const Block& b = blocks_[size_t(bi)];
     const bool full = std::find(c.fullatt_block_indexes.begin(), c.fullatt_block_indexes.end(), bi) !=
                       c.fullatt_block_indexes.end();
-    rmsnorm(pool, x.data(), n, hidden, b.norm1.data(), c.rms_norm_eps, h.data());
     linear(pool, h.data(), n, b.qkv, qkv.data());
     apply_rotary(pool, qkv.data(), n, heads, 3 * hidden, rope);            // q
     apply_rotary(pool, qkv.data() + hidden, n, heads, 3 * hidden, rope);   // k
     attention_varlen(pool, qkv.data(), qkv.data() + hidden, qkv.data() + 2 * hidden, 3 * hidden, heads, hd,
                      full ? full_seqlens : plan.cu_seqlens, attn.data());
     linear(pool, attn.data(), n, b.proj, tmp.data());
-    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
-
-    rmsnorm(pool, x.data(), n, hidden, b.norm2.data(), c.rms_norm_eps, h.data());
+    add_rmsnorm(pool, x.data(), tmp.data(), n, hidden, b.norm2.data(), c.rms_norm_eps, h.data());
     linear(pool, h.data(), n, b.gate, gate.data());
     linear(pool, h.data(), n, b.up, up.data());
     swiglu_inplace(pool, gate.data(), up.data(), int64_t(gate.size()), mlp_gelu);
     linear(pool, gate.data(), n, b.down, tmp.data());
-    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+    const float* next_norm = bi + 1 < c.depth ? blocks_[size_t(bi) + 1].norm1.data() : merger_norm_.data();
+    add_rmsnorm(pool, x.data(), tmp.data(), n, hidden, next_norm, c.rms_norm_eps, h.data());
     if (tap && *tap) emit("vision.block." + std::to_string(bi), x, n, hidden);
   }
 
   // 5. Merger (norm per patch row, then unit rows -> one token), reverse permutation.
   const int tokens = n / unit, out_hidden = c.out_hidden_size;
-  rmsnorm(pool, x.data(), n, hidden, merger_norm_.data(), c.rms_norm_eps, h.data());
+  // h = ln_q(x), from the last add_rmsnorm.
   std::vector<float> mid(size_t(tokens) * unit * hidden), merged(size_t(tokens) * out_hidden);
   linear(pool, h.data(), tokens, merger_fc1_, mid.data());
   gelu_inplace(pool, mid.data(), int64_t(mid.size()));

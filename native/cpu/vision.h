@@ -8,7 +8,7 @@
 #include <memory>
 #include <vector>
 
-#include "cpu/rotary.h"
+#include "cpu/rope.h"
 #include "cpu/thread_pool.h"
 #include "cpu/weights_f32.h"
 #include "engine/backend.h"

@@ -9,7 +9,12 @@
 //    graph launch later), with fixed-size plain-data rows;
 //  - image embeddings stay on the backend (device memory later) behind an
 //    opaque handle until the prefill that consumes them;
-//  - logits come back to host memory, one row of vocab floats per sequence.
+//  - logits come back to host memory, one row of vocab floats per sequence
+//    (the last row of a prefill, or its last logit_rows rows for scoring);
+//  - KV memory lives under a budget: check_admission says, before any work,
+//    whether a request's tokens fit now, later (once others finish), or never;
+//  - encode_rgb takes the decoded RGB bytes, so a GPU backend preprocesses on
+//    the device; the default runs the CPU preprocessing, then encode_image.
 // Every call happens on the engine's one scheduler thread; backends need not
 // be thread-safe. Failures are Status, never exceptions or aborts.
 #pragma once
@@ -57,6 +62,47 @@ struct PrefillInput {
   // null when the tokens hold no image. Their count must match exactly.
   const ImageEmbeddings* image = nullptr;
   int32_t image_token_id = -1;
+  // Logits for the last logit_rows tokens (1..n), row by row: teacher-forced
+  // scoring asks for every continuation position at once.
+  int logit_rows = 1;
+};
+
+// A vision encoding of raw RGB bytes, with where its time went.
+struct EncodedImage {
+  std::unique_ptr<ImageEmbeddings> embeddings;
+  int grid_h = 0, grid_w = 0;     // patch grid (the merged grid is grid / merge)
+  double preprocess_ms = 0, vision_ms = 0;
+};
+
+// Whether a request's KV cache fits the backend's budget.
+enum class Admission {
+  kNow,    // its tokens fit in what is free now
+  kLater,  // they fit the budget, but not beside what is running: wait in the queue
+  kNever,  // they exceed the whole budget: reject (kOutOfMemory)
+};
+struct AdmissionCheck {
+  Admission verdict = Admission::kNow;
+  std::string detail;  // for kLater/kNever: what it needs and what is free
+};
+
+struct BackendMemory {
+  size_t weights_bytes = 0;
+  size_t kv_cache_bytes = 0;       // the KV pool's size (its budget)
+  size_t kv_cache_used_bytes = 0;  // blocks held by live slots
+  size_t workspace_bytes = 0;      // activations, GEMM workspace, graphs' buffers
+  size_t device_used_bytes = 0;    // whole device, as the driver reports it (0 on the CPU)
+  size_t device_total_bytes = 0;
+  size_t peak_bytes = 0;           // most this backend held at once
+};
+
+struct BackendInfo {
+  std::string backend;             // "cpu" or "cuda"
+  std::string device_name;         // GPU name; empty on the CPU
+  std::string compute_capability;  // "9.0"
+  int driver_version = 0;          // CUDA driver API version, e.g. 13000
+  int runtime_version = 0;
+  int threads = 0;                 // CPU threads (cpu backend)
+  BackendMemory memory;
 };
 
 // One row of a decode batch: a text token at one position (same on all
@@ -81,14 +127,23 @@ class Backend {
   // Vision encoder: preprocessed patches -> [grid_h*grid_w/4, text_hidden].
   virtual Result<std::unique_ptr<ImageEmbeddings>> encode_image(const PreprocessedImage& image) = 0;
 
-  // A fresh, empty sequence slot. capacity_hint: expected total tokens
-  // (prompt + generation); kOutOfMemory when the KV budget can't take it.
-  virtual Result<SlotId> acquire_slot(int capacity_hint) = 0;
+  // Preprocessing + vision from interleaved RGB (width*height*3 bytes). The
+  // default preprocesses on the host (preprocess_image) and calls encode_image.
+  virtual Result<EncodedImage> encode_rgb(const uint8_t* rgb, int width, int height,
+                                          const PreprocessOptions& options);
+
+  // Whether `tokens` tokens of KV cache (prompt + generation budget) fit.
+  virtual AdmissionCheck check_admission(int tokens) const = 0;
+
+  // A fresh, empty sequence slot with KV room for capacity tokens (prompt +
+  // generation), reserved now; kOutOfMemory when the budget can't take it.
+  virtual Result<SlotId> acquire_slot(int capacity) = 0;
   virtual void release(SlotId slot) = 0;
   virtual int slot_length(SlotId slot) const = 0;  // tokens in its KV cache; -1 if unknown slot
 
-  // Appends input.n tokens to the slot; writes the logits of the LAST one to
-  // logits_out[vocab_size()].
+  // Appends input.n tokens to the slot; writes the logits of the last
+  // input.logit_rows of them to logits_out[logit_rows * vocab_size()].
+  // Appending beyond the slot's capacity is kInvalidArgument.
   virtual Status prefill(const PrefillInput& input, float* logits_out) = 0;
 
   // Appends one token to each row's slot (slots distinct); writes logits to
@@ -97,15 +152,34 @@ class Backend {
 
   // Debug intermediates; an empty function turns the tap off.
   virtual void set_tap(TensorTap tap) = 0;
+
+  // The backend, its device and its memory (scheduler thread only).
+  virtual BackendInfo info() const = 0;
 };
 
 struct BackendOptions {
   std::string name = "cpu";
   int threads = 0;  // 0: all hardware threads
+  int device = 0;   // CUDA device index
+  // The KV-cache budget. kv_cache_bytes > 0 sets it outright; else
+  // gpu_memory_fraction > 0 caps the whole process's use of the device at that
+  // fraction of its memory and gives the KV cache what remains after weights
+  // and workspaces; else the default: room for max_active_requests sequences
+  // of default_tokens_per_request tokens, capped by 90% of what is free
+  // (the CPU backend has no budget unless kv_cache_bytes is set).
+  size_t kv_cache_bytes = 0;
+  double gpu_memory_fraction = 0;
+  int max_active_requests = 8;     // also the largest decode batch (graph buckets)
+  int default_tokens_per_request = 8192;
 };
 
-// Builds the named backend ("cpu"; "cuda" when compiled in). kInvalidArgument
-// for an unknown or unavailable name.
+// Builds the named backend ("cpu"; "cuda" when the CUDA library registered
+// itself). kInvalidArgument for an unknown or unavailable name.
 Result<std::unique_ptr<Backend>> make_backend(const BackendOptions& options);
+
+// How a backend library makes itself known to make_backend (the CUDA addon
+// registers "cuda" when it loads). Registering a name again replaces it.
+using BackendFactory = Result<std::unique_ptr<Backend>> (*)(const BackendOptions& options);
+void register_backend(const std::string& name, BackendFactory factory);
 
 }  // namespace rex

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -40,12 +41,22 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-// Collects one request's events for generate_blocking.
+// Collects one request's events for generate_blocking / score_blocking.
 struct Collector {
   std::mutex mutex;
   std::condition_variable cv;
   GenerationResult result;
+  ScoreResult score;  // filled by the scheduler before the finish event (scoring)
   bool done = false;
+};
+
+// What a scoring sequence does instead of generating: its prompt_ids hold the
+// prompt and the continuation; one prefill returns continuation + 1 rows.
+struct ScoreJob {
+  int continuation = 0;
+  int top_k = 5;
+  bool full_logits = false;
+  std::shared_ptr<Collector> collector;
 };
 
 struct Sequence {
@@ -61,7 +72,37 @@ struct Sequence {
   Timings timings;
   int prompt_tokens = 0;
   int image_tokens = 0;
+  std::optional<ScoreJob> score;
 };
+
+// KV tokens a sequence reserves when it starts: the whole generation budget.
+int tokens_needed(const Sequence& s) {
+  return int(s.request.prompt_ids.size()) + (s.score ? 0 : s.request.max_new_tokens);
+}
+
+// One position of a scoring result from its raw logits row.
+ScorePosition score_position(const float* row, int vocab, int top_k, int32_t next_id, bool full) {
+  ScorePosition p;
+  double mx = -INFINITY;
+  for (int i = 0; i < vocab; ++i) mx = std::max(mx, double(row[i]));
+  double sum = 0;
+  for (int i = 0; i < vocab; ++i) sum += std::exp(double(row[i]) - mx);
+  const double log_z = mx + std::log(sum);
+  if (next_id >= 0) {
+    p.has_logprob = true;
+    p.logprob = float(double(row[next_id]) - log_z);
+  }
+  const int k = std::min(std::max(top_k, 0), vocab);
+  std::vector<int32_t> ids(static_cast<size_t>(vocab), 0);
+  for (int i = 0; i < vocab; ++i) ids[size_t(i)] = i;
+  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t a, int32_t b) {
+    return row[a] > row[b] || (row[a] == row[b] && a < b);
+  });
+  p.top_ids.assign(ids.begin(), ids.begin() + k);
+  for (int32_t id : p.top_ids) p.top_logits.push_back(row[id]);
+  if (full) p.logits.assign(row, row + vocab);
+  return p;
+}
 
 // One token for `s` from its logits row: under its grammar when it has one
 // (the mask also keeps the output closable in the tokens left), then the
@@ -89,6 +130,7 @@ struct Engine::Impl {
   std::set<RequestId> live;  // queued or running
   std::map<RequestId, std::shared_ptr<Collector>> collectors;
   std::shared_ptr<EventSink> sink;
+  BackendInfo info_snapshot;  // refreshed by the scheduler; read under `mutex`
   RequestId next_id = 1;
   bool stop = false;
   std::thread thread;
@@ -103,7 +145,15 @@ struct Engine::Impl {
   Status start(Sequence& s, EngineEvents& ev, bool* finished);
   void decode_step(EngineEvents& ev);
   void deliver(EngineEvents ev);
+  void refresh_info();
+  RequestId enqueue(std::unique_ptr<Sequence> s, std::shared_ptr<Collector> collector, Status* refused);
 };
+
+void Engine::Impl::refresh_info() {
+  BackendInfo snapshot = backend->info();
+  std::lock_guard<std::mutex> lock(mutex);
+  info_snapshot = std::move(snapshot);
+}
 
 void Engine::Impl::finish(Sequence& s, FinishReason reason, Status status, EngineEvents& ev) {
   if (s.slot >= 0) backend->release(s.slot);
@@ -140,19 +190,23 @@ bool Engine::Impl::emit_token(Sequence& s, const SampledToken& tok, EngineEvents
 Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
   GenerationRequest& r = s.request;
   *finished = false;
-  s.prompt_tokens = int(r.prompt_ids.size());
-  if (r.raw_image) {
-    auto t0 = Clock::now();
-    auto pre = preprocess_image(r.raw_image->rgb.data(), r.raw_image->width, r.raw_image->height,
-                                r.raw_image->options);
-    if (!pre.ok()) return pre.status();
-    r.image = std::move(pre).value();
-    r.raw_image.reset();
-    s.timings.preprocess_ms = ms_since(t0);
-  }
+  s.prompt_tokens = int(r.prompt_ids.size()) - (s.score ? s.score->continuation : 0);
   std::unique_ptr<ImageEmbeddings> embeddings;
   int merged_h = 0, merged_w = 0;
-  if (r.image) {
+  if (r.raw_image) {
+    // Preprocessing and vision in one backend call: a GPU backend does both on the device.
+    auto enc = backend->encode_rgb(r.raw_image->rgb.data(), r.raw_image->width, r.raw_image->height,
+                                   r.raw_image->options);
+    if (!enc.ok()) return enc.status();
+    embeddings = std::move(enc->embeddings);
+    const int m = config.vision.spatial_merge_size;
+    merged_h = enc->grid_h / m;
+    merged_w = enc->grid_w / m;
+    s.image_tokens = embeddings->tokens();
+    s.timings.preprocess_ms = enc->preprocess_ms;
+    s.timings.vision_ms = enc->vision_ms;
+    r.raw_image.reset();
+  } else if (r.image) {
     auto t0 = Clock::now();
     auto enc = backend->encode_image(*r.image);
     if (!enc.ok()) return enc.status();
@@ -168,7 +222,7 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
   if (!pos.ok()) return pos.status();
 
   auto t0 = Clock::now();
-  auto slot = backend->acquire_slot(int(r.prompt_ids.size()) + r.max_new_tokens);
+  auto slot = backend->acquire_slot(tokens_needed(s));
   if (!slot.ok()) return slot.status();
   s.slot = slot.value();
   PrefillInput in;
@@ -178,10 +232,30 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
   in.positions = pos->ids.data();
   in.image = embeddings.get();
   in.image_token_id = config.image_token_id;
+  in.logit_rows = s.score ? s.score->continuation + 1 : 1;
   const int vocab = backend->vocab_size();
-  logits.resize(size_t(vocab));
+  logits.resize(size_t(in.logit_rows) * size_t(vocab));
   REX_RETURN_IF_ERROR(backend->prefill(in, logits.data()));
   s.timings.prefill_ms = ms_since(t0);
+  if (s.score) {
+    ScoreResult result;
+    const int first_next = s.prompt_tokens;  // continuation[0] sits here in prompt_ids
+    for (int i = 0; i < in.logit_rows; ++i) {
+      const int32_t next = i < s.score->continuation ? r.prompt_ids[size_t(first_next + i)] : -1;
+      result.positions.push_back(score_position(&logits[size_t(i) * vocab], vocab, s.score->top_k, next,
+                                                s.score->full_logits));
+    }
+    result.prompt_tokens = s.prompt_tokens;
+    result.image_tokens = s.image_tokens;
+    result.timings = s.timings;
+    {
+      std::lock_guard<std::mutex> lock(s.score->collector->mutex);
+      s.score->collector->score = std::move(result);
+    }
+    finish(s, FinishReason::kEos, Status::Ok(), ev);
+    *finished = true;
+    return Status::Ok();
+  }
 
   s.history = TokenHistory(vocab);
   s.history.add(r.prompt_ids);
@@ -288,10 +362,27 @@ void Engine::Impl::run() {
       if (is_cancelled(*s)) finish(*s, FinishReason::kCancelled, Status::Ok(), ev);
     active.erase(std::remove_if(active.begin(), active.end(), [&](auto& s) { return s->slot < 0; }),
                  active.end());
-    // 2. Admissions.
-    for (auto& s : admitted) {
+    // 2. Admissions, in queue order, under the KV budget: a request that fits
+    // only once others finish goes back to the head of the queue with the
+    // ones behind it (FIFO, nothing overtakes it); one that can never fit,
+    // or fits later while nothing runs that could free memory, is rejected.
+    const bool changed = !admitted.empty() || !ev.finished.empty();
+    for (size_t ai = 0; ai < admitted.size(); ++ai) {
+      auto& s = admitted[ai];
+      if (!s) continue;
       if (is_cancelled(*s)) {
         finish(*s, FinishReason::kCancelled, Status::Ok(), ev);
+        continue;
+      }
+      const AdmissionCheck fit = backend->check_admission(tokens_needed(*s));
+      if (fit.verdict == Admission::kLater && !active.empty()) {
+        std::lock_guard<std::mutex> lock(mutex);
+        for (size_t j = admitted.size(); j-- > ai;)
+          if (admitted[j]) pending.push_front(std::move(admitted[j]));
+        break;
+      }
+      if (fit.verdict != Admission::kNow) {
+        finish(*s, FinishReason::kError, Status(StatusCode::kOutOfMemory, fit.detail), ev);
         continue;
       }
       bool finished = false;
@@ -317,6 +408,7 @@ void Engine::Impl::run() {
       }
     }
     // 4. Events.
+    if (changed || !ev.finished.empty()) refresh_info();
     deliver(std::move(ev));
     if (stopping) {
       std::lock_guard<std::mutex> lock(mutex);
@@ -327,7 +419,9 @@ void Engine::Impl::run() {
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Engine::~Engine() {
+Engine::~Engine() { shutdown(); }
+
+void Engine::shutdown() {
   if (!impl_) return;
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
@@ -352,6 +446,7 @@ Result<std::unique_ptr<Engine>> Engine::create_with_backend(const ModelConfig& c
   impl->max_active = options.max_active_requests;
   impl->sink = options.sink;
   if (options.debug_tap) impl->backend->set_tap(options.debug_tap);
+  impl->info_snapshot = impl->backend->info();
   Impl* raw = impl.get();
   try {
     impl->thread = std::thread([raw] { raw->run(); });
@@ -385,20 +480,31 @@ static Status validate(const GenerationRequest& r, const ModelConfig& c, int voc
   return Status::Ok();
 }
 
+RequestId Engine::Impl::enqueue(std::unique_ptr<Sequence> s, std::shared_ptr<Collector> collector, Status* refused) {
+  RequestId id = 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (stop) {
+      *refused = Status(StatusCode::kCancelled, "the engine is shutting down");
+      return 0;
+    }
+    id = next_id++;
+    s->id = id;
+    live.insert(id);
+    if (collector) collectors[id] = std::move(collector);
+    pending.push_back(std::move(s));
+  }
+  wake.notify_all();
+  return id;
+}
+
 Result<RequestId> Engine::submit(GenerationRequest request) {
   REX_RETURN_IF_ERROR(validate(request, impl_->config, impl_->backend->vocab_size()));
   auto s = std::make_unique<Sequence>();
   s->request = std::move(request);
-  RequestId id;
-  {
-    std::lock_guard<std::mutex> lock(impl_->mutex);
-    if (impl_->stop) return Status(StatusCode::kCancelled, "the engine is shutting down");
-    id = impl_->next_id++;
-    s->id = id;
-    impl_->live.insert(id);
-    impl_->pending.push_back(std::move(s));
-  }
-  impl_->wake.notify_all();
+  Status refused;
+  RequestId id = impl_->enqueue(std::move(s), nullptr, &refused);
+  if (!refused.ok()) return refused;
   return id;
 }
 
@@ -416,18 +522,49 @@ Result<GenerationResult> Engine::generate_blocking(GenerationRequest request) {
   auto collector = std::make_shared<Collector>();
   auto s = std::make_unique<Sequence>();
   s->request = std::move(request);
-  {
-    std::lock_guard<std::mutex> lock(impl_->mutex);
-    if (impl_->stop) return Status(StatusCode::kCancelled, "the engine is shutting down");
-    s->id = impl_->next_id++;
-    impl_->live.insert(s->id);
-    impl_->collectors[s->id] = collector;
-    impl_->pending.push_back(std::move(s));
-  }
-  impl_->wake.notify_all();
+  Status refused;
+  impl_->enqueue(std::move(s), collector, &refused);
+  if (!refused.ok()) return refused;
   std::unique_lock<std::mutex> lock(collector->mutex);
   collector->cv.wait(lock, [&] { return collector->done; });
   return std::move(collector->result);
+}
+
+Result<ScoreResult> Engine::score_blocking(ScoreRequest request) {
+  const int vocab = impl_->backend->vocab_size();
+  auto bad = [](const std::string& what) { return Status(StatusCode::kInvalidArgument, what); };
+  if (request.top_k < 0 || request.top_k > vocab)
+    return bad("expected top_k in [0, " + std::to_string(vocab) + "] but got " + std::to_string(request.top_k));
+  for (size_t i = 0; i < request.continuation_ids.size(); ++i)
+    if (request.continuation_ids[i] < 0 || request.continuation_ids[i] >= vocab)
+      return bad("expected continuation_ids[" + std::to_string(i) + "] in [0, " + std::to_string(vocab) +
+                 ") but got " + std::to_string(request.continuation_ids[i]));
+  GenerationRequest g;
+  g.prompt_ids = std::move(request.prompt_ids);
+  g.image = std::move(request.image);
+  g.raw_image = std::move(request.raw_image);
+  g.max_new_tokens = 1;
+  REX_RETURN_IF_ERROR(validate(g, impl_->config, vocab));
+  const int continuation = int(request.continuation_ids.size());
+  g.prompt_ids.insert(g.prompt_ids.end(), request.continuation_ids.begin(), request.continuation_ids.end());
+  auto collector = std::make_shared<Collector>();
+  auto s = std::make_unique<Sequence>();
+  s->request = std::move(g);
+  s->score = ScoreJob{continuation, request.top_k, request.full_logits, collector};
+  Status refused;
+  impl_->enqueue(std::move(s), collector, &refused);
+  if (!refused.ok()) return refused;
+  std::unique_lock<std::mutex> lock(collector->mutex);
+  collector->cv.wait(lock, [&] { return collector->done; });
+  const FinishEvent& f = collector->result.finish;
+  if (f.reason == FinishReason::kError) return f.status;
+  if (f.reason == FinishReason::kCancelled) return Status(StatusCode::kCancelled, "the scoring request was cancelled");
+  return std::move(collector->score);
+}
+
+BackendInfo Engine::backend_info() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->info_snapshot;
 }
 
 void Engine::set_event_sink(std::shared_ptr<EventSink> sink) {

@@ -37,6 +37,10 @@ Result<std::unique_ptr<Engine>> Engine::create(const std::string& checkpoint_dir
   BackendOptions backend_options;
   backend_options.name = options.backend;
   backend_options.threads = options.threads;
+  backend_options.device = options.device;
+  backend_options.kv_cache_bytes = options.kv_cache_bytes;
+  backend_options.gpu_memory_fraction = options.gpu_memory_fraction;
+  backend_options.max_active_requests = options.max_active_requests;
   auto loaded = load_backend(checkpoint_dir, backend_options);
   if (!loaded.ok()) return loaded.status();
   LoadedBackend& l = loaded.value();

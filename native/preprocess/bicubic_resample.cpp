@@ -7,7 +7,9 @@
 // Pillow stores RGB as 4-byte pixels; the 4th byte never mixes into the
 // others, so working on packed 3-byte pixels gives the same channels.
 // Coefficient tables are built once per axis; the vertical pass runs as
-// whole-row multiply-adds so the compiler can vectorise it.
+// whole-row multiply-adds so the compiler can vectorise it. The decisions
+// (passes, ybox) are plan_bicubic_resize's, shared with native/cuda/preprocess.cu;
+// a change to clip8 or the accumulation must be mirrored there.
 #include <cstdint>
 #include <cstring>
 #include <new>
@@ -23,8 +25,9 @@ namespace {
 
 using resample_detail::AxisCoeffs;
 using resample_detail::kPrecisionBits;
+using resample_detail::ResizePlan;
 
-constexpr int32_t kHalf = 1 << (kPrecisionBits - 1);
+constexpr int32_t kHalf = resample_detail::kAccumulatorHalf;
 
 // Bound on the accumulator: 2^21 + 255 * (sum of positive taps <= ~1.2) * 2^22
 // stays below 2^31, as Pillow relies on too.
@@ -80,6 +83,32 @@ std::string size_text(int w, int h) { return std::to_string(w) + "x" + std::to_s
 
 }  // namespace
 
+namespace resample_detail {
+
+ResizePlan plan_bicubic_resize(int width, int height, int out_width, int out_height) {
+  ResizePlan plan;
+  plan.horizontal = out_width != width;
+  plan.vertical = out_height != height;
+  plan.ybox_first = 0;
+  plan.ybox_rows = height;
+  if (!plan.horizontal && !plan.vertical) return plan;
+  // Pillow's default box is (0, 0, width, height) as C floats. The vertical
+  // taps are built even when that pass is skipped: they bound the ybox.
+  plan.vert = bicubic_axis_coeffs(height, 0.0f, static_cast<float>(height), out_height);
+  if (plan.horizontal) {
+    const int ybox_first = plan.vert.first[0];
+    const int ybox_last = plan.vert.first[out_height - 1] + plan.vert.count[out_height - 1];
+    plan.horiz = bicubic_axis_coeffs(width, 0.0f, static_cast<float>(width), out_width);
+    for (int& f : plan.vert.first) f -= ybox_first;
+    plan.ybox_first = ybox_first;
+    plan.ybox_rows = ybox_last - ybox_first;
+  }
+  if (!plan.vertical) plan.vert = AxisCoeffs();
+  return plan;
+}
+
+}  // namespace resample_detail
+
 Result<std::vector<uint8_t>> resize_bicubic_rgb8(const uint8_t* rgb, int width, int height, int out_width,
                                                  int out_height) {
   if (rgb == nullptr || width <= 0 || height <= 0) {
@@ -92,29 +121,22 @@ Result<std::vector<uint8_t>> resize_bicubic_rgb8(const uint8_t* rgb, int width, 
                   "resize_bicubic_rgb8: expected a positive output size but got " + size_text(out_width, out_height));
   }
   try {
-    if (out_width == width && out_height == height) {
+    const ResizePlan plan = resample_detail::plan_bicubic_resize(width, height, out_width, out_height);
+    if (!plan.horizontal && !plan.vertical) {
       return std::vector<uint8_t>(rgb, rgb + static_cast<size_t>(width) * height * 3);
     }
-    // Pillow's default box is (0, 0, width, height) as C floats.
-    AxisCoeffs vert = resample_detail::bicubic_axis_coeffs(height, 0.0f, static_cast<float>(height), out_height);
-    const int ybox_first = vert.first[0];
-    const int ybox_last = vert.first[out_height - 1] + vert.count[out_height - 1];
-
     const uint8_t* src = rgb;
     int src_w = width;
     std::vector<uint8_t> temp;
-    if (out_width != width) {
-      AxisCoeffs horiz = resample_detail::bicubic_axis_coeffs(width, 0.0f, static_cast<float>(width), out_width);
-      for (int& f : vert.first) f -= ybox_first;
-      const int rows = ybox_last - ybox_first;
-      temp.resize(static_cast<size_t>(out_width) * rows * 3);
-      horizontal_pass(rgb, width, ybox_first, rows, horiz, out_width, temp.data());
-      if (out_height == height) return temp;  // rows == height here: the crop is the whole image
+    if (plan.horizontal) {
+      temp.resize(static_cast<size_t>(out_width) * plan.ybox_rows * 3);
+      horizontal_pass(rgb, width, plan.ybox_first, plan.ybox_rows, plan.horiz, out_width, temp.data());
+      if (!plan.vertical) return temp;  // ybox_rows == height here: the crop is the whole image
       src = temp.data();
       src_w = out_width;
     }
     std::vector<uint8_t> out(static_cast<size_t>(src_w) * out_height * 3);
-    vertical_pass(src, src_w, vert, out_height, out.data());
+    vertical_pass(src, src_w, plan.vert, out_height, out.data());
     return out;
   } catch (const std::bad_alloc&) {
     return Status(StatusCode::kOutOfMemory, "resize_bicubic_rgb8: out of memory resizing " + size_text(width, height) +

@@ -16,9 +16,8 @@
 #include "preprocess/preprocess.h"
 
 namespace rex {
-namespace {
 
-Status check_options(const PreprocessOptions& o) {
+Status check_preprocess_options(const PreprocessOptions& o) {
   if (o.patch_size <= 0 || o.merge_size <= 0 || o.temporal_patch_size <= 0) {
     return Status(StatusCode::kInvalidArgument,
                   "expected positive patch_size, merge_size and temporal_patch_size but got " +
@@ -34,11 +33,19 @@ Status check_options(const PreprocessOptions& o) {
   return Status::Ok();
 }
 
-}  // namespace
+NormalizeConstants normalize_constants(const PreprocessOptions& options) {
+  NormalizeConstants k;
+  k.rescale = 1.0 / 255.0;  // 0.00392156862745098, the processor's rescale_factor
+  for (int c = 0; c < 3; ++c) {
+    k.mean[c] = options.mean[c];
+    k.std[c] = options.std[c];
+  }
+  return k;
+}
 
 Result<std::vector<float>> normalize_patchify(const uint8_t* rgb, int width, int height,
                                               const PreprocessOptions& options) {
-  REX_RETURN_IF_ERROR(check_options(options));
+  REX_RETURN_IF_ERROR(check_preprocess_options(options));
   if (rgb == nullptr || width <= 0 || height <= 0) {
     return Status(StatusCode::kInvalidArgument, "normalize_patchify: expected a non-empty RGB image but got " +
                                                     (rgb == nullptr ? std::string("a null pointer for ") : std::string()) +
@@ -52,14 +59,15 @@ Result<std::vector<float>> normalize_patchify(const uint8_t* rgb, int width, int
                                                     std::to_string(height));
   }
 
-  // Every possible normalised value, per channel.
+  // Every possible normalised value, per channel. The GPU twin
+  // (native/cuda/preprocess.cu, normalize_value) spells out the same operations.
   float lut[3][256];
-  const double rescale = 1.0 / 255.0;  // 0.00392156862745098, the processor's rescale_factor
+  const NormalizeConstants k = normalize_constants(options);
   for (int c = 0; c < 3; ++c) {
     for (int v = 0; v < 256; ++v) {
-      const float r = static_cast<float>(static_cast<double>(v) * rescale);
-      const float centred = r - options.mean[c];
-      lut[c][v] = centred / options.std[c];
+      const float r = static_cast<float>(static_cast<double>(v) * k.rescale);
+      const float centred = r - k.mean[c];
+      lut[c][v] = centred / k.std[c];
     }
   }
 

@@ -8,20 +8,19 @@
 
 namespace rex {
 
-Result<PreprocessedImage> preprocess_image(const uint8_t* rgb, int width, int height,
-                                           const PreprocessOptions& options) {
+Status check_preprocess_input(const uint8_t* rgb, int width, int height, const PreprocessOptions& options) {
   if (rgb == nullptr || width <= 0 || height <= 0) {
     return Status(StatusCode::kInvalidArgument,
                   "expected a non-empty RGB image but got " +
                       (rgb == nullptr && width > 0 && height > 0 ? std::string("a null pointer for ") : std::string()) +
                       std::to_string(width) + "x" + std::to_string(height));
   }
-  if (options.patch_size <= 0 || options.merge_size <= 0 || options.temporal_patch_size <= 0) {
-    return Status(StatusCode::kInvalidArgument,
-                  "expected positive patch_size, merge_size and temporal_patch_size but got " +
-                      std::to_string(options.patch_size) + ", " + std::to_string(options.merge_size) + ", " +
-                      std::to_string(options.temporal_patch_size));
-  }
+  return check_preprocess_options(options);
+}
+
+Result<PreprocessedImage> preprocess_image(const uint8_t* rgb, int width, int height,
+                                           const PreprocessOptions& options) {
+  REX_RETURN_IF_ERROR(check_preprocess_input(rgb, width, height, options));
   const int factor = options.patch_size * options.merge_size;
   Result<ResizeTarget> target = smart_resize(height, width, factor, options.min_pixels, options.max_pixels);
   if (!target.ok()) return target.status();

@@ -1,7 +1,7 @@
 // Image preprocessing exactly as the reference feeds Qwen2.5-VL:
 // smart_resize (Python rounding), Pillow-exact BICUBIC on 8-bit RGB,
 // normalisation with the CLIP mean/std, and patchification into 1176-value
-// rows ordered by 2x2 merge block. See ../shared/REXOMNI.md, "Image preprocessing".
+// rows ordered by 2x2 merge block. See test/golden/FORMAT.md, "Reference preprocessing".
 #pragma once
 
 #include <cstdint>
@@ -48,6 +48,25 @@ struct PreprocessedImage {
 inline int patch_row_size(const PreprocessOptions& o) {
   return 3 * o.temporal_patch_size * o.patch_size * o.patch_size;
 }
+
+// Positive patch_size, merge_size and temporal_patch_size, non-zero std.
+// Errors: kInvalidArgument ("expected ... but got ...").
+Status check_preprocess_options(const PreprocessOptions& options);
+
+// preprocess_image's input check (the CUDA path makes the same one): a
+// non-null, non-empty image, then check_preprocess_options.
+Status check_preprocess_input(const uint8_t* rgb, int width, int height, const PreprocessOptions& options);
+
+// The constants of step 4 exactly as normalize_patchify uses them: for an
+// 8-bit value v of channel c the result is, in IEEE arithmetic without FMA,
+//   r = float32(double(v) * rescale);  out = (r - mean[c]) / std[c]  (float32).
+// native/cuda/preprocess.cu computes the same operations from these values.
+struct NormalizeConstants {
+  double rescale = 0.0;  // 1/255 as a double, the processor's rescale_factor
+  float mean[3] = {0, 0, 0};
+  float std[3] = {0, 0, 0};
+};
+NormalizeConstants normalize_constants(const PreprocessOptions& options);
 
 // Steps 4-5 on an image already at its smart_resize size (width and height
 // multiples of patch_size * merge_size): rescale by 1/255 (float64, then

@@ -1,15 +1,19 @@
 // CPU op families against naive double-precision formulas: thread pool
 // coverage, matmul, rmsnorm, activations, rotary (rotate_half, M-RoPE axis
 // sections), varlen attention vs block-diagonal masked attention, causal GQA,
-// and bf16/f16 widening.
+// batched decode attention vs causal GQA's last row, and bf16/f16 widening.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "cpu/activation.h"
-#include "cpu/attention.h"
-#include "cpu/matmul.h"
+#include "cpu/attention_decode.h"
+#include "cpu/attention_prefill.h"
+#include "cpu/attention_vision.h"
+#include "cpu/embedding.h"
+#include "cpu/gemm.h"
 #include "cpu/norm.h"
-#include "cpu/rotary.h"
+#include "cpu/rope.h"
 #include "cpu/thread_pool.h"
 #include "cpu/weights_f32.h"
 #include "sampling/rng.h"
@@ -61,6 +65,50 @@ REX_TEST(rmsnorm_matches_formula) {
     double inv = 1.0 / std::sqrt(ss / 8 + 1e-6);
     for (int i = 0; i < 8; ++i) CHECK_NEAR(y[size_t(r * 8 + i)], w[size_t(i)] * x[size_t(r * 8 + i)] * inv, 1e-6);
   }
+}
+
+// add_rmsnorm is the add loop followed by rmsnorm, bit for bit (the decoder
+// and the vision tower switched to it; golden_cpu_test relies on this).
+REX_TEST(add_rmsnorm_is_add_then_rmsnorm_bitwise) {
+  ThreadPool pool(3);
+  for (int dim : {8, 37, 1280}) {
+    const int rows = 5;
+    auto x = random_vec(size_t(rows) * dim, 6, 8.0f), d = random_vec(size_t(rows) * dim, 7), w = random_vec(size_t(dim), 8);
+    std::vector<float> x_ref = x, y_ref(x.size()), y(x.size());
+    for (size_t i = 0; i < x_ref.size(); ++i) x_ref[i] += d[i];
+    rmsnorm(pool, x_ref.data(), rows, dim, w.data(), 1e-6f, y_ref.data());
+    add_rmsnorm(pool, x.data(), d.data(), rows, dim, w.data(), 1e-6f, y.data());
+    CHECK(x == x_ref);
+    CHECK(y == y_ref);
+  }
+}
+
+REX_TEST(embed_rows_gathers_and_scatters_image_rows) {
+  const int vocab = 6, hidden = 3, image_rows = 2;
+  auto table = random_vec(size_t(vocab) * hidden, 9), image = random_vec(size_t(image_rows) * hidden, 10);
+  const int32_t ids[4] = {5, 0, 3, 3};
+  const int32_t image_index[4] = {-1, 1, 0, -1};  // rows 1 and 2 take image rows 1 and 0
+  std::vector<float> out(4 * hidden);
+  CHECK(embed_rows(ids, image_index, 4, table.data(), vocab, image.data(), image_rows, hidden, out.data()).ok());
+  for (int e = 0; e < hidden; ++e) {
+    CHECK_EQ(out[size_t(0 * hidden + e)], table[size_t(5 * hidden + e)]);
+    CHECK_EQ(out[size_t(1 * hidden + e)], image[size_t(1 * hidden + e)]);
+    CHECK_EQ(out[size_t(2 * hidden + e)], image[size_t(0 * hidden + e)]);
+    CHECK_EQ(out[size_t(3 * hidden + e)], table[size_t(3 * hidden + e)]);
+  }
+  CHECK(embed_rows(ids, nullptr, 4, table.data(), vocab, nullptr, 0, hidden, out.data()).ok());
+  CHECK_EQ(out[size_t(1 * hidden)], table[0]);
+  const int32_t bad_id[2] = {1, 6};
+  Status st = embed_rows(bad_id, nullptr, 2, table.data(), vocab, nullptr, 0, hidden, out.data());
+  CHECK(st.code() == StatusCode::kInvalidArgument);
+  CHECK_CONTAINS(st.message(), "token id 6 at index 1 is outside the vocabulary (6)");
+  const int32_t bad_image[2] = {-1, 2};
+  st = embed_rows(ids, bad_image, 2, table.data(), vocab, image.data(), image_rows, hidden, out.data());
+  CHECK(st.code() == StatusCode::kInvalidArgument);
+  CHECK_CONTAINS(st.message(), "takes image row 2 but the image has 2");
+  CHECK(!embed_rows(ids, image_index, 4, table.data(), vocab, nullptr, 0, hidden, out.data()).ok());
+  CHECK(!embed_rows(ids, nullptr, -1, table.data(), vocab, nullptr, 0, hidden, out.data()).ok());
+  CHECK(embed_rows(nullptr, nullptr, 0, nullptr, vocab, nullptr, 0, hidden, nullptr).ok());
 }
 
 REX_TEST(activations) {
@@ -169,6 +217,37 @@ REX_TEST(causal_gqa_matches_naive) {
         CHECK_NEAR(out[size_t((i * hq + h) * d + e)], o, 1e-5);
       }
     }
+}
+
+// attention_decode is attention_causal_gqa's last row, per sequence of a batch
+// (each with its own cache and length), q rows read at a stride.
+REX_TEST(decode_attention_is_causal_gqa_last_row) {
+  ThreadPool pool(2);
+  const int hq = 4, hkv = 2, d = 8, q_stride = hq * d + 5;
+  const std::vector<int> lens = {1, 6, 3};
+  const int batch = int(lens.size());
+  auto q = random_vec(size_t(batch) * q_stride, 30);
+  std::vector<std::vector<float>> ks, vs;
+  std::vector<const float*> kp, vp;
+  for (int b = 0; b < batch; ++b) {
+    ks.push_back(random_vec(size_t(lens[size_t(b)]) * hkv * d, 31 + uint64_t(b)));
+    vs.push_back(random_vec(size_t(lens[size_t(b)]) * hkv * d, 41 + uint64_t(b)));
+  }
+  for (int b = 0; b < batch; ++b) {
+    kp.push_back(ks[size_t(b)].data());
+    vp.push_back(vs[size_t(b)].data());
+  }
+  std::vector<float> out(size_t(batch) * hq * d);
+  attention_decode(pool, q.data(), q_stride, batch, hq, hkv, d, kp, vp, lens, out.data());
+  for (int b = 0; b < batch; ++b) {
+    const int len = lens[size_t(b)];
+    std::vector<float> rows(size_t(len) * hq * d, 0.0f);  // only the last row matters
+    std::copy_n(&q[size_t(b) * q_stride], size_t(hq) * d, &rows[size_t(len - 1) * hq * d]);
+    std::vector<float> ref(rows.size());
+    attention_causal_gqa(pool, rows.data(), len, 0, kp[size_t(b)], vp[size_t(b)], hq, hkv, d, ref.data());
+    for (int e = 0; e < hq * d; ++e)
+      CHECK_EQ(out[size_t(b) * hq * d + size_t(e)], ref[size_t(len - 1) * hq * d + size_t(e)]);
+  }
 }
 
 REX_TEST(half_precision_widening) {

@@ -3,7 +3,7 @@
 Nothing in this module imports torch or transformers: `make_golden.py
 --preprocess-only` and `test_golden_pre.py` run with just Pillow and numpy.
 
-What it reproduces (see /work/shared/REXOMNI.md and test/golden/FORMAT.md):
+What it reproduces (see test/golden/FORMAT.md):
   qwen_vl_utils 0.0.14 `fetch_image` + the Rex-Omni wrapper, i.e.
   decode -> (optional EXIF transpose) -> to_rgb (alpha onto white) ->
   smart_resize(factor 28) -> Pillow BICUBIC resize (horizontal pass first, as

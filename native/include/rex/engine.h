@@ -25,6 +25,7 @@ namespace rex {
 
 class Backend;
 struct ModelConfig;
+struct BackendInfo;
 
 using RequestId = uint64_t;
 
@@ -96,8 +97,40 @@ struct EngineOptions {
   std::string backend = "cpu";
   int threads = 0;                     // backend threads; 0 = all hardware threads
   int max_active_requests = 8;         // in-flight sequences per step
+  int device = 0;                      // CUDA device index
+  size_t kv_cache_bytes = 0;           // KV budget (engine/backend.h BackendOptions says how it is chosen)
+  double gpu_memory_fraction = 0;
   std::shared_ptr<EventSink> sink;     // may also be set later with set_event_sink
   TensorTap debug_tap;                 // named intermediates; empty = off (no cost)
+};
+
+// Teacher-forced scoring: the model reads prompt + continuation in one
+// prefill, and reports its distribution at the prompt's last token and at
+// every continuation token.
+struct ScoreRequest {
+  std::vector<int32_t> prompt_ids;             // image pads already expanded
+  std::optional<PreprocessedImage> image;
+  std::optional<RawImage> raw_image;
+  std::vector<int32_t> continuation_ids;       // may be empty
+  int top_k = 5;                               // 0..vocab
+  bool full_logits = false;                    // also return each raw logits row
+};
+
+struct ScorePosition {
+  std::vector<int32_t> top_ids;   // by descending logit (ties: lower id first)
+  std::vector<float> top_logits;  // raw logits of top_ids
+  bool has_logprob = false;       // false for the last position (nothing follows)
+  float logprob = 0;              // log_softmax(raw logits)[continuation_ids[i]]
+  std::vector<float> logits;      // [vocab] when full_logits
+};
+
+struct ScoreResult {
+  // continuation_ids.size() + 1 entries: entry i is the distribution after
+  // prompt + continuation[0..i).
+  std::vector<ScorePosition> positions;
+  int prompt_tokens = 0;
+  int image_tokens = 0;
+  Timings timings;
 };
 
 struct GenerationResult {
@@ -121,6 +154,9 @@ class Engine {
                                                              std::shared_ptr<void> keepalive = nullptr);
   // Cancels whatever is in flight (finish events with kCancelled), joins the thread.
   ~Engine();
+  // The same, before destruction (idempotent): waiting score_blocking and
+  // generate_blocking calls return cancelled; later submits are refused.
+  void shutdown();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
@@ -133,8 +169,14 @@ class Engine {
   // result, not to the sink. For tests and tools, never on the JS thread.
   Result<GenerationResult> generate_blocking(GenerationRequest request);
 
+  // Runs a scoring request through the scheduler (queued like any other, so
+  // it shares the KV budget) and waits for it. Never on the JS thread.
+  Result<ScoreResult> score_blocking(ScoreRequest request);
+
   void set_event_sink(std::shared_ptr<EventSink> sink);
   const ModelConfig& config() const;
+  // The backend's description and memory, as of the last scheduler step.
+  BackendInfo backend_info() const;
 
   struct Impl;
 

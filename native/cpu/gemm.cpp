@@ -1,6 +1,6 @@
-// See matmul.h. Eight independent partial sums let the compiler vectorise the
+// See gemm.h. Eight independent partial sums let the compiler vectorise the
 // dot product without -ffast-math while keeping a fixed, deterministic order.
-#include "cpu/matmul.h"
+#include "cpu/gemm.h"
 
 #include <algorithm>
 

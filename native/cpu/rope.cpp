@@ -1,7 +1,7 @@
-// See rotary.h. Angles are products in fp32 (as torch does), then cos/sin are
+// See rope.h. Angles are products in fp32 (as torch does), then cos/sin are
 // taken in double and rounded, which is what torch's fp32 cos/sin return to
 // within an ulp.
-#include "cpu/rotary.h"
+#include "cpu/rope.h"
 
 #include <cmath>
 

@@ -1,0 +1,306 @@
+// Decode attention (one query row per sequence, GQA, paged KV cache):
+// split over the KV length, then a combine pass.
+//
+// Why this shape:
+//  - Decode attention is memory-bound: every key and value of every sequence
+//    is read once per step (1 KB per token per layer at 2 kv heads x 128 dims),
+//    against 8 FMA per K or V element (the 8 q heads of a group). The kernel's
+//    job is to keep enough 16-byte loads in flight; the arithmetic only has to
+//    stay off the critical path.
+//  - A CTA per (split, kv head, sequence) takes all q heads of the group, so
+//    K and V are read once per group, not once per q head. The arithmetic runs
+//    on mma.sync m16n8k16 with the group's heads as the 16 rows of A (8 heads:
+//    rows 8-15 are zero), which is the vision/prefill warp step
+//    (attention_mma.cuh) with key tiles of 16.
+//  - Each of the 4 warps walks its own 16-key groups of the split (group
+//    i = warp, warp+4, ...) with its own double-buffered cp.async stages, so
+//    the key loop has no CTA-wide barrier; the 4 warps' (max, sum, O) are
+//    merged through shared memory at the end, and the CTA writes one fp32
+//    partial per (sequence, q head, split).
+//  - Launch shape: grid (num_splits, kv_heads, batch), fixed; each CTA reads
+//    its sequence's length from device memory and takes keys
+//    [split*chunk, min((split+1)*chunk, len)), chunk = ceil(len/num_splits)
+//    rounded up to 16. A split with no keys writes the neutral partial
+//    (max -inf, sum 0, O 0), which the combine skips. So the two launches can
+//    be captured once in a CUDA graph and replayed at any length.
+//  - The combine kernel: one warp per (sequence, q head); each lane owns 4
+//    output dims (float4 loads of the partials), weights exp2(m_s - M).
+#include "cuda/attention_decode.cuh"
+
+#include <climits>
+#include <string>
+
+#include "cuda/attention_mma.cuh"
+#include "cuda/cuda_check.h"
+
+namespace rex::cuda {
+namespace {
+
+constexpr int kWarps = 4, kThreads = kWarps * 32, kKeys = 16, kStages = 2;
+constexpr int kMaxGroup = 16;  // q heads per kv head: the 16 rows of the MMA
+
+template <int HD>
+struct DecodeSmem {
+  static constexpr int kLd = HD + 8;                                                   // bf16 pitch of K/V rows
+  static constexpr int kStageElems = kKeys * kLd;                                      // one K or V stage
+  static constexpr int kStageBytes = kWarps * kStages * 2 * kStageElems * int(sizeof(bf16));
+  static constexpr int kOLd = HD + 8;                                                  // float pitch of the merge
+  static constexpr int kMergeBytes = kWarps * kMaxGroup * kOLd * int(sizeof(float));
+  static constexpr int kUnionBytes = kStageBytes > kMergeBytes ? kStageBytes : kMergeBytes;
+  static constexpr int kBytes = kUnionBytes + 2 * kWarps * kMaxGroup * int(sizeof(float));  // + max, sum
+};
+
+template <int HD>
+__global__ void __launch_bounds__(kThreads)
+    attention_decode_split_kernel(const bf16* __restrict__ q, int q_stride, int q_heads, int group, PagedKv cache,
+                                  int block_shift, const int32_t* __restrict__ block_tables, int max_blocks,
+                                  const int32_t* __restrict__ seq_lens, int num_splits, float scale_log2,
+                                  float* __restrict__ part_o, float* __restrict__ part_m,
+                                  float* __restrict__ part_l) {
+  using Warp = attn::WarpFlash<HD, kKeys>;
+  using Smem = DecodeSmem<HD>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+
+  const int split = blockIdx.x, kv_head = blockIdx.y, seq = blockIdx.z;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t4 = lane % 4;
+
+  // This split's keys [kb, ke) of the sequence.
+  const int len = max(0, min(seq_lens[seq], max_blocks << block_shift));
+  const int per_split = ((len + num_splits - 1) / num_splits + kKeys - 1) / kKeys * kKeys;
+  const int kb = min(split * per_split, len);
+  const int ke = min(kb + per_split, len);
+  const int num_groups = (ke - kb + kKeys - 1) / kKeys;
+
+  const int32_t* block_table = block_tables + int64_t(seq) * max_blocks;
+  const int64_t kv_row = int64_t(cache.kv_heads) * HD;
+  const bf16* k_base = cache.k + int64_t(kv_head) * HD;
+  const bf16* v_base = cache.v + int64_t(kv_head) * HD;
+  auto kv_offset = [block_table, block_shift, kv_row](int t) {
+    return attn::paged_row_pow2(block_table, block_shift, t) * kv_row;
+  };
+
+  Warp w;
+  w.init();
+  // Q fragments straight from global memory (4-byte loads, once): row r of A is
+  // q head kv_head*group + r, zero for r >= group.
+  {
+    const bf16* q_rows = q + int64_t(seq) * q_stride + int64_t(kv_head) * group * HD;
+    const bool ok0 = g < group, ok1 = g + 8 < group;
+#pragma unroll
+    for (int ks = 0; ks < Warp::kKSteps; ++ks) {
+      const int col = ks * 16 + 2 * t4;
+      const bf16* p0 = q_rows + int64_t(g) * HD + col;
+      const bf16* p1 = q_rows + int64_t(g + 8) * HD + col;
+      w.q[ks][0] = ok0 ? *reinterpret_cast<const uint32_t*>(p0) : 0u;
+      w.q[ks][1] = ok1 ? *reinterpret_cast<const uint32_t*>(p1) : 0u;
+      w.q[ks][2] = ok0 ? *reinterpret_cast<const uint32_t*>(p0 + 8) : 0u;
+      w.q[ks][3] = ok1 ? *reinterpret_cast<const uint32_t*>(p1 + 8) : 0u;
+    }
+  }
+
+  // The warp's stages: [kStages][K, V][kKeys][kLd].
+  bf16* stages = reinterpret_cast<bf16*>(smem_raw) + warp * kStages * 2 * Smem::kStageElems;
+  auto stage_k = [&](int s) { return stages + (2 * s) * Smem::kStageElems; };
+  auto stage_v = [&](int s) { return stages + (2 * s + 1) * Smem::kStageElems; };
+  const attn::TileLoader<HD, kKeys, 32> loader(lane);
+  auto load_group = [&](int s, int grp) {
+    const int first = kb + grp * kKeys;
+    loader.load(stage_k(s), k_base, first, ke, kv_offset);
+    loader.load(stage_v(s), v_base, first, ke, kv_offset);
+  };
+
+  if (warp < num_groups) load_group(0, warp);
+  attn::cp_async_commit();
+  int it = 0;
+  for (int grp = warp; grp < num_groups; grp += kWarps, ++it) {
+    const int cur = it % kStages;
+    if (grp + kWarps < num_groups) load_group((it + 1) % kStages, grp + kWarps);
+    attn::cp_async_commit();  // possibly empty: keeps "all but the newest group" = the current stage
+    attn::cp_async_wait<1>();
+    __syncwarp();  // every lane's copies of the current stage are visible to the warp
+
+    const int first = kb + grp * kKeys;
+    float s[Warp::kSTiles][4];
+    w.scores(s, stage_k(cur), lane);
+    if (first + kKeys > ke) w.mask(s, ke - first, INT_MAX, INT_MAX, lane);
+    w.softmax(s, scale_log2);
+    w.accumulate(s, stage_v(cur), lane);
+    __syncwarp();  // the warp is done reading this stage before it is refilled
+  }
+  attn::cp_async_wait<0>();
+  w.reduce_sums();
+
+  // Merge the 4 warps. The stage buffers are reused for their O (fp32, 34 KB).
+  __syncthreads();
+  float* merge_o = reinterpret_cast<float*>(smem_raw);  // [kWarps][kMaxGroup][kOLd]
+  float* merge_m = reinterpret_cast<float*>(smem_raw + Smem::kUnionBytes);  // [kWarps][kMaxGroup]
+  float* merge_l = merge_m + kWarps * kMaxGroup;
+  {
+    float* o0 = merge_o + (warp * kMaxGroup + g) * Smem::kOLd;
+    float* o1 = o0 + 8 * Smem::kOLd;
+#pragma unroll
+    for (int i = 0; i < Warp::kOTiles; ++i) {
+      const int dim = i * 8 + 2 * t4;
+      *reinterpret_cast<float2*>(o0 + dim) = make_float2(w.o[i][0], w.o[i][1]);
+      *reinterpret_cast<float2*>(o1 + dim) = make_float2(w.o[i][2], w.o[i][3]);
+    }
+    if (t4 == 0) {
+      merge_m[warp * kMaxGroup + g] = w.m[0];
+      merge_m[warp * kMaxGroup + g + 8] = w.m[1];
+      merge_l[warp * kMaxGroup + g] = w.l[0];
+      merge_l[warp * kMaxGroup + g + 8] = w.l[1];
+    }
+  }
+  __syncthreads();
+
+  constexpr int kVec = HD / 4;  // float4 per row
+  for (int idx = tid; idx < group * kVec; idx += kThreads) {
+    const int row = idx / kVec, d4 = idx % kVec;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int wi = 0; wi < kWarps; ++wi) mx = fmaxf(mx, merge_m[wi * kMaxGroup + row]);
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    float sum = 0.f;
+#pragma unroll
+    for (int wi = 0; wi < kWarps; ++wi) {
+      const float mw = merge_m[wi * kMaxGroup + row];
+      if (mw == -INFINITY) continue;  // that warp saw no key
+      const float wt = exp2f(mw - mx);
+      const float4 o = *reinterpret_cast<const float4*>(merge_o + (wi * kMaxGroup + row) * Smem::kOLd + d4 * 4);
+      acc.x += wt * o.x;
+      acc.y += wt * o.y;
+      acc.z += wt * o.z;
+      acc.w += wt * o.w;
+      sum += wt * merge_l[wi * kMaxGroup + row];
+    }
+    const int64_t part = (int64_t(seq) * q_heads + int64_t(kv_head) * group + row) * num_splits + split;
+    *reinterpret_cast<float4*>(part_o + part * HD + d4 * 4) = acc;
+    if (d4 == 0) {
+      part_m[part] = mx;  // -inf with sum 0 and O 0: the neutral partial of an empty split
+      part_l[part] = sum;
+    }
+  }
+}
+
+template <int HD>
+__global__ void __launch_bounds__(kThreads)
+    attention_decode_combine_kernel(const float* __restrict__ part_o, const float* __restrict__ part_m,
+                                    const float* __restrict__ part_l, int items, int num_splits,
+                                    bf16* __restrict__ out) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int item = blockIdx.x * kWarps + warp;  // seq * q_heads + head
+  if (item >= items) return;
+  const int64_t base = int64_t(item) * num_splits;
+
+  float mx = -INFINITY;
+  for (int s = lane; s < num_splits; s += 32) mx = fmaxf(mx, part_m[base + s]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  float sum = 0.f;
+  for (int s = lane; s < num_splits; s += 32) {
+    const float ms = part_m[base + s];
+    if (ms != -INFINITY) sum += exp2f(ms - mx) * part_l[base + s];
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+
+  if (lane * 4 >= HD) return;
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int s = 0; s < num_splits; ++s) {
+    const float ms = part_m[base + s];
+    if (ms == -INFINITY) continue;  // a split with no keys
+    const float wt = exp2f(ms - mx);
+    const float4 o = *reinterpret_cast<const float4*>(part_o + (base + s) * HD + lane * 4);
+    acc.x += wt * o.x;
+    acc.y += wt * o.y;
+    acc.z += wt * o.z;
+    acc.w += wt * o.w;
+  }
+  const float inv = sum > 0.f ? 1.0f / sum : 0.f;  // no key at all (length 0): zeros
+  uint2 packed;
+  packed.x = attn::pack_bf16x2(acc.x * inv, acc.y * inv);
+  packed.y = attn::pack_bf16x2(acc.z * inv, acc.w * inv);
+  *reinterpret_cast<uint2*>(out + int64_t(item) * HD + lane * 4) = packed;
+}
+
+// 68 KB of stages at head_dim 128 (4 warps x 2 stages x K,V x 16 x 136 bf16):
+// the dynamic shared-memory limit is raised once per process, and the one
+// call's result is kept and returned every time.
+template <int HD>
+Status prepare_decode_kernel() {
+  static const cudaError_t err = cudaFuncSetAttribute(
+      attention_decode_split_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, DecodeSmem<HD>::kBytes);
+  return cuda_status(err, "cudaFuncSetAttribute(attention_decode_split_kernel)");
+}
+
+template <int HD>
+Status launch_decode(const bf16* q, int q_stride, int batch, int q_heads, const PagedKv& cache, int block_shift,
+                     const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
+                     float* workspace, bf16* out, cudaStream_t stream) {
+  REX_RETURN_IF_ERROR((prepare_decode_kernel<HD>()));
+  const int64_t parts = int64_t(batch) * q_heads * num_splits;
+  float* part_o = workspace;
+  float* part_m = workspace + parts * HD;
+  float* part_l = part_m + parts;
+  const dim3 grid(static_cast<unsigned>(num_splits), static_cast<unsigned>(cache.kv_heads),
+                  static_cast<unsigned>(batch));
+  attention_decode_split_kernel<HD><<<grid, kThreads, DecodeSmem<HD>::kBytes, stream>>>(
+      q, q_stride, q_heads, q_heads / cache.kv_heads, cache, block_shift, block_tables, max_blocks, seq_lens,
+      num_splits, attn::softmax_scale_log2(HD), part_o, part_m, part_l);
+  REX_RETURN_IF_ERROR(check_launch("attention_decode_split_kernel"));
+  const int items = batch * q_heads;
+  attention_decode_combine_kernel<HD><<<ceil_div(size_t(items), kWarps), kThreads, 0, stream>>>(
+      part_o, part_m, part_l, items, num_splits, out);
+  return check_launch("attention_decode_combine_kernel");
+}
+
+}  // namespace
+
+size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, int num_splits) {
+  if (batch <= 0 || q_heads <= 0 || head_dim <= 0 || num_splits <= 0) return 0;
+  return size_t(batch) * size_t(q_heads) * size_t(num_splits) * size_t(head_dim + 2);
+}
+
+Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
+                             const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
+                             float* workspace, bf16* out, cudaStream_t stream) {
+  auto bad = [](const std::string& what) {
+    return Status(StatusCode::kInvalidArgument, "attention_decode_bf16: " + what);
+  };
+  const int hd = cache.head_dim;
+  if (hd != 64 && hd != 128) return bad("expected head_dim 64 or 128 but got " + std::to_string(hd));
+  if (batch < 0 || batch > 65535) return bad("expected batch in 0..65535 but got " + std::to_string(batch));
+  if (cache.kv_heads <= 0 || cache.kv_heads > 65535)
+    return bad("expected kv_heads in 1..65535 but got " + std::to_string(cache.kv_heads));
+  if (q_heads <= 0 || q_heads % cache.kv_heads != 0 || q_heads / cache.kv_heads > kMaxGroup)
+    return bad("expected q_heads a multiple of kv_heads " + std::to_string(cache.kv_heads) + " with at most " +
+               std::to_string(kMaxGroup) + " q heads per kv head but got " + std::to_string(q_heads));
+  const int bs = cache.block_size;
+  if (bs <= 0 || (bs & (bs - 1)) != 0)
+    return bad("expected block_size a power of two but got " + std::to_string(bs));
+  if (max_blocks <= 0 || int64_t(max_blocks) * bs > INT_MAX)
+    return bad("expected max_blocks >= 1 with max_blocks*block_size <= " + std::to_string(INT_MAX) + " but got " +
+               std::to_string(max_blocks));
+  if (num_splits <= 0 || num_splits > 65535)
+    return bad("expected num_splits in 1..65535 but got " + std::to_string(num_splits));
+  if (q_stride < q_heads * hd || q_stride % 8 != 0)
+    return bad("expected q_stride >= q_heads*head_dim (" + std::to_string(q_heads * hd) +
+               ") and a multiple of 8 but got " + std::to_string(q_stride));
+  if (batch == 0) return Status::Ok();
+  if (!q || !cache.k || !cache.v || !block_tables || !seq_lens || !workspace || !out)
+    return bad("expected non-null q, cache.k, cache.v, block_tables, seq_lens, workspace and out but got a null "
+               "pointer");
+  if (!attn::aligned_to(q, 16) || !attn::aligned_to(cache.k, 16) || !attn::aligned_to(cache.v, 16) ||
+      !attn::aligned_to(workspace, 16) || !attn::aligned_to(out, 8))
+    return bad("expected q, cache.k, cache.v, workspace 16-byte and out 8-byte aligned but got a misaligned pointer");
+  int shift = 0;
+  while ((1 << shift) < bs) ++shift;
+  if (hd == 64)
+    return launch_decode<64>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
+                             num_splits, workspace, out, stream);
+  return launch_decode<128>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
+                            num_splits, workspace, out, stream);
+}
+
+}  // namespace rex::cuda

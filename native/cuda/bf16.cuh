@@ -1,0 +1,54 @@
+// The element types of the CUDA backend: weights and activations are bf16
+// (__nv_bfloat16), accumulation and the residual stream are fp32. Small
+// helpers for 16-byte vector access (8 bf16 per load), used by the
+// memory-bound kernels.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace rex::cuda {
+
+using bf16 = __nv_bfloat16;
+
+#ifdef __CUDACC__
+// Eight bf16 in one 16-byte register group.
+struct alignas(16) Bf16x8 {
+  __nv_bfloat162 h[4];
+};
+
+// Through uint4 so the compiler emits one 16-byte access (a struct of four
+// bf162 would be split into four 4-byte ones). p must be 16-byte aligned.
+__device__ __forceinline__ Bf16x8 load_bf16x8(const bf16* p) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  Bf16x8 v;
+  *reinterpret_cast<uint4*>(&v) = raw;
+  return v;
+}
+__device__ __forceinline__ void store_bf16x8(bf16* p, const Bf16x8& v) {
+  *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(&v);
+}
+
+__device__ __forceinline__ void bf16x8_to_float(const Bf16x8& v, float out[8]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    float2 f = __bfloat1622float2(v.h[i]);
+    out[2 * i] = f.x;
+    out[2 * i + 1] = f.y;
+  }
+}
+
+__device__ __forceinline__ Bf16x8 float_to_bf16x8(const float in[8]) {
+  Bf16x8 v;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) v.h[i] = __floats2bfloat162_rn(in[2 * i], in[2 * i + 1]);
+  return v;
+}
+
+#endif  // __CUDACC__
+
+inline unsigned ceil_div(size_t a, size_t b) { return unsigned((a + b - 1) / b); }
+
+}  // namespace rex::cuda

@@ -1,0 +1,356 @@
+// See cuda_backend.h.
+#include "cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/bf16_host.h"
+
+namespace rex::cuda {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+constexpr int kBlockTokens = 64;
+// Device memory kept free of the KV pool for activations: the prefill chunk,
+// the vision tower at max_pixels, the decode buffers and cuBLASLt.
+constexpr size_t kActivationReserve = size_t(1) << 30;
+// The longest sequence a decode graph's block tables hold.
+constexpr int kMaxSequenceTokens = 32768;
+
+Status not_prepared() { return Status(StatusCode::kInternal, "cuda backend: prepare() was not called"); }
+
+// Image embeddings resident on the device, in the vision tower's
+// window-permuted order; window_index maps them back to raster order.
+class CudaImageEmbeddings final : public ImageEmbeddings {
+ public:
+  CudaImageEmbeddings(VisionOutput out, int hidden, cudaStream_t stream)
+      : out_(std::move(out)), hidden_(hidden), stream_(stream) {
+    permuted_row_.assign(out_.window_index.size(), 0);
+    for (size_t p = 0; p < out_.window_index.size(); ++p) permuted_row_[size_t(out_.window_index[p])] = int32_t(p);
+  }
+  int tokens() const override { return out_.count; }
+  int hidden() const override { return hidden_; }
+  Status copy_to_host(std::vector<float>* host) const override {
+    std::vector<uint16_t> bits(size_t(out_.count) * hidden_);
+    REX_CUDA_TRY(cudaMemcpyAsync(bits.data(), out_.tokens.get(), bits.size() * 2, cudaMemcpyDeviceToHost, stream_));
+    REX_CUDA_TRY(cudaStreamSynchronize(stream_));
+    host->assign(bits.size(), 0.0f);
+    for (int t = 0; t < out_.count; ++t)
+      for (int j = 0; j < hidden_; ++j)
+        (*host)[size_t(t) * hidden_ + j] = bf16_bits_to_float(bits[size_t(permuted_row_[size_t(t)]) * hidden_ + j]);
+    return Status::Ok();
+  }
+  const bf16* device_rows() const { return out_.tokens.get(); }
+  // Row of the device buffer that holds raster token t.
+  int32_t row_of(int t) const { return permuted_row_[size_t(t)]; }
+
+ private:
+  VisionOutput out_;
+  int hidden_;
+  cudaStream_t stream_;
+  std::vector<int32_t> permuted_row_;
+};
+
+// Embeddings from another backend (or a host copy): uploaded in raster order.
+class UploadedEmbeddings {
+ public:
+  Status from(const ImageEmbeddings& e, cudaStream_t stream) {
+    std::vector<float> host;
+    REX_RETURN_IF_ERROR(e.copy_to_host(&host));
+    std::vector<uint16_t> bits(host.size());
+    for (size_t i = 0; i < host.size(); ++i) bits[i] = float_to_bf16_bits(host[i]);
+    REX_RETURN_IF_ERROR(rows.allocate(bits.size(), "uploaded image embeddings"));
+    REX_CUDA_TRY(cudaMemcpyAsync(rows.get(), bits.data(), bits.size() * 2, cudaMemcpyHostToDevice, stream));
+    return cuda_status(cudaStreamSynchronize(stream), "cudaStreamSynchronize (image upload)");
+  }
+  DeviceBuffer<bf16> rows;
+};
+
+}  // namespace
+
+CudaBackend::CudaBackend(const BackendOptions& options) : options_(options) {}
+
+CudaBackend::~CudaBackend() {
+  if (stream_) {
+    cudaSetDevice(options_.device);
+    cudaStreamSynchronize(stream_);
+    cudaStreamDestroy(stream_);
+  }
+}
+
+Status CudaBackend::use_device() const { return cuda_status(cudaSetDevice(options_.device), "cudaSetDevice"); }
+
+Status CudaBackend::size_kv_pool(size_t* blocks) {
+  const TextConfig& t = config_.text;
+  const size_t per_token = size_t(t.num_layers) * 2 * size_t(t.num_kv_heads) * t.head_dim() * sizeof(uint16_t);
+  const size_t per_block = per_token * kBlockTokens;
+  size_t free_bytes = 0, total_bytes = 0;
+  REX_CUDA_TRY(cudaMemGetInfo(&free_bytes, &total_bytes));
+  const size_t usable = free_bytes > kActivationReserve ? free_bytes - kActivationReserve : 0;
+  size_t budget = 0;
+  if (options_.kv_cache_bytes > 0) {
+    budget = options_.kv_cache_bytes;
+  } else if (options_.gpu_memory_fraction > 0) {
+    if (options_.gpu_memory_fraction > 1)
+      return Status(StatusCode::kInvalidArgument, "expected gpuMemoryFraction in (0, 1] but got " +
+                    std::to_string(options_.gpu_memory_fraction));
+    const size_t cap = size_t(options_.gpu_memory_fraction * double(total_bytes));
+    const size_t in_use = total_bytes - free_bytes + kActivationReserve;
+    budget = cap > in_use ? cap - in_use : 0;
+  } else {
+    budget = std::min(usable / 10 * 9, size_t(std::max(1, options_.max_active_requests)) *
+                                            size_t(std::max(1, options_.default_tokens_per_request)) * per_token);
+  }
+  *blocks = budget / per_block;
+  if (*blocks == 0)
+    return Status(StatusCode::kOutOfMemory, "cuda backend: the KV-cache budget of " + std::to_string(budget >> 20) +
+                  " MiB holds no block of " + std::to_string(kBlockTokens) + " tokens (" + std::to_string(per_block >> 10) +
+                  " KiB); " + std::to_string(free_bytes >> 20) + " MiB of the device is free");
+  if (*blocks * per_block > usable)
+    return Status(StatusCode::kOutOfMemory, "cuda backend: a KV cache of " + std::to_string((*blocks * per_block) >> 20) +
+                  " MiB does not fit: " + std::to_string(free_bytes >> 20) + " MiB of the device is free after the weights, " +
+                  std::to_string(kActivationReserve >> 20) + " MiB of it kept for activations");
+  return Status::Ok();
+}
+
+Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weights) {
+  config_ = config;
+  if (config.vision.out_hidden_size != config.text.hidden_size)
+    return Status(StatusCode::kInvalidArgument, "vision out_hidden_size " + std::to_string(config.vision.out_hidden_size) +
+                  " != text hidden_size " + std::to_string(config.text.hidden_size));
+  REX_RETURN_IF_ERROR(use_device());
+  cudaDeviceProp props{};
+  REX_CUDA_TRY(cudaGetDeviceProperties(&props, options_.device));
+  device_info_.backend = "cuda";
+  device_info_.device_name = props.name;
+  device_info_.compute_capability = std::to_string(props.major) + "." + std::to_string(props.minor);
+  cudaDriverGetVersion(&device_info_.driver_version);
+  cudaRuntimeGetVersion(&device_info_.runtime_version);
+  REX_CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  REX_RETURN_IF_ERROR(gemm_.init());
+  REX_RETURN_IF_ERROR(upload_weights(config, weights, &weights_));
+
+  size_t blocks = 0;
+  REX_RETURN_IF_ERROR(size_kv_pool(&blocks));
+  const TextConfig& t = config.text;
+  const int kv_dim = t.num_kv_heads * t.head_dim();
+  const int64_t rows = int64_t(blocks + 1) * kBlockTokens;  // + the spare block for padded decode rows
+  REX_RETURN_IF_ERROR(kv_arena_.allocate(size_t(rows) * kv_dim * 2 * size_t(t.num_layers), "the KV cache"));
+  const size_t per_token = size_t(t.num_layers) * 2 * size_t(kv_dim) * sizeof(uint16_t);
+  kv_pool_ = KvBlockPool(int(blocks), kBlockTokens, per_token);
+  max_sequence_tokens_ = int(std::min<int64_t>(int64_t(blocks) * kBlockTokens, kMaxSequenceTokens));
+  if (t.max_position_embeddings > 0) max_sequence_tokens_ = std::min(max_sequence_tokens_, t.max_position_embeddings);
+  KvArena arena{kv_arena_.get(), rows, kBlockTokens, kv_dim};
+  vision_.init(config.vision, &weights_, &gemm_, stream_);
+  REX_RETURN_IF_ERROR(text_.init(t, &weights_, &gemm_, stream_, arena, int(blocks), std::max(1, options_.max_active_requests),
+                                 (max_sequence_tokens_ + kBlockTokens - 1) / kBlockTokens));
+  REX_CUDA_TRY(cudaStreamSynchronize(stream_));
+  prepared_ = true;
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<ImageEmbeddings>> CudaBackend::encode_device_pixels(const bf16* pixels, int grid_h, int grid_w) {
+  const TensorTap* tap = tap_ ? &tap_ : nullptr;
+  auto out = vision_.forward(pixels, grid_h, grid_w, tap);
+  if (!out.ok()) return out.status();
+  REX_CUDA_TRY(cudaStreamSynchronize(stream_));
+  return std::unique_ptr<ImageEmbeddings>(new CudaImageEmbeddings(std::move(out).value(), config_.vision.out_hidden_size, stream_));
+}
+
+Result<std::unique_ptr<ImageEmbeddings>> CudaBackend::encode_image(const PreprocessedImage& image) {
+  if (!prepared_) return not_prepared();
+  REX_RETURN_IF_ERROR(use_device());
+  const VisionConfig& v = config_.vision;
+  const size_t row = size_t(v.in_channels) * v.temporal_patch_size * v.patch_size * v.patch_size;
+  const size_t rows = size_t(image.grid_h) * image.grid_w;
+  if (image.grid_t != 1)
+    return Status(StatusCode::kInvalidArgument, "encode_image: expected grid_t 1 but got " + std::to_string(image.grid_t));
+  if (image.pixel_values.size() != rows * row)
+    return Status(StatusCode::kInvalidArgument, "encode_image: expected " + std::to_string(rows) + " x " + std::to_string(row) +
+                  " pixel values but got " + std::to_string(image.pixel_values.size()));
+  std::vector<uint16_t> bits(image.pixel_values.size());
+  for (size_t i = 0; i < bits.size(); ++i) bits[i] = float_to_bf16_bits(image.pixel_values[i]);
+  REX_RETURN_IF_ERROR(pixels_.ensure(bits.size(), "the image's pixel values"));
+  REX_CUDA_TRY(cudaMemcpyAsync(pixels_.get(), bits.data(), bits.size() * 2, cudaMemcpyHostToDevice, stream_));
+  return encode_device_pixels(pixels_.get(), image.grid_h, image.grid_w);
+}
+
+Result<EncodedImage> CudaBackend::encode_rgb(const uint8_t* rgb, int width, int height, const PreprocessOptions& options) {
+  if (!prepared_) return not_prepared();
+  REX_RETURN_IF_ERROR(use_device());
+  auto t0 = Clock::now();
+  auto pre = preprocessor_.run(rgb, width, height, options, false, stream_);
+  if (!pre.ok()) return pre.status();
+  REX_CUDA_TRY(cudaStreamSynchronize(stream_));
+  EncodedImage out;
+  out.preprocess_ms = ms_since(t0);
+  out.grid_h = pre->grid_h;
+  out.grid_w = pre->grid_w;
+  auto t1 = Clock::now();
+  auto emb = encode_device_pixels(pre->pixels_bf16.get(), pre->grid_h, pre->grid_w);
+  if (!emb.ok()) return emb.status();
+  out.embeddings = std::move(emb).value();
+  out.vision_ms = ms_since(t1);
+  return out;
+}
+
+Result<PreprocessedImage> CudaBackend::preprocess_for_test(const uint8_t* rgb, int width, int height,
+                                                           const PreprocessOptions& options) {
+  REX_RETURN_IF_ERROR(use_device());
+  if (!stream_) REX_CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  auto pre = preprocessor_.run(rgb, width, height, options, true, stream_);
+  if (!pre.ok()) return pre.status();
+  PreprocessedImage out;
+  out.resized_width = pre->resized_width;
+  out.resized_height = pre->resized_height;
+  out.grid_h = pre->grid_h;
+  out.grid_w = pre->grid_w;
+  out.resized_rgb.resize(pre->resized_rgb.size());
+  out.pixel_values.resize(pre->pixels_f32.size());
+  REX_CUDA_TRY(cudaMemcpyAsync(out.resized_rgb.data(), pre->resized_rgb.get(), out.resized_rgb.size(), cudaMemcpyDeviceToHost, stream_));
+  REX_CUDA_TRY(cudaMemcpyAsync(out.pixel_values.data(), pre->pixels_f32.get(), out.pixel_values.size() * sizeof(float),
+                               cudaMemcpyDeviceToHost, stream_));
+  REX_CUDA_TRY(cudaStreamSynchronize(stream_));
+  return out;
+}
+
+AdmissionCheck CudaBackend::check_admission(int tokens) const {
+  if (tokens > max_sequence_tokens_) {
+    AdmissionCheck c;
+    c.verdict = Admission::kNever;
+    c.detail = "the request needs " + std::to_string(tokens) + " tokens of KV cache, more than the " +
+               std::to_string(max_sequence_tokens_) + " one sequence can hold; lower maxNewTokens or the image size";
+    return c;
+  }
+  return kv_pool_.check(tokens);
+}
+
+Result<SlotId> CudaBackend::acquire_slot(int capacity) {
+  if (!prepared_) return not_prepared();
+  const AdmissionCheck fit = check_admission(std::max(capacity, 1));
+  if (fit.verdict != Admission::kNow) return Status(StatusCode::kOutOfMemory, fit.detail);
+  auto blocks = kv_pool_.allocate(std::max(capacity, 1));
+  if (!blocks.ok()) return blocks.status();
+  Slot slot;
+  slot.blocks = std::move(blocks).value();
+  slot.capacity = int(slot.blocks.size()) * kBlockTokens;
+  const SlotId id = next_slot_++;
+  slots_[id] = std::move(slot);
+  return id;
+}
+
+void CudaBackend::release(SlotId slot) {
+  auto it = slots_.find(slot);
+  if (it == slots_.end()) return;
+  kv_pool_.release(&it->second.blocks);
+  slots_.erase(it);
+}
+
+int CudaBackend::slot_length(SlotId slot) const {
+  auto it = slots_.find(slot);
+  return it == slots_.end() ? -1 : it->second.length;
+}
+
+Status CudaBackend::prefill(const PrefillInput& in, float* logits_out) {
+  if (!prepared_) return not_prepared();
+  REX_RETURN_IF_ERROR(use_device());
+  auto it = slots_.find(in.slot);
+  if (it == slots_.end()) return Status(StatusCode::kInvalidArgument, "prefill: unknown slot " + std::to_string(in.slot));
+  if (in.n <= 0 || !in.token_ids || !in.positions)
+    return Status(StatusCode::kInvalidArgument, "prefill: expected at least one token with positions");
+  Slot& slot = it->second;
+  if (slot.length + in.n > slot.capacity)
+    return Status(StatusCode::kInvalidArgument, "prefill: slot " + std::to_string(in.slot) + " holds " +
+                  std::to_string(slot.capacity) + " tokens; expected at most " + std::to_string(slot.capacity - slot.length) +
+                  " more but got " + std::to_string(in.n));
+  const int vocab = config_.text.vocab_size, hidden = config_.text.hidden_size;
+  for (int i = 0; i < in.n; ++i)
+    if (in.token_ids[i] < 0 || in.token_ids[i] >= vocab)
+      return Status(StatusCode::kInvalidArgument, "token id " + std::to_string(in.token_ids[i]) + " at index " +
+                    std::to_string(i) + " is outside the vocabulary (" + std::to_string(vocab) + ")");
+
+  int image_tokens = 0;
+  for (int i = 0; i < in.n; ++i) image_tokens += in.token_ids[i] == in.image_token_id;
+  const bf16* image = nullptr;
+  std::vector<int32_t> image_row;
+  UploadedEmbeddings uploaded;
+  if (in.image) {
+    if (in.image->tokens() != image_tokens || in.image->hidden() != hidden)
+      return Status(StatusCode::kInvalidArgument, "prefill: the prompt has " + std::to_string(image_tokens) +
+                    " image tokens but the image gives " + std::to_string(in.image->tokens()) + " embeddings of width " +
+                    std::to_string(in.image->hidden()));
+    const auto* resident = dynamic_cast<const CudaImageEmbeddings*>(in.image);
+    if (!resident) REX_RETURN_IF_ERROR(uploaded.from(*in.image, stream_));
+    image = resident ? resident->device_rows() : uploaded.rows.get();
+    image_row.assign(size_t(in.n), -1);
+    for (int i = 0, j = 0; i < in.n; ++i)
+      if (in.token_ids[i] == in.image_token_id) {
+        image_row[size_t(i)] = resident ? resident->row_of(j) : j;
+        ++j;
+      }
+  } else if (image_tokens > 0 && in.image_token_id >= 0) {
+    return Status(StatusCode::kInvalidArgument, "prefill: the prompt has " + std::to_string(image_tokens) + " image tokens but no image");
+  }
+  const TensorTap* tap = tap_ ? &tap_ : nullptr;
+  REX_RETURN_IF_ERROR(text_.prefill(in.token_ids, in.n, in.positions, slot.length, slot.blocks, image, image_row,
+                                    in.logit_rows, logits_out, tap));
+  slot.length += in.n;
+  return Status::Ok();
+}
+
+Status CudaBackend::decode(const std::vector<DecodeRow>& rows, float* logits_out) {
+  if (!prepared_) return not_prepared();
+  if (rows.empty()) return Status::Ok();
+  REX_RETURN_IF_ERROR(use_device());
+  std::vector<DecodeSequence> batch;
+  batch.reserve(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    auto it = slots_.find(rows[i].slot);
+    if (it == slots_.end()) return Status(StatusCode::kInvalidArgument, "decode: unknown slot " + std::to_string(rows[i].slot));
+    for (size_t j = 0; j < i; ++j)
+      if (rows[j].slot == rows[i].slot)
+        return Status(StatusCode::kInvalidArgument, "decode: slot " + std::to_string(rows[i].slot) + " twice in one batch");
+    if (rows[i].token < 0 || rows[i].token >= config_.text.vocab_size)
+      return Status(StatusCode::kInvalidArgument, "decode: token id " + std::to_string(rows[i].token) + " is outside the vocabulary");
+    if (it->second.length + 1 > it->second.capacity)
+      return Status(StatusCode::kInvalidArgument, "decode: slot " + std::to_string(rows[i].slot) + " is full at its capacity of " +
+                    std::to_string(it->second.capacity) + " tokens");
+    batch.push_back({rows[i].token, rows[i].position, it->second.length, &it->second.blocks});
+  }
+  const TensorTap* tap = tap_ ? &tap_ : nullptr;
+  const bool graphs = std::getenv("REX_OMNI_NO_GRAPHS") == nullptr;
+  REX_RETURN_IF_ERROR(text_.decode(batch, logits_out, graphs, tap));
+  for (const auto& r : rows) ++slots_[r.slot].length;
+  return Status::Ok();
+}
+
+BackendInfo CudaBackend::info() const {
+  BackendInfo i = device_info_;
+  i.backend = "cuda";
+  i.memory.weights_bytes = weights_.bytes;
+  i.memory.kv_cache_bytes = size_t(kv_pool_.total_blocks()) * kv_pool_.bytes_per_block();
+  i.memory.kv_cache_used_bytes = kv_pool_.used_bytes();
+  i.memory.workspace_bytes = vision_.workspace_bytes() + text_.workspace_bytes();
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaSetDevice(options_.device) == cudaSuccess && cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) {
+    i.memory.device_used_bytes = total_bytes - free_bytes;
+    i.memory.device_total_bytes = total_bytes;
+  } else {
+    cudaGetLastError();
+  }
+  i.memory.peak_bytes = g_device_bytes_peak.load();
+  return i;
+}
+
+void register_cuda_backend() {
+  register_backend("cuda", [](const BackendOptions& options) -> Result<std::unique_ptr<Backend>> {
+    return std::unique_ptr<Backend>(new CudaBackend(options));
+  });
+}
+
+}  // namespace rex::cuda

@@ -1,0 +1,80 @@
+// The CUDA backend: the whole request on one GPU in bf16 (fp32 accumulation,
+// fp32 residual stream, norms, softmax and rotary angles). It owns the
+// device memory (weights in one arena, the paged KV pool under its budget,
+// activation buffers), one stream, the cuBLASLt runner and the decode graphs;
+// the kernels live in one file pair per op family beside it. Every CUDA and
+// cuBLAS failure comes back as a Status naming the call or kernel.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_text.h"
+#include "cuda/cuda_vision.h"
+#include "cuda/cuda_weights.h"
+#include "cuda/gemm.cuh"
+#include "cuda/preprocess.cuh"
+#include "engine/backend.h"
+#include "engine/kv_block_pool.h"
+
+namespace rex::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const BackendOptions& options);
+  ~CudaBackend() override;
+  const char* name() const override { return "cuda"; }
+  Status prepare(const ModelConfig& config, const ModelWeights& weights) override;
+  int vocab_size() const override { return config_.text.vocab_size; }
+  Result<std::unique_ptr<ImageEmbeddings>> encode_image(const PreprocessedImage& image) override;
+  Result<EncodedImage> encode_rgb(const uint8_t* rgb, int width, int height, const PreprocessOptions& options) override;
+  AdmissionCheck check_admission(int tokens) const override;
+  Result<SlotId> acquire_slot(int capacity) override;
+  void release(SlotId slot) override;
+  int slot_length(SlotId slot) const override;
+  Status prefill(const PrefillInput& input, float* logits_out) override;
+  Status decode(const std::vector<DecodeRow>& rows, float* logits_out) override;
+  void set_tap(TensorTap tap) override { tap_ = std::move(tap); }
+  BackendInfo info() const override;
+
+  // GPU preprocessing alone, for parity checks against the CPU path.
+  Result<PreprocessedImage> preprocess_for_test(const uint8_t* rgb, int width, int height, const PreprocessOptions& options);
+
+ private:
+  Status use_device() const;
+  Status size_kv_pool(size_t* blocks);
+  Result<std::unique_ptr<ImageEmbeddings>> encode_device_pixels(const bf16* pixels, int grid_h, int grid_w);
+
+  struct Slot {
+    std::vector<int32_t> blocks;
+    int length = 0;
+    int capacity = 0;
+  };
+
+  BackendOptions options_;
+  bool prepared_ = false;
+  ModelConfig config_;
+  cudaStream_t stream_ = nullptr;
+  GemmRunner gemm_;
+  DeviceWeights weights_;
+  VisionRunner vision_;
+  TextRunner text_;
+  DevicePreprocessor preprocessor_;
+  DeviceBuffer<bf16> kv_arena_;
+  DeviceBuffer<bf16> pixels_;  // host-preprocessed pixels (encode_image), as bf16
+  KvBlockPool kv_pool_;
+  int max_sequence_tokens_ = 0;
+  std::map<SlotId, Slot> slots_;
+  SlotId next_slot_ = 0;
+  TensorTap tap_;
+  BackendInfo device_info_;
+};
+
+// Makes "cuda" known to make_backend (engine/backend.h). Idempotent.
+void register_cuda_backend();
+
+}  // namespace rex::cuda

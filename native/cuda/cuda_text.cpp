@@ -1,0 +1,266 @@
+// See cuda_text.h.
+#include "cuda/cuda_text.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "cpu/rope.h"
+#include "cuda/activation.cuh"
+#include "cuda/attention_decode.cuh"
+#include "cuda/attention_prefill.cuh"
+#include "cuda/embedding.cuh"
+#include "cuda/norm.cuh"
+#include "cuda/paged_kv.cuh"
+
+namespace rex::cuda {
+
+namespace {
+// Prefill runs in chunks of at most this many rows: it bounds the activation
+// buffers (the gate/up rows are 44 KB each) whatever the prompt length.
+constexpr int kPrefillChunk = 2048;
+
+Status tap_rows(const TensorTap* tap, const std::string& name, const float* dev, int rows, int cols, cudaStream_t s) {
+  if (!tap || !*tap) return Status::Ok();
+  std::vector<float> host(size_t(rows) * cols);
+  REX_CUDA_TRY(cudaMemcpyAsync(host.data(), dev, host.size() * sizeof(float), cudaMemcpyDeviceToHost, s));
+  REX_CUDA_TRY(cudaStreamSynchronize(s));
+  (*tap)(name, host.data(), {rows, cols});
+  return Status::Ok();
+}
+}  // namespace
+
+Status TextRunner::Buffers::ensure(const TextConfig& c, int n) {
+  if (n <= rows) return Status::Ok();
+  const size_t r = size_t(n), hidden = size_t(c.hidden_size), hd = size_t(c.head_dim());
+  const size_t qkv_w = (size_t(c.num_heads) + 2 * size_t(c.num_kv_heads)) * hd, inter = size_t(c.intermediate_size);
+  REX_RETURN_IF_ERROR(residual.allocate(r * hidden, "the text residual stream"));
+  REX_RETURN_IF_ERROR(h.allocate(r * hidden, "the text normed rows"));
+  REX_RETURN_IF_ERROR(qkv.allocate(r * qkv_w, "the text qkv rows"));
+  REX_RETURN_IF_ERROR(attn.allocate(r * size_t(c.num_heads) * hd, "the text attention output"));
+  REX_RETURN_IF_ERROR(o.allocate(r * hidden, "the text o_proj output"));
+  REX_RETURN_IF_ERROR(gate_up.allocate(r * 2 * inter, "the text gate/up rows"));
+  REX_RETURN_IF_ERROR(act.allocate(r * inter, "the text SwiGLU rows"));
+  REX_RETURN_IF_ERROR(down.allocate(r * hidden, "the text down_proj output"));
+  rows = n;
+  return Status::Ok();
+}
+
+size_t TextRunner::Buffers::bytes() const {
+  return residual.bytes() + h.bytes() + qkv.bytes() + attn.bytes() + o.bytes() + gate_up.bytes() + act.bytes() + down.bytes();
+}
+
+size_t TextRunner::workspace_bytes() const {
+  return pre_.bytes() + dec_.bytes() + step_.bytes() + dec_logits_.bytes() + attn_workspace_.bytes() + pre_logits_.bytes();
+}
+
+TextRunner::~TextRunner() {
+  for (auto& [bucket, exec] : graphs_) cudaGraphExecDestroy(exec);
+  if (step_host_) cudaFreeHost(step_host_);
+  if (logits_pinned_) cudaFreeHost(logits_pinned_);
+}
+
+int TextRunner::bucket_for(int batch) const {
+  int b = 1;
+  while (b < batch) b *= 2;
+  return std::min(b, max_batch_);
+}
+
+// Enough (sequence, kv head, split) work items to cover the chip about twice.
+int TextRunner::splits_for(int bucket) const {
+  return std::max(1, std::min(64, 264 / std::max(1, bucket * config_.num_kv_heads)));
+}
+
+Status TextRunner::init(const TextConfig& config, const DeviceWeights* weights, GemmRunner* gemm, cudaStream_t stream,
+                        KvArena arena, int spare_block, int max_batch, int max_blocks_per_sequence) {
+  config_ = config;
+  w_ = weights;
+  gemm_ = gemm;
+  stream_ = stream;
+  arena_ = arena;
+  spare_block_ = spare_block;
+  max_batch_ = 1;
+  while (max_batch_ < max_batch) max_batch_ *= 2;
+  max_blocks_ = std::max(1, max_blocks_per_sequence);
+  const std::vector<float> inv = cpu::rotary_inv_freq(config.rope_theta, config.head_dim());
+  REX_RETURN_IF_ERROR(inv_freq_.upload(inv.data(), inv.size(), stream_, "the M-RoPE frequencies"));
+  REX_RETURN_IF_ERROR(dec_.ensure(config_, max_batch_));
+  const size_t step_ints = size_t(6) * max_batch_ + size_t(max_batch_) * max_blocks_;
+  REX_RETURN_IF_ERROR(step_.allocate(step_ints, "the decode step inputs"));
+  REX_CUDA_TRY(cudaMallocHost(&step_host_, step_ints * sizeof(int32_t)));
+  REX_RETURN_IF_ERROR(dec_logits_.allocate(size_t(max_batch_) * config_.vocab_size, "the decode logits"));
+  REX_CUDA_TRY(cudaMallocHost(&logits_pinned_, size_t(max_batch_) * config_.vocab_size * sizeof(float)));
+  size_t ws = 0;
+  for (int b = 1; b <= max_batch_; b *= 2)
+    ws = std::max(ws, attention_decode_workspace_floats(b, config_.num_heads, config_.head_dim(), splits_for(b)));
+  REX_RETURN_IF_ERROR(attn_workspace_.allocate(ws, "the decode attention workspace"));
+  return Status::Ok();
+}
+
+Status TextRunner::layers(Buffers& b, int rows, const int32_t* positions_dev, const int32_t* dest_rows_dev,
+                          const AttentionFn& attention, const TensorTap* tap) {
+  const TextConfig& c = config_;
+  const int hidden = c.hidden_size, hd = c.head_dim(), hq = c.num_heads, hkv = c.num_kv_heads;
+  const int qkv_width = (hq + 2 * hkv) * hd, inter = c.intermediate_size;
+  const MropeSection section{c.mrope_section[0], c.mrope_section[1], c.mrope_section[2]};
+  REX_RETURN_IF_ERROR(tap_rows(tap, "text.embed", b.residual.get(), rows, hidden, stream_));
+  REX_RETURN_IF_ERROR(rmsnorm_bf16(b.residual.get(), rows, hidden, w_->text_layers[0].input_norm, c.rms_norm_eps,
+                                   b.h.get(), stream_));
+  for (int li = 0; li < c.num_layers; ++li) {
+    const DeviceTextLayer& l = w_->text_layers[size_t(li)];
+    REX_RETURN_IF_ERROR(gemm_->linear_bf16(b.h.get(), rows, hidden, hidden, l.qkv_w, l.qkv_b, qkv_width, b.qkv.get(), stream_));
+    REX_RETURN_IF_ERROR(mrope_qkv_to_cache_bf16(b.qkv.get(), rows, hq, hkv, hd, positions_dev, inv_freq_.get(), section,
+                                                dest_rows_dev, arena_.layer(li), stream_));
+    REX_RETURN_IF_ERROR(attention(li, b.qkv.get(), b.attn.get()));
+    REX_RETURN_IF_ERROR(gemm_->linear_bf16(b.attn.get(), rows, hq * hd, hq * hd, l.o_w, nullptr, hidden, b.o.get(), stream_));
+    REX_RETURN_IF_ERROR(add_rmsnorm_bf16(b.residual.get(), b.o.get(), rows, hidden, l.post_norm, c.rms_norm_eps, b.h.get(), stream_));
+    REX_RETURN_IF_ERROR(gemm_->linear_bf16(b.h.get(), rows, hidden, hidden, l.gate_up_w, nullptr, 2 * inter, b.gate_up.get(), stream_));
+    REX_RETURN_IF_ERROR(swiglu_bf16(b.gate_up.get(), rows, inter, b.act.get(), false, stream_));
+    REX_RETURN_IF_ERROR(gemm_->linear_bf16(b.act.get(), rows, inter, inter, l.down_w, nullptr, hidden, b.down.get(), stream_));
+    const bf16* next_norm = li + 1 < c.num_layers ? w_->text_layers[size_t(li + 1)].input_norm : w_->final_norm;
+    REX_RETURN_IF_ERROR(add_rmsnorm_bf16(b.residual.get(), b.down.get(), rows, hidden, next_norm, c.rms_norm_eps, b.h.get(), stream_));
+    if (tap && *tap) REX_RETURN_IF_ERROR(tap_rows(tap, "text.layer." + std::to_string(li), b.residual.get(), rows, hidden, stream_));
+  }
+  return Status::Ok();
+}
+
+Status TextRunner::prefill(const int32_t* ids, int n, const int32_t* positions, int past, const std::vector<int32_t>& blocks,
+                           const bf16* image, const std::vector<int32_t>& image_row, int logit_rows, float* logits_host,
+                           const TensorTap* tap) {
+  const TextConfig& c = config_;
+  const int hidden = c.hidden_size, vocab = c.vocab_size, qkv_width = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim();
+  if (n <= 0 || logit_rows < 1 || logit_rows > n)
+    return Status(StatusCode::kInvalidArgument, "cuda prefill: expected 1.." + std::to_string(n) + " logit rows but got " +
+                  std::to_string(logit_rows));
+  if (int64_t(blocks.size()) * arena_.block_size < int64_t(past) + n)
+    return Status(StatusCode::kInvalidArgument, "cuda prefill: the slot holds " + std::to_string(blocks.size() * arena_.block_size) +
+                  " tokens; expected at most that many but got " + std::to_string(past + n));
+  REX_RETURN_IF_ERROR(pre_blocks_.upload(blocks.data(), blocks.size(), stream_, "the block table"));
+  REX_RETURN_IF_ERROR(pre_logits_.ensure(size_t(logit_rows) * vocab, "the prefill logits"));
+  const int first_logit = n - logit_rows;
+  for (int start = 0; start < n; start += kPrefillChunk) {
+    const int rows = std::min(kPrefillChunk, n - start), at = past + start;
+    REX_RETURN_IF_ERROR(pre_.ensure(c, rows));
+    std::vector<int32_t> pos(static_cast<size_t>(3 * rows)), dest(static_cast<size_t>(rows)), img(static_cast<size_t>(rows), -1);
+    for (int a = 0; a < 3; ++a)
+      std::copy_n(positions + size_t(a) * n + start, rows, &pos[size_t(a) * rows]);
+    for (int i = 0; i < rows; ++i) dest[size_t(i)] = int32_t(paged_row(blocks.data(), arena_.block_size, at + i));
+    if (image) std::copy_n(image_row.begin() + start, rows, img.begin());
+    REX_RETURN_IF_ERROR(pre_ids_.upload(ids + start, size_t(rows), stream_, "the prefill ids"));
+    REX_RETURN_IF_ERROR(pre_positions_.upload(pos.data(), pos.size(), stream_, "the prefill positions"));
+    REX_RETURN_IF_ERROR(pre_dest_.upload(dest.data(), dest.size(), stream_, "the prefill cache rows"));
+    REX_RETURN_IF_ERROR(pre_image_row_.upload(img.data(), img.size(), stream_, "the image rows"));
+    REX_RETURN_IF_ERROR(embed_rows(pre_ids_.get(), image ? pre_image_row_.get() : nullptr, rows, w_->embed_tokens, vocab,
+                                   image, hidden, pre_.residual.get(), stream_));
+    PagedKv kv{nullptr, nullptr, arena_.block_size, c.num_kv_heads, c.head_dim()};
+    auto attention = [&](int layer, const bf16* qkv, bf16* out) {
+      const KvPlane plane = arena_.layer(layer);
+      kv.k = plane.k;
+      kv.v = plane.v;
+      return attention_prefill_bf16(qkv, qkv_width, rows, at, c.num_heads, kv, pre_blocks_.get(), out, stream_);
+    };
+    REX_RETURN_IF_ERROR(layers(pre_, rows, pre_positions_.get(), pre_dest_.get(), attention, tap));
+    // LM head over the logit rows that fall in this chunk.
+    const int lo = std::max(first_logit, start), hi = start + rows;
+    if (lo < hi) {
+      REX_RETURN_IF_ERROR(gemm_->linear_f32(pre_.h.get() + size_t(lo - start) * hidden, hi - lo, hidden, hidden, w_->lm_head,
+                                            vocab, pre_logits_.get() + size_t(lo - first_logit) * vocab, stream_));
+    }
+  }
+  REX_CUDA_TRY(cudaMemcpyAsync(logits_host, pre_logits_.get(), size_t(logit_rows) * vocab * sizeof(float),
+                               cudaMemcpyDeviceToHost, stream_));
+  REX_CUDA_TRY(cudaStreamSynchronize(stream_));
+  return Status::Ok();
+}
+
+// The decode step over the fixed buffers, for `bucket` rows: what a graph captures.
+Status TextRunner::decode_body(int bucket, const TensorTap* tap) {
+  const TextConfig& c = config_;
+  const int hidden = c.hidden_size, vocab = c.vocab_size, qkv_width = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim();
+  REX_RETURN_IF_ERROR(embed_rows(step_ids(), nullptr, bucket, w_->embed_tokens, vocab, nullptr, hidden, dec_.residual.get(), stream_));
+  const int splits = splits_for(bucket);
+  PagedKv kv{nullptr, nullptr, arena_.block_size, c.num_kv_heads, c.head_dim()};
+  auto attention = [&](int layer, const bf16* qkv, bf16* out) {
+    const KvPlane plane = arena_.layer(layer);
+    kv.k = plane.k;
+    kv.v = plane.v;
+    return attention_decode_bf16(qkv, qkv_width, bucket, c.num_heads, kv, step_tables(), max_blocks_, step_lengths(), splits,
+                                 attn_workspace_.get(), out, stream_);
+  };
+  REX_RETURN_IF_ERROR(layers(dec_, bucket, step_positions(), step_dest(), attention, tap));
+  return gemm_->linear_f32(dec_.h.get(), bucket, hidden, hidden, w_->lm_head, vocab, dec_logits_.get(), stream_);
+}
+
+Status TextRunner::decode(const std::vector<DecodeSequence>& batch, float* logits_host, bool use_graphs, const TensorTap* tap) {
+  const int n = int(batch.size());
+  if (n == 0) return Status::Ok();
+  if (n > max_batch_)
+    return Status(StatusCode::kInvalidArgument, "cuda decode: expected at most " + std::to_string(max_batch_) +
+                  " sequences but got " + std::to_string(n));
+  const int bucket = bucket_for(n);
+  const int vocab = config_.vocab_size;
+  // Step inputs: rows past n are padding that reads and writes only the spare block.
+  int32_t* ids = step_host_;
+  int32_t* pos = step_host_ + max_batch_;
+  int32_t* dest = step_host_ + 4 * max_batch_;
+  int32_t* lengths = step_host_ + 5 * max_batch_;
+  int32_t* tables = step_host_ + 6 * max_batch_;
+  for (int i = 0; i < bucket; ++i) {
+    int32_t* table = tables + size_t(i) * max_blocks_;
+    if (i < n) {
+      const DecodeSequence& s = batch[size_t(i)];
+      const int nb = int(s.blocks->size());
+      if (int64_t(nb) * arena_.block_size < int64_t(s.length) + 1 || nb > max_blocks_)
+        return Status(StatusCode::kInvalidArgument, "cuda decode: a sequence of " + std::to_string(s.length) +
+                      " tokens has no room for one more in its " + std::to_string(nb) + " blocks");
+      ids[i] = s.token;
+      for (int a = 0; a < 3; ++a) pos[a * bucket + i] = s.position;
+      std::copy_n(s.blocks->data(), nb, table);
+      dest[i] = int32_t(paged_row(table, arena_.block_size, s.length));
+      lengths[i] = s.length + 1;
+    } else {
+      ids[i] = 0;
+      for (int a = 0; a < 3; ++a) pos[a * bucket + i] = 0;
+      table[0] = spare_block_;
+      dest[i] = int32_t(int64_t(spare_block_) * arena_.block_size);
+      lengths[i] = 1;
+    }
+  }
+  // One copy: the fixed-position arrays, then the used rows of the block tables.
+  const size_t ints = size_t(6) * max_batch_ + size_t(bucket) * max_blocks_;
+  REX_CUDA_TRY(cudaMemcpyAsync(step_.get(), step_host_, ints * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  const bool tapping = tap && *tap;
+  if (!use_graphs || tapping) {
+    // Taps need the eager path: host copies cannot live inside a graph.
+    REX_RETURN_IF_ERROR(decode_body(bucket, tap));
+  } else {
+    auto it = graphs_.find(bucket);
+    if (it == graphs_.end()) {
+      // First step at this bucket: run it eagerly (it also warms every GEMM's
+      // cached plan), then capture the same work for the steps after.
+      REX_RETURN_IF_ERROR(decode_body(bucket, nullptr));
+      cudaGraph_t graph = nullptr;
+      REX_CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      Status body = decode_body(bucket, nullptr);
+      cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+      if (!body.ok()) {
+        if (graph) cudaGraphDestroy(graph);
+        return Status(body.code(), "while capturing the decode graph (batch " + std::to_string(bucket) + "): " + body.message());
+      }
+      REX_RETURN_IF_ERROR(cuda_status(end, "cudaStreamEndCapture (decode graph, batch " + std::to_string(bucket) + ")"));
+      cudaGraphExec_t exec = nullptr;
+      cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+      cudaGraphDestroy(graph);
+      REX_RETURN_IF_ERROR(cuda_status(inst, "cudaGraphInstantiate (decode graph, batch " + std::to_string(bucket) + ")"));
+      graphs_[bucket] = exec;
+    } else {
+      REX_CUDA_TRY(cudaGraphLaunch(it->second, stream_));
+    }
+  }
+  REX_CUDA_TRY(cudaMemcpyAsync(logits_pinned_, dec_logits_.get(), size_t(n) * vocab * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  REX_CUDA_TRY(cudaStreamSynchronize(stream_));
+  std::memcpy(logits_host, logits_pinned_, size_t(n) * vocab * sizeof(float));
+  return Status::Ok();
+}
+
+}  // namespace rex::cuda

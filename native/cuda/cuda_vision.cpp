@@ -1,0 +1,139 @@
+// See cuda_vision.h. Host work per image is only the window plan (pure
+// integer bookkeeping shared with the CPU encoder) and its upload.
+#include "cuda/cuda_vision.h"
+
+#include <algorithm>
+#include <string>
+
+#include "cpu/rope.h"
+#include "cpu/vision.h"
+#include "cuda/activation.cuh"
+#include "cuda/attention_vision.cuh"
+#include "cuda/embedding.cuh"
+#include "cuda/norm.cuh"
+#include "cuda/rope.cuh"
+#include "common/bf16_host.h"
+
+namespace rex::cuda {
+
+void VisionRunner::init(const VisionConfig& config, const DeviceWeights* weights, GemmRunner* gemm, cudaStream_t stream) {
+  config_ = config;
+  w_ = weights;
+  gemm_ = gemm;
+  stream_ = stream;
+}
+
+size_t VisionRunner::workspace_bytes() const {
+  return residual_.bytes() + patch_.bytes() + h_.bytes() + qkv_.bytes() + attn_.bytes() + proj_.bytes() +
+         gate_up_.bytes() + act_.bytes() + mid_.bytes();
+}
+
+Status VisionRunner::ensure_buffers(int n) {
+  const size_t h = size_t(config_.hidden_size), vp = size_t(w_->vision_inter_padded), rows = size_t(n);
+  REX_RETURN_IF_ERROR(residual_.ensure(rows * h, "the vision residual stream"));
+  REX_RETURN_IF_ERROR(patch_.ensure(rows * h, "the patch embeddings"));
+  REX_RETURN_IF_ERROR(h_.ensure(rows * h, "the vision normed rows"));
+  REX_RETURN_IF_ERROR(qkv_.ensure(rows * 3 * h, "the vision qkv rows"));
+  REX_RETURN_IF_ERROR(attn_.ensure(rows * h, "the vision attention output"));
+  REX_RETURN_IF_ERROR(proj_.ensure(rows * h, "the vision projection output"));
+  REX_RETURN_IF_ERROR(gate_up_.ensure(rows * 2 * vp, "the vision gate/up rows"));
+  REX_RETURN_IF_ERROR(act_.ensure(rows * vp, "the vision SwiGLU rows"));
+  REX_RETURN_IF_ERROR(mid_.ensure(rows * h, "the merger's hidden rows"));
+  return Status::Ok();
+}
+
+Status VisionRunner::emit(const TensorTap* tap, const std::string& name, const float* f32, const bf16* b16, int rows,
+                          int cols) {
+  if (!tap || !*tap) return Status::Ok();
+  std::vector<float> host(size_t(rows) * cols);
+  if (f32) {
+    REX_CUDA_TRY(cudaMemcpyAsync(host.data(), f32, host.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  } else {
+    std::vector<uint16_t> bits(host.size());
+    REX_CUDA_TRY(cudaMemcpyAsync(bits.data(), b16, bits.size() * 2, cudaMemcpyDeviceToHost, stream_));
+    REX_CUDA_TRY(cudaStreamSynchronize(stream_));
+    for (size_t i = 0; i < host.size(); ++i) host[i] = bf16_bits_to_float(bits[i]);
+  }
+  REX_CUDA_TRY(cudaStreamSynchronize(stream_));
+  (*tap)(name, host.data(), {rows, cols});
+  return Status::Ok();
+}
+
+Result<VisionOutput> VisionRunner::forward(const bf16* pixels, int grid_h, int grid_w, const TensorTap* tap) {
+  const VisionConfig& c = config_;
+  const int merge = c.spatial_merge_size, unit = merge * merge;
+  if (grid_h <= 0 || grid_w <= 0 || grid_h % merge || grid_w % merge)
+    return Status(StatusCode::kInvalidArgument, "vision encoder: expected a grid divisible by " + std::to_string(merge) +
+                  " but got " + std::to_string(grid_h) + "x" + std::to_string(grid_w));
+  const int n = grid_h * grid_w, hidden = c.hidden_size, heads = c.num_heads, hd = c.head_dim();
+  const int patch_in = c.in_channels * c.temporal_patch_size * c.patch_size * c.patch_size;
+  const int vp = w_->vision_inter_padded;
+  const bool gelu_mlp = c.hidden_act.find("gelu") != std::string::npos;
+  REX_RETURN_IF_ERROR(ensure_buffers(n));
+
+  // Window plan, rotary ids in permuted order, the gather that applies the permutation.
+  std::vector<int32_t> rows_block, cols_block;
+  cpu::patch_positions_block_order(grid_h, grid_w, merge, &rows_block, &cols_block);
+  const int window = c.window_size / merge / c.patch_size;
+  const cpu::WindowPlan plan = cpu::plan_windows(grid_h / merge, grid_w / merge, window, unit);
+  std::vector<int32_t> gather(static_cast<size_t>(n)), pr(static_cast<size_t>(n)), pc(static_cast<size_t>(n));
+  for (size_t p = 0; p < plan.window_index.size(); ++p)
+    for (int u = 0; u < unit; ++u) {
+      const size_t src = size_t(plan.window_index[p]) * unit + size_t(u), dst = p * unit + size_t(u);
+      gather[dst] = int32_t(src);
+      pr[dst] = rows_block[src];
+      pc[dst] = cols_block[src];
+    }
+  std::vector<int32_t> cu_windows(plan.cu_seqlens.begin(), plan.cu_seqlens.end()), cu_full = {0, n};
+  int max_window = 0;
+  for (size_t i = 1; i < cu_windows.size(); ++i) max_window = std::max(max_window, cu_windows[i] - cu_windows[i - 1]);
+  const std::vector<float> inv_freq = cpu::rotary_inv_freq(10000.0f, hd / 2);
+  REX_RETURN_IF_ERROR(gather_.upload(gather.data(), gather.size(), stream_, "the window permutation"));
+  REX_RETURN_IF_ERROR(pos_rows_.upload(pr.data(), pr.size(), stream_, "the vision rotary rows"));
+  REX_RETURN_IF_ERROR(pos_cols_.upload(pc.data(), pc.size(), stream_, "the vision rotary columns"));
+  REX_RETURN_IF_ERROR(cu_windows_.upload(cu_windows.data(), cu_windows.size(), stream_, "the window offsets"));
+  REX_RETURN_IF_ERROR(cu_full_.upload(cu_full.data(), cu_full.size(), stream_, "the full-attention offsets"));
+  REX_RETURN_IF_ERROR(inv_freq_.upload(inv_freq.data(), inv_freq.size(), stream_, "the vision rotary frequencies"));
+
+  // 1. Patch embed; 2-3. permuted into the fp32 residual stream.
+  REX_RETURN_IF_ERROR(gemm_->linear_bf16(pixels, n, patch_in, patch_in, w_->patch_embed, nullptr, hidden, patch_.get(), stream_));
+  REX_RETURN_IF_ERROR(emit(tap, "vision.patch_embed", nullptr, patch_.get(), n, hidden));
+  REX_RETURN_IF_ERROR(embed_rows(gather_.get(), nullptr, n, patch_.get(), n, nullptr, hidden, residual_.get(), stream_));
+
+  // 4. Blocks. Each block's closing residual add is fused into the next norm.
+  REX_RETURN_IF_ERROR(rmsnorm_bf16(residual_.get(), n, hidden, w_->vision_blocks[0].norm1, c.rms_norm_eps, h_.get(), stream_));
+  for (int bi = 0; bi < c.depth; ++bi) {
+    const DeviceVisionBlock& b = w_->vision_blocks[size_t(bi)];
+    const bool full = std::find(c.fullatt_block_indexes.begin(), c.fullatt_block_indexes.end(), bi) !=
+                      c.fullatt_block_indexes.end();
+    REX_RETURN_IF_ERROR(gemm_->linear_bf16(h_.get(), n, hidden, hidden, b.qkv_w, b.qkv_b, 3 * hidden, qkv_.get(), stream_));
+    REX_RETURN_IF_ERROR(vision_rope_bf16(qkv_.get(), n, heads, hd, pos_rows_.get(), pos_cols_.get(), inv_freq_.get(), stream_));
+    REX_RETURN_IF_ERROR(attention_vision_bf16(qkv_.get(), n, heads, hd, full ? cu_full_.get() : cu_windows_.get(),
+                                              full ? 1 : int(cu_windows.size()) - 1, full ? n : max_window,
+                                              attn_.get(), stream_));
+    REX_RETURN_IF_ERROR(gemm_->linear_bf16(attn_.get(), n, hidden, hidden, b.proj_w, b.proj_b, hidden, proj_.get(), stream_));
+    REX_RETURN_IF_ERROR(add_rmsnorm_bf16(residual_.get(), proj_.get(), n, hidden, b.norm2, c.rms_norm_eps, h_.get(), stream_));
+    REX_RETURN_IF_ERROR(gemm_->linear_bf16(h_.get(), n, hidden, hidden, b.gate_up_w, b.gate_up_b, 2 * vp, gate_up_.get(), stream_));
+    REX_RETURN_IF_ERROR(swiglu_bf16(gate_up_.get(), n, vp, act_.get(), gelu_mlp, stream_));
+    REX_RETURN_IF_ERROR(gemm_->linear_bf16(act_.get(), n, vp, vp, b.down_w, b.down_b, hidden, proj_.get(), stream_));
+    // The next norm: the next block's norm1, or the merger's ln_q after the last block.
+    const bf16* next_norm = bi + 1 < c.depth ? w_->vision_blocks[size_t(bi + 1)].norm1 : w_->merger_norm;
+    REX_RETURN_IF_ERROR(add_rmsnorm_bf16(residual_.get(), proj_.get(), n, hidden, next_norm, c.rms_norm_eps, h_.get(), stream_));
+    REX_RETURN_IF_ERROR(emit(tap, "vision.block." + std::to_string(bi), residual_.get(), nullptr, n, hidden));
+  }
+
+  // 5. Merger: unit consecutive normed rows form one [unit*hidden] row.
+  const int tokens = n / unit, wide = unit * hidden, out_hidden = c.out_hidden_size;
+  VisionOutput out;
+  REX_RETURN_IF_ERROR(out.tokens.allocate(size_t(tokens) * out_hidden, "the image embeddings"));
+  REX_RETURN_IF_ERROR(gemm_->linear_bf16(h_.get(), tokens, wide, wide, w_->merger_fc1_w, w_->merger_fc1_b, wide, mid_.get(), stream_));
+  REX_RETURN_IF_ERROR(gelu_bf16(mid_.get(), int64_t(tokens) * wide, stream_));
+  REX_RETURN_IF_ERROR(gemm_->linear_bf16(mid_.get(), tokens, wide, wide, w_->merger_fc2_w, w_->merger_fc2_b, out_hidden,
+                                         out.tokens.get(), stream_));
+  REX_RETURN_IF_ERROR(emit(tap, "vision.merger", nullptr, out.tokens.get(), tokens, out_hidden));
+  out.window_index = plan.window_index;
+  out.count = tokens;
+  return out;
+}
+
+}  // namespace rex::cuda

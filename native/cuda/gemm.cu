@@ -1,0 +1,275 @@
+// See gemm.cuh. Why it is shaped this way:
+//  - cuBLASLt, not hand-written kernels: at every shape of this model the
+//    library's Hopper kernels are at or near the floor (notes/gemm.md), and
+//    its bias epilogue fuses the vision blocks' bias add for free.
+//  - Row-major Y[M,N] = X[M,K] W[N,K]^T is, read column-major, Y^T = W^T' X^T:
+//    A = W (col-major K x N, ld K, op T), B = X (col-major K x M, ld lda,
+//    op N), C = D = Y (col-major N x M, ld N). So cuBLAS sees m=N, n=M, k=K,
+//    the "TN" case its kernels are best at, and the bias (length N) runs
+//    along D's rows, i.e. one value per output feature.
+//  - Everything the library allocates or decides (descriptor, three layouts,
+//    heuristic algorithm) is made on a shape's first call and cached, keyed
+//    by shape, output type, bias-or-not and the pointers' alignment (the
+//    heuristic assumes 256-byte-aligned buffers unless told otherwise, and
+//    reads the bias address, so the alignment it saw is part of the key). Afterwards a call is a map
+//    lookup, one attribute write (the bias pointer) and the cublasLtMatmul
+//    launch into the workspace from init(): no allocation, capturable in a
+//    CUDA graph. Make a shape's first call outside capture.
+//  - Not thread-safe: one runner per stream/thread (the cache and the
+//    per-call bias attribute are unguarded).
+#include "cuda/gemm.cuh"
+
+#include <cublasLt.h>
+
+#include <cstring>
+#include <map>
+#include <string>
+#include <tuple>
+
+#include "cuda/cuda_check.h"
+#include "cuda/device_buffer.h"
+
+namespace rex::cuda {
+namespace {
+
+const char* cublas_status_name(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
+    default: return "CUBLAS_STATUS_UNKNOWN";
+  }
+}
+
+enum class OutType : int { kBf16 = 0, kF32 = 1 };
+
+// The largest power of two (capped at 256, the heuristic's default
+// assumption) that divides the address.
+uint32_t pointer_alignment(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  uint32_t align = 256;
+  while (align > 1 && (a % align) != 0) align >>= 1;
+  return align;
+}
+
+struct PlanKey {
+  int m, n, k, lda;
+  OutType out;
+  bool bias;
+  uint32_t align_x, align_w, align_y, align_bias;  // align_bias: 0 without bias
+  bool operator<(const PlanKey& o) const {
+    return std::tie(m, n, k, lda, out, bias, align_x, align_w, align_y, align_bias) <
+           std::tie(o.m, o.n, o.k, o.lda, o.out, o.bias, o.align_x, o.align_w, o.align_y, o.align_bias);
+  }
+};
+
+struct Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr;   // W
+  cublasLtMatrixLayout_t b = nullptr;   // X
+  cublasLtMatrixLayout_t cd = nullptr;  // Y (C and D)
+  cublasLtMatmulAlgo_t algo{};
+
+  void destroy() {
+    if (cd) cublasLtMatrixLayoutDestroy(cd);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+    cd = b = a = nullptr;
+    desc = nullptr;
+  }
+};
+
+std::string shape_text(const PlanKey& key) {
+  return "(m=" + std::to_string(key.m) + ", n=" + std::to_string(key.n) + ", k=" + std::to_string(key.k) +
+         ", lda=" + std::to_string(key.lda) + ", " + (key.out == OutType::kBf16 ? "bf16" : "fp32") + " out" +
+         (key.bias ? ", bias" : "") + ")";
+}
+
+Status cublas_error(const char* call, const PlanKey& key, cublasStatus_t st) {
+  return Status(StatusCode::kCudaError, std::string(call) + " " + shape_text(key) + ": " + cublas_status_name(st));
+}
+
+}  // namespace
+
+struct GemmRunner::Impl {
+  cublasLtHandle_t handle = nullptr;
+  DeviceBuffer<unsigned char> workspace;
+  std::map<PlanKey, Plan> plans;
+
+  ~Impl() {
+    for (auto& entry : plans) entry.second.destroy();
+    if (handle) cublasLtDestroy(handle);
+  }
+
+  Status make_plan(const PlanKey& key, const void* bias, Plan* plan_out);
+  Status run(const char* api, const bf16* x, int m, int k, int lda, const bf16* w, const bf16* bias, int n,
+             void* y, OutType out, cudaStream_t stream);
+};
+
+GemmRunner::GemmRunner() = default;
+GemmRunner::~GemmRunner() = default;
+
+Status GemmRunner::init(size_t workspace_bytes) {
+  if (impl_) return Status(StatusCode::kInternal, "GemmRunner::init called twice");
+  auto impl = std::make_unique<Impl>();
+  cublasStatus_t st = cublasLtCreate(&impl->handle);
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    impl->handle = nullptr;
+    return Status(StatusCode::kCudaError, std::string("cublasLtCreate: ") + cublas_status_name(st));
+  }
+  REX_RETURN_IF_ERROR(impl->workspace.allocate(workspace_bytes, "the cuBLASLt workspace"));
+  impl_ = std::move(impl);
+  return Status::Ok();
+}
+
+// `bias` (null without one) is set before the heuristic runs: the heuristic
+// reads its address and leaves out kernels that need a more aligned bias (seen
+// with cuBLAS 13.1: a 2-byte-aligned bias left 1 of 8 candidates). Later calls
+// with the same key have a bias of the same alignment.
+Status GemmRunner::Impl::make_plan(const PlanKey& key, const void* bias, Plan* plan_out) {
+  Plan plan;
+  auto fail = [&](const char* call, cublasStatus_t st) {
+    plan.destroy();
+    return cublas_error(call, key, st);
+  };
+  const cudaDataType_t out_type = key.out == OutType::kBf16 ? CUDA_R_16BF : CUDA_R_32F;
+
+  cublasStatus_t st = cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+  if (st != CUBLAS_STATUS_SUCCESS) return fail("cublasLtMatmulDescCreate", st);
+  const int32_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+  st = cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a));
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b));
+  if (st == CUBLAS_STATUS_SUCCESS && key.bias) {
+    const uint32_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const int32_t bias_type = CUDA_R_16BF;
+    st = cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue));
+    if (st == CUBLAS_STATUS_SUCCESS)
+      st = cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                          sizeof(bias_type));
+    if (st == CUBLAS_STATUS_SUCCESS)
+      st = cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias));
+  }
+  if (st != CUBLAS_STATUS_SUCCESS) return fail("cublasLtMatmulDescSetAttribute", st);
+
+  // Column-major views (see the note at the top).
+  st = cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_16BF, uint64_t(key.k), uint64_t(key.n), int64_t(key.k));
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatrixLayoutCreate(&plan.b, CUDA_R_16BF, uint64_t(key.k), uint64_t(key.m), int64_t(key.lda));
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatrixLayoutCreate(&plan.cd, out_type, uint64_t(key.n), uint64_t(key.m), int64_t(key.n));
+  if (st != CUBLAS_STATUS_SUCCESS) return fail("cublasLtMatrixLayoutCreate", st);
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  st = cublasLtMatmulPreferenceCreate(&pref);
+  if (st != CUBLAS_STATUS_SUCCESS) return fail("cublasLtMatmulPreferenceCreate", st);
+  const uint64_t max_workspace = workspace.bytes();
+  const uint32_t align_a = key.align_w, align_b = key.align_x, align_cd = key.align_y;
+  st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_workspace,
+                                            sizeof(max_workspace));
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a,
+                                              sizeof(align_a));
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b,
+                                              sizeof(align_b));
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_cd,
+                                              sizeof(align_cd));
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_cd,
+                                              sizeof(align_cd));
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    cublasLtMatmulPreferenceDestroy(pref);
+    return fail("cublasLtMatmulPreferenceSetAttribute", st);
+  }
+
+  constexpr int kRequested = 8;
+  cublasLtMatmulHeuristicResult_t results[kRequested];
+  std::memset(results, 0, sizeof(results));
+  int returned = 0;
+  st = cublasLtMatmulAlgoGetHeuristic(handle, plan.desc, plan.a, plan.b, plan.cd, plan.cd, pref, kRequested, results,
+                                      &returned);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st != CUBLAS_STATUS_SUCCESS) return fail("cublasLtMatmulAlgoGetHeuristic", st);
+  int chosen = -1;
+  for (int i = 0; i < returned && i < kRequested; ++i)
+    if (results[i].state == CUBLAS_STATUS_SUCCESS && results[i].workspaceSize <= max_workspace) {
+      chosen = i;
+      break;
+    }
+  if (chosen < 0) {
+    plan.destroy();
+    return Status(StatusCode::kCudaError, "cublasLtMatmulAlgoGetHeuristic " + shape_text(key) +
+                                              ": no usable algorithm among " + std::to_string(returned) +
+                                              " returned (CUBLAS_STATUS_NOT_SUPPORTED)");
+  }
+  plan.algo = results[chosen].algo;
+  *plan_out = plan;
+  return Status::Ok();
+}
+
+Status GemmRunner::Impl::run(const char* api, const bf16* x, int m, int k, int lda, const bf16* w, const bf16* bias,
+                             int n, void* y, OutType out, cudaStream_t stream) {
+  const std::string where = std::string("GemmRunner::") + api + ": ";
+  auto bad = [&](const std::string& what) { return Status(StatusCode::kInvalidArgument, where + what); };
+  if (m < 0) return bad("expected m >= 0 but got m=" + std::to_string(m));
+  if (n <= 0) return bad("expected n > 0 but got n=" + std::to_string(n));
+  if (k <= 0) return bad("expected k > 0 but got k=" + std::to_string(k));
+  if (lda < k)
+    return bad("expected lda >= k but got lda=" + std::to_string(lda) + " with k=" + std::to_string(k));
+  if (!w) return bad("expected a weight pointer w but got null");
+  if (m == 0) return Status::Ok();
+  if (!x) return bad("expected an input pointer x but got null");
+  if (!y) return bad("expected an output pointer y but got null");
+  const uint32_t align_x = pointer_alignment(x), align_w = pointer_alignment(w), align_y = pointer_alignment(y);
+  const uint32_t align_bias = bias ? pointer_alignment(bias) : 0;
+  const uint32_t out_elem = out == OutType::kBf16 ? 2 : 4;
+  if (align_x < 2 || align_w < 2 || align_y < out_elem || (bias && align_bias < 2))
+    return bad("expected element-aligned x, w, y and bias but got addresses aligned to " + std::to_string(align_x) +
+               ", " + std::to_string(align_w) + ", " + std::to_string(align_y) + " and " +
+               std::to_string(align_bias) + " bytes");
+
+  const PlanKey key{m, n, k, lda, out, bias != nullptr, align_x, align_w, align_y, align_bias};
+  auto it = plans.find(key);
+  if (it == plans.end()) {
+    Plan plan;
+    REX_RETURN_IF_ERROR(make_plan(key, bias, &plan));
+    it = plans.emplace(key, plan).first;
+  }
+  Plan& plan = it->second;
+
+  if (bias) {
+    const void* bias_ptr = bias;
+    cublasStatus_t st =
+        cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof(bias_ptr));
+    if (st != CUBLAS_STATUS_SUCCESS) return cublas_error("cublasLtMatmulDescSetAttribute(BIAS_POINTER)", key, st);
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  cublasStatus_t st = cublasLtMatmul(handle, plan.desc, &alpha, w, plan.a, x, plan.b, &beta, y, plan.cd, y, plan.cd,
+                                     &plan.algo, workspace.get(), workspace.bytes(), stream);
+  if (st != CUBLAS_STATUS_SUCCESS) return cublas_error("cublasLtMatmul", key, st);
+  return Status::Ok();
+}
+
+Status GemmRunner::linear_bf16(const bf16* x, int m, int k, int lda, const bf16* w, const bf16* bias, int n, bf16* y,
+                               cudaStream_t stream) {
+  if (!impl_) return Status(StatusCode::kInternal, "GemmRunner::linear_bf16 called before init()");
+  return impl_->run("linear_bf16", x, m, k, lda, w, bias, n, y, OutType::kBf16, stream);
+}
+
+Status GemmRunner::linear_f32(const bf16* x, int m, int k, int lda, const bf16* w, int n, float* y,
+                              cudaStream_t stream) {
+  if (!impl_) return Status(StatusCode::kInternal, "GemmRunner::linear_f32 called before init()");
+  return impl_->run("linear_f32", x, m, k, lda, w, nullptr, n, y, OutType::kF32, stream);
+}
+
+}  // namespace rex::cuda

@@ -1,0 +1,43 @@
+// Dense GEMMs through cuBLASLt, in the row-major nn.Linear convention the
+// model uses: Y[M, N] = X[M, K] * W[N, K]^T (+ bias[N]), bf16 operands with
+// fp32 accumulation; Y in bf16, or in fp32 for the LM head's logits. One
+// handle and workspace per runner; matmul descriptors and the heuristic's
+// chosen algorithm are cached per shape, so the steady state does no
+// allocation and every call can be captured in a CUDA graph.
+// CPU twin: native/cpu/gemm.h.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "cuda/bf16.cuh"
+#include "rex/status.h"
+
+namespace rex::cuda {
+
+class GemmRunner {
+ public:
+  GemmRunner();
+  ~GemmRunner();
+  GemmRunner(const GemmRunner&) = delete;
+  GemmRunner& operator=(const GemmRunner&) = delete;
+
+  // Creates the cuBLASLt handle and a workspace (bytes). Call once.
+  Status init(size_t workspace_bytes = 32u << 20);
+
+  // y = x w^T + bias (bias may be null). x: [m, k] with row stride lda
+  // (elements, >= k), w: [n, k] contiguous, y: [m, n] contiguous.
+  Status linear_bf16(const bf16* x, int m, int k, int lda, const bf16* w, const bf16* bias, int n, bf16* y,
+                     cudaStream_t stream);
+  // Same with fp32 output and no bias (the LM head).
+  Status linear_f32(const bf16* x, int m, int k, int lda, const bf16* w, int n, float* y, cudaStream_t stream);
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rex::cuda

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Everything the GPU machine checks, in one call (a machine start costs
+# minutes, so one command does it all):
+#   build   the addons (the CUDA one needs nvcc + cuBLASLt) and dist/
+#   kernels the C++ GPU tests (native/tests/cuda_*_test.cu): each kernel
+#           against its CPU twin, with timings
+#   gpu     `npm run test:gpu`: preprocessing parity, end-to-end parity on
+#           the tiny checkpoint and at the full 3B shape
+#   bench   `npm run bench`: ours beside transformers and a graphed PyTorch step
+# Usage (device, repo root, after carrying .devicebundle):
+#   bash scripts/device-check.sh [stage ...]     default: build gpu bench
+#   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one),
+#           gpu-fast (all but the 3B parity), gpu-3b, bench
+# Logs go to $OUT (the device tool brings them back); the last lines printed
+# are a one-line summary per stage.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/rex-omni-device}
+mkdir -p "$OUT"
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(build gpu bench)
+source .devicebundle/activate
+export REX_OMNI_BUILD_JOBS=${REX_OMNI_BUILD_JOBS:-16}
+export PYTHONUNBUFFERED=1
+summary=()
+note() { summary+=("$1"); echo "== $1"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+
+for stage in "${stages[@]}"; do
+  start=$(date +%s)
+  case "$stage" in
+    build)
+      if node scripts/build-native.mjs --force > "$OUT/build.log" 2>&1 && [ -f build/Release/rex_omni_cuda.node ]; then
+        [ -f dist/lib/index.js ] || npx tsc -p tsconfig.json >> "$OUT/build.log" 2>&1
+        note "build: ok ($(( $(date +%s) - start )) s)"
+      else
+        tail -40 "$OUT/build.log"; note "build: FAILED"; break
+      fi ;;
+    kernels)
+      { cmake -S . -B build/native-gpu -DREX_BUILD_ADDON=OFF -DREX_CUDA_RESOURCE_REPORT=ON &&
+        cmake --build build/native-gpu -j "$REX_OMNI_BUILD_JOBS"; } > "$OUT/kernels-build.log" 2>&1 ||
+        { grep -E "error" -A3 "$OUT/kernels-build.log" | head -40; note "kernels: build FAILED"; continue; }
+      grep -E "ptxas info|spill" "$OUT/kernels-build.log" > "$OUT/ptxas.log" || true
+      (cd build/native-gpu && ctest -L gpu --output-on-failure --timeout 300) > "$OUT/kernels.log" 2>&1
+      rc=$?
+      grep -E "FAIL|FAILED|rel.err|passed,|Test #" "$OUT/kernels.log" | grep -vE "^\s*ok " | tail -60
+      note "kernels: rc=$rc ($(( $(date +%s) - start )) s)" ;;
+    gpu|gpu-fast|gpu-3b)
+      # One vitest run per file, cheapest first, so a slow one cannot hide the others.
+      case "$stage" in
+        gpu) files=(backend kernels preprocess parity-tiny parity-3b) ;;
+        gpu-fast) files=(backend kernels preprocess parity-tiny) ;;
+        gpu-3b) files=(parity-3b) ;;
+      esac
+      for f in "${files[@]}"; do
+        t0=$(date +%s)
+        REX_OMNI_GPU_TESTS=1 REX_OMNI_GPU_REPORT_DIR="$OUT" npx vitest run "test/gpu/$f.test.ts" > "$OUT/gpu-$f.log" 2>&1
+        rc=$?
+        grep -E "✓|✗|×|FAIL|AssertionError|Error:|rel.err|passed, [1-9]" "$OUT/gpu-$f.log" | grep -v "^\s*ok " | head -30
+        note "gpu $f: rc=$rc ($(( $(date +%s) - t0 )) s)"
+      done ;;
+    bench)
+      npm run bench -- --out "$OUT/bench.json" > "$OUT/bench.log" 2>&1
+      rc=$?
+      tail -40 "$OUT/bench.log"
+      note "bench: rc=$rc ($(( $(date +%s) - start )) s)" ;;
+    *) note "unknown stage $stage" ;;
+  esac
+done
+printf '%s\n' "${summary[@]}"
