@@ -269,7 +269,7 @@ Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads
     return Status(StatusCode::kInvalidArgument, "attention_decode_bf16: " + what);
   };
   const int hd = cache.head_dim;
-  if (hd != 64 && hd != 128) return bad("expected head_dim 64 or 128 but got " + std::to_string(hd));
+  if (hd != 32 && hd != 64 && hd != 128) return bad("expected head_dim 32, 64 or 128 but got " + std::to_string(hd));
   if (batch < 0 || batch > 65535) return bad("expected batch in 0..65535 but got " + std::to_string(batch));
   if (cache.kv_heads <= 0 || cache.kv_heads > 65535)
     return bad("expected kv_heads in 1..65535 but got " + std::to_string(cache.kv_heads));
@@ -296,6 +296,9 @@ Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads
     return bad("expected q, cache.k, cache.v, workspace 16-byte and out 8-byte aligned but got a misaligned pointer");
   int shift = 0;
   while ((1 << shift) < bs) ++shift;
+  if (hd == 32)  // the small test checkpoints' decoder
+    return launch_decode<32>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
+                             num_splits, workspace, out, stream);
   if (hd == 64)
     return launch_decode<64>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
                              num_splits, workspace, out, stream);

@@ -159,7 +159,7 @@ Status attention_prefill_bf16(const bf16* q, int q_stride, int n, int past, int 
     return Status(StatusCode::kInvalidArgument, "attention_prefill_bf16: " + what);
   };
   const int hd = cache.head_dim;
-  if (hd != 64 && hd != 128) return bad("expected head_dim 64 or 128 but got " + std::to_string(hd));
+  if (hd != 32 && hd != 64 && hd != 128) return bad("expected head_dim 32, 64 or 128 but got " + std::to_string(hd));
   if (n < 0) return bad("expected n >= 0 but got " + std::to_string(n));
   if (past < 0) return bad("expected past >= 0 but got " + std::to_string(past));
   if (int64_t(past) + n > INT_MAX)
@@ -184,6 +184,8 @@ Status attention_prefill_bf16(const bf16* q, int q_stride, int n, int past, int 
   if (!attn::aligned_to(out, 4)) return bad("expected out 4-byte aligned but got a misaligned pointer");
   int shift = 0;
   while ((1 << shift) < bs) ++shift;
+  // 32: the small test checkpoints' decoder.
+  if (hd == 32) return launch_prefill<32>(q, q_stride, n, past, q_heads, cache, shift, block_table, out, stream);
   if (hd == 64) return launch_prefill<64>(q, q_stride, n, past, q_heads, cache, shift, block_table, out, stream);
   return launch_prefill<128>(q, q_stride, n, past, q_heads, cache, shift, block_table, out, stream);
 }

@@ -153,8 +153,8 @@ Status launch_vision(const bf16* qkv, int heads, const int32_t* cu_seqlens, int 
 Status validate(const bf16* qkv, int tokens, int heads, int head_dim, const int32_t* cu_seqlens, int num_segments,
                 int max_seqlen, const bf16* out) {
   auto bad = [](const std::string& what) { return Status(StatusCode::kInvalidArgument, "attention_vision_bf16: " + what); };
-  if (head_dim != 64 && head_dim != 80 && head_dim != 128)
-    return bad("expected head_dim 64, 80 or 128 but got " + std::to_string(head_dim));
+  if (head_dim != 16 && head_dim != 32 && head_dim != 64 && head_dim != 80 && head_dim != 128)
+    return bad("expected head_dim 16, 32, 64, 80 or 128 but got " + std::to_string(head_dim));
   if (tokens < 0) return bad("expected tokens >= 0 but got " + std::to_string(tokens));
   if (heads <= 0 || heads > 65535) return bad("expected heads in 1..65535 but got " + std::to_string(heads));
   if (num_segments < 0) return bad("expected num_segments >= 0 but got " + std::to_string(num_segments));
@@ -183,6 +183,13 @@ Status attention_vision_bf16_rows(const bf16* qkv, int tokens, int heads, int he
   if (tokens == 0 || num_segments == 0 || max_seqlen == 0) return Status::Ok();
   const bool wide = query_rows == 128;
   switch (head_dim) {
+    // 16 and 32: the small test checkpoints' towers.
+    case 16:
+      return wide ? launch_vision<16, 8>(qkv, heads, cu_seqlens, num_segments, max_seqlen, out, stream)
+                  : launch_vision<16, 4>(qkv, heads, cu_seqlens, num_segments, max_seqlen, out, stream);
+    case 32:
+      return wide ? launch_vision<32, 8>(qkv, heads, cu_seqlens, num_segments, max_seqlen, out, stream)
+                  : launch_vision<32, 4>(qkv, heads, cu_seqlens, num_segments, max_seqlen, out, stream);
     case 64:
       return wide ? launch_vision<64, 8>(qkv, heads, cu_seqlens, num_segments, max_seqlen, out, stream)
                   : launch_vision<64, 4>(qkv, heads, cu_seqlens, num_segments, max_seqlen, out, stream);

@@ -17,7 +17,7 @@ namespace rex::cuda {
 
 // qkv: [tokens, 3*heads*head_dim] bf16 (q | k | v). cu_seqlens (device):
 // num_segments+1 ascending offsets from 0 to tokens; max_seqlen: the longest
-// segment. out: [tokens, heads*head_dim] bf16. head_dim: 64, 80 or 128.
+// segment. out: [tokens, heads*head_dim] bf16. head_dim: 80 (the model), or 16, 32, 64, 128.
 Status attention_vision_bf16(const bf16* qkv, int tokens, int heads, int head_dim, const int32_t* cu_seqlens,
                              int num_segments, int max_seqlen, bf16* out, cudaStream_t stream);
 

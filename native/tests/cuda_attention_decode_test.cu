@@ -225,6 +225,12 @@ REX_TEST(decode_other_layouts) {
   hd64.hd = 64;
   hd64.q_stride = 8 * 64;
   check_decode(hd64, {1, 100, 257}, {1, 8}, false);
+  Layout hd32;  // the tiny test checkpoint's decoder
+  hd32.q_heads = 4;
+  hd32.kv_heads = 2;
+  hd32.hd = 32;
+  hd32.q_stride = (4 + 2 * 2) * 32;
+  check_decode(hd32, {1, 40, 129}, {1, 3}, false);
   Layout g1;
   g1.q_heads = 4;
   g1.kv_heads = 4;

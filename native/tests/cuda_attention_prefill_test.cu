@@ -188,6 +188,12 @@ REX_TEST(prefill_other_head_layouts) {
   hd64.q_heads = 8;
   hd64.hd = 64;
   check_prefill(hd64, false);
+  PrefillShape hd32;  // the tiny test checkpoint's decoder: 4 q heads, 2 kv heads, head_dim 32
+  hd32.n = 97;
+  hd32.past = 5;
+  hd32.q_heads = 4;
+  hd32.hd = 32;
+  check_prefill(hd32, false);
   PrefillShape group1;
   group1.n = 100;
   group1.past = 33;

@@ -225,7 +225,7 @@ REX_TEST(vision_full_attention_10240_sampled) {
 REX_TEST(vision_odd_segments_all_head_dims) {
   if (skip_without_gpu()) return;
   const std::vector<int> lens = {1, 17, 64, 65, 130, 7, 128, 129, 2, 63};
-  for (int hd : {64, 80, 128}) check_case("odd segments", make_inputs(3, hd, cu_from_lengths(lens)), {0, 64, 128}, false);
+  for (int hd : {16, 32, 64, 80, 128}) check_case("odd segments", make_inputs(3, hd, cu_from_lengths(lens)), {0, 64, 128}, false);
 }
 
 REX_TEST(vision_small_window_plans) {

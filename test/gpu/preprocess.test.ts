@@ -38,7 +38,10 @@ describe.skipIf(!GPU)('CUDA preprocessing vs CPU, byte for byte', () => {
     expect(info.backend, `the loaded addon ${path}`).toBe('cuda');
     // An unknown backend is rejected: the option is read, so { backend: 'cuda' } below is not silently ignored.
     const image = { data: new Uint8Array(56 * 56 * 3).fill(128), width: 56, height: 56 };
-    await expect(addon.preprocessImage(image, { backend: 'no-such-backend' as 'cuda' })).rejects.toThrow();
+    // The binding checks the option synchronously; wrapping makes a throw and a rejection alike.
+    await expect((async () => addon.preprocessImage(image, { backend: 'no-such-backend' as 'cuda' }))()).rejects.toThrow(
+      'preprocessImage options.backend: expected "cpu" or "cuda" but got "no-such-backend"',
+    );
   });
 
   for (const c of cases) {
