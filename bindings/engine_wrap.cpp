@@ -178,6 +178,8 @@ rex::EngineOptions engine_options_from_js(Napi::Env env, Napi::Value value) {
   if (kv.IsNumber()) options.kv_cache_bytes = static_cast<size_t>(std::max(0.0, kv.As<Napi::Number>().DoubleValue()));
   Napi::Value fraction = o.Get("gpuMemoryFraction");
   if (fraction.IsNumber()) options.gpu_memory_fraction = fraction.As<Napi::Number>().DoubleValue();
+  Napi::Value emulate = o.Get("emulateBf16");
+  if (emulate.IsBoolean()) options.emulate_bf16 = emulate.As<Napi::Boolean>().Value();
   Napi::Value device = o.Get("device");
   if (device.IsNumber()) options.device = device.As<Napi::Number>().Int32Value();
   return options;

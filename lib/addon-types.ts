@@ -156,6 +156,8 @@ export interface NativeEngineOptions {
   gpuMemoryFraction?: number;
   /** CUDA device index. */
   device?: number;
+  /** CPU backend: bf16-rounded GEMM activations, as the CUDA backend holds them. */
+  emulateBf16?: boolean;
 }
 
 export interface NativeScoreRequest {

@@ -31,6 +31,12 @@ export interface EngineOptions {
   gpuMemoryFraction?: number;
   /** CUDA device index (default 0). */
   device?: number;
+  /**
+   * CPU backend only: round every matrix product's inputs and outputs to bf16,
+   * as the CUDA backend holds its activations, to see on a CPU how a
+   * checkpoint fares in bf16. Off by default (the CPU backend is fp32).
+   */
+  emulateBf16?: boolean;
 }
 export type Timings = NativeTimings;
 export type EngineInfo = NativeEngineInfo;
@@ -56,7 +62,7 @@ export function resolveBackend(requested: EngineOptions['backend']): 'cpu' | 'cu
 
 function nativeOptions(options: EngineOptions): NativeEngineOptions {
   if (options === null || typeof options !== 'object') throw invalidType('Engine options', 'an object', options);
-  const { backend, threads, maxActiveRequests, kvCacheGB, gpuMemoryFraction, device } = options;
+  const { backend, threads, maxActiveRequests, kvCacheGB, gpuMemoryFraction, device, emulateBf16 } = options;
   if (backend !== undefined && backend !== 'auto' && backend !== 'cpu' && backend !== 'cuda')
     throw invalidType('options.backend', '"auto", "cpu" or "cuda"', backend);
   const integer = (name: string, value: number | undefined, min: number): void => {
@@ -71,7 +77,11 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
     throw outOfRange('options.kvCacheGB', 'a positive number of GiB', kvCacheGB);
   if (gpuMemoryFraction !== undefined && (typeof gpuMemoryFraction !== 'number' || !(gpuMemoryFraction > 0 && gpuMemoryFraction <= 1)))
     throw outOfRange('options.gpuMemoryFraction', 'a number in (0, 1]', gpuMemoryFraction);
+  if (emulateBf16 !== undefined && typeof emulateBf16 !== 'boolean') throw invalidType('options.emulateBf16', 'a boolean', emulateBf16);
   const out: NativeEngineOptions = { backend: resolveBackend(backend) };
+  if (emulateBf16 && out.backend !== 'cpu')
+    throw invalidType('options.emulateBf16', 'the CPU backend (the CUDA backend is bf16 already)', out.backend);
+  if (emulateBf16) out.emulateBf16 = true;
   if (threads !== undefined) out.threads = threads;
   if (maxActiveRequests !== undefined) out.maxActiveRequests = maxActiveRequests;
   if (kvCacheGB !== undefined) out.kvCacheBytes = Math.floor(kvCacheGB * 2 ** 30);

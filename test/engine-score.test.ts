@@ -108,6 +108,28 @@ describe('backend selection and info', () => {
   });
 });
 
+describe('bf16 emulation on the CPU', () => {
+  it('moves the logits a little, as bf16 activations do, and only when asked', async () => {
+    await using emu = await Engine.open(tiny, { threads: 2, backend: 'cpu', emulateBf16: true });
+    const request = { promptIds: golden.input_ids, image: await image(), continuationIds: [], topK: 1, fullLogits: true };
+    const [fp32, bf16] = await Promise.all([engine.score(request), emu.score(request)]);
+    const a = fp32.positions[0]!.logits!;
+    const b = bf16.positions[0]!.logits!;
+    let dot = 0, na = 0, nb = 0, differ = 0;
+    for (let i = 0; i < a.length; ++i) {
+      dot += a[i]! * b[i]!;
+      na += a[i]! * a[i]!;
+      nb += b[i]! * b[i]!;
+      if (a[i] !== b[i]) differ++;
+    }
+    expect(differ).toBeGreaterThan(a.length / 2);
+    expect(dot / Math.sqrt(na * nb)).toBeGreaterThan(0.9);
+    await expect(Engine.open(tiny, { emulateBf16: 'yes' as unknown as boolean })).rejects.toThrow(
+      'options.emulateBf16: expected a boolean but got "yes"',
+    );
+  });
+});
+
 describe('KV budget', () => {
   it('rejects a request that can never fit with ERR_REX_OUT_OF_MEMORY while others complete', async () => {
     // The tiny model's CPU KV cache: layers * 2 * kv_heads * head_dim fp32 per token.

@@ -27,7 +27,11 @@ Status not_prepared() { return Status(StatusCode::kInternal, "cpu backend: prepa
 }  // namespace
 
 CpuBackend::CpuBackend(int threads) : pool_(threads) {}
-CpuBackend::CpuBackend(const BackendOptions& options) : pool_(options.threads), kv_budget_bytes_(options.kv_cache_bytes) {}
+CpuBackend::CpuBackend(const BackendOptions& options) : pool_(options.threads), kv_budget_bytes_(options.kv_cache_bytes) {
+  const ActivationPrecision p = options.emulate_bf16 ? ActivationPrecision::kBf16 : ActivationPrecision::kFp32;
+  vision_.set_activation_precision(p);
+  text_.set_activation_precision(p);
+}
 
 Status CpuBackend::prepare(const ModelConfig& config, const ModelWeights& weights) {
   config_ = config;

@@ -110,9 +110,9 @@ Status TextDecoder::forward(ThreadPool& pool, std::vector<float> x, const std::v
           c.rms_norm_eps, h.data());
   for (int li = 0; li < c.num_layers; ++li) {
     const Layer& l = layers_[size_t(li)];
-    linear(pool, h.data(), rows, l.q, q.data());
-    linear(pool, h.data(), rows, l.k, k.data());
-    linear(pool, h.data(), rows, l.v, v.data());
+    linear(pool, h.data(), rows, l.q, q.data(), precision_);
+    linear(pool, h.data(), rows, l.k, k.data(), precision_);
+    linear(pool, h.data(), rows, l.v, v.data(), precision_);
     apply_rotary(pool, q.data(), rows, hq, qd, rope);
     apply_rotary(pool, k.data(), rows, hkv, kvd, rope);
     r0 = 0;
@@ -128,12 +128,12 @@ Status TextDecoder::forward(ThreadPool& pool, std::vector<float> x, const std::v
                            &attn[size_t(r0) * qd]);
       r0 += s.n;
     }
-    linear(pool, attn.data(), rows, l.o, tmp.data());
+    linear(pool, attn.data(), rows, l.o, tmp.data(), precision_);
     add_rmsnorm(pool, x.data(), tmp.data(), rows, hidden, l.post_norm.data(), c.rms_norm_eps, h.data());
-    linear(pool, h.data(), rows, l.gate, gate.data());
-    linear(pool, h.data(), rows, l.up, up.data());
+    linear(pool, h.data(), rows, l.gate, gate.data(), precision_);
+    linear(pool, h.data(), rows, l.up, up.data(), precision_);
     swiglu_inplace(pool, gate.data(), up.data(), int64_t(gate.size()));
-    linear(pool, gate.data(), rows, l.down, tmp.data());
+    linear(pool, gate.data(), rows, l.down, tmp.data(), precision_);
     const float* next_norm = li + 1 < c.num_layers ? layers_[size_t(li) + 1].input_norm.data() : final_norm_.data();
     add_rmsnorm(pool, x.data(), tmp.data(), rows, hidden, next_norm, c.rms_norm_eps, h.data());
     if (tapping) emit("text.layer." + std::to_string(li), x.data());
@@ -152,7 +152,8 @@ Status TextDecoder::forward(ThreadPool& pool, std::vector<float> x, const std::v
     r += size_t(segments[i].n);
     std::copy_n(&h[(r - per) * hidden], per * hidden, &last[i * per * hidden]);
   }
-  matmul_bias(pool, last.data(), int(segments.size() * per), hidden, lm_head(), nullptr, c.vocab_size, logits);
+  matmul_bias(pool, last.data(), int(segments.size() * per), hidden, lm_head(), nullptr, c.vocab_size, logits,
+              precision_, ActivationPrecision::kFp32);
   return Status::Ok();
 }
 

@@ -7,6 +7,7 @@
 
 #include <vector>
 
+#include "cpu/gemm.h"
 #include "cpu/thread_pool.h"
 #include "cpu/weights_f32.h"
 #include "engine/backend.h"
@@ -28,6 +29,8 @@ struct TextSegment {
 
 class TextDecoder {
  public:
+  // kBf16: every GEMM reads and writes bf16-rounded activations (cpu/gemm.h).
+  void set_activation_precision(ActivationPrecision p) { precision_ = p; }
   Status load(const TextConfig& config, const TextWeights& weights);
   const TextConfig& config() const { return config_; }
 
@@ -43,6 +46,7 @@ class TextDecoder {
   void init_cache(KvCache* cache, int capacity_hint) const;
 
  private:
+  ActivationPrecision precision_ = ActivationPrecision::kFp32;
   struct Layer {
     std::vector<float> input_norm, post_norm;
     Linear q, k, v, o, gate, up, down;

@@ -95,7 +95,7 @@ Result<std::vector<float>> VisionEncoder::forward(ThreadPool& pool, const float*
 
   // 1. Patch embed.
   std::vector<float> x(size_t(n) * hidden);
-  linear(pool, pixel_values, n, patch_embed_, x.data());
+  linear(pool, pixel_values, n, patch_embed_, x.data(), precision_);
   emit("vision.patch_embed", x, n, hidden);
 
   // 2. Rotary ids in block order.
@@ -134,17 +134,17 @@ Result<std::vector<float>> VisionEncoder::forward(ThreadPool& pool, const float*
     const Block& b = blocks_[size_t(bi)];
     const bool full = std::find(c.fullatt_block_indexes.begin(), c.fullatt_block_indexes.end(), bi) !=
                       c.fullatt_block_indexes.end();
-    linear(pool, h.data(), n, b.qkv, qkv.data());
+    linear(pool, h.data(), n, b.qkv, qkv.data(), precision_);
     apply_rotary(pool, qkv.data(), n, heads, 3 * hidden, rope);            // q
     apply_rotary(pool, qkv.data() + hidden, n, heads, 3 * hidden, rope);   // k
     attention_varlen(pool, qkv.data(), qkv.data() + hidden, qkv.data() + 2 * hidden, 3 * hidden, heads, hd,
                      full ? full_seqlens : plan.cu_seqlens, attn.data());
-    linear(pool, attn.data(), n, b.proj, tmp.data());
+    linear(pool, attn.data(), n, b.proj, tmp.data(), precision_);
     add_rmsnorm(pool, x.data(), tmp.data(), n, hidden, b.norm2.data(), c.rms_norm_eps, h.data());
-    linear(pool, h.data(), n, b.gate, gate.data());
-    linear(pool, h.data(), n, b.up, up.data());
+    linear(pool, h.data(), n, b.gate, gate.data(), precision_);
+    linear(pool, h.data(), n, b.up, up.data(), precision_);
     swiglu_inplace(pool, gate.data(), up.data(), int64_t(gate.size()), mlp_gelu);
-    linear(pool, gate.data(), n, b.down, tmp.data());
+    linear(pool, gate.data(), n, b.down, tmp.data(), precision_);
     const float* next_norm = bi + 1 < c.depth ? blocks_[size_t(bi) + 1].norm1.data() : merger_norm_.data();
     add_rmsnorm(pool, x.data(), tmp.data(), n, hidden, next_norm, c.rms_norm_eps, h.data());
     if (tap && *tap) emit("vision.block." + std::to_string(bi), x, n, hidden);
@@ -154,9 +154,9 @@ Result<std::vector<float>> VisionEncoder::forward(ThreadPool& pool, const float*
   const int tokens = n / unit, out_hidden = c.out_hidden_size;
   // h = ln_q(x), from the last add_rmsnorm.
   std::vector<float> mid(size_t(tokens) * unit * hidden), merged(size_t(tokens) * out_hidden);
-  linear(pool, h.data(), tokens, merger_fc1_, mid.data());
+  linear(pool, h.data(), tokens, merger_fc1_, mid.data(), precision_);
   gelu_inplace(pool, mid.data(), int64_t(mid.size()));
-  linear(pool, mid.data(), tokens, merger_fc2_, merged.data());
+  linear(pool, mid.data(), tokens, merger_fc2_, merged.data(), precision_);
   emit("vision.merger", merged, tokens, out_hidden);
 
   std::vector<float> out(merged.size());

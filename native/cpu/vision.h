@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cpu/rope.h"
+#include "cpu/gemm.h"
 #include "cpu/thread_pool.h"
 #include "cpu/weights_f32.h"
 #include "engine/backend.h"
@@ -39,6 +40,8 @@ void patch_positions_block_order(int grid_h, int grid_w, int merge, std::vector<
 
 class VisionEncoder {
  public:
+  // kBf16: every GEMM reads and writes bf16-rounded activations (cpu/gemm.h).
+  void set_activation_precision(ActivationPrecision p) { precision_ = p; }
   Status load(const VisionConfig& config, const VisionWeights& weights);
 
   // pixel_values: [grid_h*grid_w, 1176]. Returns [grid_h*grid_w/merge^2, out_hidden]
@@ -47,6 +50,7 @@ class VisionEncoder {
                                      int grid_w, const TensorTap* tap) const;
 
  private:
+  ActivationPrecision precision_ = ActivationPrecision::kFp32;
   struct Block {
     std::vector<float> norm1, norm2;
     Linear qkv, proj, gate, up, down;

@@ -170,6 +170,9 @@ struct BackendOptions {
   size_t kv_cache_bytes = 0;
   double gpu_memory_fraction = 0;
   int max_active_requests = 8;     // also the largest decode batch (graph buckets)
+  // CPU backend: round every GEMM's activations to bf16 as the CUDA backend
+  // holds them (cpu/gemm.h), to see on a CPU what bf16 does to a checkpoint.
+  bool emulate_bf16 = false;
   int default_tokens_per_request = 8192;
 };
 

@@ -41,6 +41,7 @@ Result<std::unique_ptr<Engine>> Engine::create(const std::string& checkpoint_dir
   backend_options.kv_cache_bytes = options.kv_cache_bytes;
   backend_options.gpu_memory_fraction = options.gpu_memory_fraction;
   backend_options.max_active_requests = options.max_active_requests;
+  backend_options.emulate_bf16 = options.emulate_bf16;
   auto loaded = load_backend(checkpoint_dir, backend_options);
   if (!loaded.ok()) return loaded.status();
   LoadedBackend& l = loaded.value();

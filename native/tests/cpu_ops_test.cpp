@@ -11,6 +11,7 @@
 #include "cpu/attention_prefill.h"
 #include "cpu/attention_vision.h"
 #include "cpu/embedding.h"
+#include "common/bf16_host.h"
 #include "cpu/gemm.h"
 #include "cpu/norm.h"
 #include "cpu/rope.h"
@@ -258,4 +259,31 @@ REX_TEST(half_precision_widening) {
   CHECK_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
   CHECK_EQ(f16_to_f32(0x7bff), 65504.0f);
   CHECK(std::isinf(f16_to_f32(0x7c00)));
+}
+
+// ActivationPrecision::kBf16 rounds a GEMM's inputs and outputs to bf16 (the
+// CUDA backend's activations), and nothing else: it equals the fp32 product of
+// the rounded input, rounded once.
+REX_TEST(linear_bf16_activations_round_inputs_and_outputs) {
+  ThreadPool pool(2);
+  const int rows = 3, in = 37, out = 11;
+  Linear l;
+  l.in = in;
+  l.out = out;
+  l.w = random_vec(size_t(out) * in, 91);
+  l.b = random_vec(size_t(out), 92);
+  const std::vector<float> x = random_vec(size_t(rows) * in, 93, 3.0f);
+  std::vector<float> rounded_x(x), fp32(size_t(rows) * out), bf16(size_t(rows) * out), lm(size_t(rows) * out);
+  for (auto& v : rounded_x) v = round_to_bf16(v);
+  linear(pool, rounded_x.data(), rows, l, fp32.data());
+  linear(pool, x.data(), rows, l, bf16.data(), ActivationPrecision::kBf16);
+  matmul_bias(pool, x.data(), rows, in, l.w.data(), l.b.data(), out, lm.data(), ActivationPrecision::kBf16,
+              ActivationPrecision::kFp32);
+  int changed = 0;
+  for (size_t i = 0; i < fp32.size(); ++i) {
+    CHECK_EQ(bf16[i], round_to_bf16(fp32[i]));
+    CHECK_EQ(lm[i], fp32[i]);  // bf16 input, fp32 output (the LM head)
+    changed += bf16[i] != fp32[i];
+  }
+  CHECK(changed > 0);
 }
