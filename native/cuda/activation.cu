@@ -19,61 +19,17 @@
 //    CPU twin writes it. expf/erff are the accurate (not the __ fast) forms.
 //    The SFU and FMA work (~30 instructions per element) is well under the
 //    memory time at these sizes, but not by much for gelu (see
-//    notes/elementwise.md).
+//    NOTES.md, elementwise).
 #include "cuda/activation.cuh"
 
-#include <algorithm>
 #include <cstdint>
 #include <string>
 
 #include "cuda/cuda_check.h"
+#include "cuda/elementwise.cuh"
 
 namespace rex::cuda {
 namespace {
-
-// bf16 access, VEC (1, 2, 4 or 8) elements at once through one plain
-// integer load/store (uint4 for 8: one 16-byte access). bf16.cuh's Bf16x8
-// struct copy compiles to four 4-byte accesses, hence these. bf16 -> fp32 is
-// exact (a shift); fp32 -> bf16 rounds to nearest even.
-__device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
-__device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);  // .x (lo) at the lower address
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-
-template <int VEC>
-__device__ __forceinline__ void load_bf16(const bf16* p, float (&v)[VEC]) {
-  if constexpr (VEC == 8) {
-    const uint4 u = *reinterpret_cast<const uint4*>(p);
-    v[0] = bf16_lo(u.x), v[1] = bf16_hi(u.x), v[2] = bf16_lo(u.y), v[3] = bf16_hi(u.y);
-    v[4] = bf16_lo(u.z), v[5] = bf16_hi(u.z), v[6] = bf16_lo(u.w), v[7] = bf16_hi(u.w);
-  } else if constexpr (VEC == 4) {
-    const uint2 u = *reinterpret_cast<const uint2*>(p);
-    v[0] = bf16_lo(u.x), v[1] = bf16_hi(u.x), v[2] = bf16_lo(u.y), v[3] = bf16_hi(u.y);
-  } else if constexpr (VEC == 2) {
-    const uint32_t u = *reinterpret_cast<const uint32_t*>(p);
-    v[0] = bf16_lo(u), v[1] = bf16_hi(u);
-  } else {
-    static_assert(VEC == 1, "VEC is 1, 2, 4 or 8");
-    v[0] = __bfloat162float(*p);
-  }
-}
-
-template <int VEC>
-__device__ __forceinline__ void store_bf16(bf16* p, const float (&v)[VEC]) {
-  if constexpr (VEC == 8) {
-    *reinterpret_cast<uint4*>(p) = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]),
-                                              pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
-  } else if constexpr (VEC == 4) {
-    *reinterpret_cast<uint2*>(p) = make_uint2(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]));
-  } else if constexpr (VEC == 2) {
-    *reinterpret_cast<uint32_t*>(p) = pack_bf16x2(v[0], v[1]);
-  } else {
-    static_assert(VEC == 1, "VEC is 1, 2, 4 or 8");
-    *p = __float2bfloat16_rn(v[0]);
-  }
-}
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = int64_t(1) << 16;
@@ -87,6 +43,17 @@ template <bool GELU>
 __device__ __forceinline__ float act(float x) {
   if constexpr (GELU) return gelu_erf_f32(x);
   else return silu_f32(x);
+}
+
+// Flat chunk i of rows of chunks_per_row VEC-wide chunks: its row, and its
+// first column (elements).
+struct ChunkPos {
+  uint32_t r, c;
+};
+template <int VEC>
+__device__ __forceinline__ ChunkPos chunk_pos(uint32_t i, uint32_t chunks_per_row) {
+  const uint32_t r = i / chunks_per_row;
+  return {r, (i - r * chunks_per_row) * VEC};
 }
 
 // out[r, c..c+VEC) = act(gate_up[r, c..]) * gate_up[r, inter + c..], chunk by
@@ -103,9 +70,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int k = 0; k < UNROLL; ++k) {
       const uint32_t i = first + k * stride;
       if (i < total_chunks) {
-        const uint32_t r = i / chunks_per_row;
-        const uint32_t c = (i - r * chunks_per_row) * VEC;
-        const bf16* g = gate_up + size_t(r) * 2 * size_t(inter) + c;
+        const ChunkPos p = chunk_pos<VEC>(i, chunks_per_row);
+        const bf16* g = gate_up + size_t(p.r) * 2 * size_t(inter) + p.c;
         load_bf16<VEC>(g, gv[k]);
         load_bf16<VEC>(g + inter, uv[k]);
       }
@@ -114,12 +80,11 @@ __global__ void __launch_bounds__(kThreads)
     for (int k = 0; k < UNROLL; ++k) {
       const uint32_t i = first + k * stride;
       if (i < total_chunks) {
-        const uint32_t r = i / chunks_per_row;
-        const uint32_t c = (i - r * chunks_per_row) * VEC;
+        const ChunkPos p = chunk_pos<VEC>(i, chunks_per_row);
         float o[VEC];
 #pragma unroll
         for (int e = 0; e < VEC; ++e) o[e] = act<GELU>(gv[k][e]) * uv[k][e];
-        store_bf16<VEC>(out + size_t(r) * size_t(inter) + c, o);
+        store_bf16<VEC>(out + size_t(p.r) * size_t(inter) + p.c, o);
       }
     }
   }
@@ -150,21 +115,11 @@ __global__ void __launch_bounds__(kThreads) gelu_kernel(bf16* __restrict__ x, in
   if (tail < count) x[tail] = __float2bfloat16_rn(gelu_erf_f32(__bfloat162float(x[tail])));
 }
 
-bool aligned(const void* p, unsigned bytes) { return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0; }
-
-bool overlaps(const void* a, size_t na, const void* b, size_t nb) {
-  const uintptr_t x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
-  return x < y + nb && y < x + na;
-}
-
-Status invalid(const std::string& what) { return Status(StatusCode::kInvalidArgument, what); }
-
 template <int VEC, int UNROLL = kSwigluUnroll>
 Status launch_swiglu(const bf16* gate_up, int rows, int inter, bf16* out, bool use_gelu, cudaStream_t stream) {
   const uint32_t per_row = uint32_t(inter / VEC);
   const uint32_t total = uint32_t(int64_t(rows) * per_row);
-  const unsigned blocks =
-      unsigned(std::min<int64_t>((int64_t(total) + kThreads * UNROLL - 1) / (kThreads * UNROLL), kMaxBlocks));
+  const unsigned blocks = grid_stride_blocks(int64_t(total), kThreads * UNROLL, kMaxBlocks);
   if (use_gelu)
     swiglu_kernel<VEC, true, UNROLL><<<blocks, kThreads, 0, stream>>>(gate_up, per_row, total, inter, out);
   else
@@ -176,8 +131,7 @@ template <int UNROLL = kGeluUnroll>
 Status launch_gelu(bf16* x, int64_t count, cudaStream_t stream) {
   const bool vec = aligned(x, 16);
   const int64_t work = vec ? (count + 7) / 8 : count;
-  const unsigned blocks =
-      unsigned(std::min<int64_t>((work + kThreads * UNROLL - 1) / (kThreads * UNROLL), kMaxBlocks));
+  const unsigned blocks = grid_stride_blocks(work, kThreads * UNROLL, kMaxBlocks);
   if (vec)
     gelu_kernel<8, UNROLL><<<blocks, kThreads, 0, stream>>>(x, count);
   else

@@ -219,8 +219,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   const float inv = sum > 0.f ? 1.0f / sum : 0.f;  // no key at all (length 0): zeros
   uint2 packed;
-  packed.x = attn::pack_bf16x2(acc.x * inv, acc.y * inv);
-  packed.y = attn::pack_bf16x2(acc.z * inv, acc.w * inv);
+  packed.x = pack_bf16x2(acc.x * inv, acc.y * inv);
+  packed.y = pack_bf16x2(acc.z * inv, acc.w * inv);
   *reinterpret_cast<uint2*>(out + int64_t(item) * HD + lane * 4) = packed;
 }
 

@@ -1,6 +1,8 @@
 // Warp-level building blocks shared by the three attention kernels
 // (attention_vision.cu, attention_prefill.cu, attention_decode.cu): the
-// FlashAttention-2 inner step on mma.sync m16n8k16 (bf16 in, fp32 out).
+// FlashAttention-2 inner step on mma.sync m16n8k16 (bf16 in, fp32 out), and
+// the CTA's tiles and cp.async schedule the vision and prefill kernels share
+// (FlashPass, at the end).
 //
 // One warp owns 16 query rows. For a tile of KN keys held in shared memory
 // (row-major, [key][head_dim], rows padded to head_dim + 8 elements so the 8
@@ -77,12 +79,6 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
       "{%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats -> one register of two bf16 (lo in the low half), rounded to nearest.
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
 }
 
 // Physical cache row of a sequence's token t (paged_row with block_size =
@@ -266,6 +262,80 @@ struct TileLoader {
         const bf16* src = base + (ok ? row_offset(t) : int64_t(0)) + chunk * 8;
         cp_async_16(smem + r * (HD + 8) + chunk * 8, src, ok);
       }
+    }
+  }
+};
+
+// Shared-memory bytes of FlashPass: one Q tile of ROWS rows and one K and
+// one V tile of KN rows, HD + 8 bf16 each.
+template <int HD, int ROWS, int KN>
+constexpr int flash_smem_bytes() {
+  return (ROWS + 2 * KN) * (HD + 8) * int(sizeof(bf16));
+}
+
+// The shared-memory tiles and the cp.async schedule of one CTA's
+// FlashAttention-2 pass, as the vision and prefill kernels run it: THREADS /
+// 32 warps, warp i owning query rows q0 + 16i .. q0 + 16i + 15 of the
+// ROWS-row tile at q0 (rows >= q_end zero-filled), against the keys
+// [0, kv_end) in tiles of KN, through one Q, one K and one V buffer
+// (flash_smem_bytes). FA2's schedule: V_j is fetched while S = Q K_j^T is
+// computed, K_{j+1} while O += P V_j. Matrix row t of Q is at q_base +
+// q_offset(t), of K and V at k_base / v_base + kv_offset(t). The kernel
+// owns the key loop (tile j: keys k0 = j * KN ..):
+//   prologue(...);
+//   for each tile j: begin_tile(...); S, mask, softmax; end_tile(...); O += P V
+template <int HD, int KN, int ROWS, int THREADS>
+struct FlashPass {
+  static constexpr int kLd = HD + 8;
+  bf16* sq;  // [ROWS][kLd]
+  bf16* sk;  // [KN][kLd]
+  bf16* sv;  // [KN][kLd]
+  TileLoader<HD, ROWS, THREADS> q_loader;
+  TileLoader<HD, KN, THREADS> kv_loader;
+
+  __device__ __forceinline__ FlashPass(unsigned char* smem, int tid)
+      : sq(reinterpret_cast<bf16*>(smem)), sk(sq + ROWS * kLd), sv(sk + KN * kLd), q_loader(tid), kv_loader(tid) {}
+
+  // Q tile and K tile 0 (one group), then V tile 0 (a second group, in flight
+  // while the first is consumed).
+  template <typename QOffset, typename KvOffset>
+  __device__ __forceinline__ void prologue(const bf16* q_base, int q0, int q_end, QOffset q_offset,
+                                           const bf16* k_base, const bf16* v_base, int kv_end,
+                                           KvOffset kv_offset) const {
+    q_loader.load(sq, q_base, q0, q_end, q_offset);
+    kv_loader.load(sk, k_base, 0, kv_end, kv_offset);
+    cp_async_commit();
+    kv_loader.load(sv, v_base, 0, kv_end, kv_offset);
+    cp_async_commit();
+  }
+
+  // Tile j begins: waits for K_j (at j = 0 for Q too, whose fragments w then
+  // loads for the warp's 16 rows), then issues V_j (V_0 came with the prologue).
+  template <typename KvOffset>
+  __device__ __forceinline__ void begin_tile(WarpFlash<HD, KN>& w, int j, int k0, int warp, int lane,
+                                             const bf16* v_base, int kv_end, KvOffset kv_offset) const {
+    if (j == 0)
+      cp_async_wait<1>();  // Q and K_0 (V_0 may still be in flight)
+    else
+      cp_async_wait<0>();  // K_j
+    __syncthreads();  // K_j (and Q) visible; every warp is done with V_{j-1}
+    if (j == 0) {
+      w.load_q_smem(sq + warp * 16 * kLd, lane);
+    } else {
+      kv_loader.load(sv, v_base, k0, kv_end, kv_offset);
+      cp_async_commit();
+    }
+  }
+
+  // After S = Q K_j^T: waits for V_j, then issues K_{j+1} when there is one.
+  template <typename KvOffset>
+  __device__ __forceinline__ void end_tile(int j, int num_tiles, int k0, const bf16* k_base, int kv_end,
+                                           KvOffset kv_offset) const {
+    cp_async_wait<0>();
+    __syncthreads();  // V_j visible; every warp is done with K_j
+    if (j + 1 < num_tiles) {
+      kv_loader.load(sk, k_base, k0 + KN, kv_end, kv_offset);
+      cp_async_commit();
     }
   }
 };

@@ -44,12 +44,8 @@ __global__ void __launch_bounds__(kThreads, prefill_min_blocks<HD>())
     attention_prefill_kernel(const bf16* __restrict__ q, int q_stride, int n, int past, int group, PagedKv cache,
                              int block_shift, const int32_t* __restrict__ block_table, float scale_log2,
                              bf16* __restrict__ out, int out_stride) {
-  constexpr int kLd = HD + 8;
   using Warp = attn::WarpFlash<HD, kKeyTile>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* sq = reinterpret_cast<bf16*>(smem_raw);  // [kRows][kLd]
-  bf16* sk = sq + kRows * kLd;                    // [kKeyTile][kLd]
-  bf16* sv = sk + kKeyTile * kLd;                 // [kKeyTile][kLd]
 
   const int head = blockIdx.x;
   const int tile = gridDim.y - 1 - blockIdx.y;  // longest first
@@ -67,16 +63,8 @@ __global__ void __launch_bounds__(kThreads, prefill_min_blocks<HD>())
   auto kv_offset = [block_table, block_shift, kv_row](int t) {
     return attn::paged_row_pow2(block_table, block_shift, t) * kv_row;
   };
-  const attn::TileLoader<HD, kRows, kThreads> q_loader(tid);
-  const attn::TileLoader<HD, kKeyTile, kThreads> kv_loader(tid);
-
-  // Prologue: Q tile and K tile 0 (one group), then V tile 0 (a second group,
-  // in flight while the first is consumed).
-  q_loader.load(sq, q_base, q0, n, q_offset);
-  kv_loader.load(sk, k_base, 0, kv_end, kv_offset);
-  attn::cp_async_commit();
-  kv_loader.load(sv, v_base, 0, kv_end, kv_offset);
-  attn::cp_async_commit();
+  const attn::FlashPass<HD, kKeyTile, kRows, kThreads> pass(smem_raw, tid);
+  pass.prologue(q_base, q0, n, q_offset, k_base, v_base, kv_end, kv_offset);
 
   // This thread's two rows (absolute query index) and the warp's first row.
   const int g = lane / 4;
@@ -88,36 +76,21 @@ __global__ void __launch_bounds__(kThreads, prefill_min_blocks<HD>())
   const int num_tiles = (kv_end + kKeyTile - 1) / kKeyTile;
   for (int j = 0; j < num_tiles; ++j) {
     const int k0 = j * kKeyTile;
-    if (j == 0)
-      attn::cp_async_wait<1>();  // Q and K_0 (V_0 may still be in flight)
-    else
-      attn::cp_async_wait<0>();  // K_j
-    __syncthreads();  // K_j (and Q) visible; every warp is done with V_{j-1}
-    if (j == 0) {
-      w.load_q_smem(sq + warp * 16 * kLd, lane);
-    } else {
-      kv_loader.load(sv, v_base, k0, kv_end, kv_offset);
-      attn::cp_async_commit();
-    }
+    pass.begin_tile(w, j, k0, warp, lane, v_base, kv_end, kv_offset);
 
     // Warp-uniform: does any row of this warp see any key of this tile?
     const bool active = warp_row0 < n && k0 <= past + warp_row0 + 15;
     float s[Warp::kSTiles][4];
     if (active) {
-      w.scores(s, sk, lane);
+      w.scores(s, pass.sk, lane);
       // Key k0 + c is visible to row r iff k0 + c <= past + r (and k0 + c < kv_end).
       if (k0 + kKeyTile - 1 > past + warp_row0 || k0 + kKeyTile > kv_end)
         w.mask(s, kv_end - k0, past + r0 - k0, past + r1 - k0, lane);
       w.softmax(s, scale_log2);
     }
 
-    attn::cp_async_wait<0>();
-    __syncthreads();  // V_j visible; every warp is done with K_j
-    if (j + 1 < num_tiles) {
-      kv_loader.load(sk, k_base, k0 + kKeyTile, kv_end, kv_offset);
-      attn::cp_async_commit();
-    }
-    if (active) w.accumulate(s, sv, lane);
+    pass.end_tile(j, num_tiles, k0, k_base, kv_end, kv_offset);
+    if (active) w.accumulate(s, pass.sv, lane);
   }
 
   w.reduce_sums();
@@ -127,7 +100,7 @@ __global__ void __launch_bounds__(kThreads, prefill_min_blocks<HD>())
 
 template <int HD>
 constexpr int prefill_smem_bytes() {
-  return (kRows + 2 * kKeyTile) * (HD + 8) * int(sizeof(bf16));
+  return attn::flash_smem_bytes<HD, kRows, kKeyTile>();
 }
 
 // Raises the dynamic shared-memory limit once per process; the one call's

@@ -48,12 +48,9 @@ template <int HD, int WARPS>
 __global__ void __launch_bounds__(WARPS * 32, vision_min_blocks<HD, WARPS>())
     attention_vision_kernel(const bf16* __restrict__ qkv, int heads, const int32_t* __restrict__ cu_seqlens,
                             int tiles_per_segment, float scale_log2, bf16* __restrict__ out) {
-  constexpr int kThreads = WARPS * 32, kRows = WARPS * 16, kLd = HD + 8;
+  constexpr int kThreads = WARPS * 32, kRows = WARPS * 16;
   using Warp = attn::WarpFlash<HD, kKeyTile>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* sq = reinterpret_cast<bf16*>(smem_raw);  // [kRows][kLd]
-  bf16* sk = sq + kRows * kLd;                    // [kKeyTile][kLd]
-  bf16* sv = sk + kKeyTile * kLd;                 // [kKeyTile][kLd]
 
   const int segment = blockIdx.x / tiles_per_segment, tile = blockIdx.x % tiles_per_segment;
   const int head = blockIdx.y;
@@ -69,46 +66,23 @@ __global__ void __launch_bounds__(WARPS * 32, vision_min_blocks<HD, WARPS>())
   const bf16* v_base = q_base + int64_t(2) * heads * HD;
 
   auto row_offset = [row_stride](int t) { return int64_t(t) * row_stride; };
-  const attn::TileLoader<HD, kRows, kThreads> q_loader(tid);
-  const attn::TileLoader<HD, kKeyTile, kThreads> kv_loader(tid);
-
-  // Prologue: Q tile and K tile 0 (one group), then V tile 0 (a second group,
-  // in flight while the first is consumed).
-  q_loader.load(sq, q_base, q0, seg_len, row_offset);
-  kv_loader.load(sk, k_base, 0, seg_len, row_offset);
-  attn::cp_async_commit();
-  kv_loader.load(sv, v_base, 0, seg_len, row_offset);
-  attn::cp_async_commit();
+  const attn::FlashPass<HD, kKeyTile, kRows, kThreads> pass(smem_raw, tid);
+  pass.prologue(q_base, q0, seg_len, row_offset, k_base, v_base, seg_len, row_offset);
 
   Warp w;
   w.init();
   const int num_tiles = (seg_len + kKeyTile - 1) / kKeyTile;
   for (int j = 0; j < num_tiles; ++j) {
     const int k0 = j * kKeyTile;
-    if (j == 0)
-      attn::cp_async_wait<1>();  // Q and K_0 (V_0 may still be in flight)
-    else
-      attn::cp_async_wait<0>();  // K_j
-    __syncthreads();  // K_j (and Q) visible; every warp is done with V_{j-1}
-    if (j == 0) {
-      w.load_q_smem(sq + warp * 16 * kLd, lane);
-    } else {
-      kv_loader.load(sv, v_base, k0, seg_len, row_offset);
-      attn::cp_async_commit();
-    }
+    pass.begin_tile(w, j, k0, warp, lane, v_base, seg_len, row_offset);
 
     float s[Warp::kSTiles][4];
-    w.scores(s, sk, lane);
+    w.scores(s, pass.sk, lane);
     if (k0 + kKeyTile > seg_len) w.mask(s, seg_len - k0, INT_MAX, INT_MAX, lane);
     w.softmax(s, scale_log2);
 
-    attn::cp_async_wait<0>();
-    __syncthreads();  // V_j visible; every warp is done with K_j
-    if (j + 1 < num_tiles) {
-      kv_loader.load(sk, k_base, k0 + kKeyTile, seg_len, row_offset);
-      attn::cp_async_commit();
-    }
-    w.accumulate(s, sv, lane);
+    pass.end_tile(j, num_tiles, k0, k_base, seg_len, row_offset);
+    w.accumulate(s, pass.sv, lane);
   }
 
   w.reduce_sums();
@@ -121,7 +95,7 @@ __global__ void __launch_bounds__(WARPS * 32, vision_min_blocks<HD, WARPS>())
 
 template <int HD, int WARPS>
 constexpr int vision_smem_bytes() {
-  return (WARPS * 16 + 2 * kKeyTile) * (HD + 8) * int(sizeof(bf16));
+  return attn::flash_smem_bytes<HD, WARPS * 16, kKeyTile>();
 }
 
 // Raises the kernel's dynamic shared-memory limit once per process (needed

@@ -1,7 +1,7 @@
 // The element types of the CUDA backend: weights and activations are bf16
 // (__nv_bfloat16), accumulation and the residual stream are fp32. Small
-// helpers for 16-byte vector access (8 bf16 per load), used by the
-// memory-bound kernels.
+// helpers for 16-byte vector access (8 bf16 per load), and for a 32-bit word
+// of two bf16 (used by elementwise.cuh and the attention kernels).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -45,6 +45,15 @@ __device__ __forceinline__ Bf16x8 float_to_bf16x8(const float in[8]) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) v.h[i] = __floats2bfloat162_rn(in[2 * i], in[2 * i + 1]);
   return v;
+}
+
+// One 32-bit word of two bf16 (lo at the lower address) and two floats:
+// bf16 -> fp32 is exact (a shift); fp32 -> bf16 rounds to nearest even.
+__device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);  // .x (lo) at the lower address
+  return *reinterpret_cast<const uint32_t*>(&h);
 }
 
 #endif  // __CUDACC__

@@ -20,43 +20,10 @@
 #include <string>
 
 #include "cuda/cuda_check.h"
+#include "cuda/elementwise.cuh"
 
 namespace rex::cuda {
 namespace {
-
-// bf16 loads, VEC (1, 2, 4 or 8) elements at once through one plain integer
-// load (uint4 for 8: one 16-byte access). bf16.cuh's Bf16x8 struct copy
-// compiles to four 4-byte accesses, hence these. bf16 -> fp32 is exact (a shift).
-__device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
-__device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
-template <int VEC>
-__device__ __forceinline__ void load_bf16(const bf16* p, float (&v)[VEC]) {
-  if constexpr (VEC == 8) {
-    const uint4 u = *reinterpret_cast<const uint4*>(p);
-    v[0] = bf16_lo(u.x), v[1] = bf16_hi(u.x), v[2] = bf16_lo(u.y), v[3] = bf16_hi(u.y);
-    v[4] = bf16_lo(u.z), v[5] = bf16_hi(u.z), v[6] = bf16_lo(u.w), v[7] = bf16_hi(u.w);
-  } else if constexpr (VEC == 4) {
-    const uint2 u = *reinterpret_cast<const uint2*>(p);
-    v[0] = bf16_lo(u.x), v[1] = bf16_hi(u.x), v[2] = bf16_lo(u.y), v[3] = bf16_hi(u.y);
-  } else if constexpr (VEC == 2) {
-    const uint32_t u = *reinterpret_cast<const uint32_t*>(p);
-    v[0] = bf16_lo(u), v[1] = bf16_hi(u);
-  } else {
-    static_assert(VEC == 1, "VEC is 1, 2, 4 or 8");
-    v[0] = __bfloat162float(*p);
-  }
-}
-
-template <int VEC>
-__device__ __forceinline__ void store_f32(float* p, const float (&v)[VEC]) {
-  if constexpr (VEC == 8) {
-    reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
-    reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
-  } else {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) p[i] = v[i];
-  }
-}
 
 constexpr unsigned kMaxGrid = 1u << 20;
 constexpr int kEmbedChunksPerThread = 1;  // chunks each thread loads before it stores
@@ -104,15 +71,11 @@ template <int VEC, int PER = kEmbedChunksPerThread>
 Status launch_embed(const int32_t* ids, const int32_t* image_index, int n, const bf16* table, int vocab,
                     const bf16* image, int hidden, float* out, cudaStream_t stream) {
   const int chunks = hidden / VEC;
-  const unsigned threads = unsigned(std::min(1024, ((chunks + PER - 1) / PER + 31) / 32 * 32));
+  const unsigned threads = unsigned(std::min(1024, whole_warps((chunks + PER - 1) / PER)));
   const unsigned grid = unsigned(n) < kMaxGrid ? unsigned(n) : kMaxGrid;
   embed_rows_kernel<VEC, PER><<<grid, threads, 0, stream>>>(ids, image_index, n, table, vocab, image, hidden, out);
   return check_launch("embed_rows_kernel");
 }
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-Status invalid(const std::string& what) { return Status(StatusCode::kInvalidArgument, what); }
 
 }  // namespace
 

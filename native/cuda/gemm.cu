@@ -1,6 +1,6 @@
 // See gemm.cuh. Why it is shaped this way:
 //  - cuBLASLt, not hand-written kernels: at every shape of this model the
-//    library's Hopper kernels are at or near the floor (notes/gemm.md), and
+//    library's Hopper kernels are at or near the floor (NOTES.md, GEMM), and
 //    its bias epilogue fuses the vision blocks' bias add for free.
 //  - Row-major Y[M,N] = X[M,K] W[N,K]^T is, read column-major, Y^T = W^T' X^T:
 //    A = W (col-major K x N, ld K, op T), B = X (col-major K x M, ld lda,

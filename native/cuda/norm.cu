@@ -22,7 +22,7 @@
 //  - A scalar path (one element per chunk) takes any dim or alignment the
 //    16-byte path cannot (dim % 8 != 0, or an unaligned pointer).
 //  - Measured on an H200 at copy speed: a cudaMemcpyAsync of the same bytes
-//    takes as long or longer (notes/elementwise.md).
+//    takes as long or longer (NOTES.md, elementwise).
 #include "cuda/norm.cuh"
 
 #include <algorithm>
@@ -30,6 +30,7 @@
 #include <string>
 
 #include "cuda/cuda_check.h"
+#include "cuda/elementwise.cuh"
 
 namespace rex::cuda {
 namespace {
@@ -37,74 +38,6 @@ namespace {
 constexpr int kMaxThreads = 1024;
 constexpr int kVecChunks = 4;      // 8-wide chunks per thread: dim <= 4 * 1024 * 8 = 32768
 constexpr int kScalarChunks = 16;  // 1-wide chunks per thread: dim <= 16 * 1024 = 16384
-
-template <int VEC>
-__device__ __forceinline__ void load_f32(const float* p, float (&v)[VEC]) {
-  if constexpr (VEC == 8) {
-    const float4 a = reinterpret_cast<const float4*>(p)[0];
-    const float4 b = reinterpret_cast<const float4*>(p)[1];
-    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
-    v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
-  } else {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) v[i] = p[i];
-  }
-}
-
-template <int VEC>
-__device__ __forceinline__ void store_f32(float* p, const float (&v)[VEC]) {
-  if constexpr (VEC == 8) {
-    reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
-    reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
-  } else {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) p[i] = v[i];
-  }
-}
-
-// bf16 access, VEC (1, 2, 4 or 8) elements at once through one plain
-// integer load/store (uint4 for 8: one 16-byte access). bf16.cuh's Bf16x8
-// struct copy compiles to four 4-byte accesses, hence these. bf16 -> fp32 is
-// exact (a shift); fp32 -> bf16 rounds to nearest even.
-__device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
-__device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);  // .x (lo) at the lower address
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-
-template <int VEC>
-__device__ __forceinline__ void load_bf16(const bf16* p, float (&v)[VEC]) {
-  if constexpr (VEC == 8) {
-    const uint4 u = *reinterpret_cast<const uint4*>(p);
-    v[0] = bf16_lo(u.x), v[1] = bf16_hi(u.x), v[2] = bf16_lo(u.y), v[3] = bf16_hi(u.y);
-    v[4] = bf16_lo(u.z), v[5] = bf16_hi(u.z), v[6] = bf16_lo(u.w), v[7] = bf16_hi(u.w);
-  } else if constexpr (VEC == 4) {
-    const uint2 u = *reinterpret_cast<const uint2*>(p);
-    v[0] = bf16_lo(u.x), v[1] = bf16_hi(u.x), v[2] = bf16_lo(u.y), v[3] = bf16_hi(u.y);
-  } else if constexpr (VEC == 2) {
-    const uint32_t u = *reinterpret_cast<const uint32_t*>(p);
-    v[0] = bf16_lo(u), v[1] = bf16_hi(u);
-  } else {
-    static_assert(VEC == 1, "VEC is 1, 2, 4 or 8");
-    v[0] = __bfloat162float(*p);
-  }
-}
-
-template <int VEC>
-__device__ __forceinline__ void store_bf16(bf16* p, const float (&v)[VEC]) {
-  if constexpr (VEC == 8) {
-    *reinterpret_cast<uint4*>(p) = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]),
-                                              pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
-  } else if constexpr (VEC == 4) {
-    *reinterpret_cast<uint2*>(p) = make_uint2(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]));
-  } else if constexpr (VEC == 2) {
-    *reinterpret_cast<uint32_t*>(p) = pack_bf16x2(v[0], v[1]);
-  } else {
-    static_assert(VEC == 1, "VEC is 1, 2, 4 or 8");
-    *p = __float2bfloat16_rn(v[0]);
-  }
-}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -225,16 +158,6 @@ __global__ void add_residual_kernel(float* __restrict__ residual, const bf16* __
   if (tail < count) residual[tail] = __fadd_rn(residual[tail], __bfloat162float(delta[tail]));
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-// Byte ranges [a, a+na) and [b, b+nb) share a byte.
-bool overlaps(const void* a, size_t na, const void* b, size_t nb) {
-  const uintptr_t x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
-  return x < y + nb && y < x + na;
-}
-
-Status invalid(const std::string& what) { return Status(StatusCode::kInvalidArgument, what); }
-
 // One block per row; each thread takes `per` chunks (at least what 1024
 // threads need, at most CHUNKS of the kernel picked), so the block is
 // ceil(chunks / per) threads rounded up to whole warps.
@@ -244,7 +167,7 @@ Status launch_rmsnorm(const char* name, const float* x, float* residual, const b
   const int chunks = dim / VEC;
   const int max_per = VEC == 8 ? kVecChunks : kScalarChunks;
   const int per = std::min(max_per, std::max(per_thread, (chunks + kMaxThreads - 1) / kMaxThreads));
-  const unsigned threads = unsigned(((chunks + per - 1) / per + 31) / 32 * 32);
+  const unsigned threads = unsigned(whole_warps((chunks + per - 1) / per));
   const unsigned grid = unsigned(rows);
   if constexpr (VEC == 8) {
     if (per <= 1)
@@ -283,7 +206,7 @@ Status rmsnorm_common(const char* name, bool fused, const float* x, float* resid
     return invalid(fn + ": expected out not to overlap the input or the weight but it does");
   if (fused && delta != out && overlaps(out, n * sizeof(bf16), delta, n * sizeof(bf16)))
     return invalid(fn + ": expected out to be delta itself or disjoint from it but it partly overlaps");
-  // Measured on an H200 (notes/elementwise.md): four chunks per thread make
+  // Measured on an H200 (NOTES.md, elementwise): four chunks per thread make
   // the fused norm 3-15% faster at prefill sizes; one is best for decode and
   // for the plain norm.
   const int per = fused && rows >= 256 ? 4 : 1;
@@ -316,11 +239,11 @@ Status add_residual(float* residual, const bf16* delta, int64_t count, cudaStrea
   constexpr int kThreads = 256;
   const bool vec = aligned16(residual) && aligned16(delta);
   const int64_t work = vec ? (count + 7) / 8 : count;  // threads needed (chunks, or elements)
-  const int64_t blocks = std::min<int64_t>((work + kThreads - 1) / kThreads, int64_t(1) << 16);
+  const unsigned blocks = grid_stride_blocks(work, kThreads, int64_t(1) << 16);
   if (vec)
-    add_residual_kernel<8><<<unsigned(blocks), kThreads, 0, stream>>>(residual, delta, count);
+    add_residual_kernel<8><<<blocks, kThreads, 0, stream>>>(residual, delta, count);
   else
-    add_residual_kernel<1><<<unsigned(blocks), kThreads, 0, stream>>>(residual, delta, count);
+    add_residual_kernel<1><<<blocks, kThreads, 0, stream>>>(residual, delta, count);
   return check_launch("add_residual");
 }
 

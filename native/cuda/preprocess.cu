@@ -31,7 +31,7 @@
 // - Three launches, no fusion, no shared-memory staging: the device part is
 //   predicted at ~10 µs (1000x750) to ~70 µs (4000x3000), against ~0.1 ms and
 //   ~1-2.5 ms for the PCIe upload of the source RGB that precedes it (see
-//   notes/preprocess.md), so simplicity wins for now.
+//   NOTES.md, preprocess), so simplicity wins for now.
 #include "cuda/preprocess.cuh"
 
 #include <cuda_bf16.h>
@@ -243,15 +243,20 @@ Status DevicePreprocessor::run_into(DevicePreprocessed& out, const uint8_t* rgb,
     s.ybox_rows = plan.ybox_rows;
     // Pack both axes' taps into one upload: [first | count | weights] per axis.
     host_taps_.clear();
+    // An axis's ksize, its first and count arrays, and where its weights go.
+    auto pack_axis = [this](const resample_detail::AxisCoeffs& a, int* ksize, size_t* first, size_t* count,
+                            size_t* weights) {
+      *ksize = a.ksize;
+      *first = host_taps_.size();
+      host_taps_.insert(host_taps_.end(), a.first.begin(), a.first.end());
+      *count = host_taps_.size();
+      host_taps_.insert(host_taps_.end(), a.count.begin(), a.count.end());
+      *weights = host_taps_.size();
+    };
     if (plan.horizontal) {
       // Horizontal taps go up transposed, [x][xx]: see resample_horizontal_kernel.
       const resample_detail::AxisCoeffs& h = plan.horiz;
-      s.h_ksize = h.ksize;
-      s.h_first = host_taps_.size();
-      host_taps_.insert(host_taps_.end(), h.first.begin(), h.first.end());
-      s.h_count = host_taps_.size();
-      host_taps_.insert(host_taps_.end(), h.count.begin(), h.count.end());
-      s.h_weights = host_taps_.size();
+      pack_axis(h, &s.h_ksize, &s.h_first, &s.h_count, &s.h_weights);
       host_taps_.resize(host_taps_.size() + static_cast<size_t>(out_w) * h.ksize);
       int32_t* wt = host_taps_.data() + s.h_weights;
       for (int xx = 0; xx < out_w; ++xx)
@@ -261,12 +266,7 @@ Status DevicePreprocessor::run_into(DevicePreprocessed& out, const uint8_t* rgb,
     if (plan.vertical) {
       // Vertical taps stay [yy][y]: a block shares one output row's taps.
       const resample_detail::AxisCoeffs& v = plan.vert;
-      s.v_ksize = v.ksize;
-      s.v_first = host_taps_.size();
-      host_taps_.insert(host_taps_.end(), v.first.begin(), v.first.end());
-      s.v_count = host_taps_.size();
-      host_taps_.insert(host_taps_.end(), v.count.begin(), v.count.end());
-      s.v_weights = host_taps_.size();
+      pack_axis(v, &s.v_ksize, &s.v_first, &s.v_count, &s.v_weights);
       host_taps_.insert(host_taps_.end(), v.weights.begin(), v.weights.end());
     }
     // The passes write exactly the output's rows; guard the invariant the CPU path relies on too.

@@ -23,7 +23,7 @@
 //    percent of the time; the bytes are q and k read and written (and v).
 //    Measured at copy speed (cudaMemcpyAsync of the same bytes). Tried and
 //    reverted: loading each thread's first item before the sincos phase, to
-//    overlap the two latencies, was 6-10% slower (notes/elementwise.md).
+//    overlap the two latencies, was 6-10% slower (NOTES.md, elementwise).
 #include "cuda/rope.cuh"
 
 #include <algorithm>
@@ -31,53 +31,10 @@
 #include <string>
 
 #include "cuda/cuda_check.h"
+#include "cuda/elementwise.cuh"
 
 namespace rex::cuda {
 namespace {
-
-// bf16 access, VEC (1, 2, 4 or 8) elements at once through one plain
-// integer load/store (uint4 for 8: one 16-byte access). bf16.cuh's Bf16x8
-// struct copy compiles to four 4-byte accesses, hence these. bf16 -> fp32 is
-// exact (a shift); fp32 -> bf16 rounds to nearest even.
-__device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
-__device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);  // .x (lo) at the lower address
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-
-template <int VEC>
-__device__ __forceinline__ void load_bf16(const bf16* p, float (&v)[VEC]) {
-  if constexpr (VEC == 8) {
-    const uint4 u = *reinterpret_cast<const uint4*>(p);
-    v[0] = bf16_lo(u.x), v[1] = bf16_hi(u.x), v[2] = bf16_lo(u.y), v[3] = bf16_hi(u.y);
-    v[4] = bf16_lo(u.z), v[5] = bf16_hi(u.z), v[6] = bf16_lo(u.w), v[7] = bf16_hi(u.w);
-  } else if constexpr (VEC == 4) {
-    const uint2 u = *reinterpret_cast<const uint2*>(p);
-    v[0] = bf16_lo(u.x), v[1] = bf16_hi(u.x), v[2] = bf16_lo(u.y), v[3] = bf16_hi(u.y);
-  } else if constexpr (VEC == 2) {
-    const uint32_t u = *reinterpret_cast<const uint32_t*>(p);
-    v[0] = bf16_lo(u), v[1] = bf16_hi(u);
-  } else {
-    static_assert(VEC == 1, "VEC is 1, 2, 4 or 8");
-    v[0] = __bfloat162float(*p);
-  }
-}
-
-template <int VEC>
-__device__ __forceinline__ void store_bf16(bf16* p, const float (&v)[VEC]) {
-  if constexpr (VEC == 8) {
-    *reinterpret_cast<uint4*>(p) = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]),
-                                              pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
-  } else if constexpr (VEC == 4) {
-    *reinterpret_cast<uint2*>(p) = make_uint2(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]));
-  } else if constexpr (VEC == 2) {
-    *reinterpret_cast<uint32_t*>(p) = pack_bf16x2(v[0], v[1]);
-  } else {
-    static_assert(VEC == 1, "VEC is 1, 2, 4 or 8");
-    *p = __float2bfloat16_rn(v[0]);
-  }
-}
 
 constexpr int kMaxHeadDim = 1024;
 
@@ -169,12 +126,8 @@ __global__ void mrope_qkv_to_cache_kernel(bf16* __restrict__ qkv, int rows, int 
   }
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-Status invalid(const std::string& what) { return Status(StatusCode::kInvalidArgument, what); }
-
 // Threads per block: one per item, rounded to warps, 32..256.
-unsigned block_threads(int items) { return unsigned(std::min(256, std::max(32, (items + 31) / 32 * 32))); }
+unsigned block_threads(int items) { return unsigned(std::min(256, std::max(32, whole_warps(items)))); }
 
 }  // namespace
 

@@ -1,13 +1,14 @@
 // Helpers shared by the three attention tests (cuda_attention_{vision,
-// prefill,decode}_test.cu), on top of cuda_test_util.h:
+// prefill,decode}_test.cu), on top of cuda_test_util.h and cuda_timing.h:
 //  - check_close: the rel.err check of CHECK_REL_ERROR plus every other
 //    measure a device log should carry (max |diff| against max |ref|, where
 //    the worst element sits, how many outputs are not finite), so one run
 //    says what went wrong, not only that it did;
 //  - check_same_bits: a second launch on the same inputs must give the same
 //    bits (a moving result is a race);
-//  - median_ms: median of 20 single-launch times (cudaEvent), L2 flushed
-//    before each so inputs come from HBM as they would in the model;
+//  - time_launch: median (and min) of 20 single-launch times (cudaEvent),
+//    L2 flushed before each (cuda_timing.h) so inputs come from HBM as they
+//    would in the model;
 //  - a summary table printed last (the device reply carries the end of the log);
 //  - REX_ATTN_QUICK=1 in the environment: small cases only and no timing, for
 //    a pass under compute-sanitizer (memcheck, racecheck, synccheck).
@@ -23,21 +24,10 @@
 #include <string>
 #include <vector>
 
-#include "cpu/thread_pool.h"
 #include "cuda_test_util.h"
+#include "cuda_timing.h"
 
 namespace rex_test::attn {
-
-inline rex::cpu::ThreadPool& pool() {
-  static rex::cpu::ThreadPool p(0);
-  return p;
-}
-
-inline bool skip_without_gpu() {
-  if (gpu_present()) return false;
-  std::printf("  skipped: no CUDA device\n");
-  return true;
-}
 
 inline bool quick() {
   static const bool q = std::getenv("REX_ATTN_QUICK") != nullptr;
@@ -89,41 +79,14 @@ inline void check_same_bits(const std::string& what, const std::vector<uint16_t>
   }
 }
 
-// A buffer larger than the H200's L2, rewritten before each timed launch.
-struct L2Flush {
-  DeviceArray<unsigned char> buf{size_t(256) << 20};
-  void operator()(cudaStream_t s) { cudaMemsetAsync(buf.ptr, 0x5a, buf.count, s); }
-};
-inline L2Flush& l2_flush() {
-  static L2Flush f;
-  return f;
-}
-
 // Median (and min) of `reps` single-launch times in ms, after 3 warm-ups.
 struct Timing {
   double median_ms = 0, min_ms = 0;
 };
 template <typename Launch>
 Timing time_launch(Launch launch, cudaStream_t stream, int reps = 20) {
-  for (int i = 0; i < 3; ++i) launch();
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  std::vector<float> times;
-  for (int i = 0; i < reps; ++i) {
-    l2_flush()(stream);
-    cudaEventRecord(start, stream);
-    launch();
-    cudaEventRecord(stop, stream);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    times.push_back(ms);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(times.begin(), times.end());
-  return {0.5 * (times[size_t(reps / 2 - 1)] + times[size_t(reps / 2)]), times.front()};
+  const std::vector<float> times = launch_times_ms([] {}, launch, stream, true, reps);
+  return {median_of_sorted(times), times.front()};
 }
 
 struct Row {

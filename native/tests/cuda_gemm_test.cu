@@ -17,17 +17,13 @@
 #include "cpu/thread_pool.h"
 #include "cuda/gemm.cuh"
 #include "cuda_test_util.h"
+#include "cuda_timing.h"
 
 namespace {
 
 using rex::cuda::bf16;
 using rex::cuda::GemmRunner;
 using namespace rex_test;
-
-rex::cpu::ThreadPool& pool() {
-  static rex::cpu::ThreadPool p(0);
-  return p;
-}
 
 // One runner for the whole binary (the model has one per stream).
 GemmRunner* runner() {
@@ -44,12 +40,6 @@ GemmRunner* runner() {
   return r;
 }
 
-bool skip_without_gpu() {
-  if (gpu_present()) return false;
-  std::printf("  skipped: no CUDA device\n");
-  return true;
-}
-
 struct Row {
   std::string name;
   int m, n, k;
@@ -58,42 +48,6 @@ struct Row {
 std::vector<Row>& table() {
   static std::vector<Row> rows;
   return rows;
-}
-
-// A buffer larger than the H200's 60 MB L2, rewritten before each timed call
-// so that every call streams its weights from HBM, as in the model where each
-// layer's weights are different.
-struct L2Flush {
-  DeviceArray<unsigned char> buf{size_t(256) << 20};
-  void operator()(cudaStream_t s) { cudaMemsetAsync(buf.ptr, 0x5a, buf.count, s); }
-};
-L2Flush& l2_flush() {
-  static L2Flush f;
-  return f;
-}
-
-// Median of `reps` single-call times in ms.
-template <typename Launch>
-double median_ms(Launch launch, cudaStream_t stream, int reps = 20) {
-  for (int i = 0; i < 3; ++i) launch();
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  std::vector<float> times;
-  for (int i = 0; i < reps; ++i) {
-    l2_flush()(stream);
-    cudaEventRecord(start, stream);
-    launch();
-    cudaEventRecord(stop, stream);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    times.push_back(ms);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(times.begin(), times.end());
-  return 0.5 * (times[reps / 2 - 1] + times[reps / 2]);
 }
 
 uint64_t g_seed = 0x6e6d;  // advanced per draw: every check sees fresh inputs
@@ -164,7 +118,8 @@ void check_shape(const std::string& name, const Weights& W, int m, bool f32_out,
   const double err = relative_error(out, ref);
   CHECK_REL_ERROR(what, out, ref, tol);
 
-  const double ms = median_ms([&] { (void)launch(); }, stream);
+  // Median of 20 single-call times in ms (cuda_timing.h: L2 flushed before each).
+  const double ms = median_of_sorted(launch_times_ms([] {}, [&] { (void)launch(); }, stream, true, 20));
   CHECK_CUDA_SYNC();
   const double flops = 2.0 * m * double(n) * k;
   const double weight_bytes = 2.0 * double(n) * k;

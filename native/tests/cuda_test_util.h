@@ -2,18 +2,22 @@
 // METHOD.md recipe: fresh random inputs per check (seeded PCG32, never zeros),
 // outputs poisoned with NaN before each launch so an unwritten element fails,
 // and the error measured as ||out - ref|| / ||ref|| in double against the CPU
-// twin. Each test binary is one ctest executable labelled `gpu`.
+// twin. Each test binary is one ctest executable labelled `gpu`. Kernel
+// timing (L2 flush, cudaEvent medians, the timing table): cuda_timing.h.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "common/bf16_host.h"
+#include "cpu/thread_pool.h"
 #include "rex/status.h"
 #include "sampling/rng.h"
 #include "test_harness.h"
@@ -92,6 +96,60 @@ struct DeviceArray {
 inline bool gpu_present() {
   int n = 0;
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+// For a case's first line: true (and says so) when there is no CUDA device.
+inline bool skip_without_gpu() {
+  if (gpu_present()) return false;
+  std::printf("  skipped: no CUDA device\n");
+  return true;
+}
+
+// The CPU twins' thread pool (all cores), one per test binary.
+inline rex::cpu::ThreadPool& pool() {
+  static rex::cpu::ThreadPool p(0);
+  return p;
+}
+
+// Order-preserving key of a bf16 bit pattern, so |key(a) - key(b)| is the
+// distance in ulps (0 and -0 coincide). NaN gets a far-away key.
+inline int bf16_key(uint16_t b) {
+  if ((b & 0x7f80) == 0x7f80 && (b & 0x7f)) return 1 << 20;
+  return (b & 0x8000) ? -int(b & 0x7fff) : int(b & 0x7fff);
+}
+
+struct UlpStats {
+  int max_ulp = 0;
+  size_t over1 = 0;  // elements more than 1 ulp apart
+};
+// out (bf16 values as floats) against a reference rounded to bf16.
+inline UlpStats ulp_stats(const std::vector<float>& out, const std::vector<float>& ref_rounded) {
+  UlpStats s;
+  for (size_t i = 0; i < out.size(); ++i) {
+    const int d = std::abs(bf16_key(rex::float_to_bf16_bits(out[i])) - bf16_key(rex::float_to_bf16_bits(ref_rounded[i])));
+    s.max_ulp = std::max(s.max_ulp, d);
+    s.over1 += d > 1;
+  }
+  return s;
+}
+
+inline double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::fabs(double(a[i]) - double(b[i])));
+  return m;
+}
+
+inline size_t count_non_finite(const std::vector<float>& v) {
+  size_t n = 0;
+  for (float x : v) n += !std::isfinite(x);
+  return n;
+}
+
+// A bad-argument call must fail with kInvalidArgument and a message containing needle.
+inline void expect_invalid(const rex::Status& st, const char* needle) {
+  CHECK(!st.ok());
+  CHECK(st.code() == rex::StatusCode::kInvalidArgument);
+  CHECK_CONTAINS(st.message(), needle);
 }
 
 // Prints one line per compared tensor, so the device log doubles as the notebook's source.

@@ -13,7 +13,7 @@
 //  copied). Opaque descriptors are declared as pointers to incomplete structs:
 //  our code only ever holds them by pointer. Anything added to gemm.cu must be
 //  added here too, and checked against the real header on the GPU machine
-//  (see native/cuda/notes/gemm.md, "compile-only header").
+//  (see native/cuda/NOTES.md, GEMM).
 // =============================================================================
 #ifndef REX_CUBLASLT_COMPILE_ONLY_H
 #define REX_CUBLASLT_COMPILE_ONLY_H
