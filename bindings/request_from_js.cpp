@@ -119,13 +119,22 @@ rex::RawImage raw_image_from_js(Napi::Env env, Napi::Value v, const std::string&
   return image;
 }
 
-rex::GenerationRequest generation_request_from_js(Napi::Env env, Napi::Value value) {
-  if (!value.IsObject()) throw invalid_argument(env, "request: expected an object but got " + type_of(value));
+namespace {
+// The fields every request kind carries: promptIds and an optional image.
+template <typename Request>
+Napi::Object prompt_from_js(Napi::Env env, Napi::Value value, const char* what, Request* request) {
+  if (!value.IsObject()) throw invalid_argument(env, std::string(what) + ": expected an object but got " + type_of(value));
   Napi::Object o = value.As<Napi::Object>();
-  rex::GenerationRequest request;
-  request.prompt_ids = int_list(env, o.Get("promptIds"), "promptIds");
+  request->prompt_ids = int_list(env, o.Get("promptIds"), "promptIds");
   Napi::Value image = o.Get("image");
-  if (!image.IsUndefined() && !image.IsNull()) request.raw_image = raw_image_from_js(env, image, "image");
+  if (!image.IsUndefined() && !image.IsNull()) request->raw_image = raw_image_from_js(env, image, "image");
+  return o;
+}
+}  // namespace
+
+rex::GenerationRequest generation_request_from_js(Napi::Env env, Napi::Value value) {
+  rex::GenerationRequest request;
+  Napi::Object o = prompt_from_js(env, value, "request", &request);
   request.max_new_tokens = int_field(env, o, "maxNewTokens", "", request.max_new_tokens);
   Napi::Value stops = o.Get("stopTokenIds");
   if (!stops.IsUndefined()) request.stop_token_ids = int_list(env, stops, "stopTokenIds");
@@ -140,12 +149,8 @@ rex::GenerationRequest generation_request_from_js(Napi::Env env, Napi::Value val
 }
 
 rex::ScoreRequest score_request_from_js(Napi::Env env, Napi::Value value) {
-  if (!value.IsObject()) throw invalid_argument(env, "score request: expected an object but got " + type_of(value));
-  Napi::Object o = value.As<Napi::Object>();
   rex::ScoreRequest request;
-  request.prompt_ids = int_list(env, o.Get("promptIds"), "promptIds");
-  Napi::Value image = o.Get("image");
-  if (!image.IsUndefined() && !image.IsNull()) request.raw_image = raw_image_from_js(env, image, "image");
+  Napi::Object o = prompt_from_js(env, value, "score request", &request);
   request.continuation_ids = int_list(env, o.Get("continuationIds"), "continuationIds");
   request.top_k = int_field(env, o, "topK", "", request.top_k);
   Napi::Value full = o.Get("fullLogits");

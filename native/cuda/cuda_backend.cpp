@@ -73,7 +73,9 @@ class UploadedEmbeddings {
 
 }  // namespace
 
-CudaBackend::CudaBackend(const BackendOptions& options) : options_(options) {}
+// REX_OMNI_NO_GRAPHS=1 runs decode steps eagerly (debugging); read once, not per step.
+CudaBackend::CudaBackend(const BackendOptions& options)
+    : options_(options), use_graphs_(std::getenv("REX_OMNI_NO_GRAPHS") == nullptr) {}
 
 CudaBackend::~CudaBackend() {
   if (stream_) {
@@ -234,7 +236,7 @@ Result<SlotId> CudaBackend::acquire_slot(int capacity) {
   if (!prepared_) return not_prepared();
   const AdmissionCheck fit = check_admission(std::max(capacity, 1));
   if (fit.verdict != Admission::kNow) return Status(StatusCode::kOutOfMemory, fit.detail);
-  auto blocks = kv_pool_.allocate(std::max(capacity, 1));
+  auto blocks = kv_pool_.allocate(std::max(capacity, 1));  // cannot fail after kNow: one thread
   if (!blocks.ok()) return blocks.status();
   Slot slot;
   slot.blocks = std::move(blocks).value();
@@ -308,6 +310,7 @@ Status CudaBackend::decode(const std::vector<DecodeRow>& rows, float* logits_out
   if (rows.empty()) return Status::Ok();
   REX_RETURN_IF_ERROR(use_device());
   std::vector<DecodeSequence> batch;
+  std::vector<Slot*> stepped;
   batch.reserve(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
     auto it = slots_.find(rows[i].slot);
@@ -321,11 +324,11 @@ Status CudaBackend::decode(const std::vector<DecodeRow>& rows, float* logits_out
       return Status(StatusCode::kInvalidArgument, "decode: slot " + std::to_string(rows[i].slot) + " is full at its capacity of " +
                     std::to_string(it->second.capacity) + " tokens");
     batch.push_back({rows[i].token, rows[i].position, it->second.length, &it->second.blocks});
+    stepped.push_back(&it->second);
   }
   const TensorTap* tap = tap_ ? &tap_ : nullptr;
-  const bool graphs = std::getenv("REX_OMNI_NO_GRAPHS") == nullptr;
-  REX_RETURN_IF_ERROR(text_.decode(batch, logits_out, graphs, tap));
-  for (const auto& r : rows) ++slots_[r.slot].length;
+  REX_RETURN_IF_ERROR(text_.decode(batch, logits_out, use_graphs_, tap));
+  for (Slot* s : stepped) ++s->length;
   return Status::Ok();
 }
 

@@ -56,6 +56,7 @@ class CudaBackend final : public Backend {
   };
 
   BackendOptions options_;
+  bool use_graphs_ = true;
   bool prepared_ = false;
   ModelConfig config_;
   cudaStream_t stream_ = nullptr;
