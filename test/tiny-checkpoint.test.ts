@@ -5,7 +5,7 @@ import { cp, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bfloat16BitsToFloat32, float32ToBfloat16Bits } from './fixtures/bfloat16.js';
+import { bfloat16BitsToFloat32, float32ToBfloat16Bits } from '../lib/tiny-checkpoint/bfloat16.js';
 import { readSafetensorsHeader, readSafetensorsTensorBytes, type SafetensorsHeader } from './fixtures/safetensors-reader.js';
 import { sha256File } from './fixtures/sha256-file.js';
 import {
