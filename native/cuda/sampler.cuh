@@ -1,0 +1,81 @@
+// Token choice on the GPU: the rules of native/sampling/sampling.h (its CPU
+// twin, sample_token), applied to logits that never leave the device. The
+// host reads back only each row's SampledToken (id, logprob, model_logprob).
+//
+// Candidates. A row's logits are described by segments: sorted, disjoint id
+// ranges [id_begin, id_end), each with the offset of its first logit in the
+// row's buffer. Two layouts use the same description:
+//  - the full LM head: logits indexed by id (offset = id_begin), the
+//    segments being the ids the grammar allows (one segment [0, vocab) when
+//    unconstrained): ids outside every segment are masked out;
+//  - a restricted head (only the allowed rows computed): the segments'
+//    logits packed one after the other (offsets 0, len0, len0 + len1, ...).
+// So the grammar mask is the segment list itself (deny ids split a range),
+// and the sampler reads only the candidates.
+//
+// Per row, as sample_token does it: the repetition penalty on every candidate
+// whose bit is set in the slot's `seen` bitmask (prompt + generated ids: the
+// backend keeps it on the device); greedy = the largest penalised candidate,
+// lowest id on ties; otherwise temperature, top-k (ties at the k-th value
+// kept), top-p (TopPLogitsWarper's rule), then the first id, ascending, whose
+// cumulative probability exceeds uniform * total. `uniform` is drawn by the
+// host from the request's Pcg32 (one draw per non-greedy row, as the CPU
+// sampler draws), so seeded output does not depend on the batch.
+// Sums are deterministic (fixed order, or integer-valued), so the same inputs
+// give the same token on every run, alone or in any batch.
+//
+// model_logprob needs the raw row's normaliser over the whole vocabulary:
+// only the full layout has it (full_row_for_model_logprob = true); a
+// restricted row reports NaN.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "rex/status.h"
+
+namespace rex::cuda {
+
+struct SamplerSegment {
+  int32_t id_begin = 0;
+  int32_t id_end = 0;        // one past the last id
+  int32_t logit_offset = 0;  // where logits[id_begin] sits in the row's buffer
+};
+
+// One row's plain-data description (device memory, an array of them).
+struct SamplerRow {
+  const float* logits = nullptr;   // the row's buffer (device)
+  const uint32_t* seen = nullptr;  // bit (id % 32) of word (id / 32): id seen; null = no penalty
+  int32_t first_segment = 0;       // into the segment table
+  int32_t segments = 0;            // >= 1
+  int32_t vocab = 0;               // full layout: the row's length (for model_logprob)
+  int32_t full_row = 0;            // 1: logits indexed by id over [0, vocab), model_logprob computed
+  float temperature = 0.0f;        // <= 0 or top_k == 1: greedy
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float repetition_penalty = 1.0f;
+  double uniform = 0.0;            // in [0, 1): the draw (non-greedy rows)
+};
+
+struct SamplerResult {
+  int32_t id = -1;
+  float logprob = 0.0f;        // over the processed, masked candidates (sampling.h)
+  float model_logprob = 0.0f;  // over the raw full row; NaN when !full_row
+};
+
+// Bytes of scratch sample_rows needs for `rows` rows of at most
+// `max_candidates` candidates each (device memory the caller owns).
+size_t sampler_workspace_bytes(int rows, int max_candidates);
+
+// One block per row. rows/segments/results are device pointers; graph-capturable.
+Status sample_rows(const SamplerRow* rows, int row_count, const SamplerSegment* segments, int max_candidates,
+                   void* workspace, SamplerResult* results, cudaStream_t stream);
+
+// For i < n: sets bit ids[i] of bitmask mask_index[i], the bitmasks laid
+// one after another, words_per_mask words each (device arrays; atomicOr).
+// mask_index may be null: every id then goes to the first bitmask.
+Status mark_seen(uint32_t* seen_masks, int words_per_mask, const int32_t* mask_index, const int32_t* ids, int n,
+                 cudaStream_t stream);
+
+}  // namespace rex::cuda
