@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 
 import { Engine, type EngineInfo } from '../lib/engine.js';
+import { benchmarkDecode, type DecodeBench } from './gpu-decode.js';
 import { loadImage } from '../lib/image/index.js';
 import { loadAddon } from '../lib/native.js';
 import { RexTokenizer } from '../lib/tokenizer.js';
@@ -81,6 +82,9 @@ export interface GpuBenchResult {
   } | { error: string };
   transformers: Record<string, unknown> | undefined;
   graphedPytorch: Record<string, unknown> | undefined;
+  /** Batch-1 decode tokens/s over the roofline's (weights / D2D bandwidth). */
+  fractionOfRoofline: { textSteps: number; coordinateSteps: number } | undefined;
+  decode: DecodeBench | { error: string } | undefined;
   peersErrors: Record<string, string>;
   peersFailure?: string;
 }
@@ -236,6 +240,19 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
     ours = { error: (error as Error).message };
   }
 
+  let decode: GpuBenchResult['decode'];
+  try {
+    decode = await benchmarkDecode(dir, tokenizer, { promptIds: c.promptIds, image: { data: image.data, width: image.width, height: image.height } }, COCO_CATEGORIES);
+  } catch (error) {
+    log(`decode benchmark failed: ${(error as Error).stack ?? String(error)}`);
+    decode = { error: (error as Error).message };
+  }
+  const roofTps = peers.roofline?.tokens_per_s;
+  const fractionOfRoofline =
+    roofTps && decode && 'textSteps' in decode
+      ? { textSteps: decode.textSteps.decodeTokensPerSecond / roofTps, coordinateSteps: decode.coordinateStepsCoordinateHead.decodeTokensPerSecond / roofTps }
+      : undefined;
+
   const { tokens: _tfTokens, ...transformers } = peers.transformers ?? {};
   const result: GpuBenchResult = {
     gpu: { name: peers.gpu?.name ?? ('info' in ours ? ours.info?.device?.name : undefined), copyBandwidthBytesPerSecond: peers.bandwidth?.bytes_per_s },
@@ -249,6 +266,8 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
     ours,
     transformers: peers.transformers ? transformers : undefined,
     graphedPytorch: peers.graphed,
+    fractionOfRoofline,
+    decode,
     peersErrors: peers.errors ?? {},
     ...(peersFailure ? { peersFailure } : {}),
   };
@@ -309,6 +328,18 @@ export function printGpuTable(r: GpuBenchResult): void {
       textTable(rows),
   );
   if ('error' in r.ours) console.log(`ours failed: ${r.ours.error}`);
+  const d = r.decode;
+  if (d && 'textSteps' in d) {
+    console.log(
+      `decode, batch 1: text steps ${num(d.textSteps.decodeTokensPerSecond)} tok/s, coordinate steps ${num(d.coordinateStepsCoordinateHead.decodeTokensPerSecond)} tok/s ` +
+        `(coordinate head; ${num(d.coordinateStepsFullHead.decodeTokensPerSecond)} with the full head), ` +
+        `x${num(d.coordinateStepSpeedupOverText, 3)}; fraction of the roofline ${num(r.fractionOfRoofline?.textSteps, 3)} / ${num(r.fractionOfRoofline?.coordinateSteps, 3)}`,
+    );
+    for (const e of d.endToEnd) console.log(`end to end: ${e.tokens}-token answer ${num(e.wallMs)} ms (first token ${num(e.ttftMs)} ms)`);
+    for (const s of d.stepsPerBox)
+      console.log(`jump-forward ${s.jumpForward ? 'on ' : 'off'}: ${num(s.stepsPerBox, 2)} decode steps per box (${num(s.boxes, 0)} boxes, ${s.tokens} tokens, ${s.decodeSteps} steps)`);
+    console.log(textTable(d.aggregate.map((a) => ({ batch: String(a.batch), 'aggregate tok/s': num(a.tokensPerSecond, 0), 'ms/step': num(a.stepMs, 2), 'tok/s per request': num(a.perRequestTokensPerSecond) }))));
+  } else if (d) console.log(`decode benchmark failed: ${d.error}`);
   if ('median' in r.ours && r.ours.tokensMatchingTransformers)
     console.log(
       `ours vs transformers greedy tokens: ${r.ours.tokensMatchingTransformers.matching}/${r.newTokens} equal, common prefix ${r.ours.tokensMatchingTransformers.commonPrefix}`,

@@ -10,7 +10,7 @@
 # Usage (device, repo root, after carrying .devicebundle):
 #   bash scripts/device-check.sh [stage ...]     default: build gpu bench
 #   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one),
-#           gpu-fast (all but the 3B parity), gpu-3b, bench
+#           gpu-fast (all but the 3B parity), gpu-3b, bench, kernel-<ctest name> (one kernel test)
 # Logs go to $OUT (the device tool brings them back); the last lines printed
 # are a one-line summary per stage.
 set -uo pipefail
@@ -45,6 +45,17 @@ for stage in "${stages[@]}"; do
       rc=$?
       grep -E "FAIL|FAILED|rel.err|passed,|Test #" "$OUT/kernels.log" | grep -vE "^\s*ok " | tail -60
       note "kernels: rc=$rc ($(( $(date +%s) - start )) s)" ;;
+    kernel-*)
+      # One kernel test alone: kernel-cuda_gemv_test builds and runs that ctest executable.
+      name=${stage#kernel-}
+      { cmake -S . -B build/native-gpu -DREX_BUILD_ADDON=OFF -DREX_CUDA_RESOURCE_REPORT=ON &&
+        cmake --build build/native-gpu -j "$REX_OMNI_BUILD_JOBS" --target "$name"; } > "$OUT/$name-build.log" 2>&1 ||
+        { grep -E "error" -A3 "$OUT/$name-build.log" | head -40; note "$name: build FAILED"; continue; }
+      grep -E "ptxas info|spill" "$OUT/$name-build.log" >> "$OUT/ptxas.log" || true
+      (cd build/native-gpu && timeout 400 "./$name") > "$OUT/$name.log" 2>&1
+      rc=$?
+      grep -vE "^\s*ok " "$OUT/$name.log" | tail -80
+      note "$name: rc=$rc ($(( $(date +%s) - start )) s)" ;;
     gpu|gpu-fast|gpu-3b)
       # One vitest run per file, cheapest first, so a slow one cannot hide the others.
       case "$stage" in

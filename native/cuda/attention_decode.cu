@@ -32,6 +32,7 @@
 
 #include "cuda/attention_mma.cuh"
 #include "cuda/cuda_check.h"
+#include "cuda/pdl.cuh"
 
 namespace rex::cuda {
 namespace {
@@ -57,6 +58,7 @@ __global__ void __launch_bounds__(kThreads)
                                   const int32_t* __restrict__ seq_lens, int num_splits, float scale_log2,
                                   float* __restrict__ part_o, float* __restrict__ part_m,
                                   float* __restrict__ part_l) {
+  pdl_launch_dependents();  // lets the next kernel (a GEMV) start streaming its weights
   using Warp = attn::WarpFlash<HD, kKeys>;
   using Smem = DecodeSmem<HD>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -188,6 +190,7 @@ __global__ void __launch_bounds__(kThreads)
     attention_decode_combine_kernel(const float* __restrict__ part_o, const float* __restrict__ part_m,
                                     const float* __restrict__ part_l, int items, int num_splits,
                                     bf16* __restrict__ out) {
+  pdl_launch_dependents();  // lets the next kernel (a GEMV) start streaming its weights
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int item = blockIdx.x * kWarps + warp;  // seq * q_heads + head
   if (item >= items) return;

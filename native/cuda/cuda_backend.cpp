@@ -77,6 +77,14 @@ class UploadedEmbeddings {
 CudaBackend::CudaBackend(const BackendOptions& options)
     : options_(options), use_graphs_(std::getenv("REX_OMNI_NO_GRAPHS") == nullptr) {}
 
+namespace {
+// Decode rows per sequence at most: the sampled token and the jump-forward
+// tokens the grammar forces after it.
+constexpr int kRowsPerSequence = 8;
+// The GEMV takes up to 64 rows; larger steps go through cuBLASLt.
+constexpr int kGemvRows = 64;
+}  // namespace
+
 CudaBackend::~CudaBackend() {
   if (stream_) {
     cudaSetDevice(options_.device);
@@ -149,8 +157,13 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   if (t.max_position_embeddings > 0) max_sequence_tokens_ = std::min(max_sequence_tokens_, t.max_position_embeddings);
   KvArena arena{kv_arena_.get(), rows, kBlockTokens, kv_dim};
   vision_.init(config.vision, &weights_, &gemm_, stream_);
-  REX_RETURN_IF_ERROR(text_.init(t, &weights_, &gemm_, stream_, arena, int(blocks), std::max(1, options_.max_active_requests),
-                                 (max_sequence_tokens_ + kBlockTokens - 1) / kBlockTokens));
+  const int sequences = std::max(1, options_.max_active_requests);
+  const int step_rows = std::max(sequences, std::min(kGemvRows, sequences * kRowsPerSequence));
+  REX_RETURN_IF_ERROR(text_.init(t, &weights_, &gemm_, stream_, arena, int(blocks), step_rows,
+                                 (max_sequence_tokens_ + kBlockTokens - 1) / kBlockTokens, sequences));
+  text_.set_use_gemv(std::getenv("REX_OMNI_NO_GEMV") == nullptr);
+  free_masks_.clear();
+  for (int m = sequences - 1; m >= 0; --m) free_masks_.push_back(m);
   REX_CUDA_TRY(cudaStreamSynchronize(stream_));
   prepared_ = true;
   return Status::Ok();
@@ -241,6 +254,14 @@ Result<SlotId> CudaBackend::acquire_slot(int capacity) {
   Slot slot;
   slot.blocks = std::move(blocks).value();
   slot.capacity = int(slot.blocks.size()) * kBlockTokens;
+  if (free_masks_.empty()) {
+    kv_pool_.release(&slot.blocks);
+    return Status(StatusCode::kOutOfMemory, "cuda backend: all " + std::to_string(std::max(1, options_.max_active_requests)) +
+                  " sequence slots are in use (maxActiveRequests)");
+  }
+  slot.seen_mask = free_masks_.back();
+  free_masks_.pop_back();
+  REX_RETURN_IF_ERROR(text_.sampler().clear_mask(slot.seen_mask));
   const SlotId id = next_slot_++;
   slots_[id] = std::move(slot);
   return id;
@@ -250,6 +271,7 @@ void CudaBackend::release(SlotId slot) {
   auto it = slots_.find(slot);
   if (it == slots_.end()) return;
   kv_pool_.release(&it->second.blocks);
+  if (it->second.seen_mask >= 0) free_masks_.push_back(it->second.seen_mask);
   slots_.erase(it);
 }
 
@@ -259,6 +281,18 @@ int CudaBackend::slot_length(SlotId slot) const {
 }
 
 Status CudaBackend::prefill(const PrefillInput& in, float* logits_out) {
+  if (!logits_out) return Status(StatusCode::kInvalidArgument, "prefill: expected a logits buffer but got none");
+  return prefill_impl(in, logits_out);
+}
+
+Status CudaBackend::prefill_sampled(const PrefillInput& in, const RowSampling& sampling, SampledToken* out) {
+  if (in.logit_rows != 1)
+    return Status(StatusCode::kInvalidArgument, "prefill_sampled: expected 1 logit row but got " + std::to_string(in.logit_rows));
+  REX_RETURN_IF_ERROR(prefill_impl(in, nullptr));
+  return text_.sample_prefill(sampling, slots_[in.slot].seen_mask, out);
+}
+
+Status CudaBackend::prefill_impl(const PrefillInput& in, float* logits_out) {
   if (!prepared_) return not_prepared();
   REX_RETURN_IF_ERROR(use_device());
   auto it = slots_.find(in.slot);
@@ -300,34 +334,67 @@ Status CudaBackend::prefill(const PrefillInput& in, float* logits_out) {
   }
   const TensorTap* tap = tap_ ? &tap_ : nullptr;
   REX_RETURN_IF_ERROR(text_.prefill(in.token_ids, in.n, in.positions, slot.length, slot.blocks, image, image_row,
-                                    in.logit_rows, logits_out, tap));
+                                    in.logit_rows, logits_out, slot.seen_mask, tap));
   slot.length += in.n;
   return Status::Ok();
 }
 
-Status CudaBackend::decode(const std::vector<DecodeRow>& rows, float* logits_out) {
+Status CudaBackend::decode_batch(const std::vector<DecodeRow>& rows, std::vector<DecodeSequence>* batch,
+                                 std::vector<Slot*>* stepped) {
   if (!prepared_) return not_prepared();
-  if (rows.empty()) return Status::Ok();
   REX_RETURN_IF_ERROR(use_device());
-  std::vector<DecodeSequence> batch;
-  std::vector<Slot*> stepped;
-  batch.reserve(rows.size());
+  batch->clear();
+  stepped->clear();
   for (size_t i = 0; i < rows.size(); ++i) {
     auto it = slots_.find(rows[i].slot);
     if (it == slots_.end()) return Status(StatusCode::kInvalidArgument, "decode: unknown slot " + std::to_string(rows[i].slot));
-    for (size_t j = 0; j < i; ++j)
-      if (rows[j].slot == rows[i].slot)
-        return Status(StatusCode::kInvalidArgument, "decode: slot " + std::to_string(rows[i].slot) + " twice in one batch");
+    Slot& slot = it->second;
+    const bool continues = i > 0 && rows[i - 1].slot == rows[i].slot;
+    if (!continues)
+      for (size_t j = 0; j + 1 < i; ++j)
+        if (rows[j].slot == rows[i].slot)
+          return Status(StatusCode::kInvalidArgument, "decode: expected the rows of slot " + std::to_string(rows[i].slot) +
+                        " to be consecutive but got row " + std::to_string(j) + " and row " + std::to_string(i));
+    if (continues && rows[i].position != rows[i - 1].position + 1)
+      return Status(StatusCode::kInvalidArgument, "decode: expected position " + std::to_string(rows[i - 1].position + 1) +
+                    " for row " + std::to_string(i) + " of slot " + std::to_string(rows[i].slot) + " but got " +
+                    std::to_string(rows[i].position));
     if (rows[i].token < 0 || rows[i].token >= config_.text.vocab_size)
       return Status(StatusCode::kInvalidArgument, "decode: token id " + std::to_string(rows[i].token) + " is outside the vocabulary");
-    if (it->second.length + 1 > it->second.capacity)
+    const int length = continues ? batch->back().length + 1 : slot.length;
+    if (length + 1 > slot.capacity)
       return Status(StatusCode::kInvalidArgument, "decode: slot " + std::to_string(rows[i].slot) + " is full at its capacity of " +
-                    std::to_string(it->second.capacity) + " tokens");
-    batch.push_back({rows[i].token, rows[i].position, it->second.length, &it->second.blocks});
-    stepped.push_back(&it->second);
+                    std::to_string(slot.capacity) + " tokens");
+    batch->push_back({rows[i].token, rows[i].position, length, &slot.blocks, slot.seen_mask});
+    stepped->push_back(&slot);
   }
+  if (int(batch->size()) > text_.max_rows())
+    return Status(StatusCode::kInvalidArgument, "decode: expected at most " + std::to_string(text_.max_rows()) +
+                  " rows in one step but got " + std::to_string(batch->size()));
+  return Status::Ok();
+}
+
+Status CudaBackend::decode(const std::vector<DecodeRow>& rows, float* logits_out) {
+  if (rows.empty()) return Status::Ok();
+  std::vector<DecodeSequence> batch;
+  std::vector<Slot*> stepped;
+  REX_RETURN_IF_ERROR(decode_batch(rows, &batch, &stepped));
   const TensorTap* tap = tap_ ? &tap_ : nullptr;
   REX_RETURN_IF_ERROR(text_.decode(batch, logits_out, use_graphs_, tap));
+  for (Slot* s : stepped) ++s->length;
+  return Status::Ok();
+}
+
+Status CudaBackend::decode_sampled(const std::vector<DecodeRow>& rows, const std::vector<RowSampling>& sampling,
+                                   std::vector<SampledToken>* out) {
+  if (rows.empty()) return Status::Ok();
+  if (sampling.size() != rows.size())
+    return Status(StatusCode::kInvalidArgument, "decode_sampled: expected one sampling per row (" + std::to_string(rows.size()) +
+                  ") but got " + std::to_string(sampling.size()));
+  std::vector<DecodeSequence> batch;
+  std::vector<Slot*> stepped;
+  REX_RETURN_IF_ERROR(decode_batch(rows, &batch, &stepped));
+  REX_RETURN_IF_ERROR(text_.decode_sampled(batch, sampling, use_graphs_, out));
   for (Slot* s : stepped) ++s->length;
   return Status::Ok();
 }

@@ -38,6 +38,11 @@ class CudaBackend final : public Backend {
   int slot_length(SlotId slot) const override;
   Status prefill(const PrefillInput& input, float* logits_out) override;
   Status decode(const std::vector<DecodeRow>& rows, float* logits_out) override;
+  bool samples_on_device() const override { return true; }
+  Status decode_sampled(const std::vector<DecodeRow>& rows, const std::vector<RowSampling>& sampling,
+                        std::vector<SampledToken>* out) override;
+  Status prefill_sampled(const PrefillInput& input, const RowSampling& sampling, SampledToken* out) override;
+  int max_step_rows() const override { return text_.max_rows(); }
   void set_tap(TensorTap tap) override { tap_ = std::move(tap); }
   BackendInfo info() const override;
 
@@ -53,7 +58,11 @@ class CudaBackend final : public Backend {
     std::vector<int32_t> blocks;
     int length = 0;
     int capacity = 0;
+    int seen_mask = -1;  // its repetition-penalty bitmask on the device
   };
+  // The decode rows as the text runner takes them (rows of one slot consecutive).
+  Status decode_batch(const std::vector<DecodeRow>& rows, std::vector<DecodeSequence>* batch, std::vector<Slot*>* stepped);
+  Status prefill_impl(const PrefillInput& input, float* logits_out);
 
   BackendOptions options_;
   bool use_graphs_ = true;
@@ -71,6 +80,7 @@ class CudaBackend final : public Backend {
   int max_sequence_tokens_ = 0;
   std::map<SlotId, Slot> slots_;
   SlotId next_slot_ = 0;
+  std::vector<int> free_masks_;  // seen bitmasks no slot holds
   TensorTap tap_;
   BackendInfo device_info_;
 };

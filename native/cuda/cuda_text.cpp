@@ -2,6 +2,7 @@
 #include "cuda/cuda_text.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -10,6 +11,7 @@
 #include "cuda/attention_decode.cuh"
 #include "cuda/attention_prefill.cuh"
 #include "cuda/embedding.cuh"
+#include "cuda/gemv.cuh"
 #include "cuda/norm.cuh"
 #include "cuda/paged_kv.cuh"
 
@@ -66,13 +68,20 @@ int TextRunner::bucket_for(int batch) const {
   return std::min(b, max_batch_);
 }
 
-// Enough (sequence, kv head, split) work items to cover the chip about twice.
-int TextRunner::splits_for(int bucket) const {
-  return std::max(1, std::min(64, 264 / std::max(1, bucket * config_.num_kv_heads)));
-}
+// One split count for every bucket: a row's attention then depends on its own
+// length alone, so a request decodes to the same bits alone, batched, or with
+// jump-forward rows. 16 sat between the best batch-1 (16-32) and batch-64 (8)
+// counts measured on the H200 (NOTES.md, attention_decode).
+int TextRunner::splits_for(int) const { return 16; }
+
+namespace {
+// The LM head's GEMV split, the same for the full and the restricted head so
+// an allowed id's logit has the same bits in both.
+constexpr int kHeadSplit = 4;
+}  // namespace
 
 Status TextRunner::init(const TextConfig& config, const DeviceWeights* weights, GemmRunner* gemm, cudaStream_t stream,
-                        KvArena arena, int spare_block, int max_batch, int max_blocks_per_sequence) {
+                        KvArena arena, int spare_block, int max_batch, int max_blocks_per_sequence, int seen_masks) {
   config_ = config;
   w_ = weights;
   gemm_ = gemm;
@@ -85,15 +94,70 @@ Status TextRunner::init(const TextConfig& config, const DeviceWeights* weights, 
   const std::vector<float> inv = cpu::rotary_inv_freq(config.rope_theta, config.head_dim());
   REX_RETURN_IF_ERROR(inv_freq_.upload(inv.data(), inv.size(), stream_, "the M-RoPE frequencies"));
   REX_RETURN_IF_ERROR(dec_.ensure(config_, max_batch_));
-  const size_t step_ints = size_t(6) * max_batch_ + size_t(max_batch_) * max_blocks_;
+  const size_t step_ints = size_t(7) * max_batch_ + size_t(max_batch_) * max_blocks_;
   REX_RETURN_IF_ERROR(step_.allocate(step_ints, "the decode step inputs"));
   REX_CUDA_TRY(cudaMallocHost(&step_host_, step_ints * sizeof(int32_t)));
   REX_RETURN_IF_ERROR(dec_logits_.allocate(size_t(max_batch_) * config_.vocab_size, "the decode logits"));
+  REX_RETURN_IF_ERROR(dec_head_logits_.allocate(size_t(max_batch_) * DecodeSampler::kRestrictedRows,
+                                                "the restricted head's logits"));
+  REX_RETURN_IF_ERROR(sampler_.init(config_.vocab_size, max_batch_, seen_masks, stream_));
   REX_CUDA_TRY(cudaMallocHost(&logits_pinned_, size_t(max_batch_) * config_.vocab_size * sizeof(float)));
   size_t ws = 0;
   for (int b = 1; b <= max_batch_; b *= 2)
     ws = std::max(ws, attention_decode_workspace_floats(b, config_.num_heads, config_.head_dim(), splits_for(b)));
   REX_RETURN_IF_ERROR(attn_workspace_.allocate(ws, "the decode attention workspace"));
+  return Status::Ok();
+}
+
+// The decode layers on the GEMV: bias, residual add and SwiGLU in the
+// projections' epilogues, the norms alone. Each GEMV starts streaming its
+// weights while the kernel before it finishes (programmatic dependent launch).
+Status TextRunner::decode_layers_gemv(int bucket) {
+  const TextConfig& c = config_;
+  const int hidden = c.hidden_size, hd = c.head_dim(), hq = c.num_heads, hkv = c.num_kv_heads;
+  const int qkv_width = (hq + 2 * hkv) * hd, inter = c.intermediate_size;
+  const MropeSection section{c.mrope_section[0], c.mrope_section[1], c.mrope_section[2]};
+  const int splits = splits_for(bucket);
+  auto project = [&](GemvEpilogue e, const bf16* x, int k, const bf16* w, int n) {
+    GemvArgs a;
+    a.epilogue = e;
+    a.x = x;
+    a.lda = k;
+    a.m = bucket;
+    a.w = w;
+    a.k = k;
+    a.n = n;
+    a.overlap_previous = true;
+    return a;
+  };
+  REX_RETURN_IF_ERROR(rmsnorm_bf16(dec_.residual.get(), bucket, hidden, w_->text_layers[0].input_norm, c.rms_norm_eps,
+                                   dec_.h.get(), stream_));
+  for (int li = 0; li < c.num_layers; ++li) {
+    const DeviceTextLayer& l = w_->text_layers[size_t(li)];
+    GemvArgs qkv = project(GemvEpilogue::kStoreBf16, dec_.h.get(), hidden, l.qkv_w, qkv_width);
+    qkv.bias = l.qkv_b;
+    qkv.out_bf16 = dec_.qkv.get();
+    REX_RETURN_IF_ERROR(gemv(qkv, stream_));
+    REX_RETURN_IF_ERROR(mrope_qkv_to_cache_bf16(dec_.qkv.get(), bucket, hq, hkv, hd, step_positions(), inv_freq_.get(),
+                                                section, step_dest(), arena_.layer(li), stream_));
+    const KvPlane plane = arena_.layer(li);
+    PagedKv kv{plane.k, plane.v, arena_.block_size, hkv, hd};
+    REX_RETURN_IF_ERROR(attention_decode_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(), max_blocks_,
+                                              step_lengths(), splits, attn_workspace_.get(), dec_.attn.get(), stream_));
+    GemvArgs o = project(GemvEpilogue::kAddResidual, dec_.attn.get(), hq * hd, l.o_w, hidden);
+    o.residual = dec_.residual.get();
+    REX_RETURN_IF_ERROR(gemv(o, stream_));
+    REX_RETURN_IF_ERROR(rmsnorm_bf16(dec_.residual.get(), bucket, hidden, l.post_norm, c.rms_norm_eps, dec_.h.get(), stream_));
+    GemvArgs gate_up = project(GemvEpilogue::kSwiglu, dec_.h.get(), hidden, l.gate_up_w, inter);
+    gate_up.pair_offset = inter;
+    gate_up.out_bf16 = dec_.act.get();
+    REX_RETURN_IF_ERROR(gemv(gate_up, stream_));
+    GemvArgs down = project(GemvEpilogue::kAddResidual, dec_.act.get(), inter, l.down_w, hidden);
+    down.residual = dec_.residual.get();
+    REX_RETURN_IF_ERROR(gemv(down, stream_));
+    const bf16* next_norm = li + 1 < c.num_layers ? w_->text_layers[size_t(li + 1)].input_norm : w_->final_norm;
+    REX_RETURN_IF_ERROR(rmsnorm_bf16(dec_.residual.get(), bucket, hidden, next_norm, c.rms_norm_eps, dec_.h.get(), stream_));
+  }
   return Status::Ok();
 }
 
@@ -126,7 +190,7 @@ Status TextRunner::layers(Buffers& b, int rows, const int32_t* positions_dev, co
 
 Status TextRunner::prefill(const int32_t* ids, int n, const int32_t* positions, int past, const std::vector<int32_t>& blocks,
                            const bf16* image, const std::vector<int32_t>& image_row, int logit_rows, float* logits_host,
-                           const TensorTap* tap) {
+                           int seen_mask, const TensorTap* tap) {
   const TextConfig& c = config_;
   const int hidden = c.hidden_size, vocab = c.vocab_size, qkv_width = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim();
   if (n <= 0 || logit_rows < 1 || logit_rows > n)
@@ -147,6 +211,7 @@ Status TextRunner::prefill(const int32_t* ids, int n, const int32_t* positions, 
     for (int i = 0; i < rows; ++i) dest[size_t(i)] = int32_t(paged_row(blocks.data(), arena_.block_size, at + i));
     if (image) std::copy_n(image_row.begin() + start, rows, img.begin());
     REX_RETURN_IF_ERROR(pre_ids_.upload(ids + start, size_t(rows), stream_, "the prefill ids"));
+    if (seen_mask >= 0) REX_RETURN_IF_ERROR(sampler_.mark(seen_mask, pre_ids_.get(), rows));
     REX_RETURN_IF_ERROR(pre_positions_.upload(pos.data(), pos.size(), stream_, "the prefill positions"));
     REX_RETURN_IF_ERROR(pre_dest_.upload(dest.data(), dest.size(), stream_, "the prefill cache rows"));
     REX_RETURN_IF_ERROR(pre_image_row_.upload(img.data(), img.size(), stream_, "the image rows"));
@@ -167,6 +232,7 @@ Status TextRunner::prefill(const int32_t* ids, int n, const int32_t* positions, 
                                             vocab, pre_logits_.get() + size_t(lo - first_logit) * vocab, stream_));
     }
   }
+  if (!logits_host) return Status::Ok();  // sampled on the device next (sample_prefill)
   REX_CUDA_TRY(cudaMemcpyAsync(logits_host, pre_logits_.get(), size_t(logit_rows) * vocab * sizeof(float),
                                cudaMemcpyDeviceToHost, stream_));
   REX_CUDA_TRY(cudaStreamSynchronize(stream_));
@@ -174,37 +240,77 @@ Status TextRunner::prefill(const int32_t* ids, int n, const int32_t* positions, 
 }
 
 // The decode step over the fixed buffers, for `bucket` rows: what a graph captures.
-Status TextRunner::decode_body(int bucket, const TensorTap* tap) {
+Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* tap) {
   const TextConfig& c = config_;
   const int hidden = c.hidden_size, vocab = c.vocab_size, qkv_width = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim();
   REX_RETURN_IF_ERROR(embed_rows(step_ids(), nullptr, bucket, w_->embed_tokens, vocab, nullptr, hidden, dec_.residual.get(), stream_));
-  const int splits = splits_for(bucket);
-  PagedKv kv{nullptr, nullptr, arena_.block_size, c.num_kv_heads, c.head_dim()};
-  auto attention = [&](int layer, const bf16* qkv, bf16* out) {
-    const KvPlane plane = arena_.layer(layer);
-    kv.k = plane.k;
-    kv.v = plane.v;
-    return attention_decode_bf16(qkv, qkv_width, bucket, c.num_heads, kv, step_tables(), max_blocks_, step_lengths(), splits,
-                                 attn_workspace_.get(), out, stream_);
-  };
-  REX_RETURN_IF_ERROR(layers(dec_, bucket, step_positions(), step_dest(), attention, tap));
-  return gemm_->linear_f32(dec_.h.get(), bucket, hidden, hidden, w_->lm_head, vocab, dec_logits_.get(), stream_);
+  const bool tapping = tap && *tap;
+  const int inter = c.intermediate_size;
+  if (use_gemv_ && !tapping && gemv_supports(bucket, hidden, qkv_width) && gemv_supports(bucket, inter, hidden) &&
+      (c.num_heads * c.head_dim()) % 32 == 0) {
+    REX_RETURN_IF_ERROR(decode_layers_gemv(bucket));
+  } else {
+    const int splits = splits_for(bucket);
+    PagedKv kv{nullptr, nullptr, arena_.block_size, c.num_kv_heads, c.head_dim()};
+    auto attention = [&](int layer, const bf16* qkv, bf16* out) {
+      const KvPlane plane = arena_.layer(layer);
+      kv.k = plane.k;
+      kv.v = plane.v;
+      return attention_decode_bf16(qkv, qkv_width, bucket, c.num_heads, kv, step_tables(), max_blocks_, step_lengths(), splits,
+                                   attn_workspace_.get(), out, stream_);
+    };
+    REX_RETURN_IF_ERROR(layers(dec_, bucket, step_positions(), step_dest(), attention, tap));
+  }
+  if (output != StepOutput::kLogits) REX_RETURN_IF_ERROR(sampler_.mark_rows(step_ids(), step_seen(), bucket));
+  const bool head_gemv = use_gemv_ && gemv_supports(bucket, hidden, vocab);
+  if (output == StepOutput::kSampledRestricted) {
+    if (!head_gemv) return Status(StatusCode::kInternal, "the restricted LM head needs the GEMV");
+    GemvArgs head;
+    head.epilogue = GemvEpilogue::kStoreF32;
+    head.x = dec_.h.get();
+    head.lda = hidden;
+    head.m = bucket;
+    head.w = w_->lm_head;
+    head.k = hidden;
+    head.n = DecodeSampler::kRestrictedRows;
+    head.row_ids = sampler_.head_rows();
+    head.out_f32 = dec_head_logits_.get();
+    head.split = kHeadSplit;
+    head.overlap_previous = true;
+    REX_RETURN_IF_ERROR(gemv(head, stream_));
+  } else if (head_gemv) {
+    GemvArgs head;
+    head.epilogue = GemvEpilogue::kStoreF32;
+    head.x = dec_.h.get();
+    head.lda = hidden;
+    head.m = bucket;
+    head.w = w_->lm_head;
+    head.k = hidden;
+    head.n = vocab;
+    head.out_f32 = dec_logits_.get();
+    head.split = kHeadSplit;
+    head.overlap_previous = true;
+    REX_RETURN_IF_ERROR(gemv(head, stream_));
+  } else {
+    REX_RETURN_IF_ERROR(gemm_->linear_f32(dec_.h.get(), bucket, hidden, hidden, w_->lm_head, vocab, dec_logits_.get(), stream_));
+  }
+  if (output != StepOutput::kLogits) REX_RETURN_IF_ERROR(sampler_.sample(bucket));
+  return Status::Ok();
 }
 
-Status TextRunner::decode(const std::vector<DecodeSequence>& batch, float* logits_host, bool use_graphs, const TensorTap* tap) {
+// Uploads the step's inputs and runs the step for batch (eagerly, or through
+// the bucket's graph for this output, captured on first use).
+Status TextRunner::run_step(const std::vector<DecodeSequence>& batch, StepOutput output, bool use_graphs,
+                            const TensorTap* tap) {
   const int n = int(batch.size());
-  if (n == 0) return Status::Ok();
-  if (n > max_batch_)
-    return Status(StatusCode::kInvalidArgument, "cuda decode: expected at most " + std::to_string(max_batch_) +
-                  " sequences but got " + std::to_string(n));
   const int bucket = bucket_for(n);
-  const int vocab = config_.vocab_size;
   // Step inputs: rows past n are padding that reads and writes only the spare block.
   int32_t* ids = step_host_;
   int32_t* pos = step_host_ + max_batch_;
   int32_t* dest = step_host_ + 4 * max_batch_;
   int32_t* lengths = step_host_ + 5 * max_batch_;
-  int32_t* tables = step_host_ + 6 * max_batch_;
+  int32_t* seen = step_host_ + 6 * max_batch_;
+  int32_t* tables = step_host_ + 7 * max_batch_;
   for (int i = 0; i < bucket; ++i) {
     int32_t* table = tables + size_t(i) * max_blocks_;
     if (i < n) {
@@ -218,48 +324,100 @@ Status TextRunner::decode(const std::vector<DecodeSequence>& batch, float* logit
       std::copy_n(s.blocks->data(), nb, table);
       dest[i] = int32_t(paged_row(table, arena_.block_size, s.length));
       lengths[i] = s.length + 1;
+      seen[i] = s.seen_mask >= 0 ? s.seen_mask : sampler_.padding_mask();
     } else {
       ids[i] = 0;
       for (int a = 0; a < 3; ++a) pos[a * bucket + i] = 0;
       table[0] = spare_block_;
       dest[i] = int32_t(int64_t(spare_block_) * arena_.block_size);
       lengths[i] = 1;
+      seen[i] = sampler_.padding_mask();
     }
   }
   // One copy: the fixed-position arrays, then the used rows of the block tables.
-  const size_t ints = size_t(6) * max_batch_ + size_t(bucket) * max_blocks_;
+  const size_t ints = size_t(7) * max_batch_ + size_t(bucket) * max_blocks_;
   REX_CUDA_TRY(cudaMemcpyAsync(step_.get(), step_host_, ints * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   const bool tapping = tap && *tap;
-  if (!use_graphs || tapping) {
-    // Taps need the eager path: host copies cannot live inside a graph.
-    REX_RETURN_IF_ERROR(decode_body(bucket, tap));
-  } else {
-    auto it = graphs_.find(bucket);
-    if (it == graphs_.end()) {
-      // First step at this bucket: run it eagerly (it also warms every GEMM's
-      // cached plan), then capture the same work for the steps after.
-      REX_RETURN_IF_ERROR(decode_body(bucket, nullptr));
-      cudaGraph_t graph = nullptr;
-      REX_CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-      Status body = decode_body(bucket, nullptr);
-      cudaError_t end = cudaStreamEndCapture(stream_, &graph);
-      if (!body.ok()) {
-        if (graph) cudaGraphDestroy(graph);
-        return Status(body.code(), "while capturing the decode graph (batch " + std::to_string(bucket) + "): " + body.message());
-      }
-      REX_RETURN_IF_ERROR(cuda_status(end, "cudaStreamEndCapture (decode graph, batch " + std::to_string(bucket) + ")"));
-      cudaGraphExec_t exec = nullptr;
-      cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
-      cudaGraphDestroy(graph);
-      REX_RETURN_IF_ERROR(cuda_status(inst, "cudaGraphInstantiate (decode graph, batch " + std::to_string(bucket) + ")"));
-      graphs_[bucket] = exec;
-    } else {
-      REX_CUDA_TRY(cudaGraphLaunch(it->second, stream_));
-    }
+  if (!use_graphs || tapping) return decode_body(bucket, output, tap);  // taps copy to the host: no graph
+  const auto key = std::make_pair(bucket, output);
+  auto it = graphs_.find(key);
+  if (it != graphs_.end()) {
+    REX_CUDA_TRY(cudaGraphLaunch(it->second, stream_));
+    return Status::Ok();
   }
+  // First step of this kind: run it eagerly (it also warms every GEMM's
+  // cached plan), then capture the same work for the steps after.
+  REX_RETURN_IF_ERROR(decode_body(bucket, output, nullptr));
+  const std::string what = "the decode graph (batch " + std::to_string(bucket) + ")";
+  cudaGraph_t graph = nullptr;
+  REX_CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  Status body = decode_body(bucket, output, nullptr);
+  cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+  if (!body.ok()) {
+    if (graph) cudaGraphDestroy(graph);
+    return Status(body.code(), "while capturing " + what + ": " + body.message());
+  }
+  REX_RETURN_IF_ERROR(cuda_status(end, "cudaStreamEndCapture (" + what + ")"));
+  cudaGraphExec_t exec = nullptr;
+  cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  REX_RETURN_IF_ERROR(cuda_status(inst, "cudaGraphInstantiate (" + what + ")"));
+  graphs_[key] = exec;
+  return Status::Ok();
+}
+
+Status TextRunner::decode(const std::vector<DecodeSequence>& batch, float* logits_host, bool use_graphs, const TensorTap* tap) {
+  const int n = int(batch.size());
+  if (n == 0) return Status::Ok();
+  if (n > max_batch_)
+    return Status(StatusCode::kInvalidArgument, "cuda decode: expected at most " + std::to_string(max_batch_) +
+                  " rows but got " + std::to_string(n));
+  REX_RETURN_IF_ERROR(run_step(batch, StepOutput::kLogits, use_graphs, tap));
+  const int vocab = config_.vocab_size;
   REX_CUDA_TRY(cudaMemcpyAsync(logits_pinned_, dec_logits_.get(), size_t(n) * vocab * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   REX_CUDA_TRY(cudaStreamSynchronize(stream_));
   std::memcpy(logits_host, logits_pinned_, size_t(n) * vocab * sizeof(float));
+  return Status::Ok();
+}
+
+Status TextRunner::decode_sampled(const std::vector<DecodeSequence>& batch, const std::vector<RowSampling>& sampling,
+                                  bool use_graphs, std::vector<SampledToken>* out) {
+  const int n = int(batch.size());
+  if (n == 0) return Status::Ok();
+  if (n > max_batch_ || int(sampling.size()) != n)
+    return Status(StatusCode::kInvalidArgument, "cuda decode: expected at most " + std::to_string(max_batch_) +
+                  " rows, each with its sampling, but got " + std::to_string(n) + " rows and " +
+                  std::to_string(sampling.size()) + " samplings");
+  std::vector<int> masks(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) masks[size_t(i)] = batch[size_t(i)].seen_mask;
+  bool restricted = false;
+  const int bucket = bucket_for(n);
+  REX_RETURN_IF_ERROR(sampler_.plan(sampling, masks, bucket, dec_logits_.get(), dec_head_logits_.get(), &restricted));
+  const bool head_gemv = use_gemv_ && gemv_supports(bucket, config_.hidden_size, config_.vocab_size);
+  if (restricted && !head_gemv) {
+    // Without the GEMV there is no restricted head: plan again for the full one.
+    std::vector<RowSampling> full = sampling;
+    for (auto& s : full) s.model_logprob = true;
+    REX_RETURN_IF_ERROR(sampler_.plan(full, masks, bucket, dec_logits_.get(), dec_head_logits_.get(), &restricted));
+  }
+  REX_RETURN_IF_ERROR(run_step(batch, restricted ? StepOutput::kSampledRestricted : StepOutput::kSampledFull, use_graphs, nullptr));
+  REX_RETURN_IF_ERROR(sampler_.queue_download(n));
+  REX_CUDA_TRY(cudaStreamSynchronize(stream_));
+  return sampler_.read(n, out);
+}
+
+Status TextRunner::sample_prefill(const RowSampling& sampling, int seen_mask, SampledToken* out) {
+  bool restricted = false;
+  RowSampling full = sampling;
+  full.model_logprob = true;  // the prefill's logits are the full head's
+  REX_RETURN_IF_ERROR(sampler_.plan({full}, {seen_mask}, 1, pre_logits_.get(), nullptr, &restricted));
+  REX_RETURN_IF_ERROR(sampler_.sample(1));
+  REX_RETURN_IF_ERROR(sampler_.queue_download(1));
+  REX_CUDA_TRY(cudaStreamSynchronize(stream_));
+  std::vector<SampledToken> one;
+  REX_RETURN_IF_ERROR(sampler_.read(1, &one));
+  *out = one[0];
+  if (!sampling.model_logprob) out->model_logprob = NAN;
   return Status::Ok();
 }
 

@@ -17,6 +17,7 @@
 
 #include "cuda/bf16.cuh"
 #include "cuda/cuda_weights.h"
+#include "cuda/decode_sampler.h"
 #include "cuda/device_buffer.h"
 #include "cuda/gemm.cuh"
 #include "cuda/rope.cuh"
@@ -37,30 +38,59 @@ struct KvArena {
   }
 };
 
-// One sequence of a decode batch.
+// One row of a decode batch (several rows of one sequence append several
+// tokens: each has its own length).
 struct DecodeSequence {
   int32_t token = 0;
   int32_t position = 0;
-  int length = 0;                         // tokens in its cache before this step
+  int length = 0;                         // tokens in its cache before this row
   const std::vector<int32_t>* blocks = nullptr;
+  int seen_mask = -1;                     // its slot's repetition-penalty bitmask (sampled steps)
+};
+
+// What a decode step produces.
+enum class StepOutput {
+  kLogits,            // fp32 logits of every row, copied to the host
+  kSampledFull,       // sampled on the device from the full LM head
+  kSampledRestricted, // sampled on the device from the allowed rows alone
 };
 
 class TextRunner {
  public:
   // spare_block: a block no sequence owns; padded rows of a graph bucket write there.
   Status init(const TextConfig& config, const DeviceWeights* weights, GemmRunner* gemm, cudaStream_t stream,
-              KvArena arena, int spare_block, int max_batch, int max_blocks_per_sequence);
+              KvArena arena, int spare_block, int max_batch, int max_blocks_per_sequence, int seen_masks);
+
+  // The most rows one decode step takes (graph buckets go up to it).
+  int max_rows() const { return max_batch_; }
 
   // Appends n tokens at cache positions past..past+n-1 of the sequence
   // holding `blocks`. positions: host, axis-major [3][n]. image: device
   // embeddings (may be null); image_row[i] >= 0 picks the image row for token
-  // i. Writes the last logit_rows rows' logits (fp32) to logits_host.
+  // i. Writes the last logit_rows rows' logits (fp32) to logits_host, or
+  // leaves them on the device when it is null (sample_prefill reads them).
+  // seen_mask >= 0: the ids are marked in that repetition-penalty bitmask.
   Status prefill(const int32_t* ids, int n, const int32_t* positions, int past, const std::vector<int32_t>& blocks,
                  const bf16* image, const std::vector<int32_t>& image_row, int logit_rows, float* logits_host,
-                 const TensorTap* tap);
+                 int seen_mask, const TensorTap* tap);
 
   // One token for each sequence; logits_host: [batch, vocab].
   Status decode(const std::vector<DecodeSequence>& batch, float* logits_host, bool use_graphs, const TensorTap* tap);
+
+  // One token per row, then a token chosen on the device for each row by
+  // sampling[i]; only the SampledTokens come back.
+  Status decode_sampled(const std::vector<DecodeSequence>& batch, const std::vector<RowSampling>& sampling,
+                        bool use_graphs, std::vector<SampledToken>* out);
+
+  // After prefill(): the token after the prefill's last row, sampled on the
+  // device from its logits (the slot's seen bitmask already marked).
+  Status sample_prefill(const RowSampling& sampling, int seen_mask, SampledToken* out);
+
+  // The repetition-penalty bitmasks (one per slot; the sampler's tables).
+  DecodeSampler& sampler() { return sampler_; }
+
+  // Decode-step projections through the GEMV (default) or cuBLASLt.
+  void set_use_gemv(bool on) { use_gemv_ = on; }
 
   size_t workspace_bytes() const;
   ~TextRunner();
@@ -77,7 +107,9 @@ class TextRunner {
   using AttentionFn = std::function<Status(int layer, const bf16* qkv, bf16* out)>;
   Status layers(Buffers& b, int rows, const int32_t* positions_dev, const int32_t* dest_rows_dev,
                 const AttentionFn& attention, const TensorTap* tap);
-  Status decode_body(int bucket, const TensorTap* tap);
+  Status decode_body(int bucket, StepOutput output, const TensorTap* tap);
+  Status decode_layers_gemv(int bucket);
+  Status run_step(const std::vector<DecodeSequence>& batch, StepOutput output, bool use_graphs, const TensorTap* tap);
   int bucket_for(int batch) const;
   int splits_for(int bucket) const;
 
@@ -98,16 +130,19 @@ class TextRunner {
 
   // Decode (fixed at init: graphs point into these).
   Buffers dec_;
-  DeviceBuffer<int32_t> step_;            // ids | positions (3 axes) | dest rows | lengths | block tables
+  DeviceBuffer<int32_t> step_;            // ids | positions (3 axes) | dest rows | lengths | seen masks | block tables
   int32_t* step_host_ = nullptr;          // pinned mirror of step_
-  DeviceBuffer<float> dec_logits_, attn_workspace_;
+  DeviceBuffer<float> dec_logits_, dec_head_logits_, attn_workspace_;
   float* logits_pinned_ = nullptr;
-  std::map<int, cudaGraphExec_t> graphs_;
+  std::map<std::pair<int, StepOutput>, cudaGraphExec_t> graphs_;
+  DecodeSampler sampler_;
+  bool use_gemv_ = true;
   int32_t* step_ids() const { return step_.get(); }
   int32_t* step_positions() const { return step_.get() + max_batch_; }
   int32_t* step_dest() const { return step_.get() + 4 * max_batch_; }
   int32_t* step_lengths() const { return step_.get() + 5 * max_batch_; }
-  int32_t* step_tables() const { return step_.get() + 6 * max_batch_; }
+  int32_t* step_seen() const { return step_.get() + 6 * max_batch_; }
+  int32_t* step_tables() const { return step_.get() + 7 * max_batch_; }
 };
 
 }  // namespace rex::cuda

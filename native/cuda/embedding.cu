@@ -20,6 +20,7 @@
 #include <string>
 
 #include "cuda/cuda_check.h"
+#include "cuda/pdl.cuh"
 #include "cuda/elementwise.cuh"
 
 namespace rex::cuda {
@@ -34,6 +35,7 @@ template <int VEC, int PER>
 __global__ void embed_rows_kernel(const int32_t* __restrict__ ids, const int32_t* __restrict__ image_index, int n,
                                   const bf16* __restrict__ table, int vocab, const bf16* __restrict__ image,
                                   int hidden, float* __restrict__ out) {
+  pdl_launch_dependents();  // lets the next kernel (a GEMV) start streaming its weights
   const int chunks = hidden / VEC;
   for (int row = blockIdx.x; row < n; row += gridDim.x) {
     const int img = image_index ? image_index[row] : -1;

@@ -30,6 +30,7 @@
 #include <string>
 
 #include "cuda/cuda_check.h"
+#include "cuda/pdl.cuh"
 #include "cuda/elementwise.cuh"
 
 namespace rex::cuda {
@@ -96,6 +97,7 @@ template <int VEC, int CHUNKS, bool ADD>
 __global__ void __launch_bounds__(kMaxThreads)
     rmsnorm_kernel(const float* __restrict__ x, float* __restrict__ residual, const bf16* delta, int dim,
                    const bf16* __restrict__ weight, float eps, bf16* out) {
+  pdl_launch_dependents();  // lets the next kernel (a GEMV) start streaming its weights
   const size_t base = size_t(blockIdx.x) * size_t(dim);
   const int chunks = dim / VEC;
   const float* src = ADD ? residual + base : x + base;

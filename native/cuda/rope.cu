@@ -31,6 +31,7 @@
 #include <string>
 
 #include "cuda/cuda_check.h"
+#include "cuda/pdl.cuh"
 #include "cuda/elementwise.cuh"
 
 namespace rex::cuda {
@@ -87,6 +88,7 @@ __global__ void mrope_qkv_to_cache_kernel(bf16* __restrict__ qkv, int rows, int 
                                           const int32_t* __restrict__ positions, const float* __restrict__ inv_freq,
                                           int section_t, int section_th, const int32_t* __restrict__ dest_rows,
                                           bf16* __restrict__ k_cache, bf16* __restrict__ v_cache) {
+  pdl_launch_dependents();  // lets the next kernel (a GEMV) start streaming its weights
   extern __shared__ float angles[];  // cos[half], sin[half]
   const int half = head_dim / 2;
   float* cs = angles;

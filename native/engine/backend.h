@@ -29,6 +29,7 @@
 #include "model/weights.h"
 #include "preprocess/preprocess.h"
 #include "rex/status.h"
+#include "sampling/sampling.h"
 
 namespace rex {
 
@@ -106,11 +107,28 @@ struct BackendInfo {
 };
 
 // One row of a decode batch: a text token at one position (same on all
-// three M-RoPE axes).
+// three M-RoPE axes). Several rows may name the same slot when they are
+// consecutive in the batch and at consecutive positions: they append that
+// many tokens to it in one step (jump-forward: a sampled token plus the
+// tokens the grammar forces after it), each row attending to the cache up to
+// and including its own token.
 struct DecodeRow {
   SlotId slot = -1;
   int32_t token = 0;
   int32_t position = 0;
+};
+
+// How to choose the token after one row, for a backend that samples on its
+// device (sampling.h has the rules; the backend applies exactly them).
+struct RowSampling {
+  SamplingParams params;            // temperature, top_k, top_p, repetition_penalty (seed unused)
+  double uniform = 0.0;             // the row's draw from the request's Pcg32 when it does not decode greedily
+  const TokenMask* mask = nullptr;  // null: any id
+  // The raw model's log-probability (scores) is wanted: it needs the softmax
+  // normaliser over the whole vocabulary, so the full LM head. When no row
+  // of a step wants it, a backend may compute only the rows the masks allow
+  // (model_logprob is then NaN).
+  bool model_logprob = true;
 };
 
 class Backend {
@@ -149,6 +167,20 @@ class Backend {
   // Appends one token to each row's slot (slots distinct); writes logits to
   // logits_out[rows.size() * vocab_size()], row by row.
   virtual Status decode(const std::vector<DecodeRow>& rows, float* logits_out) = 0;
+
+  // Sampling on the device: logits stay there and only each row's
+  // SampledToken comes back. The repetition penalty's history is the slot's
+  // own tokens (the prompt and every decoded row's token), kept by the
+  // backend. Backends that cannot (the default) return false, and the engine
+  // samples on the host from decode()'s and prefill()'s logits.
+  virtual bool samples_on_device() const { return false; }
+  // As decode(), then one SampledToken per row, chosen by sampling[i].
+  virtual Status decode_sampled(const std::vector<DecodeRow>& rows, const std::vector<RowSampling>& sampling,
+                                std::vector<SampledToken>* out);
+  // As prefill() (logit_rows must be 1), then the token after the last one.
+  virtual Status prefill_sampled(const PrefillInput& input, const RowSampling& sampling, SampledToken* out);
+  // The most rows one decode call takes (sequences plus their jump-forward rows).
+  virtual int max_step_rows() const { return 1 << 20; }
 
   // Debug intermediates; an empty function turns the tap off.
   virtual void set_tap(TensorTap tap) = 0;

@@ -58,4 +58,12 @@ Result<EncodedImage> Backend::encode_rgb(const uint8_t* rgb, int width, int heig
   return out;
 }
 
+Status Backend::decode_sampled(const std::vector<DecodeRow>&, const std::vector<RowSampling>&, std::vector<SampledToken>*) {
+  return Status(StatusCode::kInternal, std::string("backend ") + name() + " does not sample on its device");
+}
+
+Status Backend::prefill_sampled(const PrefillInput&, const RowSampling&, SampledToken*) {
+  return Status(StatusCode::kInternal, std::string("backend ") + name() + " does not sample on its device");
+}
+
 }  // namespace rex

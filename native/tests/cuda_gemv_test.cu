@@ -345,6 +345,23 @@ REX_TEST(zz_timing) {
       step_cublas_us += theirs * sh.per_step;
       step_bytes += bytes * sh.per_step;
     }
+    // How the split moves the big shapes (the default is marked in the line above).
+    if (m == 1)
+      for (const Shape& sh : shapes) {
+        if (sh.n < 11008 && sh.k < 11008) continue;
+        Inputs in({m, sh.k, sh.n, sh.e});
+        Runner run(in);
+        run.reset(in, 0, m);
+        const double bytes = double(sh.weight_rows) * sh.k * 2;
+        cudaStream_t s;
+        cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+        for (int split : {1, 2, 4, 8, 16}) {
+          GemvArgs a = run.args(in, 0, m, split);
+          const double us = median_us([] {}, [&] { (void)rex::cuda::gemv(a, s); }, s, true);
+          std::printf("  SPLIT %-15s split %2d: %7.2f us %5.0f GB/s\n", sh.name, split, us, bytes / (us * 1e-6) / 1e9);
+        }
+        cudaStreamDestroy(s);
+      }
     std::printf("  STEP m %2d: projections %.3f ms (cuBLASLt %.3f ms), %.3f GB, floor %.3f ms -> %.0f%% of the floor\n", m,
                 step_us / 1e3, step_cublas_us / 1e3, step_bytes / 1e9, step_bytes / kCopyBandwidth * 1e3,
                 100.0 * step_bytes / kCopyBandwidth * 1e6 / step_us);
