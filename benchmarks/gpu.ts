@@ -85,8 +85,15 @@ export interface GpuBenchResult {
   /** Batch-1 decode tokens/s over the roofline's (weights / D2D bandwidth). */
   fractionOfRoofline: { textSteps: number; coordinateSteps: number } | undefined;
   decode: DecodeBench | { error: string } | undefined;
+  /** One eager batch-1 step, kernel by kernel, against each kernel's bytes (step_profile.h). */
+  stepProfile: StepProfile | undefined;
   peersErrors: Record<string, string>;
   peersFailure?: string;
+}
+
+interface StepProfile {
+  kernels: { kind: string; us: number; launches: number; bytes: number }[];
+  total_us: number;
 }
 
 const median = (xs: number[]): number => {
@@ -176,7 +183,9 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
     errors?: Record<string, string>;
   };
 
-  // Ours.
+  // Ours. The backend profiles one batch-1 step of the warm-up (step_profile.h).
+  const profileFile = join(caseDir, 'step-profile.json');
+  process.env.REX_OMNI_PROFILE_STEP = profileFile;
   let ours: GpuBenchResult['ours'];
   try {
     const engine = await Engine.open(dir, { backend: 'cuda' });
@@ -248,6 +257,7 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
     decode = { error: (error as Error).message };
   }
   const roofTps = peers.roofline?.tokens_per_s;
+  const stepProfile = existsSync(profileFile) ? (JSON.parse(readFileSync(profileFile, 'utf8')) as StepProfile) : undefined;
   const fractionOfRoofline =
     roofTps && decode && 'textSteps' in decode
       ? { textSteps: decode.textSteps.decodeTokensPerSecond / roofTps, coordinateSteps: decode.coordinateStepsCoordinateHead.decodeTokensPerSecond / roofTps }
@@ -268,6 +278,7 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
     graphedPytorch: peers.graphed,
     fractionOfRoofline,
     decode,
+    stepProfile,
     peersErrors: peers.errors ?? {},
     ...(peersFailure ? { peersFailure } : {}),
   };
@@ -340,6 +351,21 @@ export function printGpuTable(r: GpuBenchResult): void {
       console.log(`jump-forward ${s.jumpForward ? 'on ' : 'off'}: ${num(s.stepsPerBox, 2)} decode steps per box (${num(s.boxes, 0)} boxes, ${s.tokens} tokens, ${s.decodeSteps} steps)`);
     console.log(textTable(d.aggregate.map((a) => ({ batch: String(a.batch), 'aggregate tok/s': num(a.tokensPerSecond, 0), 'ms/step': num(a.stepMs, 2), 'tok/s per request': num(a.perRequestTokensPerSecond) }))));
   } else if (d) console.log(`decode benchmark failed: ${d.error}`);
+  const bw = r.gpu.copyBandwidthBytesPerSecond;
+  if (r.stepProfile)
+    console.log(
+      `one batch-1 step, eager, kernel by kernel (total ${num(r.stepProfile.total_us / 1e3, 3)} ms):\n` +
+        textTable(
+          r.stepProfile.kernels.map((k) => ({
+            kernel: k.kind,
+            launches: String(k.launches),
+            'us': num(k.us),
+            'MB': num(k.bytes / 1e6, 2),
+            'GB/s': num(k.bytes / (k.us * 1e-6) / 1e9, 0),
+            'floor us': bw ? num((k.bytes / bw) * 1e6) : '-',
+          })),
+        ),
+    );
   if ('median' in r.ours && r.ours.tokensMatchingTransformers)
     console.log(
       `ours vs transformers greedy tokens: ${r.ours.tokensMatchingTransformers.matching}/${r.newTokens} equal, common prefix ${r.ours.tokensMatchingTransformers.commonPrefix}`,

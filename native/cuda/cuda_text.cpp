@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -118,6 +119,7 @@ Status TextRunner::decode_layers_gemv(int bucket) {
   const int qkv_width = (hq + 2 * hkv) * hd, inter = c.intermediate_size;
   const MropeSection section{c.mrope_section[0], c.mrope_section[1], c.mrope_section[2]};
   const int splits = splits_for(bucket);
+  const double act = 2.0 * bucket, kv_bytes = double(profile_kv_tokens_) * hkv * hd * 2 * 2;
   auto project = [&](GemvEpilogue e, const bf16* x, int k, const bf16* w, int n) {
     GemvArgs a;
     a.epilogue = e;
@@ -130,31 +132,40 @@ Status TextRunner::decode_layers_gemv(int bucket) {
     a.overlap_previous = true;
     return a;
   };
+  mark("rmsnorm", act * hidden * 3);
   REX_RETURN_IF_ERROR(rmsnorm_bf16(dec_.residual.get(), bucket, hidden, w_->text_layers[0].input_norm, c.rms_norm_eps,
                                    dec_.h.get(), stream_));
   for (int li = 0; li < c.num_layers; ++li) {
     const DeviceTextLayer& l = w_->text_layers[size_t(li)];
+    mark("qkv_proj", 2.0 * qkv_width * hidden);
     GemvArgs qkv = project(GemvEpilogue::kStoreBf16, dec_.h.get(), hidden, l.qkv_w, qkv_width);
     qkv.bias = l.qkv_b;
     qkv.out_bf16 = dec_.qkv.get();
     REX_RETURN_IF_ERROR(gemv(qkv, stream_));
+    mark("mrope_kv_write", act * qkv_width * 2);
     REX_RETURN_IF_ERROR(mrope_qkv_to_cache_bf16(dec_.qkv.get(), bucket, hq, hkv, hd, step_positions(), inv_freq_.get(),
                                                 section, step_dest(), arena_.layer(li), stream_));
     const KvPlane plane = arena_.layer(li);
     PagedKv kv{plane.k, plane.v, arena_.block_size, hkv, hd};
+    mark("attention", kv_bytes);
     REX_RETURN_IF_ERROR(attention_decode_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(), max_blocks_,
                                               step_lengths(), splits, attn_workspace_.get(), dec_.attn.get(), stream_));
+    mark("o_proj+residual", 2.0 * hq * hd * hidden);
     GemvArgs o = project(GemvEpilogue::kAddResidual, dec_.attn.get(), hq * hd, l.o_w, hidden);
     o.residual = dec_.residual.get();
     REX_RETURN_IF_ERROR(gemv(o, stream_));
+    mark("rmsnorm", act * hidden * 3);
     REX_RETURN_IF_ERROR(rmsnorm_bf16(dec_.residual.get(), bucket, hidden, l.post_norm, c.rms_norm_eps, dec_.h.get(), stream_));
+    mark("gate_up_proj+swiglu", 4.0 * inter * hidden);
     GemvArgs gate_up = project(GemvEpilogue::kSwiglu, dec_.h.get(), hidden, l.gate_up_w, inter);
     gate_up.pair_offset = inter;
     gate_up.out_bf16 = dec_.act.get();
     REX_RETURN_IF_ERROR(gemv(gate_up, stream_));
+    mark("down_proj+residual", 2.0 * inter * hidden);
     GemvArgs down = project(GemvEpilogue::kAddResidual, dec_.act.get(), inter, l.down_w, hidden);
     down.residual = dec_.residual.get();
     REX_RETURN_IF_ERROR(gemv(down, stream_));
+    mark("rmsnorm", act * hidden * 3);
     const bf16* next_norm = li + 1 < c.num_layers ? w_->text_layers[size_t(li + 1)].input_norm : w_->final_norm;
     REX_RETURN_IF_ERROR(rmsnorm_bf16(dec_.residual.get(), bucket, hidden, next_norm, c.rms_norm_eps, dec_.h.get(), stream_));
   }
@@ -243,6 +254,7 @@ Status TextRunner::prefill(const int32_t* ids, int n, const int32_t* positions, 
 Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* tap) {
   const TextConfig& c = config_;
   const int hidden = c.hidden_size, vocab = c.vocab_size, qkv_width = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim();
+  mark("embed", 2.0 * bucket * hidden * 3);
   REX_RETURN_IF_ERROR(embed_rows(step_ids(), nullptr, bucket, w_->embed_tokens, vocab, nullptr, hidden, dec_.residual.get(), stream_));
   const bool tapping = tap && *tap;
   const int inter = c.intermediate_size;
@@ -262,6 +274,8 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
     REX_RETURN_IF_ERROR(layers(dec_, bucket, step_positions(), step_dest(), attention, tap));
   }
   if (output != StepOutput::kLogits) REX_RETURN_IF_ERROR(sampler_.mark_rows(step_ids(), step_seen(), bucket));
+  mark(output == StepOutput::kSampledRestricted ? "lm_head (restricted)" : "lm_head",
+       2.0 * hidden * (output == StepOutput::kSampledRestricted ? DecodeSampler::kRestrictedRows : vocab));
   const bool head_gemv = use_gemv_ && gemv_supports(bucket, hidden, vocab);
   if (output == StepOutput::kSampledRestricted) {
     if (!head_gemv) return Status(StatusCode::kInternal, "the restricted LM head needs the GEMV");
@@ -294,6 +308,7 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
   } else {
     REX_RETURN_IF_ERROR(gemm_->linear_f32(dec_.h.get(), bucket, hidden, hidden, w_->lm_head, vocab, dec_logits_.get(), stream_));
   }
+  mark("sampler", 4.0 * bucket * (output == StepOutput::kSampledRestricted ? DecodeSampler::kRestrictedRows : vocab));
   if (output != StepOutput::kLogits) REX_RETURN_IF_ERROR(sampler_.sample(bucket));
   return Status::Ok();
 }
@@ -338,6 +353,7 @@ Status TextRunner::run_step(const std::vector<DecodeSequence>& batch, StepOutput
   const size_t ints = size_t(7) * max_batch_ + size_t(bucket) * max_blocks_;
   REX_CUDA_TRY(cudaMemcpyAsync(step_.get(), step_host_, ints * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   const bool tapping = tap && *tap;
+  if (!profile_path_.empty() && n == 1 && ++batch1_steps_ == 32) return profile_step(batch, output);
   if (!use_graphs || tapping) return decode_body(bucket, output, tap);  // taps copy to the host: no graph
   const auto key = std::make_pair(bucket, output);
   auto it = graphs_.find(key);
@@ -363,6 +379,23 @@ Status TextRunner::run_step(const std::vector<DecodeSequence>& batch, StepOutput
   cudaGraphDestroy(graph);
   REX_RETURN_IF_ERROR(cuda_status(inst, "cudaGraphInstantiate (" + what + ")"));
   graphs_[key] = exec;
+  return Status::Ok();
+}
+
+// One eager batch-1 step with events around every kernel (step_profile.h).
+Status TextRunner::profile_step(const std::vector<DecodeSequence>& batch, StepOutput output) {
+  StepProfile profile(stream_);
+  profile_ = &profile;
+  profile_kv_tokens_ = batch[0].length + 1;
+  Status st = decode_body(1, output, nullptr);
+  profile_ = nullptr;
+  REX_RETURN_IF_ERROR(st);
+  REX_CUDA_TRY(cudaStreamSynchronize(stream_));
+  if (FILE* f = std::fopen(profile_path_.c_str(), "w")) {
+    const std::string json = profile.json();
+    std::fwrite(json.data(), 1, json.size(), f);
+    std::fclose(f);
+  }
   return Status::Ok();
 }
 

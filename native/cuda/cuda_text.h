@@ -13,6 +13,7 @@
 
 #include <functional>
 #include <map>
+#include <string>
 #include <vector>
 
 #include "cuda/bf16.cuh"
@@ -21,6 +22,7 @@
 #include "cuda/device_buffer.h"
 #include "cuda/gemm.cuh"
 #include "cuda/rope.cuh"
+#include "cuda/step_profile.h"
 #include "engine/backend.h"
 #include "model/config.h"
 
@@ -91,6 +93,8 @@ class TextRunner {
 
   // Decode-step projections through the GEMV (default) or cuBLASLt.
   void set_use_gemv(bool on) { use_gemv_ = on; }
+  // Profiles one batch-1 step into this JSON file (step_profile.h); empty: off.
+  void set_profile_path(std::string path) { profile_path_ = std::move(path); }
 
   size_t workspace_bytes() const;
   ~TextRunner();
@@ -110,6 +114,7 @@ class TextRunner {
   Status decode_body(int bucket, StepOutput output, const TensorTap* tap);
   Status decode_layers_gemv(int bucket);
   Status run_step(const std::vector<DecodeSequence>& batch, StepOutput output, bool use_graphs, const TensorTap* tap);
+  Status profile_step(const std::vector<DecodeSequence>& batch, StepOutput output);
   int bucket_for(int batch) const;
   int splits_for(int bucket) const;
 
@@ -137,6 +142,13 @@ class TextRunner {
   std::map<std::pair<int, StepOutput>, cudaGraphExec_t> graphs_;
   DecodeSampler sampler_;
   bool use_gemv_ = true;
+  std::string profile_path_;
+  int batch1_steps_ = 0;
+  StepProfile* profile_ = nullptr;  // set during the profiled step
+  int64_t profile_kv_tokens_ = 0;
+  void mark(const char* kind, double bytes) {
+    if (profile_) profile_->next(kind, bytes);
+  }
   int32_t* step_ids() const { return step_.get(); }
   int32_t* step_positions() const { return step_.get() + max_batch_; }
   int32_t* step_dest() const { return step_.get() + 4 * max_batch_; }

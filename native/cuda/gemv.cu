@@ -12,8 +12,8 @@
 //    so every shape has >= ~2000 warps in flight over the 132 SMs; the warps'
 //    partial sums meet in shared memory and are added in warp order (fixed,
 //    so results are deterministic and do not depend on m).
-//  - Each warp holds one step of W loads ahead (double-buffered registers),
-//    and the first step is issued before griddepcontrol.wait: launched with
+//  - Each warp holds one step of W loads ahead (two register buffers used in
+//    turn), and the first step is issued before griddepcontrol.wait: launched with
 //    programmatic dependent launch, the weights stream while the previous
 //    kernel (a norm, rope, attention) finishes.
 //  - The epilogue does what follows the projection: bias (QKV), residual add
@@ -106,12 +106,7 @@ __global__ void __launch_bounds__(kMaxSplit * 32) gemv_kernel(const KernelArgs a
           wv[u][r][h] = kk + u * kSlabK < k_end ? load_weight(wrow[r][h] + kk + u * kSlabK) : make_uint4(0, 0, 0, 0);
   };
 
-  uint4 wcur[U][R][2];
-  if (k_begin < k_end) load_step(wcur, k_begin);
-  pdl_wait();  // x (and the residual) come from the previous kernel
-  for (int kk = k_begin; kk < k_end; kk += kStep) {
-    uint4 wnext[U][R][2];
-    if (kk + kStep < k_end) load_step(wnext, kk + kStep);
+  auto compute_step = [&](const uint4 (&wv)[U][R][2], int kk) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int ks = kk + u * kSlabK;
@@ -123,18 +118,25 @@ __global__ void __launch_bounds__(kMaxSplit * 32) gemv_kernel(const KernelArgs a
                                    : make_uint4(0, 0, 0, 0);
 #pragma unroll
         for (int r = 0; r < R; ++r) {
-          const uint4 lo = wcur[u][r][0], hi = wcur[u][r][1];
+          const uint4 lo = wv[u][r][0], hi = wv[u][r][1];
           mma_bf16(acc[r][c], lo.x, hi.x, lo.y, hi.y, xv.x, xv.y);
           mma_bf16(acc[r][c], lo.z, hi.z, lo.w, hi.w, xv.z, xv.w);
         }
       }
     }
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) wcur[u][r][h] = wnext[u][r][h];
+  };
+
+  // Two register buffers in turn (ping-pong, no copies between them: a copy
+  // would wait for the loads it moves), so two steps of W are in flight.
+  uint4 wa[U][R][2], wb[U][R][2];
+  if (k_begin < k_end) load_step(wa, k_begin);
+  pdl_wait();  // x (and the residual) come from the previous kernel
+  for (int kk = k_begin; kk < k_end; kk += 2 * kStep) {
+    if (kk + kStep < k_end) load_step(wb, kk + kStep);
+    compute_step(wa, kk);
+    if (kk + kStep >= k_end) break;
+    if (kk + 2 * kStep < k_end) load_step(wa, kk + 2 * kStep);
+    compute_step(wb, kk + kStep);
   }
 
   // Warp partials meet in shared memory, one column tile at a time, added in
