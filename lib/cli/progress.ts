@@ -59,8 +59,8 @@ export function downloadProgress(repo: string, stream: NodeJS.WriteStream): Down
       },
       file() {},
       advance() {},
-      stop() {
-        stream.write(`rex-omni: ${repo}: ${mb(total)} MB in the cache\n`);
+      stop(completed) {
+        if (completed) stream.write(`rex-omni: ${repo}: ${mb(total)} MB in the cache\n`);
       },
     };
   }

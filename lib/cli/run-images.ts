@@ -23,6 +23,8 @@ export interface ImageRun {
   format: OutputFormat;
   /** Folder for the drawn pictures. */
   out?: string;
+  /** --verbose: say when the model is loaded, and how long it took. */
+  verbose?: boolean;
 }
 
 export interface CliStreams {
@@ -31,7 +33,9 @@ export interface CliStreams {
 }
 
 export async function runImages(run: ImageRun, io: CliStreams): Promise<number> {
+  const loadStarted = performance.now();
   await using model = await RexOmni.load(run.modelDir, run.loadOptions);
+  if (run.verbose) io.stderr.write(`rex-omni: loaded ${run.modelDir} on ${model.info().backend} in ${Math.round(performance.now() - loadStarted)} ms\n`);
   const progress: ImageProgress | undefined = run.images.length > 1 && io.stderr.isTTY ? imageProgressBar(run.images.length, io.stderr) : undefined;
   const write = (text: string) => void (progress ? progress.log(text, io.stdout) : io.stdout.write(text));
   const sink = createSink(run.format, write);

@@ -18,26 +18,46 @@ const categories = (required: boolean, description: string) => {
   const option = new Option('-c, --categories <a,b>', description).argParser(commaList);
   return required ? option.makeOptionMandatory() : option;
 };
-const element = () => new Option('-e, --element <text>', 'the GUI element, described in words').makeOptionMandatory();
-const granularity = () => new Option('-g, --granularity <unit>', 'what each result is').choices(['word', 'text line']).default('text line');
+
+/** detect and point: phrases from --categories. */
+function categoryCommand(name: string, task: 'detection' | 'pointing', summary: string, example: string, what: string): TaskCommand {
+  return {
+    name,
+    task,
+    summary,
+    example,
+    addOptions: (c) => c.addOption(categories(true, `what to ${what}, comma-separated`)),
+    spec: (o) => ({ task, categories: o.categories as string[] }),
+  };
+}
+
+/** ocr-boxes and ocr-polygons: --granularity. */
+function ocrCommand(name: string, task: 'ocr_box' | 'ocr_polygon', shape: string, example: string): TaskCommand {
+  return {
+    name,
+    task,
+    summary: `text as ${shape}, with the recognised text`,
+    example,
+    addOptions: (c) => c.addOption(new Option('-g, --granularity <unit>', 'what each result is').choices(['word', 'text line']).default('text line')),
+    spec: (o) => ({ task, granularity: o.granularity as 'word' | 'text line' }),
+  };
+}
+
+/** gui-ground and gui-point: --element. */
+function guiCommand(name: string, task: 'gui_grounding' | 'gui_pointing', summary: string): TaskCommand {
+  return {
+    name,
+    task,
+    summary,
+    example: `rex-omni ${name} screen.png --element "the search button"`,
+    addOptions: (c) => c.addOption(new Option('-e, --element <text>', 'the GUI element, described in words').makeOptionMandatory()),
+    spec: (o) => ({ task, element: o.element as string }),
+  };
+}
 
 export const TASK_COMMANDS: readonly TaskCommand[] = [
-  {
-    name: 'detect',
-    task: 'detection',
-    summary: 'boxes around the categories (also referring and layout phrases)',
-    example: 'rex-omni detect photo.jpg --categories person,cup',
-    addOptions: (c) => c.addOption(categories(true, 'what to detect, comma-separated')),
-    spec: (o) => ({ task: 'detection', categories: o.categories as string[] }),
-  },
-  {
-    name: 'point',
-    task: 'pointing',
-    summary: 'one point on each instance of the categories (also affordance phrases)',
-    example: 'rex-omni point photo.jpg --categories "cup handle"',
-    addOptions: (c) => c.addOption(categories(true, 'what to point at, comma-separated')),
-    spec: (o) => ({ task: 'pointing', categories: o.categories as string[] }),
-  },
+  categoryCommand('detect', 'detection', 'boxes around the categories (also referring and layout phrases)', 'rex-omni detect photo.jpg --categories person,cup', 'detect'),
+  categoryCommand('point', 'pointing', 'one point on each instance of the categories (also affordance phrases)', 'rex-omni point photo.jpg --categories "cup handle"', 'point at'),
   {
     name: 'visual-prompt',
     task: 'visual_prompting',
@@ -62,36 +82,8 @@ export const TASK_COMMANDS: readonly TaskCommand[] = [
       ...(o.categories ? { categories: o.categories as string[] } : {}),
     }),
   },
-  {
-    name: 'ocr-boxes',
-    task: 'ocr_box',
-    summary: 'text as boxes, with the recognised text',
-    example: 'rex-omni ocr-boxes scan.png --granularity word',
-    addOptions: (c) => c.addOption(granularity()),
-    spec: (o) => ({ task: 'ocr_box', granularity: o.granularity as 'word' | 'text line' }),
-  },
-  {
-    name: 'ocr-polygons',
-    task: 'ocr_polygon',
-    summary: 'text as polygons, with the recognised text',
-    example: 'rex-omni ocr-polygons sign.jpg',
-    addOptions: (c) => c.addOption(granularity()),
-    spec: (o) => ({ task: 'ocr_polygon', granularity: o.granularity as 'word' | 'text line' }),
-  },
-  {
-    name: 'gui-ground',
-    task: 'gui_grounding',
-    summary: 'the box of a GUI element',
-    example: 'rex-omni gui-ground screen.png --element "the search button"',
-    addOptions: (c) => c.addOption(element()),
-    spec: (o) => ({ task: 'gui_grounding', element: o.element as string }),
-  },
-  {
-    name: 'gui-point',
-    task: 'gui_pointing',
-    summary: 'a point on a GUI element',
-    example: 'rex-omni gui-point screen.png --element "the search button"',
-    addOptions: (c) => c.addOption(element()),
-    spec: (o) => ({ task: 'gui_pointing', element: o.element as string }),
-  },
+  ocrCommand('ocr-boxes', 'ocr_box', 'boxes', 'rex-omni ocr-boxes scan.png --granularity word'),
+  ocrCommand('ocr-polygons', 'ocr_polygon', 'polygons', 'rex-omni ocr-polygons sign.jpg'),
+  guiCommand('gui-ground', 'gui_grounding', 'the box of a GUI element'),
+  guiCommand('gui-point', 'gui_pointing', 'a point on a GUI element'),
 ];

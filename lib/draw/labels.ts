@@ -5,6 +5,7 @@
 //
 // Sizes come from a monospace font (DejaVu Sans Mono, whose advance is 0.6 em;
 // wide East Asian characters count double), so no font measuring is needed.
+import { displayWidth } from '../text-width.js';
 
 export interface Rect {
   x: number;
@@ -27,32 +28,12 @@ export interface ImageBounds {
 
 const ADVANCE_EM = 0.6;
 
-/** How many monospace cells `text` takes (wide characters take two). */
-function cells(text: string): number {
-  let count = 0;
-  for (const char of text) count += isWide(char.codePointAt(0)!) ? 2 : 1;
-  return count;
-}
-
-function isWide(codePoint: number): boolean {
-  return (
-    (codePoint >= 0x1100 && codePoint <= 0x115f) ||
-    (codePoint >= 0x2e80 && codePoint <= 0xa4cf) ||
-    (codePoint >= 0xac00 && codePoint <= 0xd7a3) ||
-    (codePoint >= 0xf900 && codePoint <= 0xfaff) ||
-    (codePoint >= 0xfe30 && codePoint <= 0xfe4f) ||
-    (codePoint >= 0xff00 && codePoint <= 0xff60) ||
-    (codePoint >= 0x1f300 && codePoint <= 0x1faff) ||
-    (codePoint >= 0x20000 && codePoint <= 0x3fffd)
-  );
-}
-
 /** `text`, shortened with "…" to at most `maxCells` cells. */
 function fitText(text: string, maxCells: number): string {
-  if (cells(text) <= maxCells) return text;
+  if (displayWidth(text) <= maxCells) return text;
   let out = '';
   for (const char of text) {
-    if (cells(out + char) > maxCells - 1) break;
+    if (displayWidth(out + char) > maxCells - 1) break;
     out += char;
   }
   return `${out}…`;
@@ -78,7 +59,7 @@ export function placeLabel(
   const cellWidth = fontSize * ADVANCE_EM;
   const maxCells = Math.max(1, Math.floor((image.width - 2 * padding) / cellWidth));
   const shown = fitText(text, maxCells);
-  const width = Math.min(image.width, cells(shown) * cellWidth + 2 * padding);
+  const width = Math.min(image.width, displayWidth(shown) * cellWidth + 2 * padding);
   const height = Math.min(image.height, fontSize * 1.25 + 2 * padding);
   const fits = (p: { x: number; y: number }) => p.x >= 0 && p.y >= 0 && p.x + width <= image.width && p.y + height <= image.height;
   const corner = !fits(at) && fallback && fits(fallback) ? fallback : at;
@@ -89,7 +70,7 @@ export function placeLabel(
 
 /** The label's size for `text` before placement (for laying labels out around a shape). */
 export function labelSize(text: string, style: LabelStyle): { width: number; height: number } {
-  return { width: cells(text) * style.fontSize * ADVANCE_EM + 2 * style.padding, height: style.fontSize * 1.25 + 2 * style.padding };
+  return { width: displayWidth(text) * style.fontSize * ADVANCE_EM + 2 * style.padding, height: style.fontSize * 1.25 + 2 * style.padding };
 }
 
 function clamp(value: number, low: number, high: number): number {

@@ -36,7 +36,7 @@ export function overlaySvg(predictions: readonly Prediction[], image: ImageBound
   for (const prediction of predictions) {
     const colour = phraseColour(prediction.phrase);
     shapes.push(shape(prediction, colour, style));
-    labels.push(labelSvg(placePredictionLabel(prediction, image, style), colour));
+    labels.push(labelSvg(predictionLabel(prediction, image, style), colour));
   }
   return (
     `<svg xmlns="http://www.w3.org/2000/svg" width="${image.width}" height="${image.height}" viewBox="0 0 ${image.width} ${image.height}">` +
@@ -95,7 +95,7 @@ function point([x, y]: XY, colour: Rgb, radius: number): string {
 }
 
 /** Boxes: above the top-left corner, else just inside it. Points: right of the point, else left. Polygons: above the top vertex. */
-function placePredictionLabel(prediction: Prediction, image: ImageBounds, style: OverlayStyle): PlacedLabel {
+export function predictionLabel(prediction: Prediction, image: ImageBounds, style: OverlayStyle = overlayStyle(image)): PlacedLabel {
   const text = labelText(prediction);
   const { width, height } = labelSize(text, style);
   const half = style.strokeWidth / 2;

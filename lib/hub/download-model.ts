@@ -21,7 +21,8 @@ export interface DownloadProgress {
   start(totalBytes: number, files: readonly RemoteFile[]): void;
   file(path: string): void;
   advance(bytes: number): void;
-  stop(): void;
+  /** The download ended: `completed` is false when it failed. */
+  stop(completed: boolean): void;
 }
 
 export interface DownloadModelOptions {
@@ -55,6 +56,7 @@ export async function downloadModel(id: HubId, options: DownloadModelOptions): P
   await mkdir(dir, { recursive: true });
   const progress = options.progress;
   progress?.start(files.reduce((sum, f) => sum + f.size, 0), files);
+  let completed = false;
   try {
     for (const file of files) {
       progress?.file(file.path);
@@ -62,8 +64,9 @@ export async function downloadModel(id: HubId, options: DownloadModelOptions): P
       if ((await fileSize(dest)) === file.size) progress?.advance(file.size);
       else await downloadHubFile(source, file, dest, (bytes) => progress?.advance(bytes));
     }
+    completed = true;
   } finally {
-    progress?.stop();
+    progress?.stop(completed);
   }
   await writeFile(join(dir, MANIFEST), `${JSON.stringify({ repo: id.repo, revision: id.revision, hubUrl: source.hubUrl, files }, null, 2)}\n`);
   return dir;

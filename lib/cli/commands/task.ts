@@ -17,7 +17,8 @@ export function addTaskCommand(program: Command, def: TaskCommand, io: CliStream
   def.addOptions(command);
   addRunFlags(command);
   command.addHelpText('after', `\nExample:\n  ${def.example}\n  ${def.example.replace(/^rex-omni \S+ \S+/, `rex-omni ${def.name} photos/`)} --out drawn/ --jsonl > results.jsonl`);
-  command.action(async (images: string[], options: RunFlags & Record<string, unknown>) => {
+  command.action(async (images: string[], _options: unknown, self: Command) => {
+    const options = self.optsWithGlobals<RunFlags & { verbose?: boolean } & Record<string, unknown>>();
     const files = await expandInputs(images);
     const task = def.spec(options);
     const modelDir = await resolveModel(options.model, process.env, io.stderr);
@@ -31,6 +32,7 @@ export function addTaskCommand(program: Command, def: TaskCommand, io: CliStream
           runOptions: runOptionsFrom(options),
           format: chooseFormat(options, Boolean(io.stdout.isTTY)),
           ...(options.out ? { out: options.out } : {}),
+          verbose: Boolean(options.verbose),
         },
         io,
       ),

@@ -88,7 +88,8 @@ class TableSink implements OutputSink {
   retract(): void {}
   imageDone(image: string, result: RexOmniResult, drawn: string | undefined): void {
     this.#count++;
-    const lines = [`${image}: ${result.predictions.length} predictions`, predictionsTable(result.predictions), timingsLine(result)];
+    const count = result.predictions.length;
+    const lines = [`${image}: ${count} prediction${count === 1 ? '' : 's'}`, predictionsTable(result.predictions), timingsLine(result)];
     if (drawn) lines.push(`drawn: ${drawn}`);
     this.write(`${lines.join('\n')}\n\n`);
   }

@@ -2,6 +2,7 @@
 // kind, pixel coordinates) and one line of timings.
 import type { Prediction, XY } from '../../predictions.js';
 import type { RexOmniResult } from '../../rex-omni.js';
+import { displayWidth } from '../../text-width.js';
 
 const r = (v: number) => String(Math.round(v));
 const pt = ([x, y]: XY) => `(${r(x)}, ${r(y)})`;
@@ -27,10 +28,10 @@ export function coordinatesCell(prediction: Prediction): string {
 
 /** Columns padded to their widest cell, a rule under the header. */
 export function renderTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => [...(row[i] ?? '')].length)));
+  const widths = header.map((h, i) => Math.max(displayWidth(h), ...rows.map((row) => displayWidth(row[i] ?? ''))));
   const line = (cells: readonly string[]) =>
     cells
-      .map((cell, i) => cell + ' '.repeat(widths[i]! - [...cell].length))
+      .map((cell, i) => cell + ' '.repeat(widths[i]! - displayWidth(cell)))
       .join('  ')
       .trimEnd();
   return [line(header), widths.map((w) => '─'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
