@@ -20,3 +20,6 @@ export type {
 export { RexOmni } from './rex-omni.js';
 export type { LoadOptions, RexOmniEvent, RexOmniResult, RunTimings } from './rex-omni.js';
 export type { RunOptions, SamplingOptions } from './run-options.js';
+export { drawPredictions } from './draw/render.js';
+export { overlaySvg } from './draw/overlay.js';
+export { phraseColour } from './draw/colours.js';

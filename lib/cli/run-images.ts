@@ -51,10 +51,11 @@ export async function runImages(run: ImageRun, io: CliStreams): Promise<number> 
           else if (event.type === 'retract') sink.retract(image, event.prediction);
           else result = event.result;
         }
+        if (!result) throw new Error('the run ended without a result');
         const drawn = run.out ? join(run.out, outputNames.next(image)) : undefined;
-        if (drawn) await drawPredictions(image, result!.predictions, drawn);
-        sink.imageDone(image, result!, drawn);
-        counter.add({ predictions: result!.predictions.length, ms: performance.now() - started });
+        if (drawn) await drawPredictions(image, result.predictions, drawn);
+        sink.imageDone(image, result, drawn);
+        counter.add({ predictions: result.predictions.length, ms: performance.now() - started });
       } catch (error) {
         const failure = describeFailure(error);
         const note = `rex-omni: skipped ${image}: ${failure.message}\n`;
