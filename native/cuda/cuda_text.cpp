@@ -132,14 +132,15 @@ Status TextRunner::decode_layers_gemv(int bucket) {
     a.overlap_previous = true;
     return a;
   };
-  mark("rmsnorm", act * hidden * 3);
-  REX_RETURN_IF_ERROR(rmsnorm_bf16(dec_.residual.get(), bucket, hidden, w_->text_layers[0].input_norm, c.rms_norm_eps,
-                                   dec_.h.get(), stream_));
   for (int li = 0; li < c.num_layers; ++li) {
     const DeviceTextLayer& l = w_->text_layers[size_t(li)];
     mark("qkv_proj", 2.0 * qkv_width * hidden);
     GemvArgs qkv = project(GemvEpilogue::kStoreBf16, dec_.h.get(), hidden, l.qkv_w, qkv_width);
     qkv.bias = l.qkv_b;
+    qkv.x = nullptr;
+    qkv.norm_input = dec_.residual.get();
+    qkv.norm_weight = l.input_norm;
+    qkv.norm_eps = c.rms_norm_eps;
     qkv.out_bf16 = dec_.qkv.get();
     REX_RETURN_IF_ERROR(gemv(qkv, stream_));
     mark("mrope_kv_write", act * qkv_width * 2);
@@ -154,20 +155,19 @@ Status TextRunner::decode_layers_gemv(int bucket) {
     GemvArgs o = project(GemvEpilogue::kAddResidual, dec_.attn.get(), hq * hd, l.o_w, hidden);
     o.residual = dec_.residual.get();
     REX_RETURN_IF_ERROR(gemv(o, stream_));
-    mark("rmsnorm", act * hidden * 3);
-    REX_RETURN_IF_ERROR(rmsnorm_bf16(dec_.residual.get(), bucket, hidden, l.post_norm, c.rms_norm_eps, dec_.h.get(), stream_));
     mark("gate_up_proj+swiglu", 4.0 * inter * hidden);
     GemvArgs gate_up = project(GemvEpilogue::kSwiglu, dec_.h.get(), hidden, l.gate_up_w, inter);
     gate_up.pair_offset = inter;
+    gate_up.x = nullptr;
+    gate_up.norm_input = dec_.residual.get();
+    gate_up.norm_weight = l.post_norm;
+    gate_up.norm_eps = c.rms_norm_eps;
     gate_up.out_bf16 = dec_.act.get();
     REX_RETURN_IF_ERROR(gemv(gate_up, stream_));
     mark("down_proj+residual", 2.0 * inter * hidden);
     GemvArgs down = project(GemvEpilogue::kAddResidual, dec_.act.get(), inter, l.down_w, hidden);
     down.residual = dec_.residual.get();
     REX_RETURN_IF_ERROR(gemv(down, stream_));
-    mark("rmsnorm", act * hidden * 3);
-    const bf16* next_norm = li + 1 < c.num_layers ? w_->text_layers[size_t(li + 1)].input_norm : w_->final_norm;
-    REX_RETURN_IF_ERROR(rmsnorm_bf16(dec_.residual.get(), bucket, hidden, next_norm, c.rms_norm_eps, dec_.h.get(), stream_));
   }
   return Status::Ok();
 }
@@ -258,8 +258,11 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
   REX_RETURN_IF_ERROR(embed_rows(step_ids(), nullptr, bucket, w_->embed_tokens, vocab, nullptr, hidden, dec_.residual.get(), stream_));
   const bool tapping = tap && *tap;
   const int inter = c.intermediate_size;
-  if (use_gemv_ && !tapping && gemv_supports(bucket, hidden, qkv_width) && gemv_supports(bucket, inter, hidden) &&
-      (c.num_heads * c.head_dim()) % 32 == 0) {
+  // The GEMV path normalises inside the projections (k a multiple of 128) and
+  // never writes h: the LM head then reads the residual stream too.
+  const bool fused = use_gemv_ && !tapping && gemv_supports(bucket, hidden, qkv_width) && gemv_supports(bucket, inter, hidden) &&
+                     (c.num_heads * c.head_dim()) % 32 == 0 && hidden % 128 == 0;
+  if (fused) {
     REX_RETURN_IF_ERROR(decode_layers_gemv(bucket));
   } else {
     const int splits = splits_for(bucket);
@@ -277,11 +280,20 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
   mark(output == StepOutput::kSampledRestricted ? "lm_head (restricted)" : "lm_head",
        2.0 * hidden * (output == StepOutput::kSampledRestricted ? DecodeSampler::kRestrictedRows : vocab));
   const bool head_gemv = use_gemv_ && gemv_supports(bucket, hidden, vocab);
+  auto head_input = [&](GemvArgs& head) {
+    head.x = dec_.h.get();
+    if (fused) {
+      head.x = nullptr;
+      head.norm_input = dec_.residual.get();
+      head.norm_weight = w_->final_norm;
+      head.norm_eps = c.rms_norm_eps;
+    }
+  };
   if (output == StepOutput::kSampledRestricted) {
     if (!head_gemv) return Status(StatusCode::kInternal, "the restricted LM head needs the GEMV");
     GemvArgs head;
     head.epilogue = GemvEpilogue::kStoreF32;
-    head.x = dec_.h.get();
+    head_input(head);
     head.lda = hidden;
     head.m = bucket;
     head.w = w_->lm_head;
@@ -295,7 +307,7 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
   } else if (head_gemv) {
     GemvArgs head;
     head.epilogue = GemvEpilogue::kStoreF32;
-    head.x = dec_.h.get();
+    head_input(head);
     head.lda = hidden;
     head.m = bucket;
     head.w = w_->lm_head;
@@ -306,6 +318,7 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
     head.overlap_previous = true;
     REX_RETURN_IF_ERROR(gemv(head, stream_));
   } else {
+    if (fused) return Status(StatusCode::kInternal, "the fused decode layers need the GEMV LM head");
     REX_RETURN_IF_ERROR(gemm_->linear_f32(dec_.h.get(), bucket, hidden, hidden, w_->lm_head, vocab, dec_logits_.get(), stream_));
   }
   mark("sampler", 4.0 * bucket * (output == StepOutput::kSampledRestricted ? DecodeSampler::kRestrictedRows : vocab));

@@ -16,6 +16,9 @@
 //    turn), and the first step is issued before griddepcontrol.wait: launched with
 //    programmatic dependent launch, the weights stream while the previous
 //    kernel (a norm, rope, attention) finishes.
+//  - The prologue may do what precedes it: the RMSNorm of the fp32 residual
+//    rows, recomputed by every block from L2 (m x k floats), so no norm
+//    kernel sits between projections.
 //  - The epilogue does what follows the projection: bias (QKV), residual add
 //    (o_proj, down_proj), SwiGLU over paired gate/up tiles (gate_up), or fp32
 //    logits (LM head, over any row subset through row_ids).
@@ -54,6 +57,9 @@ __device__ __forceinline__ float round_bf16(float x) { return __bfloat162float(_
 
 struct KernelArgs {
   const bf16* x;
+  const float* norm_input;
+  const bf16* norm_weight;
+  float norm_eps;
   int lda, m;
   const bf16* w;
   int k, n;
@@ -106,6 +112,28 @@ __global__ void __launch_bounds__(kMaxSplit * 32) gemv_kernel(const KernelArgs a
           wv[u][r][h] = kk + u * kSlabK < k_end ? load_weight(wrow[r][h] + kk + u * kSlabK) : make_uint4(0, 0, 0, 0);
   };
 
+  // The prologue of a fused RMSNorm: 1 / rms of each of the m rows, the
+  // warps taking rows in turn (lanes over k, then a fixed shuffle tree).
+  __shared__ float inv_rms[64];
+  auto x_chunk = [&](int row, int k) -> uint4 {
+    if (row >= a.m) return make_uint4(0, 0, 0, 0);
+    if (!a.norm_input) return __ldg(reinterpret_cast<const uint4*>(a.x + size_t(row) * a.lda + k));
+    const float4* r = reinterpret_cast<const float4*>(a.norm_input + size_t(row) * a.lda + k);
+    const float4 r0 = r[0], r1 = r[1];
+    const uint4 wraw = __ldg(reinterpret_cast<const uint4*>(a.norm_weight + k));
+    const float inv = inv_rms[row];
+    const float v[8] = {r0.x, r0.y, r0.z, r0.w, r1.x, r1.y, r1.z, r1.w};
+    const uint32_t wwords[4] = {wraw.x, wraw.y, wraw.z, wraw.w};
+    uint32_t out[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float lo = round_bf16(round_bf16(v[2 * i] * inv) * bf16_lo(wwords[i]));
+      const float hi = round_bf16(round_bf16(v[2 * i + 1] * inv) * bf16_hi(wwords[i]));
+      out[i] = pack_bf16x2(lo, hi);
+    }
+    return make_uint4(out[0], out[1], out[2], out[3]);
+  };
+
   auto compute_step = [&](const uint4 (&wv)[U][R][2], int kk) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -113,9 +141,7 @@ __global__ void __launch_bounds__(kMaxSplit * 32) gemv_kernel(const KernelArgs a
       if (ks >= k_end) break;
 #pragma unroll
       for (int c = 0; c < TILES; ++c) {
-        const int row = c * 8 + g;
-        const uint4 xv = row < a.m ? __ldg(reinterpret_cast<const uint4*>(a.x + size_t(row) * a.lda + ks + 8 * t))
-                                   : make_uint4(0, 0, 0, 0);
+        const uint4 xv = x_chunk(c * 8 + g, ks + 8 * t);
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           const uint4 lo = wv[u][r][0], hi = wv[u][r][1];
@@ -131,6 +157,21 @@ __global__ void __launch_bounds__(kMaxSplit * 32) gemv_kernel(const KernelArgs a
   uint4 wa[U][R][2], wb[U][R][2];
   if (k_begin < k_end) load_step(wa, k_begin);
   pdl_wait();  // x (and the residual) come from the previous kernel
+  if (a.norm_input) {
+    const int warps = blockDim.x / 32;
+    for (int row = warp; row < a.m; row += warps) {
+      const float* r = a.norm_input + size_t(row) * a.lda;
+      float ss = 0.0f;
+      for (int i = lane * 4; i < a.k; i += 128) {
+        const float4 v = *reinterpret_cast<const float4*>(r + i);
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+      }
+#pragma unroll
+      for (int off = 16; off > 0; off /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+      if (lane == 0) inv_rms[row] = rsqrtf(ss / float(a.k) + a.norm_eps);
+    }
+    __syncthreads();
+  }
   for (int kk = k_begin; kk < k_end; kk += 2 * kStep) {
     if (kk + kStep < k_end) load_step(wb, kk + kStep);
     compute_step(wa, kk);
@@ -223,11 +264,14 @@ Status gemv(const GemvArgs& args, cudaStream_t stream) {
   if (!gemv_supports(args.m, args.k, args.n))
     return bad("expected 1 <= m <= 64, k a positive multiple of 32 and n >= 1 but got m " + std::to_string(args.m) +
                ", k " + std::to_string(args.k) + ", n " + std::to_string(args.n));
-  if (!args.x || !args.w || args.lda < args.k || args.lda % 8 != 0)
-    return bad("expected x and w, and a row stride lda >= k that is a multiple of 8, but got lda " + std::to_string(args.lda));
+  if ((!args.x && !args.norm_input) || !args.w || args.lda < args.k || args.lda % 8 != 0)
+    return bad("expected x (or norm_input) and w, and a row stride lda >= k that is a multiple of 8, but got lda " +
+               std::to_string(args.lda));
+  if (args.norm_input && (!args.norm_weight || args.k % 128 != 0))
+    return bad("expected the fused norm's weight and k a multiple of 128 but got k " + std::to_string(args.k));
   const int split = args.split > 0 ? args.split : gemv_default_split(args.n, args.k);
   if (split > kMaxSplit) return bad("expected a split of at most 16 but got " + std::to_string(split));
-  KernelArgs a{args.x, args.lda, args.m, args.w, args.k, args.n, args.row_ids, args.pair_offset, args.bias,
+  KernelArgs a{args.x, args.norm_input, args.norm_weight, args.norm_eps, args.lda, args.m, args.w, args.k, args.n, args.row_ids, args.pair_offset, args.bias,
                args.out_bf16, args.out_f32, args.residual, args.ldo > 0 ? args.ldo : args.n, 0};
   a.k_chunk = int(ceil_div(ceil_div(size_t(args.k), size_t(split)), kSlabK)) * kSlabK;
   const bool ov = args.overlap_previous;

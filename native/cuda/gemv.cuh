@@ -31,6 +31,13 @@ struct GemvArgs {
   GemvEpilogue epilogue = GemvEpilogue::kStoreBf16;
   const bf16* x = nullptr;  // [m, k], row stride lda (elements, multiple of 8, 16-byte aligned rows)
   int lda = 0;
+  // Instead of x: the RMSNorm of fp32 rows (the residual stream), computed
+  // in the prologue: x = bf16(bf16(r * rsqrt(mean(r^2) + eps)) * norm_weight),
+  // the rounding of norm.cuh. Every block reduces its rows' squares itself
+  // (m rows of k floats from L2), so no norm kernel runs between projections.
+  const float* norm_input = nullptr;  // [m, k], row stride lda
+  const bf16* norm_weight = nullptr;
+  float norm_eps = 1e-6f;
   int m = 0;                // 1..64
   const bf16* w = nullptr;  // [rows, k] contiguous; k a multiple of 32
   int k = 0;

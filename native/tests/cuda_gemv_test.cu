@@ -40,15 +40,16 @@ struct Problem {
   int m, k, n;
   GemvEpilogue epilogue;
   bool bias = false;
+  bool norm = false;  // x is the fused RMSNorm of fp32 rows
 };
 
 // Random inputs of one problem, on host and device.
 struct Inputs {
   Problem p;
   int weight_rows;
-  std::vector<float> x, w, bias, residual;
-  DeviceArray<uint16_t> dx, dw, dbias;
-  DeviceArray<float> dres;
+  std::vector<float> x, w, bias, residual, norm_in, norm_w;
+  DeviceArray<uint16_t> dx, dw, dbias, dnorm_w;
+  DeviceArray<float> dres, dnorm_in;
   explicit Inputs(const Problem& pr)
       : p(pr),
         weight_rows(pr.epilogue == GemvEpilogue::kSwiglu ? 2 * pr.n : pr.n),
@@ -56,10 +57,26 @@ struct Inputs {
         w(random_bf16_values(size_t(weight_rows) * pr.k, ++g_seed, 0.05f)),
         bias(random_bf16_values(size_t(pr.n), ++g_seed, 0.5f)),
         residual(random_floats(size_t(pr.m) * pr.n, ++g_seed, 2.0f)),
+        norm_in(random_floats(size_t(pr.m) * pr.k, ++g_seed, 3.0f)),
+        norm_w(random_bf16_values(size_t(pr.k), ++g_seed, 1.0f)),
         dx(to_bf16_bits(x)),
         dw(to_bf16_bits(w)),
         dbias(to_bf16_bits(bias)),
-        dres(residual) {}
+        dnorm_w(to_bf16_bits(norm_w)),
+        dres(residual),
+        dnorm_in(norm_in) {
+    if (pr.norm) {
+      // The fused prologue's input, as the kernel rounds it: bf16(bf16(r * inv) * w).
+      for (int r = 0; r < pr.m; ++r) {
+        double ss = 0;
+        for (int i = 0; i < pr.k; ++i) ss += double(norm_in[size_t(r) * pr.k + i]) * norm_in[size_t(r) * pr.k + i];
+        const double inv = 1.0 / std::sqrt(ss / pr.k + 1e-6);
+        for (int i = 0; i < pr.k; ++i)
+          x[size_t(r) * pr.k + i] =
+              rex::round_to_bf16(rex::round_to_bf16(float(norm_in[size_t(r) * pr.k + i] * inv)) * norm_w[size_t(i)]);
+      }
+    }
+  }
 };
 
 // The epilogue's result on the host, from fp32 sums of the CPU twin.
@@ -95,6 +112,11 @@ struct Runner {
     GemvArgs a;
     a.epilogue = in.p.epilogue;
     a.x = in.dx.as<bf16>() + size_t(row0) * in.p.k;
+    if (in.p.norm) {
+      a.x = nullptr;
+      a.norm_input = in.dnorm_in.ptr + size_t(row0) * in.p.k;
+      a.norm_weight = in.dnorm_w.as<bf16>();
+    }
     a.lda = in.p.k;
     a.m = m;
     a.w = in.dw.as<bf16>();
@@ -153,7 +175,8 @@ void check_problem(const Problem& p) {
   const std::vector<float> out = run.result(in, p.m), ref = reference(in);
   const double err = relative_error(out, ref);
   const double tol = p.epilogue == GemvEpilogue::kStoreF32 ? kFp32Tolerance : kBf16Tolerance;
-  std::printf("  %-12s m %2d k %5d n %6d split %2d  rel.err %.2e (tol %.0e)\n", epilogue_name(p.epilogue), p.m, p.k, p.n,
+  std::printf("  %-12s%s m %2d k %5d n %6d split %2d  rel.err %.2e (tol %.0e)\n", epilogue_name(p.epilogue),
+              p.norm ? "+norm" : "     ", p.m, p.k, p.n,
               rex::cuda::gemv_default_split(p.n, p.k), err, tol);
   CHECK(err < tol);
   // The same call again: the same bits.
@@ -180,6 +203,13 @@ REX_TEST(decode_shapes_against_the_twin) {
     check_problem({m, 11008, 2048, GemvEpilogue::kAddResidual});    // down_proj
   }
   for (int m : {1, 8}) check_problem({m, 2048, 151936, GemvEpilogue::kStoreF32});  // LM head
+  // The fused RMSNorm prologue (qkv, gate_up and the head read the residual stream).
+  for (int m : {1, 5, 64}) {
+    check_problem({m, 2048, 2560, GemvEpilogue::kStoreBf16, true, true});
+    check_problem({m, 2048, 11008, GemvEpilogue::kSwiglu, false, true});
+  }
+  check_problem({2, 2048, 151936, GemvEpilogue::kStoreF32, false, true});
+  check_problem({3, 128, 256, GemvEpilogue::kStoreBf16, true, true});
 }
 
 REX_TEST(tiny_and_ragged_shapes) {
