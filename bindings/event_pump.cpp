@@ -23,6 +23,8 @@ Napi::Object finish_to_js(Napi::Env env, const rex::FinishEvent& f) {
   o.Set("promptTokens", f.prompt_tokens);
   o.Set("imageTokens", f.image_tokens);
   o.Set("generatedTokens", f.generated_tokens);
+  o.Set("decodeSteps", f.decode_steps);
+  o.Set("forcedTokens", f.forced_tokens);
   return o;
 }
 

@@ -34,6 +34,13 @@ double number_field(Napi::Env env, Napi::Object o, const char* name, const std::
   return v.As<Napi::Number>().DoubleValue();
 }
 
+bool bool_field(Napi::Env env, Napi::Object o, const char* name, bool fallback) {
+  Napi::Value v = o.Get(name);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsBoolean()) fail(env, name, "a boolean", v);
+  return v.As<Napi::Boolean>().Value();
+}
+
 int int_field(Napi::Env env, Napi::Object o, const char* name, const std::string& path, int fallback) {
   double d = number_field(env, o, name, path, fallback);
   if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 2147483647.0)
@@ -145,6 +152,8 @@ rex::GenerationRequest generation_request_from_js(Napi::Env env, Napi::Value val
     if (!grammar.IsString()) fail(env, "grammar", "the JSON text of a compiled grammar", grammar);
     request.grammar = parsed_grammar(env, grammar.As<Napi::String>().Utf8Value());
   }
+  request.jump_forward = bool_field(env, o, "jumpForward", request.jump_forward);
+  request.want_scores = bool_field(env, o, "scores", request.want_scores);
   return request;
 }
 
@@ -153,11 +162,7 @@ rex::ScoreRequest score_request_from_js(Napi::Env env, Napi::Value value) {
   Napi::Object o = prompt_from_js(env, value, "score request", &request);
   request.continuation_ids = int_list(env, o.Get("continuationIds"), "continuationIds");
   request.top_k = int_field(env, o, "topK", "", request.top_k);
-  Napi::Value full = o.Get("fullLogits");
-  if (!full.IsUndefined()) {
-    if (!full.IsBoolean()) fail(env, "fullLogits", "a boolean", full);
-    request.full_logits = full.As<Napi::Boolean>().Value();
-  }
+  request.full_logits = bool_field(env, o, "fullLogits", request.full_logits);
   return request;
 }
 

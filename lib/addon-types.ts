@@ -112,6 +112,10 @@ export interface NativeGenerationRequest {
   sampling?: NativeSampling;
   /** JSON text of a compiled output grammar (lib/grammar); absent: unconstrained. */
   grammar?: string;
+  /** Tokens the grammar forces skip their own decode step (default true); the output is the same. */
+  jumpForward?: boolean;
+  /** false: modelLogprobs are not needed (a device sampler may skip the full LM head; they may be NaN). Default true. */
+  scores?: boolean;
 }
 
 export interface NativeTimings {
@@ -130,6 +134,10 @@ export interface NativeFinishEvent {
   imageTokens: number;
   /** Includes a stop token, which is also delivered as a token event. */
   generatedTokens: number;
+  /** Decode forward passes that advanced the request (prefill not counted). */
+  decodeSteps: number;
+  /** Generated tokens that jump-forward appended without a step of their own. */
+  forcedTokens: number;
 }
 
 /** One scheduler step: every request's new tokens, as columns, and the requests that finished. */

@@ -114,6 +114,10 @@ export interface FinishEvent {
   promptTokens: number;
   imageTokens: number;
   generatedTokens: number;
+  /** Decode forward passes that advanced the request (prefill not counted). */
+  decodeSteps: number;
+  /** Generated tokens that jump-forward appended without a step of their own. */
+  forcedTokens: number;
 }
 
 export type EngineEvent = TokenEvent | FinishEvent;
@@ -133,6 +137,8 @@ function toFinishEvent(f: NativeFinishEvent): FinishEvent {
     promptTokens: f.promptTokens,
     imageTokens: f.imageTokens,
     generatedTokens: f.generatedTokens,
+    decodeSteps: f.decodeSteps,
+    forcedTokens: f.forcedTokens,
   };
 }
 

@@ -50,6 +50,7 @@ export interface RunTimings {
   firstPredictionMs: number | undefined;
   /** Time spent in decode steps. */
   decodeStepsMs: number;
+  /** Tokens after the first (the prefill's) per second of decode steps. */
   decodeTokensPerSecond: number;
   totalMs: number;
 }
@@ -67,7 +68,10 @@ export interface RexOmniResult {
   /** Whether the output ended properly rather than being cut off. */
   complete: boolean;
   finishReason: FinishEvent['reason'];
-  tokens: { prompt: number; image: number; generated: number };
+  /** `forced`: generated tokens that jump-forward appended without a decode step of their own. */
+  tokens: { prompt: number; image: number; generated: number; forced: number };
+  /** Decode forward passes the run took (prefill not counted): with jump-forward, fewer than generated tokens. */
+  decodeSteps: number;
   timings: RunTimings;
   image: { width: number; height: number; resizedWidth: number; resizedHeight: number };
 }
@@ -172,7 +176,7 @@ export class RexOmni implements AsyncDisposable {
       for (const event of events) {
         if (event.type === 'unparsed') continue;
         if (event.type === 'prediction') {
-          event.prediction.score = scorer.score(event.prediction);
+          if (opts.scores) event.prediction.score = scorer.score(event.prediction);
           firstPredictionMs ??= performance.now() - started;
         }
         out.push(event);
@@ -188,7 +192,7 @@ export class RexOmni implements AsyncDisposable {
         break;
       }
       outputTokenIds.push(event.token);
-      if (this.#tokenizer.isCoordinateId(event.token)) scorer.add(this.#tokenizer.coordinateBin(event.token), event.modelLogprob);
+      if (opts.scores && this.#tokenizer.isCoordinateId(event.token)) scorer.add(this.#tokenizer.coordinateBin(event.token), event.modelLogprob);
       const piece = detokenizer.push(event.token);
       text += piece;
       yield* toEvents(parser.push(piece));
@@ -202,7 +206,7 @@ export class RexOmni implements AsyncDisposable {
     const parsed: ParseResult = parser.finish();
     yield* toEvents(parser.drain());
 
-    const decodeSteps = Math.max(finish.generatedTokens - 1, 0);
+    const decodeTokens = Math.max(finish.generatedTokens - 1, 0);
     yield {
       type: 'done',
       result: {
@@ -213,7 +217,8 @@ export class RexOmni implements AsyncDisposable {
         unparsed: parsed.unparsed,
         complete: parsed.complete,
         finishReason: finish.reason,
-        tokens: { prompt: finish.promptTokens, image: finish.imageTokens, generated: finish.generatedTokens },
+        tokens: { prompt: finish.promptTokens, image: finish.imageTokens, generated: finish.generatedTokens, forced: finish.forcedTokens },
+        decodeSteps: finish.decodeSteps,
         timings: {
           decodeMs,
           preprocessMs: finish.timings.preprocessMs,
@@ -221,7 +226,7 @@ export class RexOmni implements AsyncDisposable {
           prefillMs: finish.timings.prefillMs,
           firstPredictionMs,
           decodeStepsMs: finish.timings.decodeMs,
-          decodeTokensPerSecond: finish.timings.decodeMs > 0 ? decodeSteps / (finish.timings.decodeMs / 1000) : 0,
+          decodeTokensPerSecond: finish.timings.decodeMs > 0 ? decodeTokens / (finish.timings.decodeMs / 1000) : 0,
           totalMs: performance.now() - started,
         },
         image: { ...size, resizedWidth: resized.width, resizedHeight: resized.height },
@@ -263,6 +268,8 @@ export class RexOmni implements AsyncDisposable {
       maxNewTokens: opts.maxNewTokens,
       stopTokenIds: [this.#tokenizer.ids.imEnd],
       sampling: opts.sampling,
+      jumpForward: opts.jumpForward,
+      scores: opts.scores,
       signal: opts.signal,
     };
   }

@@ -34,6 +34,15 @@ export interface RunOptions {
   forbidDuplicateBoxes?: boolean;
   /** Constrained only: free-text phrases (OCR text, GUI element, visual prompting) get at most this many tokens. Default 128. */
   maxPhraseTokens?: number;
+  /**
+   * Constrained only: where the grammar allows a single token next (the rest
+   * of a category's phrase, the tokens that open its box), it is appended
+   * without a decode step of its own (default true). The output is the same
+   * either way, token for token; only the number of decode steps differs.
+   */
+  jumpForward?: boolean;
+  /** Confidence scores on predictions (default true). false skips them: `score` stays undefined and the backend may skip work. */
+  scores?: boolean;
   /** Apply EXIF orientation before anything else. Default true. */
   applyExif?: boolean;
   /** Cancels the run; it rejects with the signal's reason. */
@@ -51,6 +60,8 @@ export interface ResolvedRunOptions {
   maxPredictions: number;
   forbidDuplicateBoxes: boolean;
   maxPhraseTokens: number;
+  jumpForward: boolean;
+  scores: boolean;
   applyExif: boolean;
   signal: AbortSignal | undefined;
 }
@@ -64,6 +75,8 @@ export const DEFAULT_RUN_OPTIONS = {
   maxPredictions: 0,
   forbidDuplicateBoxes: false,
   maxPhraseTokens: 128,
+  jumpForward: true,
+  scores: true,
   applyExif: true,
 } as const;
 
@@ -116,6 +129,8 @@ export function resolveRunOptions(options: RunOptions | undefined, defaults: Run
     maxPredictions: integer('options.maxPredictions', o.maxPredictions, 0, d.maxPredictions),
     forbidDuplicateBoxes: boolean('options.forbidDuplicateBoxes', o.forbidDuplicateBoxes, d.forbidDuplicateBoxes),
     maxPhraseTokens: integer('options.maxPhraseTokens', o.maxPhraseTokens, 1, d.maxPhraseTokens),
+    jumpForward: boolean('options.jumpForward', o.jumpForward, d.jumpForward),
+    scores: boolean('options.scores', o.scores, d.scores),
     applyExif: boolean('options.applyExif', o.applyExif, d.applyExif),
     signal: signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals),
   };

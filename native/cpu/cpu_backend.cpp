@@ -1,6 +1,10 @@
 // See cpu_backend.h.
 #include "cpu/cpu_backend.h"
 
+#include <algorithm>
+
+#include "engine/mrope_positions.h"
+
 namespace rex::cpu {
 
 namespace {
@@ -154,29 +158,78 @@ Status CpuBackend::prefill(const PrefillInput& in, float* logits_out) {
   return text_.forward(pool_, std::move(x), {seg}, logits_out, tap, in.logit_rows);
 }
 
+// Rows come in runs: consecutive rows of one slot at consecutive positions,
+// one TextSegment each. forward() writes the last `n` logit rows of every
+// segment, the same n for all, so the runs are forwarded in groups of equal
+// length (one group, one call, when every slot decodes the same number of
+// rows, as in a plain decode step); every op is row by row, so the grouping
+// changes no value.
 Status CpuBackend::decode(const std::vector<DecodeRow>& rows, float* logits_out) {
   if (!prepared_) return not_prepared();
   if (rows.empty()) return Status::Ok();
-  const int hidden = config_.text.hidden_size;
-  std::vector<float> x(rows.size() * size_t(hidden));
-  std::vector<int32_t> positions(rows.size() * 3);
-  std::vector<TextSegment> segments;
+  struct Run {
+    size_t first = 0;
+    int n = 0;
+    Slot* slot = nullptr;
+    std::vector<int32_t> positions;  // axis-major [t(n), h(n), w(n)]
+  };
+  std::vector<Run> runs;
   for (size_t i = 0; i < rows.size(); ++i) {
-    auto it = slots_.find(rows[i].slot);
-    if (it == slots_.end())
-      return Status(StatusCode::kInvalidArgument, "decode: unknown slot " + std::to_string(rows[i].slot));
-    for (size_t j = 0; j < i; ++j)
-      if (rows[j].slot == rows[i].slot)
-        return Status(StatusCode::kInvalidArgument, "decode: slot " + std::to_string(rows[i].slot) + " twice in one batch");
-    if (kv_budget_bytes_ > 0 && it->second.cache.length + 1 > it->second.capacity)
-      return Status(StatusCode::kInvalidArgument, "decode: slot " + std::to_string(rows[i].slot) +
-                    " is full at its capacity of " + std::to_string(it->second.capacity) + " tokens");
-    REX_RETURN_IF_ERROR(text_.embed(&rows[i].token, 1, &x[i * hidden]));
-    for (int a = 0; a < 3; ++a) positions[i * 3 + size_t(a)] = rows[i].position;
-    segments.push_back({&it->second.cache, 1, &positions[i * 3]});
+    const SlotId id = rows[i].slot;
+    auto it = slots_.find(id);
+    if (it == slots_.end()) return Status(StatusCode::kInvalidArgument, "decode: unknown slot " + std::to_string(id));
+    if (!runs.empty() && rows[runs.back().first].slot == id) {
+      const int32_t expected = next_decode_position(rows[i - 1].position);
+      if (rows[i].position != expected)
+        return Status(StatusCode::kInvalidArgument, "decode: expected row " + std::to_string(i) + " (slot " +
+                      std::to_string(id) + ") at position " + std::to_string(expected) + " but got " +
+                      std::to_string(rows[i].position));
+      ++runs.back().n;
+      continue;
+    }
+    for (const Run& r : runs)
+      if (rows[r.first].slot == id)
+        return Status(StatusCode::kInvalidArgument, "decode: expected the rows of slot " + std::to_string(id) +
+                      " to be consecutive but got row " + std::to_string(i) + " after rows of another slot");
+    runs.push_back({i, 1, &it->second, {}});
   }
+  const int hidden = config_.text.hidden_size, vocab = config_.text.vocab_size;
+  for (Run& r : runs) {
+    const KvCache& cache = r.slot->cache;
+    if (kv_budget_bytes_ > 0 && cache.length + r.n > r.slot->capacity)
+      return Status(StatusCode::kInvalidArgument, "decode: slot " + std::to_string(rows[r.first].slot) + " holds " +
+                    std::to_string(r.slot->capacity) + " tokens; expected at most " +
+                    std::to_string(r.slot->capacity - cache.length) + " more but got " + std::to_string(r.n));
+    r.positions.resize(size_t(r.n) * 3);
+    for (int a = 0; a < 3; ++a)
+      for (int j = 0; j < r.n; ++j) r.positions[size_t(a * r.n + j)] = rows[r.first + size_t(j)].position;
+  }
+  // Every row's embedding first: a bad token fails the call before any cache grows.
+  std::vector<float> embedded(rows.size() * size_t(hidden));
+  for (size_t i = 0; i < rows.size(); ++i) REX_RETURN_IF_ERROR(text_.embed(&rows[i].token, 1, &embedded[i * hidden]));
   const TensorTap* tap = tap_ ? &tap_ : nullptr;
-  return text_.forward(pool_, std::move(x), segments, logits_out, tap);
+  std::vector<bool> done(runs.size(), false);
+  std::vector<float> group_logits;
+  for (size_t g = 0; g < runs.size(); ++g) {
+    if (done[g]) continue;
+    const int n = runs[g].n;
+    std::vector<size_t> members;
+    for (size_t k = g; k < runs.size(); ++k)
+      if (!done[k] && runs[k].n == n) members.push_back(k), done[k] = true;
+    std::vector<float> x(members.size() * size_t(n) * hidden);
+    std::vector<TextSegment> segments;
+    for (size_t m = 0; m < members.size(); ++m) {
+      Run& r = runs[members[m]];
+      std::copy_n(&embedded[r.first * hidden], size_t(n) * hidden, &x[m * size_t(n) * hidden]);
+      segments.push_back({&r.slot->cache, n, r.positions.data()});
+    }
+    if (members.size() == runs.size()) return text_.forward(pool_, std::move(x), segments, logits_out, tap, n);
+    group_logits.resize(members.size() * size_t(n) * vocab);
+    REX_RETURN_IF_ERROR(text_.forward(pool_, std::move(x), segments, group_logits.data(), tap, n));
+    for (size_t m = 0; m < members.size(); ++m)
+      std::copy_n(&group_logits[m * size_t(n) * vocab], size_t(n) * vocab, &logits_out[runs[members[m]].first * vocab]);
+  }
+  return Status::Ok();
 }
 
 }  // namespace rex::cpu

@@ -3,7 +3,10 @@
 // oracle every CUDA kernel is compared with. With a KV budget
 // (BackendOptions::kv_cache_bytes) slots take blocks from a KvBlockPool, the
 // same bookkeeping the CUDA backend uses, and a slot cannot outgrow what it
-// reserved; without one, slots grow as needed.
+// reserved; without one, slots grow as needed. decode() takes several rows
+// of one slot (consecutive, at consecutive positions) as one segment of the
+// text forward, with logits for every row. It does not sample on its
+// device: the engine samples from those logits.
 #pragma once
 
 #include <map>

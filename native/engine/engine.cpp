@@ -1,9 +1,26 @@
 // The Engine and its scheduler thread (see rex/engine.h). Each loop iteration
 // is one step: take cancellations and new requests under the lock, then, with
 // the lock released, (1) finish cancelled requests, (2) admit new ones
-// (preprocess, vision, prefill, first token), (3) decode one token for every
-// running request in one batched backend call, (4) hand the step's events to
-// the sink. Only this thread touches the backend.
+// (preprocess, vision, prefill, first token), (3) one batched backend decode
+// call for every running request (a sampled token each, after the tokens
+// jump-forward forced), (4) hand the step's events to the sink. Only this
+// thread touches the backend.
+//
+// Token choice has two homes and one bookkeeping. A backend that samples on
+// its device gets a RowSampling per row (params, the row's Pcg32 draw, the
+// grammar's mask) and returns ids; otherwise the engine runs sample_token on
+// the logits it gets back. Either way every row's result goes through the
+// same code: a forced token is checked and emitted; a sampled token moves
+// the grammar, is emitted, and then jump-forward runs.
+//
+// Jump-forward: after a sampled token, while the grammar allows exactly one
+// id next, that id is forced (the grammar moves past it at once; at most
+// kMaxJump of them). The next step feeds [last sampled token, forced...] as
+// consecutive rows of the slot; row j scores forced[j] under a one-id mask
+// (the very set the grammar allowed, so the same log-probabilities and the
+// same one draw as a step of its own would give), and the row after the last
+// forced token samples the next token. A forced token that ends the request (a
+// stop id, or the last one max_new_tokens allows) is scored but never fed.
 #include "rex/engine.h"
 
 #include <algorithm>
@@ -17,6 +34,7 @@
 #include <new>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "engine/backend.h"
 #include "engine/mrope_positions.h"
@@ -59,6 +77,9 @@ struct ScoreJob {
   std::shared_ptr<Collector> collector;
 };
 
+// Forced tokens per step at most: a slot feeds up to kMaxJump + 1 rows.
+constexpr int kMaxJump = 7;
+
 struct Sequence {
   RequestId id = 0;
   GenerationRequest request;
@@ -73,6 +94,14 @@ struct Sequence {
   int prompt_tokens = 0;
   int image_tokens = 0;
   std::optional<ScoreJob> score;
+  // Jump-forward: ids the grammar forced after the last sampled token, already
+  // past the grammar, not yet emitted (the next step scores them).
+  std::vector<int32_t> forced;
+  // The grammar's mask for the next sampled token when jump-forward's last
+  // check computed it (and nothing has moved the grammar since); else null.
+  const TokenMask* next_mask = nullptr;
+  int decode_steps = 0;
+  int forced_tokens = 0;
 };
 
 // KV tokens a sequence reserves when it starts: the whole generation budget.
@@ -104,15 +133,66 @@ ScorePosition score_position(const float* row, int vocab, int top_k, int32_t nex
   return p;
 }
 
-// One token for `s` from its logits row: under its grammar when it has one
-// (the mask also keeps the output closable in the tokens left), then the
-// grammar moves past the token.
-Result<SampledToken> sample_next(Sequence& s, float* row, int vocab) {
-  if (!s.grammar) return sample_token(row, vocab, s.request.sampling, s.history, s.rng);
-  const TokenMask& mask = s.grammar->allowed(s.request.max_new_tokens - s.generated);
-  SampledToken tok = sample_token(row, vocab, s.request.sampling, s.history, s.rng, &mask);
-  REX_RETURN_IF_ERROR(s.grammar->advance(tok.id));
-  return tok;
+bool is_stop(const Sequence& s, int32_t id) {
+  const auto& stops = s.request.stop_token_ids;
+  return std::find(stops.begin(), stops.end(), id) != stops.end();
+}
+
+// Tokens the request may still emit beyond those emitted and those forced:
+// the grammar's budget for the next token.
+int tokens_left(const Sequence& s) {
+  return s.request.max_new_tokens - s.generated - int(s.forced.size());
+}
+
+// Whether the last forced token ends the request: a stop id, or the last
+// token max_new_tokens allows. It is scored, never fed, and nothing follows.
+bool forced_ends(const Sequence& s) {
+  return !s.forced.empty() && (is_stop(s, s.forced.back()) || tokens_left(s) <= 0);
+}
+
+// The mask of the next sampled token: the grammar's (which also keeps the
+// output closable in the tokens left), or none.
+const TokenMask* sampled_mask(Sequence& s) {
+  if (!s.grammar) return nullptr;
+  if (s.next_mask) return std::exchange(s.next_mask, nullptr);
+  return &s.grammar->allowed(tokens_left(s));
+}
+
+TokenMask single_id_mask(int32_t id) {
+  TokenMask m;
+  m.allow_ids = {id};
+  return m;
+}
+
+// How to choose the token after one row. A device sampler gets the row's
+// draw here; on the host sample_token takes the same one draw itself. Rows
+// are built in the order they are sampled, so the draws come in the order
+// step-by-step decoding takes them.
+RowSampling row_sampling(Sequence& s, const TokenMask* mask, bool draw) {
+  RowSampling r;
+  r.params = s.request.sampling;
+  r.mask = mask;
+  r.model_logprob = s.request.want_scores;
+  if (draw && !is_greedy(r.params)) r.uniform = s.rng.next_double();
+  return r;
+}
+
+// Jump-forward (see the top of this file): forces, past the grammar, each id
+// the grammar allows alone next, within the budget and kMaxJump.
+Status jump_forward(Sequence& s, int vocab) {
+  s.next_mask = nullptr;
+  if (!s.grammar || !s.request.jump_forward) return Status::Ok();
+  while (int(s.forced.size()) < kMaxJump && tokens_left(s) > 0 && !forced_ends(s)) {
+    const TokenMask& mask = s.grammar->allowed(tokens_left(s));
+    if (allowed_count(&mask, vocab) != 1) {
+      s.next_mask = &mask;  // the next step samples under it
+      break;
+    }
+    const int32_t id = mask.first_allowed(vocab);
+    REX_RETURN_IF_ERROR(s.grammar->advance(id));
+    s.forced.push_back(id);
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -142,6 +222,9 @@ struct Engine::Impl {
   void run();
   void finish(Sequence& s, FinishReason reason, Status status, EngineEvents& ev);
   bool emit_token(Sequence& s, const SampledToken& tok, EngineEvents& ev);  // true if finished
+  Status accept_sampled(Sequence& s, const SampledToken& tok, EngineEvents& ev);
+  Status take_rows(Sequence& s, size_t begin, size_t end, const std::vector<RowSampling>& sampling,
+                   const SampledToken* device, EngineEvents& ev);
   Status start(Sequence& s, EngineEvents& ev, bool* finished);
   void decode_step(EngineEvents& ev);
   void deliver(EngineEvents ev);
@@ -166,6 +249,8 @@ void Engine::Impl::finish(Sequence& s, FinishReason reason, Status status, Engin
   f.prompt_tokens = s.prompt_tokens;
   f.image_tokens = s.image_tokens;
   f.generated_tokens = s.generated;
+  f.decode_steps = s.decode_steps;
+  f.forced_tokens = s.forced_tokens;
   ev.finished.push_back(std::move(f));
 }
 
@@ -175,8 +260,7 @@ bool Engine::Impl::emit_token(Sequence& s, const SampledToken& tok, EngineEvents
   ++s.generated;
   s.history.add(token);
   s.last_token = token;
-  const auto& stops = s.request.stop_token_ids;
-  if (std::find(stops.begin(), stops.end(), token) != stops.end()) {
+  if (is_stop(s, token)) {
     finish(s, FinishReason::kEos, Status::Ok(), ev);
     return true;
   }
@@ -185,6 +269,38 @@ bool Engine::Impl::emit_token(Sequence& s, const SampledToken& tok, EngineEvents
     return true;
   }
   return false;
+}
+
+// A sampled token: past the grammar (one it forbids fails the request),
+// emitted, then jump-forward.
+Status Engine::Impl::accept_sampled(Sequence& s, const SampledToken& tok, EngineEvents& ev) {
+  if (s.grammar) REX_RETURN_IF_ERROR(s.grammar->advance(tok.id));
+  if (emit_token(s, tok, ev)) return Status::Ok();
+  return jump_forward(s, backend->vocab_size());
+}
+
+// The results of s's rows [begin, end) of a decode step, in order: the
+// forced tokens they scored, then (unless a forced token ended it) the
+// sampled token. `device` holds a device sampler's results; null: sample
+// here from the step's logits.
+Status Engine::Impl::take_rows(Sequence& s, size_t begin, size_t end, const std::vector<RowSampling>& sampling,
+                               const SampledToken* device, EngineEvents& ev) {
+  const int vocab = backend->vocab_size();
+  std::vector<int32_t> forced;
+  forced.swap(s.forced);
+  for (size_t r = begin; r < end; ++r) s.next_position = next_decode_position(s.next_position);
+  for (size_t r = begin, j = 0; r < end; ++r, ++j) {
+    const RowSampling& rs = sampling[r];
+    const SampledToken tok = device ? device[r]
+                                    : sample_token(&logits[r * size_t(vocab)], vocab, rs.params, s.history, s.rng, rs.mask);
+    if (j == forced.size()) return accept_sampled(s, tok, ev);
+    if (tok.id != forced[j])
+      return Status(StatusCode::kInternal, "decode row " + std::to_string(r) + ": expected the forced token " +
+                    std::to_string(forced[j]) + " but got " + std::to_string(tok.id));
+    ++s.forced_tokens;
+    if (emit_token(s, tok, ev)) return Status::Ok();
+  }
+  return Status::Ok();
 }
 
 Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
@@ -234,10 +350,10 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
   in.image_token_id = config.image_token_id;
   in.logit_rows = s.score ? s.score->continuation + 1 : 1;
   const int vocab = backend->vocab_size();
-  logits.resize(size_t(in.logit_rows) * size_t(vocab));
-  REX_RETURN_IF_ERROR(backend->prefill(in, logits.data()));
-  s.timings.prefill_ms = ms_since(t0);
   if (s.score) {
+    logits.resize(size_t(in.logit_rows) * size_t(vocab));
+    REX_RETURN_IF_ERROR(backend->prefill(in, logits.data()));
+    s.timings.prefill_ms = ms_since(t0);
     ScoreResult result;
     const int first_next = s.prompt_tokens;  // continuation[0] sits here in prompt_ids
     for (int i = 0; i < in.logit_rows; ++i) {
@@ -266,36 +382,75 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
     if (!grammar.ok()) return grammar.status();
     s.grammar.emplace(std::move(grammar).value());
   }
-  auto tok = sample_next(s, logits.data(), vocab);
-  if (!tok.ok()) return tok.status();
-  *finished = emit_token(s, tok.value(), ev);
+  const bool on_device = backend->samples_on_device();
+  const RowSampling first = row_sampling(s, sampled_mask(s), on_device);
+  SampledToken tok;
+  if (on_device) {
+    REX_RETURN_IF_ERROR(backend->prefill_sampled(in, first, &tok));
+    s.timings.prefill_ms = ms_since(t0);
+  } else {
+    logits.resize(size_t(vocab));
+    REX_RETURN_IF_ERROR(backend->prefill(in, logits.data()));
+    s.timings.prefill_ms = ms_since(t0);
+    tok = sample_token(logits.data(), vocab, first.params, s.history, s.rng, first.mask);
+  }
+  REX_RETURN_IF_ERROR(accept_sampled(s, tok, ev));
+  *finished = s.slot < 0;
   return Status::Ok();
 }
 
 void Engine::Impl::decode_step(EngineEvents& ev) {
   if (active.empty()) return;
   auto t0 = Clock::now();
-  std::vector<DecodeRow> rows;
-  for (auto& s : active) rows.push_back({s->slot, s->last_token, s->next_position});
   const int vocab = backend->vocab_size();
-  logits.resize(rows.size() * size_t(vocab));
-  Status st = backend->decode(rows, logits.data());
+  const bool on_device = backend->samples_on_device();
+  // Each sequence's rows: its last sampled token, then the forced tokens it
+  // feeds. Row j scores forced[j]; the row after them samples the next token.
+  std::vector<DecodeRow> rows;
+  std::vector<RowSampling> sampling;
+  std::deque<TokenMask> forced_masks;  // stable addresses for sampling[].mask
+  std::vector<size_t> first_row;
+  for (auto& sp : active) {
+    Sequence& s = *sp;
+    first_row.push_back(rows.size());
+    const size_t n = s.forced.size() + (forced_ends(s) ? 0 : 1);
+    int32_t position = s.next_position;
+    for (size_t j = 0; j < n; ++j) {
+      rows.push_back({s.slot, j == 0 ? s.last_token : s.forced[j - 1], position});
+      position = next_decode_position(position);
+      const TokenMask* mask = nullptr;
+      if (j < s.forced.size()) {
+        forced_masks.push_back(single_id_mask(s.forced[j]));
+        mask = &forced_masks.back();
+      } else {
+        mask = sampled_mask(s);
+      }
+      sampling.push_back(row_sampling(s, mask, on_device));
+    }
+  }
+  first_row.push_back(rows.size());
+  std::vector<SampledToken> picked;
+  Status st;
+  if (on_device) {
+    st = backend->decode_sampled(rows, sampling, &picked);
+    if (st.ok() && picked.size() != rows.size())
+      st = Status(StatusCode::kInternal, std::string("backend ") + backend->name() + " decode_sampled: expected " +
+                  std::to_string(rows.size()) + " tokens but got " + std::to_string(picked.size()));
+  } else {
+    logits.resize(rows.size() * size_t(vocab));
+    st = backend->decode(rows, logits.data());
+  }
   const double ms = ms_since(t0);
   std::vector<std::unique_ptr<Sequence>> still;
   for (size_t i = 0; i < active.size(); ++i) {
     Sequence& s = *active[i];
     s.timings.decode_ms += ms;
-    if (!st.ok()) {
-      finish(s, FinishReason::kError, st, ev);
-      continue;
-    }
-    s.next_position = next_decode_position(s.next_position);
-    auto tok = sample_next(s, &logits[i * size_t(vocab)], vocab);
-    if (!tok.ok()) {
-      finish(s, FinishReason::kError, tok.status(), ev);
-      continue;
-    }
-    if (!emit_token(s, tok.value(), ev)) still.push_back(std::move(active[i]));
+    ++s.decode_steps;
+    Status taken = st;
+    if (taken.ok())
+      taken = take_rows(s, first_row[i], first_row[i + 1], sampling, on_device ? picked.data() : nullptr, ev);
+    if (!taken.ok()) finish(s, FinishReason::kError, taken, ev);
+    if (s.slot >= 0) still.push_back(std::move(active[i]));
   }
   active.swap(still);
 }

@@ -1,6 +1,7 @@
 // See token_mask.h. apply_token_mask merges the allowed ranges and ids into
 // sorted intervals once, then writes -inf into the gaps: one pass over the
-// row, no per-id set lookups.
+// row, no per-id set lookups. allowed_ranges cuts the denied ids out of the
+// same intervals.
 #include "sampling/token_mask.h"
 
 #include <algorithm>
@@ -39,18 +40,14 @@ std::vector<IdRange> merged_intervals(const TokenMask& m, int vocab) {
 }  // namespace
 
 int32_t TokenMask::first_allowed(int vocab) const {
-  for (const IdRange& r : merged_intervals(*this, vocab))
-    for (int32_t id = r.begin; id < r.end; ++id)
-      if (std::find(deny_ids.begin(), deny_ids.end(), id) == deny_ids.end()) return id;
-  return -1;
+  const std::vector<IdRange> ranges = allowed_ranges(this, vocab);
+  return ranges.empty() ? -1 : ranges.front().begin;
 }
 
 std::vector<uint32_t> TokenMask::to_bitmask(int vocab) const {
-  std::vector<uint32_t> bits(size_t((vocab + 31) / 32), 0u);
-  for (const IdRange& r : merged_intervals(*this, vocab))
+  std::vector<uint32_t> bits(size_t((std::max(vocab, 0) + 31) / 32), 0u);
+  for (const IdRange& r : allowed_ranges(this, vocab))
     for (int32_t id = r.begin; id < r.end; ++id) bits[size_t(id) / 32] |= 1u << (id % 32);
-  for (int32_t id : deny_ids)
-    if (id >= 0 && id < vocab) bits[size_t(id) / 32] &= ~(1u << (id % 32));
   return bits;
 }
 
@@ -63,6 +60,34 @@ void apply_token_mask(float* logits, int vocab, const TokenMask& mask) {
   for (int32_t id = next; id < vocab; ++id) logits[id] = -INFINITY;
   for (int32_t id : mask.deny_ids)
     if (id >= 0 && id < vocab) logits[id] = -INFINITY;
+}
+
+std::vector<IdRange> allowed_ranges(const TokenMask* mask, int vocab) {
+  if (vocab <= 0) return {};
+  if (!mask) return {IdRange{0, int32_t(vocab)}};
+  std::vector<int32_t> deny;
+  for (int32_t id : mask->deny_ids)
+    if (id >= 0 && id < vocab) deny.push_back(id);
+  std::sort(deny.begin(), deny.end());
+  deny.erase(std::unique(deny.begin(), deny.end()), deny.end());
+  // Each merged interval minus the denied ids inside it (both lists are sorted).
+  std::vector<IdRange> out;
+  auto d = deny.begin();
+  for (const IdRange& r : merged_intervals(*mask, vocab)) {
+    int32_t begin = r.begin;
+    for (d = std::lower_bound(d, deny.end(), begin); d != deny.end() && *d < r.end; ++d) {
+      if (*d > begin) out.push_back({begin, *d});
+      begin = *d + 1;
+    }
+    if (begin < r.end) out.push_back({begin, r.end});
+  }
+  return out;
+}
+
+int64_t allowed_count(const TokenMask* mask, int vocab) {
+  int64_t n = 0;
+  for (const IdRange& r : allowed_ranges(mask, vocab)) n += r.end - r.begin;
+  return n;
 }
 
 }  // namespace rex

@@ -34,4 +34,11 @@ struct TokenMask {
 // Sets every id that `mask` does not allow to -inf.
 void apply_token_mask(float* logits, int vocab, const TokenMask& mask);
 
+// The ids `mask` allows below `vocab`, as sorted, disjoint, non-empty,
+// maximal [begin, end) ranges (deny_ids already cut out): the segment list a
+// GPU sampler walks. A null mask allows everything: {[0, vocab)}.
+std::vector<IdRange> allowed_ranges(const TokenMask* mask, int vocab);
+// How many ids below `vocab` the mask allows (a null mask: vocab).
+int64_t allowed_count(const TokenMask* mask, int vocab);
+
 }  // namespace rex

@@ -112,7 +112,7 @@ REX_TEST(batched_decode_equals_single_decodes) {
   std::vector<float> first(both.begin(), both.begin() + vocab), second(both.begin() + vocab, both.end());
   CHECK(rel_err(first, full_logits(be, *model, a, nullptr, 0, 0)) < 1e-4);
   CHECK(rel_err(second, full_logits(be, *model, b, nullptr, 0, 0)) < 1e-4);
-  CHECK(!be.decode({{sa, 1, 6}, {sa, 2, 7}}, both.data()).ok());  // one slot twice
+  CHECK(!be.decode({{sa, 1, 6}, {sb, 8, 4}, {sa, 2, 7}}, both.data()).ok());  // one slot's rows apart
   CHECK(!be.decode({{77, 1, 6}}, both.data()).ok());              // unknown slot
 }
 

@@ -52,6 +52,16 @@ struct GenerationRequest {
   // only ids the grammar allows, and only ids after which the output can still
   // close within max_new_tokens. Validated at submit. Absent: plain decoding.
   std::optional<OutputGrammar> grammar;
+  // Jump-forward: where the grammar allows exactly one id next (a phrase's
+  // later tokens, REF_END BOX_START after a phrase), that id is appended
+  // without a decode step of its own; the next step feeds it with the sampled
+  // token and scores it. The output (tokens, both log-probabilities, seeded
+  // draws) is the same as without it; only the number of steps differs.
+  bool jump_forward = true;
+  // The raw model's log-probability of each token (TokenEvent::model_logprob,
+  // what confidence scores are built from). false: not needed, so a device
+  // sampler may skip the full LM head (model_logprob may then be NaN).
+  bool want_scores = true;
 };
 
 enum class FinishReason { kEos, kLength, kCancelled, kError };
@@ -77,6 +87,8 @@ struct FinishEvent {
   int prompt_tokens = 0;
   int image_tokens = 0;
   int generated_tokens = 0;  // includes a stop token, which is also delivered as a TokenEvent
+  int decode_steps = 0;      // decode forward passes that advanced this request (prefill not counted)
+  int forced_tokens = 0;     // generated tokens that jump-forward appended (no step of their own)
 };
 
 // Everything one scheduler step produced.
