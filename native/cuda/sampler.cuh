@@ -25,7 +25,7 @@
 // give the same token on every run, alone or in any batch.
 //
 // model_logprob needs the raw row's normaliser over the whole vocabulary:
-// only the full layout has it (full_row_for_model_logprob = true); a
+// only the full layout has it (full_row = 1); a
 // restricted row reports NaN.
 #pragma once
 
@@ -65,16 +65,36 @@ struct SamplerResult {
 };
 
 // Bytes of scratch sample_rows needs for `rows` rows of at most
-// `max_candidates` candidates each (device memory the caller owns).
+// `max_candidates` candidates each (device memory the caller owns): 12 bytes
+// per candidate per row (the processed logits and two index lists; only
+// sampled rows touch theirs), 1.82 MB per row at 151936. 0 when either is <= 0.
 size_t sampler_workspace_bytes(int rows, int max_candidates);
 
-// One block per row. rows/segments/results are device pointers; graph-capturable.
+// One block per row; results[i] for rows[i], workspace slot i. rows,
+// segments, results and workspace (16-byte aligned, sampler_workspace_bytes
+// (row_count, max_candidates) of it) are device pointers. Nothing is read
+// back or allocated: graph-capturable. Host-checked (kInvalidArgument):
+// row_count >= 0 (0: nothing is launched), 1 <= max_candidates <= 262143
+// (the fixed-point masses' range), non-null pointers, the alignment. Per row,
+// on the device:
+//  - a row with more candidates than max_candidates: id -1, both log-probs NaN;
+//  - no candidate at all (empty segments) or none finite: sample_token's
+//    fallback, the lowest candidate id (0 when there is none), logprob NaN;
+//  - logits are finite or -inf (NaN or +inf: unspecified); segments sorted,
+//    disjoint, inside [0, vocab); `seen` covers every candidate id;
+//  - uniform >= 1 or NaN: the last kept id; < 0: the first.
+// Masses are exact sums of round(exp(x - max) * 2^46): a draw or top-p cut
+// can differ from the CPU twin's double sums only when it lies within
+// n * 2^-47 of the total mass of a boundary (1.1e-9 at 151936 candidates).
 Status sample_rows(const SamplerRow* rows, int row_count, const SamplerSegment* segments, int max_candidates,
                    void* workspace, SamplerResult* results, cudaStream_t stream);
 
 // For i < n: sets bit ids[i] of bitmask mask_index[i], the bitmasks laid
 // one after another, words_per_mask words each (device arrays; atomicOr).
-// mask_index may be null: every id then goes to the first bitmask.
+// Entries with mask_index < 0 or an id outside [0, 32 * words_per_mask) are
+// skipped. n == 0: nothing is launched.
+// mask_index may be null: every id then goes to the first bitmask, and
+// words_per_mask may be 0 (then only negative ids are skipped).
 Status mark_seen(uint32_t* seen_masks, int words_per_mask, const int32_t* mask_index, const int32_t* ids, int n,
                  cudaStream_t stream);
 
