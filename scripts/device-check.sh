@@ -10,7 +10,8 @@
 # Usage (device, repo root, after carrying .devicebundle):
 #   bash scripts/device-check.sh [stage ...]     default: build gpu bench
 #   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one),
-#           gpu-fast (all but the 3B parity), gpu-3b, bench, kernel-<ctest name> (one kernel test)
+#           gpu-fast (all but the 3B parity), gpu-3b, gpu:<file> (one test/gpu file), bench,
+#           kernel-<ctest name> (one kernel test)
 # Logs go to $OUT (the device tool brings them back); the last lines printed
 # are a one-line summary per stage.
 set -uo pipefail
@@ -56,12 +57,13 @@ for stage in "${stages[@]}"; do
       rc=$?
       grep -vE "^\s*ok " "$OUT/$name.log" | tail -80
       note "$name: rc=$rc ($(( $(date +%s) - start )) s)" ;;
-    gpu|gpu-fast|gpu-3b)
+    gpu|gpu-fast|gpu-3b|gpu:*)
       # One vitest run per file, cheapest first, so a slow one cannot hide the others.
       case "$stage" in
-        gpu) files=(backend kernels preprocess parity-tiny parity-3b) ;;
-        gpu-fast) files=(backend kernels preprocess parity-tiny) ;;
+        gpu) files=(backend kernels preprocess parity-tiny decode parity-3b) ;;
+        gpu-fast) files=(backend kernels preprocess parity-tiny decode) ;;
         gpu-3b) files=(parity-3b) ;;
+        gpu:*) files=("${stage#gpu:}") ;;
       esac
       for f in "${files[@]}"; do
         t0=$(date +%s)

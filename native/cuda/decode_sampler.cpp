@@ -71,7 +71,7 @@ Status DecodeSampler::clear_mask(int mask) {
 
 Status DecodeSampler::mark(int mask, const int32_t* ids_device, int n) {
   if (n <= 0) return Status::Ok();
-  return mark_seen(seen_.get() + size_t(mask) * words_, 0, nullptr, ids_device, n, stream_);
+  return mark_seen(seen_.get() + size_t(mask) * words_, words_, nullptr, ids_device, n, stream_);
 }
 
 Status DecodeSampler::mark_rows(const int32_t* ids_device, const int32_t* masks_device, int n) {

@@ -36,11 +36,26 @@ namespace {
 constexpr int kMaxSplit = 16;
 constexpr int kSlabK = 32;  // k per lane-group pass: 4 lanes x 8 k
 
+// How W is read (REX_GEMV_LOAD, for A/B runs; NOTES.md, gemv): 0 the
+// non-coherent path without L1 allocation, 1 the same with the L2 fetching
+// 256-byte sectors, 2 L2-only (.cg) with 256-byte sectors, 3 a plain load.
+#ifndef REX_GEMV_LOAD
+#define REX_GEMV_LOAD 1
+#endif
 __device__ __forceinline__ uint4 load_weight(const bf16* p) {
   uint4 v;
+#if REX_GEMV_LOAD == 0
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+#elif REX_GEMV_LOAD == 1
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+#elif REX_GEMV_LOAD == 2
+  asm volatile("ld.global.cg.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+#else
+  v = *reinterpret_cast<const uint4*>(p);
+#endif
   return v;
 }
 

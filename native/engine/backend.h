@@ -164,8 +164,8 @@ class Backend {
   // Appending beyond the slot's capacity is kInvalidArgument.
   virtual Status prefill(const PrefillInput& input, float* logits_out) = 0;
 
-  // Appends one token to each row's slot (slots distinct); writes logits to
-  // logits_out[rows.size() * vocab_size()], row by row.
+  // Appends one token per row to its slot (a slot's rows consecutive, see
+  // DecodeRow); writes logits to logits_out[rows.size() * vocab_size()], row by row.
   virtual Status decode(const std::vector<DecodeRow>& rows, float* logits_out) = 0;
 
   // Sampling on the device: logits stay there and only each row's

@@ -178,11 +178,12 @@ RowSampling row_sampling(Sequence& s, const TokenMask* mask, bool draw) {
 }
 
 // Jump-forward (see the top of this file): forces, past the grammar, each id
-// the grammar allows alone next, within the budget and kMaxJump.
-Status jump_forward(Sequence& s, int vocab) {
+// the grammar allows alone next, within the budget and max_jump (kMaxJump, or
+// fewer when the backend's decode step takes fewer rows per sequence).
+Status jump_forward(Sequence& s, int vocab, int max_jump) {
   s.next_mask = nullptr;
   if (!s.grammar || !s.request.jump_forward) return Status::Ok();
-  while (int(s.forced.size()) < kMaxJump && tokens_left(s) > 0 && !forced_ends(s)) {
+  while (int(s.forced.size()) < max_jump && tokens_left(s) > 0 && !forced_ends(s)) {
     const TokenMask& mask = s.grammar->allowed(tokens_left(s));
     if (allowed_count(&mask, vocab) != 1) {
       s.next_mask = &mask;  // the next step samples under it
@@ -202,6 +203,9 @@ struct Engine::Impl {
   std::unique_ptr<Backend> backend;
   std::shared_ptr<void> keepalive;
   int max_active = 8;
+  // Forced tokens per sequence and step: every running sequence's rows
+  // (1 + forced) fit in one backend decode step.
+  int max_jump = kMaxJump;
 
   std::mutex mutex;
   std::condition_variable wake;
@@ -276,7 +280,7 @@ bool Engine::Impl::emit_token(Sequence& s, const SampledToken& tok, EngineEvents
 Status Engine::Impl::accept_sampled(Sequence& s, const SampledToken& tok, EngineEvents& ev) {
   if (s.grammar) REX_RETURN_IF_ERROR(s.grammar->advance(tok.id));
   if (emit_token(s, tok, ev)) return Status::Ok();
-  return jump_forward(s, backend->vocab_size());
+  return jump_forward(s, backend->vocab_size(), max_jump);
 }
 
 // The results of s's rows [begin, end) of a decode step, in order: the
@@ -599,6 +603,7 @@ Result<std::unique_ptr<Engine>> Engine::create_with_backend(const ModelConfig& c
   impl->backend = std::move(backend);
   impl->keepalive = std::move(keepalive);
   impl->max_active = options.max_active_requests;
+  impl->max_jump = std::max(0, std::min(kMaxJump, impl->backend->max_step_rows() / impl->max_active - 1));
   impl->sink = options.sink;
   if (options.debug_tap) impl->backend->set_tap(options.debug_tap);
   impl->info_snapshot = impl->backend->info();

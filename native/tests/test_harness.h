@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <sstream>
 #include <string>
@@ -68,15 +69,20 @@ std::string describe(const char* a_text, const char* b_text, const A& a, const B
       ::rex_test::fail(__FILE__, __LINE__, std::string("\"") + rex_h_ + "\" lacks \"" + (needle) + "\""); \
   } while (0)
 
+// REX_TEST_ONLY=substring runs only the cases whose name contains it (A/B timing runs).
 int main() {
   int failed_cases = 0;
+  const char* only = std::getenv("REX_TEST_ONLY");
+  size_t ran = 0;
   for (auto& c : ::rex_test::registry()) {
+    if (only && std::string(c.name).find(only) == std::string::npos) continue;
+    ++ran;
     int before = ::rex_test::failures();
     c.body();
     bool ok = ::rex_test::failures() == before;
     if (!ok) ++failed_cases;
     std::printf("%s %s\n", ok ? "ok  " : "FAIL", c.name);
   }
-  std::printf("%zu passed, %d failed\n", ::rex_test::registry().size() - failed_cases, failed_cases);
+  std::printf("%zu passed, %d failed\n", ran - size_t(failed_cases), failed_cases);
   return failed_cases == 0 ? 0 : 1;
 }

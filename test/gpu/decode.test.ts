@@ -1,0 +1,78 @@
+// GPU machine only (`npm run test:gpu`): the CUDA decode path on the tiny
+// checkpoint, where every step samples on the device.
+//  - Jump-forward: the same tokens, predictions and scores as plain decoding,
+//    greedy and seeded, in fewer decode steps.
+//  - The coordinate head: with scores off, steps whose grammar allows only a
+//    few rows compute only those rows; the tokens are those of the full head.
+//  - Batched and alone: a seeded request gives the same tokens alone and
+//    beside seven others (the GEMV and the attention are row-invariant).
+//  - The CPU backend, sampling on the host, gives the same greedy tokens on
+//    the first steps (bf16 against fp32: the first tokens only).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { RexOmni, type RexOmniResult } from '../../lib/rex-omni.js';
+import { syntheticRgb } from '../fixtures/synthetic-image.js';
+import { ensureTinyCheckpoint } from '../fixtures/tiny-checkpoint.js';
+
+const IMAGE = { data: syntheticRgb(112, 112, 5), width: 112, height: 112 };
+const CATEGORIES = ['traffic light', 'fire hydrant', 'cat'];
+let model: RexOmni;
+
+beforeAll(async () => {
+  model = await RexOmni.load(await ensureTinyCheckpoint(), {
+    backend: 'cuda',
+    maxActiveRequests: 8,
+    defaults: { maxPixels: 64 * 28 * 28 },
+  });
+  expect(model.info().backend).toBe('cuda');
+});
+afterAll(async () => {
+  await model?.close();
+});
+
+const settings = [
+  ['greedy', { temperature: 0 }],
+  ['seeded, temperature 0.8, top-p 0.9', { temperature: 0.8, topP: 0.9 }],
+] as const;
+
+describe('CUDA decode', () => {
+  it.each(settings)('jump-forward, %s: the same output in fewer decode steps', async (_name, sampling) => {
+    let stepsOff = 0, stepsOn = 0, forced = 0;
+    for (const seed of [0, 1, 2, 3, 4, 5]) {
+      const run = (jumpForward: boolean): Promise<RexOmniResult> =>
+        model.detect(IMAGE, CATEGORIES, { maxNewTokens: 64, sampling: { ...sampling, seed }, jumpForward });
+      const off = await run(false);
+      const on = await run(true);
+      expect(on.outputTokenIds).toEqual(off.outputTokenIds);
+      expect(on.predictions).toEqual(off.predictions);
+      stepsOff += off.decodeSteps;
+      stepsOn += on.decodeSteps;
+      forced += on.tokens.forced;
+    }
+    console.log(`jump-forward (${_name}): ${stepsOff} -> ${stepsOn} decode steps, ${forced} forced tokens`);
+    expect(forced).toBeGreaterThan(0);
+    expect(stepsOn).toBeLessThan(stepsOff);
+  });
+
+  it.each(settings)('the coordinate head (scores off), %s: the tokens of the full head', async (_name, sampling) => {
+    for (const seed of [0, 1, 2]) {
+      const options = { maxNewTokens: 64, sampling: { ...sampling, seed }, jumpForward: false };
+      const full = await model.detect(IMAGE, CATEGORIES, options);
+      const restricted = await model.detect(IMAGE, CATEGORIES, { ...options, scores: false });
+      expect(restricted.outputTokenIds).toEqual(full.outputTokenIds);
+      expect(restricted.predictions).toEqual(full.predictions.map(({ score: _score, ...p }) => p));
+    }
+  });
+
+  it('a seeded request gives the same tokens alone and in a batch of eight', async () => {
+    const options = (seed: number) => ({ maxNewTokens: 48, sampling: { temperature: 0.9, topP: 0.95, seed } });
+    const alone = await model.detect(IMAGE, CATEGORIES, options(7));
+    const batch = await Promise.all(
+      [7, 1, 2, 3, 7, 4, 5, 6].map((seed, i) =>
+        i % 2 ? model.point(IMAGE, ['cat'], options(seed)) : model.detect(IMAGE, CATEGORIES, options(seed)),
+      ),
+    );
+    expect(batch[0]!.outputTokenIds).toEqual(alone.outputTokenIds);
+    expect(batch[4]!.outputTokenIds).toEqual(alone.outputTokenIds);
+  });
+});
