@@ -289,8 +289,9 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
       head.norm_eps = c.rms_norm_eps;
     }
   };
-  if (output == StepOutput::kSampledRestricted) {
-    if (!head_gemv) return Status(StatusCode::kInternal, "the restricted LM head needs the GEMV");
+  const bool restricted = output == StepOutput::kSampledRestricted;
+  if (restricted && !head_gemv) return Status(StatusCode::kInternal, "the restricted LM head needs the GEMV");
+  if (head_gemv) {
     GemvArgs head;
     head.epilogue = GemvEpilogue::kStoreF32;
     head_input(head);
@@ -298,22 +299,9 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
     head.m = bucket;
     head.w = w_->lm_head;
     head.k = hidden;
-    head.n = DecodeSampler::kRestrictedRows;
-    head.row_ids = sampler_.head_rows();
-    head.out_f32 = dec_head_logits_.get();
-    head.split = kHeadSplit;
-    head.overlap_previous = true;
-    REX_RETURN_IF_ERROR(gemv(head, stream_));
-  } else if (head_gemv) {
-    GemvArgs head;
-    head.epilogue = GemvEpilogue::kStoreF32;
-    head_input(head);
-    head.lda = hidden;
-    head.m = bucket;
-    head.w = w_->lm_head;
-    head.k = hidden;
-    head.n = vocab;
-    head.out_f32 = dec_logits_.get();
+    head.n = restricted ? DecodeSampler::kRestrictedRows : vocab;
+    head.row_ids = restricted ? sampler_.head_rows() : nullptr;
+    head.out_f32 = restricted ? dec_head_logits_.get() : dec_logits_.get();
     head.split = kHeadSplit;
     head.overlap_previous = true;
     REX_RETURN_IF_ERROR(gemv(head, stream_));

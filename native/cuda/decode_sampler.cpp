@@ -12,17 +12,11 @@ namespace rex::cuda {
 
 namespace {
 
-// The sorted, disjoint union of several sorted, disjoint range lists.
+// The sorted, disjoint union of several range lists.
 std::vector<IdRange> union_of(const std::vector<std::vector<IdRange>>& lists) {
   std::vector<IdRange> all;
   for (const auto& l : lists) all.insert(all.end(), l.begin(), l.end());
-  std::sort(all.begin(), all.end(), [](const IdRange& a, const IdRange& b) { return a.begin < b.begin; });
-  std::vector<IdRange> out;
-  for (const IdRange& r : all) {
-    if (!out.empty() && r.begin <= out.back().end) out.back().end = std::max(out.back().end, r.end);
-    else out.push_back(r);
-  }
-  return out;
+  return merge_ranges(std::move(all));
 }
 
 int64_t id_count(const std::vector<IdRange>& ranges) {

@@ -5,6 +5,7 @@
 #include "sampling/token_mask.h"
 
 #include <algorithm>
+#include <utility>
 #include <cmath>
 
 namespace rex {
@@ -28,16 +29,21 @@ std::vector<IdRange> merged_intervals(const TokenMask& m, int vocab) {
   }
   for (int32_t id : m.allow_ids)
     if (id >= 0 && id < vocab) v.push_back({id, id + 1});
+  return merge_ranges(std::move(v));
+}
+
+}  // namespace
+
+std::vector<IdRange> merge_ranges(std::vector<IdRange> v) {
   std::sort(v.begin(), v.end(), [](const IdRange& a, const IdRange& b) { return a.begin < b.begin; });
   std::vector<IdRange> out;
   for (const IdRange& r : v) {
+    if (r.begin >= r.end) continue;
     if (!out.empty() && r.begin <= out.back().end) out.back().end = std::max(out.back().end, r.end);
     else out.push_back(r);
   }
   return out;
 }
-
-}  // namespace
 
 int32_t TokenMask::first_allowed(int vocab) const {
   const std::vector<IdRange> ranges = allowed_ranges(this, vocab);

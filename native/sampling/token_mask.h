@@ -38,6 +38,9 @@ void apply_token_mask(float* logits, int vocab, const TokenMask& mask);
 // maximal [begin, end) ranges (deny_ids already cut out): the segment list a
 // GPU sampler walks. A null mask allows everything: {[0, vocab)}.
 std::vector<IdRange> allowed_ranges(const TokenMask* mask, int vocab);
+
+// The union of any ranges as sorted, disjoint, maximal ones (empty ones dropped).
+std::vector<IdRange> merge_ranges(std::vector<IdRange> ranges);
 // How many ids below `vocab` the mask allows (a null mask: vocab).
 int64_t allowed_count(const TokenMask* mask, int vocab);
 
