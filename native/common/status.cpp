@@ -17,6 +17,8 @@ const char* status_code_name(StatusCode code) {
     case StatusCode::kOutOfMemory: return "ERR_REX_OUT_OF_MEMORY";
     case StatusCode::kCudaError: return "ERR_REX_CUDA";
     case StatusCode::kCancelled: return "ERR_REX_CANCELLED";
+    case StatusCode::kDeadlineExceeded: return "ERR_REX_DEADLINE";
+    case StatusCode::kResourceExhausted: return "ERR_REX_QUEUE_FULL";
     case StatusCode::kInternal: return "ERR_REX_INTERNAL";
   }
   return "ERR_REX_INTERNAL";

@@ -1,6 +1,7 @@
 // The Engine and its scheduler thread (see rex/engine.h). Each loop iteration
 // is one step: take cancellations and new requests under the lock, then, with
-// the lock released, (1) finish cancelled requests, (2) admit new ones
+// the lock released, (1) finish cancelled requests and those whose deadline
+// passed (queued or running: kDeadline, slot released), (2) admit new ones
 // (preprocess, vision, prefill, first token), (3) one batched backend decode
 // call for every running request (a sampled token each, after the tokens
 // jump-forward forced), (4) hand the step's events to the sink. Only this
@@ -48,6 +49,7 @@ const char* finish_reason_name(FinishReason reason) {
     case FinishReason::kLength: return "length";
     case FinishReason::kCancelled: return "cancelled";
     case FinishReason::kError: return "error";
+    case FinishReason::kDeadline: return "deadline";
   }
   return "error";
 }
@@ -102,7 +104,20 @@ struct Sequence {
   const TokenMask* next_mask = nullptr;
   int decode_steps = 0;
   int forced_tokens = 0;
+  // submit + request.deadline_ms; max(): none.
+  Clock::time_point deadline = Clock::time_point::max();
 };
+
+bool expired(const Sequence& s, Clock::time_point now) { return s.deadline <= now; }
+
+// The status a request whose deadline passed finishes with.
+Status deadline_status(const Sequence& s, bool running) {
+  return Status(StatusCode::kDeadlineExceeded,
+                "request " + std::to_string(s.id) + ": expected to finish within " +
+                    std::to_string(s.request.deadline_ms) + " ms of submit but got " + std::to_string(s.generated) +
+                    " of " + std::to_string(s.request.max_new_tokens) + " tokens by then (" +
+                    (running ? "running" : "still queued") + ")");
+}
 
 // KV tokens a sequence reserves when it starts: the whole generation budget.
 int tokens_needed(const Sequence& s) {
@@ -203,6 +218,7 @@ struct Engine::Impl {
   std::unique_ptr<Backend> backend;
   std::shared_ptr<void> keepalive;
   int max_active = 8;
+  int max_queued = 0;  // 0: unbounded
   // Forced tokens per sequence and step: every running sequence's rows
   // (1 + forced) fit in one backend decode step.
   int max_jump = kMaxJump;
@@ -493,17 +509,26 @@ void Engine::Impl::deliver(EngineEvents ev) {
 void Engine::Impl::run() {
   for (;;) {
     std::vector<std::unique_ptr<Sequence>> admitted, dropped;
+    std::vector<std::unique_ptr<Sequence>> overdue;  // queued past their deadline
     std::set<RequestId> to_cancel;
     bool stopping = false;
+    Clock::time_point now;
     {
       std::unique_lock<std::mutex> lock(mutex);
+      // Never asleep while anything is queued or running, so a queued
+      // request's deadline is seen within one step of passing.
       wake.wait(lock, [&] { return stop || !pending.empty() || !active.empty(); });
       stopping = stop;
       to_cancel.swap(cancelled);
-      // Cancelled requests still waiting in the queue leave it now, whatever the capacity.
+      now = Clock::now();
+      // Cancelled requests still waiting in the queue leave it now, whatever
+      // the capacity; so do those whose deadline passed.
       for (auto it = pending.begin(); it != pending.end();) {
         if (to_cancel.count((*it)->id)) {
           admitted.push_back(std::move(*it));
+          it = pending.erase(it);
+        } else if (!stopping && expired(**it, now)) {
+          overdue.push_back(std::move(*it));
           it = pending.erase(it);
         } else {
           ++it;
@@ -516,9 +541,11 @@ void Engine::Impl::run() {
     }
     EngineEvents ev;
     auto is_cancelled = [&](const Sequence& s) { return stopping || to_cancel.count(s.id) > 0; };
-    // 1. Cancellations (running and newly taken).
+    // 1. Cancellations (running and newly taken), then deadlines (running and queued).
     for (auto& s : active)
       if (is_cancelled(*s)) finish(*s, FinishReason::kCancelled, Status::Ok(), ev);
+      else if (expired(*s, now)) finish(*s, FinishReason::kDeadline, deadline_status(*s, true), ev);
+    for (auto& s : overdue) finish(*s, FinishReason::kDeadline, deadline_status(*s, false), ev);
     active.erase(std::remove_if(active.begin(), active.end(), [&](auto& s) { return s->slot < 0; }),
                  active.end());
     // 2. Admissions, in queue order, under the KV budget: a request that fits
@@ -531,6 +558,10 @@ void Engine::Impl::run() {
       if (!s) continue;
       if (is_cancelled(*s)) {
         finish(*s, FinishReason::kCancelled, Status::Ok(), ev);
+        continue;
+      }
+      if (expired(*s, Clock::now())) {
+        finish(*s, FinishReason::kDeadline, deadline_status(*s, false), ev);
         continue;
       }
       const AdmissionCheck fit = backend->check_admission(tokens_needed(*s));
@@ -598,11 +629,15 @@ Result<std::unique_ptr<Engine>> Engine::create_with_backend(const ModelConfig& c
   if (options.max_active_requests < 1)
     return Status(StatusCode::kInvalidArgument, "expected max_active_requests >= 1 but got " +
                   std::to_string(options.max_active_requests));
+  if (options.max_queued_requests < 0)
+    return Status(StatusCode::kInvalidArgument, "expected max_queued_requests >= 0 (0: unbounded) but got " +
+                  std::to_string(options.max_queued_requests));
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   impl->backend = std::move(backend);
   impl->keepalive = std::move(keepalive);
   impl->max_active = options.max_active_requests;
+  impl->max_queued = options.max_queued_requests;
   impl->max_jump = std::max(0, std::min(kMaxJump, impl->backend->max_step_rows() / impl->max_active - 1));
   impl->sink = options.sink;
   if (options.debug_tap) impl->backend->set_tap(options.debug_tap);
@@ -628,6 +663,8 @@ static Status validate(const GenerationRequest& r, const ModelConfig& c, int voc
                       r.raw_image->rgb.size() != size_t(r.raw_image->width) * r.raw_image->height * 3))
     return bad("expected raw_image.rgb of width*height*3 bytes but got " + std::to_string(r.raw_image->rgb.size()) +
                " for " + std::to_string(r.raw_image->width) + "x" + std::to_string(r.raw_image->height));
+  if (r.deadline_ms < 0)
+    return bad("expected deadline_ms >= 0 (0: none) but got " + std::to_string(r.deadline_ms));
   if (r.max_new_tokens < 1) return bad("expected max_new_tokens >= 1 but got " + std::to_string(r.max_new_tokens));
   const SamplingParams& p = r.sampling;
   if (!(p.temperature >= 0)) return bad("expected temperature >= 0 but got " + std::to_string(p.temperature));
@@ -648,6 +685,14 @@ RequestId Engine::Impl::enqueue(std::unique_ptr<Sequence> s, std::shared_ptr<Col
       *refused = Status(StatusCode::kCancelled, "the engine is shutting down");
       return 0;
     }
+    if (max_queued > 0 && int(pending.size()) >= max_queued) {
+      *refused = Status(StatusCode::kResourceExhausted,
+                        "expected at most " + std::to_string(max_queued) + " queued requests but got " +
+                            std::to_string(pending.size() + 1) + " (max_queued_requests)");
+      return 0;
+    }
+    if (s->request.deadline_ms > 0)
+      s->deadline = Clock::now() + std::chrono::milliseconds(std::min<int64_t>(s->request.deadline_ms, int64_t(1) << 40));
     id = next_id++;
     s->id = id;
     live.insert(id);
@@ -717,7 +762,7 @@ Result<ScoreResult> Engine::score_blocking(ScoreRequest request) {
   std::unique_lock<std::mutex> lock(collector->mutex);
   collector->cv.wait(lock, [&] { return collector->done; });
   const FinishEvent& f = collector->result.finish;
-  if (f.reason == FinishReason::kError) return f.status;
+  if (f.reason == FinishReason::kError || f.reason == FinishReason::kDeadline) return f.status;
   if (f.reason == FinishReason::kCancelled) return Status(StatusCode::kCancelled, "the scoring request was cancelled");
   return std::move(collector->score);
 }

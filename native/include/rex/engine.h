@@ -62,10 +62,16 @@ struct GenerationRequest {
   // what confidence scores are built from). false: not needed, so a device
   // sampler may skip the full LM head (model_logprob may then be NaN).
   bool want_scores = true;
+  // Deadline in milliseconds from submit (0: none). The scheduler checks it
+  // between steps: a request still queued or running when it passes finishes
+  // with FinishReason::kDeadline (status kDeadlineExceeded), its slot and KV
+  // released; the others go on. Validated at submit (>= 0).
+  int64_t deadline_ms = 0;
 };
 
-enum class FinishReason { kEos, kLength, kCancelled, kError };
-const char* finish_reason_name(FinishReason reason);  // "eos", "length", "cancelled", "error"
+enum class FinishReason { kEos, kLength, kCancelled, kError, kDeadline };
+// "eos", "length", "cancelled", "error", "deadline"
+const char* finish_reason_name(FinishReason reason);
 
 struct TokenEvent {
   RequestId request = 0;
@@ -82,7 +88,7 @@ struct Timings {
 struct FinishEvent {
   RequestId request = 0;
   FinishReason reason = FinishReason::kError;
-  Status status;          // ok unless reason == kError
+  Status status;          // ok unless reason is kError or kDeadline (kDeadlineExceeded)
   Timings timings;
   int prompt_tokens = 0;
   int image_tokens = 0;
@@ -109,6 +115,9 @@ struct EngineOptions {
   std::string backend = "cpu";
   int threads = 0;                     // backend threads; 0 = all hardware threads
   int max_active_requests = 8;         // in-flight sequences per step
+  // Requests waiting for admission at most (0: unbounded). A submit beyond it
+  // is refused at once with kResourceExhausted; nothing queued is disturbed.
+  int max_queued_requests = 0;
   int device = 0;                      // CUDA device index
   size_t kv_cache_bytes = 0;           // KV budget (engine/backend.h BackendOptions says how it is chosen)
   double gpu_memory_fraction = 0;
@@ -173,7 +182,8 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Validates and queues. kInvalidArgument names what was expected and what was given.
+  // Validates and queues. kInvalidArgument names what was expected and what
+  // was given; kResourceExhausted: max_queued_requests are already waiting.
   Result<RequestId> submit(GenerationRequest request);
   // Cancels a queued or running request (finish event kCancelled, between
   // steps). Unknown or finished ids are ignored.

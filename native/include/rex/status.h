@@ -24,6 +24,8 @@ enum class StatusCode {
   kOutOfMemory,
   kCudaError,
   kCancelled,
+  kDeadlineExceeded,       // a request's deadline passed before it finished
+  kResourceExhausted,      // a bounded queue is full (submit refused at once)
   kInternal,
 };
 
