@@ -174,6 +174,8 @@ rex::EngineOptions engine_options_from_js(Napi::Env env, Napi::Value value) {
   if (threads.IsNumber()) options.threads = threads.As<Napi::Number>().Int32Value();
   Napi::Value max_active = o.Get("maxActiveRequests");
   if (max_active.IsNumber()) options.max_active_requests = max_active.As<Napi::Number>().Int32Value();
+  Napi::Value max_queued = o.Get("maxQueuedRequests");
+  if (max_queued.IsNumber()) options.max_queued_requests = max_queued.As<Napi::Number>().Int32Value();
   Napi::Value kv = o.Get("kvCacheBytes");
   if (kv.IsNumber()) options.kv_cache_bytes = static_cast<size_t>(std::max(0.0, kv.As<Napi::Number>().DoubleValue()));
   Napi::Value fraction = o.Get("gpuMemoryFraction");

@@ -154,6 +154,11 @@ rex::GenerationRequest generation_request_from_js(Napi::Env env, Napi::Value val
   }
   request.jump_forward = bool_field(env, o, "jumpForward", request.jump_forward);
   request.want_scores = bool_field(env, o, "scores", request.want_scores);
+  const double deadline = number_field(env, o, "deadlineMs", "", 0);
+  if (!(deadline >= 0) || deadline != std::floor(deadline) || deadline > 9007199254740991.0)
+    throw invalid_argument(env, "request.deadlineMs: expected a non-negative integer number of milliseconds (0: none) but got " +
+                                    std::to_string(deadline));
+  request.deadline_ms = static_cast<int64_t>(deadline);
   return request;
 }
 

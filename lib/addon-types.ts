@@ -116,6 +116,8 @@ export interface NativeGenerationRequest {
   jumpForward?: boolean;
   /** false: modelLogprobs are not needed (a device sampler may skip the full LM head; they may be NaN). Default true. */
   scores?: boolean;
+  /** Milliseconds from submit (0 or absent: none); past it the request finishes with reason "deadline" (ERR_REX_DEADLINE). */
+  deadlineMs?: number;
 }
 
 export interface NativeTimings {
@@ -127,7 +129,8 @@ export interface NativeTimings {
 
 export interface NativeFinishEvent {
   requestId: number;
-  reason: 'eos' | 'length' | 'cancelled' | 'error';
+  reason: 'eos' | 'length' | 'cancelled' | 'error' | 'deadline';
+  /** With reason "error" (its code) and "deadline" (ERR_REX_DEADLINE). */
   error?: { message: string; code: string };
   timings: NativeTimings;
   promptTokens: number;
@@ -158,6 +161,8 @@ export interface NativeEngineOptions {
   backend?: 'cpu' | 'cuda';
   threads?: number;
   maxActiveRequests?: number;
+  /** Requests waiting for admission at most (0 or absent: unbounded); a submit beyond it throws ERR_REX_QUEUE_FULL. */
+  maxQueuedRequests?: number;
   /** The KV-cache budget in bytes (0 or absent: see gpuMemoryFraction and the default). */
   kvCacheBytes?: number;
   /** Cap on the device memory the process uses, as a fraction of the GPU's (0, 1]. */

@@ -1,5 +1,8 @@
 // A single-consumer async queue: the event pump pushes, one async iterator
-// pulls. Unbounded (token events are small), ends after close() or fail().
+// pulls; ends after close() or fail(). push() never waits and never drops
+// (before close): the producer (the engine's event pump) must not block on a
+// slow reader. It has no bound of its own; an engine stream's is its
+// request's (at most maxNewTokens tokens and one finish, lib/engine.ts).
 export class AsyncChannel<T> implements AsyncIterableIterator<T> {
   readonly #items: T[] = [];
   #waiting: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void } | undefined;

@@ -25,6 +25,12 @@ export interface EngineOptions {
   threads?: number;
   /** Requests decoded together per step; also the largest decode batch. Default 8. */
   maxActiveRequests?: number;
+  /**
+   * Requests waiting for admission at most (default 0: unbounded). A request
+   * beyond it is refused at once: stream()/generate()/run() throw a
+   * RexOmniError with code ERR_REX_QUEUE_FULL; nothing queued or running is disturbed.
+   */
+  maxQueuedRequests?: number;
   /** The KV-cache budget in GiB. Requests that do not fit wait; ones that never fit fail with ERR_REX_OUT_OF_MEMORY. */
   kvCacheGB?: number;
   /** Cap the process's GPU memory at this fraction of the device's, and give the KV cache what remains after the weights. */
@@ -62,7 +68,7 @@ export function resolveBackend(requested: EngineOptions['backend']): 'cpu' | 'cu
 
 function nativeOptions(options: EngineOptions): NativeEngineOptions {
   if (options === null || typeof options !== 'object') throw invalidType('Engine options', 'an object', options);
-  const { backend, threads, maxActiveRequests, kvCacheGB, gpuMemoryFraction, device, emulateBf16 } = options;
+  const { backend, threads, maxActiveRequests, maxQueuedRequests, kvCacheGB, gpuMemoryFraction, device, emulateBf16 } = options;
   if (backend !== undefined && backend !== 'auto' && backend !== 'cpu' && backend !== 'cuda')
     throw invalidType('options.backend', '"auto", "cpu" or "cuda"', backend);
   const integer = (name: string, value: number | undefined, min: number): void => {
@@ -72,6 +78,7 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
   };
   integer('threads', threads, 0);
   integer('maxActiveRequests', maxActiveRequests, 1);
+  integer('maxQueuedRequests', maxQueuedRequests, 0);
   integer('device', device, 0);
   if (kvCacheGB !== undefined && (typeof kvCacheGB !== 'number' || !(kvCacheGB > 0) || !Number.isFinite(kvCacheGB)))
     throw outOfRange('options.kvCacheGB', 'a positive number of GiB', kvCacheGB);
@@ -84,6 +91,7 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
   if (emulateBf16) out.emulateBf16 = true;
   if (threads !== undefined) out.threads = threads;
   if (maxActiveRequests !== undefined) out.maxActiveRequests = maxActiveRequests;
+  if (maxQueuedRequests !== undefined) out.maxQueuedRequests = maxQueuedRequests;
   if (kvCacheGB !== undefined) out.kvCacheBytes = Math.floor(kvCacheGB * 2 ** 30);
   if (gpuMemoryFraction !== undefined) out.gpuMemoryFraction = gpuMemoryFraction;
   if (device !== undefined) out.device = device;
@@ -93,6 +101,13 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
 export interface TokenRequest extends NativeGenerationRequest {
   /** Cancels the request; generate() then rejects with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * Milliseconds from submit (default 0: none). A request still queued or
+   * running when it passes finishes with reason "deadline" and an `error`
+   * with code ERR_REX_DEADLINE (generate() rejects with it); its slot is
+   * released and the other requests go on.
+   */
+  deadlineMs?: number;
 }
 
 export interface TokenEvent {
@@ -126,6 +141,15 @@ export interface TokenGeneration {
   tokens: number[];
   logprobs: number[];
   finish: FinishEvent;
+}
+
+// Native refusals that are the caller's situation rather than a bad argument
+// (a full queue) become RexOmniErrors with the same code and message.
+function asRexError(error: unknown): unknown {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (error instanceof Error && !(error instanceof TypeError) && typeof code === 'string' && code.startsWith('ERR_REX_'))
+    return new RexOmniError(code, error.message);
+  return error;
 }
 
 function toFinishEvent(f: NativeFinishEvent): FinishEvent {
@@ -197,15 +221,31 @@ export class Engine implements AsyncDisposable {
   /**
    * Streams a request's events: its tokens as they are sampled, then one
    * finish event. Aborting the signal cancels it in the core.
+   *
+   * Back-pressure: the engine never waits for JS. Each step's events cross
+   * to the JS thread through the one event pump (a non-blocking call) and
+   * are routed to each request's own buffer at once, whether or not anyone
+   * is reading that stream. A stream nobody reads therefore stalls no other
+   * stream and not the engine; its buffer holds at most maxNewTokens token
+   * events and one finish event (what the request can produce), so it is
+   * bounded by the request itself, and reading it later yields the complete
+   * output. To drop an unwanted stream early, abort its signal or call
+   * `return()` on it (that also cancels it in the core).
+   * Throws ERR_REX_QUEUE_FULL when maxQueuedRequests are already waiting.
    */
   stream(request: TokenRequest): AsyncIterableIterator<EngineEvent> {
     const { signal, ...nativeRequest } = request;
     signal?.throwIfAborted();
-    const id = this.#native.submit(nativeRequest);
+    let id: number;
+    try {
+      id = this.#native.submit(nativeRequest);
+    } catch (error) {
+      throw asRexError(error);
+    }
     const channel = new AsyncChannel<EngineEvent>();
     this.#channels.set(id, channel);
+    const onAbort = (): void => this.#native.cancel(id);
     if (signal) {
-      const onAbort = (): void => this.#native.cancel(id);
       signal.addEventListener('abort', onAbort, { once: true });
       const original = channel.next.bind(channel);
       channel.next = async () => {
@@ -214,6 +254,14 @@ export class Engine implements AsyncDisposable {
         return result;
       };
     }
+    // Leaving the stream early (break, return()) cancels the request in the
+    // core: nobody will read what it would still produce.
+    const originalReturn = channel.return.bind(channel);
+    channel.return = () => {
+      signal?.removeEventListener('abort', onAbort);
+      if (this.#channels.get(id) === channel) this.#native.cancel(id);
+      return originalReturn();
+    };
     return channel;
   }
 
@@ -228,7 +276,7 @@ export class Engine implements AsyncDisposable {
         continue;
       }
       if (event.reason === 'cancelled' && request.signal?.aborted) throw request.signal.reason;
-      if (event.reason === 'error') throw event.error;
+      if (event.reason === 'error' || event.reason === 'deadline') throw event.error;
       return { tokens, logprobs, finish: event };
     }
     throw new RexOmniError('ERR_REX_INTERNAL', 'the request ended without a finish event');

@@ -199,7 +199,8 @@ export class RexOmni implements AsyncDisposable {
     }
     if (!finish) throw new RexOmniError('ERR_REX_INTERNAL', 'the engine stream ended without a finish event');
     if (finish.reason === 'cancelled' && opts.signal?.aborted) throw opts.signal.reason;
-    if (finish.reason === 'error') throw finish.error ?? new RexOmniError('ERR_REX_INTERNAL', 'generation failed');
+    if (finish.reason === 'error' || finish.reason === 'deadline')
+      throw finish.error ?? new RexOmniError(finish.reason === 'deadline' ? 'ERR_REX_DEADLINE' : 'ERR_REX_INTERNAL', 'generation failed');
     const tail = detokenizer.flush();
     text += tail;
     if (tail) yield* toEvents(parser.push(tail));
@@ -271,6 +272,7 @@ export class RexOmni implements AsyncDisposable {
       jumpForward: opts.jumpForward,
       scores: opts.scores,
       signal: opts.signal,
+      ...(opts.deadlineMs > 0 ? { deadlineMs: opts.deadlineMs } : {}),
     };
   }
 }

@@ -49,6 +49,14 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Cancels the run after this many milliseconds (a TimeoutError). */
   timeoutMs?: number;
+  /**
+   * The core's deadline, in milliseconds from the moment the request is
+   * queued (default 0: none). Checked by the scheduler between steps, queued
+   * or running: past it the run rejects with a RexOmniError of code
+   * ERR_REX_DEADLINE (the stream ends with it), its slot is released, and
+   * the other requests go on. Unlike timeoutMs it does not count image decoding.
+   */
+  deadlineMs?: number;
 }
 
 export interface ResolvedRunOptions {
@@ -64,6 +72,7 @@ export interface ResolvedRunOptions {
   scores: boolean;
   applyExif: boolean;
   signal: AbortSignal | undefined;
+  deadlineMs: number;
 }
 
 export const DEFAULT_RUN_OPTIONS = {
@@ -78,6 +87,7 @@ export const DEFAULT_RUN_OPTIONS = {
   jumpForward: true,
   scores: true,
   applyExif: true,
+  deadlineMs: 0,
 } as const;
 
 function integer(what: string, value: unknown, min: number, fallback: number): number {
@@ -133,5 +143,6 @@ export function resolveRunOptions(options: RunOptions | undefined, defaults: Run
     scores: boolean('options.scores', o.scores, d.scores),
     applyExif: boolean('options.applyExif', o.applyExif, d.applyExif),
     signal: signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals),
+    deadlineMs: integer('options.deadlineMs', o.deadlineMs, 0, d.deadlineMs),
   };
 }
