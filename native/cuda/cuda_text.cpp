@@ -132,15 +132,19 @@ Status TextRunner::decode_layers_gemv(int bucket) {
     a.overlap_previous = true;
     return a;
   };
+  // A projection of the RMSNorm of the residual stream (the norm in its prologue).
+  auto project_normed = [&](GemvEpilogue e, const bf16* norm_weight, const bf16* w, int n) {
+    GemvArgs a = project(e, nullptr, hidden, w, n);
+    a.norm_input = dec_.residual.get();
+    a.norm_weight = norm_weight;
+    a.norm_eps = c.rms_norm_eps;
+    return a;
+  };
   for (int li = 0; li < c.num_layers; ++li) {
     const DeviceTextLayer& l = w_->text_layers[size_t(li)];
     mark("qkv_proj", 2.0 * qkv_width * hidden);
-    GemvArgs qkv = project(GemvEpilogue::kStoreBf16, dec_.h.get(), hidden, l.qkv_w, qkv_width);
+    GemvArgs qkv = project_normed(GemvEpilogue::kStoreBf16, l.input_norm, l.qkv_w, qkv_width);
     qkv.bias = l.qkv_b;
-    qkv.x = nullptr;
-    qkv.norm_input = dec_.residual.get();
-    qkv.norm_weight = l.input_norm;
-    qkv.norm_eps = c.rms_norm_eps;
     qkv.out_bf16 = dec_.qkv.get();
     REX_RETURN_IF_ERROR(gemv(qkv, stream_));
     mark("mrope_kv_write", act * qkv_width * 2);
@@ -156,12 +160,8 @@ Status TextRunner::decode_layers_gemv(int bucket) {
     o.residual = dec_.residual.get();
     REX_RETURN_IF_ERROR(gemv(o, stream_));
     mark("gate_up_proj+swiglu", 4.0 * inter * hidden);
-    GemvArgs gate_up = project(GemvEpilogue::kSwiglu, dec_.h.get(), hidden, l.gate_up_w, inter);
+    GemvArgs gate_up = project_normed(GemvEpilogue::kSwiglu, l.post_norm, l.gate_up_w, inter);
     gate_up.pair_offset = inter;
-    gate_up.x = nullptr;
-    gate_up.norm_input = dec_.residual.get();
-    gate_up.norm_weight = l.post_norm;
-    gate_up.norm_eps = c.rms_norm_eps;
     gate_up.out_bf16 = dec_.act.get();
     REX_RETURN_IF_ERROR(gemv(gate_up, stream_));
     mark("down_proj+residual", 2.0 * inter * hidden);
