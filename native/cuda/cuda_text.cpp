@@ -75,12 +75,6 @@ int TextRunner::bucket_for(int batch) const {
 // counts measured on the H200 (NOTES.md, attention_decode).
 int TextRunner::splits_for(int) const { return 16; }
 
-namespace {
-// The LM head's GEMV split, the same for the full and the restricted head so
-// an allowed id's logit has the same bits in both.
-constexpr int kHeadSplit = 4;
-}  // namespace
-
 Status TextRunner::init(const TextConfig& config, const DeviceWeights* weights, GemmRunner* gemm, cudaStream_t stream,
                         KvArena arena, int spare_block, int max_batch, int max_blocks_per_sequence, int seen_masks) {
   config_ = config;
@@ -302,7 +296,6 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
     head.n = restricted ? DecodeSampler::kRestrictedRows : vocab;
     head.row_ids = restricted ? sampler_.head_rows() : nullptr;
     head.out_f32 = restricted ? dec_head_logits_.get() : dec_logits_.get();
-    head.split = kHeadSplit;
     head.overlap_previous = true;
     REX_RETURN_IF_ERROR(gemv(head, stream_));
   } else {

@@ -3,10 +3,10 @@
 // after each projection fused into its epilogue. cuBLASLt stays for prefill
 // and large m (gemm.cuh).
 //
-// Row invariance: a row's outputs depend only on that row's inputs and the
-// call's shape (n, k, split), never on m or on the other rows, so a request
-// decodes to the same bits alone or in any batch, and the restricted LM head
-// (row_ids) gives the same logits as the full one for the same split.
+// Row invariance: a row's outputs depend only on that row's inputs and k,
+// never on m, n or the other rows, so a request decodes to the same bits
+// alone or in any batch, and the restricted LM head (row_ids) gives the same
+// logits as the full one.
 // CPU twin: cpu::linear (native/cpu/gemm.h) with the bf16 rounding the
 // epilogue names.
 #pragma once
@@ -39,7 +39,7 @@ struct GemvArgs {
   const bf16* norm_weight = nullptr;
   float norm_eps = 1e-6f;
   int m = 0;                // 1..64
-  const bf16* w = nullptr;  // [rows, k] contiguous; k a multiple of 32
+  const bf16* w = nullptr;  // [rows, k] contiguous, 16-byte aligned; k a multiple of 32
   int k = 0;
   int n = 0;                // outputs per row
   // Output j reads weight row row_ids[j] when set (the restricted LM head),
@@ -51,9 +51,6 @@ struct GemvArgs {
   float* out_f32 = nullptr;
   float* residual = nullptr;
   int ldo = 0;              // output / residual row stride (elements); 0: n
-  // Warps that split k inside a block; 0 picks one from (n, k) alone. Pass
-  // the same split to calls that must agree bit for bit (full vs restricted head).
-  int split = 0;
   // Launch with programmatic dependent launch: the kernel streams its first
   // weights before waiting on the previous kernel (inside a CUDA graph).
   bool overlap_previous = false;
@@ -61,9 +58,6 @@ struct GemvArgs {
 
 // Whether gemv can take this shape (else use the GEMM).
 bool gemv_supports(int m, int k, int n);
-
-// The split gemv uses for (n, k) when GemvArgs::split is 0.
-int gemv_default_split(int n, int k);
 
 Status gemv(const GemvArgs& args, cudaStream_t stream);
 

@@ -4,7 +4,7 @@
 // tiny checkpoint, m = 1..64, on fresh random inputs with poisoned outputs.
 // Then the properties the decoder relies on, bit for bit:
 //  - row invariance: row r of an m-row call equals a 1-row call on row r;
-//  - the restricted head (row_ids) equals the full head's rows at one split;
+//  - the restricted head (row_ids) equals the full head's rows;
 //  - two runs give the same bits; a graph replay with programmatic dependent
 //    launch (after a kernel that writes x) gives the eager result.
 // Last, the timings at the decode shapes (L2 flushed, cold) beside cuBLASLt
@@ -108,7 +108,7 @@ struct Runner {
   DeviceArray<uint16_t> out_bf16;
   DeviceArray<float> out_f32;
   explicit Runner(const Inputs& in) : out_bf16(size_t(in.p.m) * in.p.n), out_f32(size_t(in.p.m) * in.p.n) {}
-  GemvArgs args(const Inputs& in, int row0, int m, int split, const int32_t* row_ids = nullptr, int n = -1) {
+  GemvArgs args(const Inputs& in, int row0, int m, const int32_t* row_ids = nullptr, int n = -1) {
     GemvArgs a;
     a.epilogue = in.p.epilogue;
     a.x = in.dx.as<bf16>() + size_t(row0) * in.p.k;
@@ -128,7 +128,6 @@ struct Runner {
     a.out_bf16 = out_bf16.as<bf16>();
     a.out_f32 = out_f32.ptr;
     a.residual = out_f32.ptr;
-    a.split = split;
     return a;
   }
   // Resets the outputs (poison, or the residual's start values).
@@ -170,23 +169,22 @@ void check_problem(const Problem& p) {
   Inputs in(p);
   Runner run(in);
   run.reset(in, 0, p.m);
-  CHECK_OK(rex::cuda::gemv(run.args(in, 0, p.m, 0), nullptr));
+  CHECK_OK(rex::cuda::gemv(run.args(in, 0, p.m), nullptr));
   CHECK_CUDA_SYNC();
   const std::vector<float> out = run.result(in, p.m), ref = reference(in);
   const double err = relative_error(out, ref);
   const double tol = p.epilogue == GemvEpilogue::kStoreF32 ? kFp32Tolerance : kBf16Tolerance;
-  std::printf("  %-12s%s m %2d k %5d n %6d split %2d  rel.err %.2e (tol %.0e)\n", epilogue_name(p.epilogue),
-              p.norm ? "+norm" : "     ", p.m, p.k, p.n,
-              rex::cuda::gemv_default_split(p.n, p.k), err, tol);
+  std::printf("  %-12s%s m %2d k %5d n %6d  rel.err %.2e (tol %.0e)\n", epilogue_name(p.epilogue),
+              p.norm ? "+norm" : "     ", p.m, p.k, p.n, err, tol);
   CHECK(err < tol);
   // The same call again: the same bits.
   run.reset(in, 0, p.m);
-  CHECK_OK(rex::cuda::gemv(run.args(in, 0, p.m, 0), nullptr));
+  CHECK_OK(rex::cuda::gemv(run.args(in, 0, p.m), nullptr));
   CHECK(same_bits(run.result(in, p.m), out));
   // Rows alone: the same bits as inside the batch.
   for (int r : {0, p.m / 2, p.m - 1}) {
     run.reset(in, r, 1);
-    CHECK_OK(rex::cuda::gemv(run.args(in, r, 1, 0), nullptr));
+    CHECK_OK(rex::cuda::gemv(run.args(in, r, 1), nullptr));
     const std::vector<float> alone = run.result(in, 1);
     const std::vector<float> in_batch(out.begin() + std::ptrdiff_t(r) * p.n, out.begin() + std::ptrdiff_t(r + 1) * p.n);
     if (!same_bits(alone, in_batch)) std::printf("  row %d alone differs from the %d-row batch\n", r, p.m);
@@ -225,14 +223,14 @@ REX_TEST(tiny_and_ragged_shapes) {
 }
 
 // The restricted LM head: the coordinate rows plus a few others, against the
-// full head's rows, bit for bit, at the head's split.
+// full head's rows, bit for bit.
 REX_TEST(restricted_head_equals_full_head_rows) {
   if (skip_without_gpu()) return;
   for (int m : {1, 4}) {
     Inputs in({m, 2048, 151936, GemvEpilogue::kStoreF32});
     Runner full(in);
     full.reset(in, 0, m);
-    CHECK_OK(rex::cuda::gemv(full.args(in, 0, m, 4), nullptr));
+    CHECK_OK(rex::cuda::gemv(full.args(in, 0, m), nullptr));
     const std::vector<float> all = full.result(in, m);
     std::vector<int32_t> ids;
     for (int i = 0; i < 1000; ++i) ids.push_back(151665 + 4 + i - 1000);  // a contiguous block
@@ -240,7 +238,7 @@ REX_TEST(restricted_head_equals_full_head_rows) {
     DeviceArray<int32_t> dids(ids);
     Runner part(in);
     part.reset(in, 0, m);
-    CHECK_OK(rex::cuda::gemv(part.args(in, 0, m, 4, dids.ptr, int(ids.size())), nullptr));
+    CHECK_OK(rex::cuda::gemv(part.args(in, 0, m, dids.ptr, int(ids.size())), nullptr));
     const std::vector<float> sub = part.result(in, m, int(ids.size()));
     size_t mismatches = 0;
     for (int r = 0; r < m; ++r)
@@ -269,7 +267,7 @@ REX_TEST(overlapped_launch_waits_for_its_input) {
   auto step = [&](bool overlap) {
     in.dx.poison();
     CHECK_OK(rex::cuda::rmsnorm_bf16(dpre.ptr, m, k, dnorm.as<bf16>(), 1e-6f, in.dx.as<bf16>(), s));
-    GemvArgs a = run.args(in, 0, m, 0);
+    GemvArgs a = run.args(in, 0, m);
     a.overlap_previous = overlap;
     CHECK_OK(rex::cuda::gemv(a, s));
   };
@@ -310,7 +308,7 @@ REX_TEST(bad_arguments) {
     CHECK(!st.ok());
     CHECK_CONTAINS(st.message(), needle);
   };
-  GemvArgs a = run.args(in, 0, 1, 0);
+  GemvArgs a = run.args(in, 0, 1);
   GemvArgs bad = a;
   bad.m = 65;
   expect_invalid(bad, "expected 1 <= m <= 64");
@@ -324,8 +322,8 @@ REX_TEST(bad_arguments) {
   bad.epilogue = GemvEpilogue::kSwiglu;
   expect_invalid(bad, "pair_offset");
   bad = a;
-  bad.split = 32;
-  expect_invalid(bad, "split of at most 16");
+  bad.w = reinterpret_cast<const bf16*>(reinterpret_cast<const char*>(a.w) + 2);
+  expect_invalid(bad, "16-byte aligned");
   CHECK_CUDA_SYNC();
 }
 
@@ -352,8 +350,7 @@ REX_TEST(zz_timing) {
       Runner run(in);
       run.reset(in, 0, m);
       const double bytes = double(sh.weight_rows) * sh.k * 2;
-      const int split = sh.e == GemvEpilogue::kStoreF32 ? 4 : 0;
-      GemvArgs a = run.args(in, 0, m, split);
+      GemvArgs a = run.args(in, 0, m);
       cudaStream_t s;
       cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
       const double ours = median_us([] {}, [&] { (void)rex::cuda::gemv(a, s); }, s, true);
@@ -375,23 +372,6 @@ REX_TEST(zz_timing) {
       step_cublas_us += theirs * sh.per_step;
       step_bytes += bytes * sh.per_step;
     }
-    // How the split moves the big shapes (the default is marked in the line above).
-    if (m == 1)
-      for (const Shape& sh : shapes) {
-        if (sh.n < 11008 && sh.k < 11008) continue;
-        Inputs in({m, sh.k, sh.n, sh.e});
-        Runner run(in);
-        run.reset(in, 0, m);
-        const double bytes = double(sh.weight_rows) * sh.k * 2;
-        cudaStream_t s;
-        cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
-        for (int split : {1, 2, 4, 8, 16}) {
-          GemvArgs a = run.args(in, 0, m, split);
-          const double us = median_us([] {}, [&] { (void)rex::cuda::gemv(a, s); }, s, true);
-          std::printf("  SPLIT %-15s split %2d: %7.2f us %5.0f GB/s\n", sh.name, split, us, bytes / (us * 1e-6) / 1e9);
-        }
-        cudaStreamDestroy(s);
-      }
     std::printf("  STEP m %2d: projections %.3f ms (cuBLASLt %.3f ms), %.3f GB, floor %.3f ms -> %.0f%% of the floor\n", m,
                 step_us / 1e3, step_cublas_us / 1e3, step_bytes / 1e9, step_bytes / kCopyBandwidth * 1e3,
                 100.0 * step_bytes / kCopyBandwidth * 1e6 / step_us);
