@@ -182,6 +182,8 @@ rex::EngineOptions engine_options_from_js(Napi::Env env, Napi::Value value) {
   if (fraction.IsNumber()) options.gpu_memory_fraction = fraction.As<Napi::Number>().DoubleValue();
   Napi::Value emulate = o.Get("emulateBf16");
   if (emulate.IsBoolean()) options.emulate_bf16 = emulate.As<Napi::Boolean>().Value();
+  Napi::Value invariant = o.Get("batchInvariant");
+  if (invariant.IsBoolean()) options.batch_invariant = invariant.As<Napi::Boolean>().Value();
   Napi::Value device = o.Get("device");
   if (device.IsNumber()) options.device = device.As<Napi::Number>().Int32Value();
   return options;

@@ -171,6 +171,8 @@ export interface NativeEngineOptions {
   device?: number;
   /** CPU backend: bf16-rounded GEMM activations, as the CUDA backend holds them. */
   emulateBf16?: boolean;
+  /** CUDA backend: every decode step on the row-invariant GEMV (same bits alone or batched). */
+  batchInvariant?: boolean;
 }
 
 export interface NativeScoreRequest {

@@ -43,6 +43,15 @@ export interface EngineOptions {
    * checkpoint fares in bf16. Off by default (the CPU backend is fp32).
    */
   emulateBf16?: boolean;
+  /**
+   * Same bits alone or batched. The CUDA backend decodes up to 8 rows per step
+   * on its own row-invariant GEMV; larger steps take cuBLASLt, whose sums
+   * depend on the batch, so a request's tokens may differ (rarely, by a near
+   * tie) between running alone and among many. true keeps every step on the
+   * GEMV: identical output at any concurrency, but large batches read the
+   * weights once per 8 rows. Default false. The CPU backend is invariant either way.
+   */
+  batchInvariant?: boolean;
 }
 export type Timings = NativeTimings;
 export type EngineInfo = NativeEngineInfo;
@@ -68,7 +77,8 @@ export function resolveBackend(requested: EngineOptions['backend']): 'cpu' | 'cu
 
 function nativeOptions(options: EngineOptions): NativeEngineOptions {
   if (options === null || typeof options !== 'object') throw invalidType('Engine options', 'an object', options);
-  const { backend, threads, maxActiveRequests, maxQueuedRequests, kvCacheGB, gpuMemoryFraction, device, emulateBf16 } = options;
+  const { backend, threads, maxActiveRequests, maxQueuedRequests, kvCacheGB, gpuMemoryFraction, device, emulateBf16, batchInvariant } =
+    options;
   if (backend !== undefined && backend !== 'auto' && backend !== 'cpu' && backend !== 'cuda')
     throw invalidType('options.backend', '"auto", "cpu" or "cuda"', backend);
   const integer = (name: string, value: number | undefined, min: number): void => {
@@ -85,10 +95,13 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
   if (gpuMemoryFraction !== undefined && (typeof gpuMemoryFraction !== 'number' || !(gpuMemoryFraction > 0 && gpuMemoryFraction <= 1)))
     throw outOfRange('options.gpuMemoryFraction', 'a number in (0, 1]', gpuMemoryFraction);
   if (emulateBf16 !== undefined && typeof emulateBf16 !== 'boolean') throw invalidType('options.emulateBf16', 'a boolean', emulateBf16);
+  if (batchInvariant !== undefined && typeof batchInvariant !== 'boolean')
+    throw invalidType('options.batchInvariant', 'a boolean', batchInvariant);
   const out: NativeEngineOptions = { backend: resolveBackend(backend) };
   if (emulateBf16 && out.backend !== 'cpu')
     throw invalidType('options.emulateBf16', 'the CPU backend (the CUDA backend is bf16 already)', out.backend);
   if (emulateBf16) out.emulateBf16 = true;
+  if (batchInvariant) out.batchInvariant = true;
   if (threads !== undefined) out.threads = threads;
   if (maxActiveRequests !== undefined) out.maxActiveRequests = maxActiveRequests;
   if (maxQueuedRequests !== undefined) out.maxQueuedRequests = maxQueuedRequests;

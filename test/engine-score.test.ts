@@ -128,6 +128,14 @@ describe('bf16 emulation on the CPU', () => {
       'options.emulateBf16: expected a boolean but got "yes"',
     );
   });
+
+  it('batchInvariant is checked, and accepted on the CPU backend (row-invariant either way)', async () => {
+    await expect(Engine.open(tiny, { batchInvariant: 1 as unknown as boolean })).rejects.toThrow(
+      'options.batchInvariant: expected a boolean but got 1',
+    );
+    await using invariant = await Engine.open(tiny, { threads: 2, backend: 'cpu', batchInvariant: true });
+    expect(invariant.info().backend).toBe('cpu');
+  });
 });
 
 describe('KV budget', () => {

@@ -83,6 +83,9 @@ namespace {
 constexpr int kRowsPerSequence = 8;
 // The GEMV takes up to 64 rows; larger steps go through cuBLASLt.
 constexpr int kGemvRows = 64;
+// Past this many rows a step is faster on cuBLASLt than on the GEMV (which
+// reads the weights once per 8 rows): NOTES.md, gemv.
+constexpr int kGemvFastRows = 8;
 }  // namespace
 
 CudaBackend::~CudaBackend() {
@@ -162,6 +165,7 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   REX_RETURN_IF_ERROR(text_.init(t, &weights_, &gemm_, stream_, arena, int(blocks), step_rows,
                                  (max_sequence_tokens_ + kBlockTokens - 1) / kBlockTokens, sequences));
   text_.set_use_gemv(std::getenv("REX_OMNI_NO_GEMV") == nullptr);
+  text_.set_gemv_max_rows(options_.batch_invariant ? kGemvRows : kGemvFastRows);
   if (const char* profile = std::getenv("REX_OMNI_PROFILE_STEP")) text_.set_profile_path(profile);
   free_masks_.clear();
   for (int m = sequences - 1; m >= 0; --m) free_masks_.push_back(m);

@@ -254,7 +254,7 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
   const int inter = c.intermediate_size;
   // The GEMV path normalises inside the projections (k a multiple of 128) and
   // never writes h: the LM head then reads the residual stream too.
-  const bool fused = use_gemv_ && !tapping && gemv_supports(bucket, hidden, qkv_width) && gemv_supports(bucket, inter, hidden) &&
+  const bool fused = gemv_step(bucket) && !tapping && gemv_supports(bucket, hidden, qkv_width) && gemv_supports(bucket, inter, hidden) &&
                      (c.num_heads * c.head_dim()) % 32 == 0 && hidden % 128 == 0;
   if (fused) {
     REX_RETURN_IF_ERROR(decode_layers_gemv(bucket));
@@ -273,7 +273,10 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
   if (output != StepOutput::kLogits) REX_RETURN_IF_ERROR(sampler_.mark_rows(step_ids(), step_seen(), bucket));
   mark(output == StepOutput::kSampledRestricted ? "lm_head (restricted)" : "lm_head",
        2.0 * hidden * (output == StepOutput::kSampledRestricted ? DecodeSampler::kRestrictedRows : vocab));
-  const bool head_gemv = use_gemv_ && gemv_supports(bucket, hidden, vocab);
+  const bool restricted = output == StepOutput::kSampledRestricted;
+  // The restricted head is the GEMV's alone (it reads 1088 rows, so more
+  // launches of 8 rows cost little); the full head follows the layers' choice.
+  const bool head_gemv = use_gemv_ && (restricted || gemv_step(bucket)) && gemv_supports(bucket, hidden, vocab);
   auto head_input = [&](GemvArgs& head) {
     head.x = dec_.h.get();
     if (fused) {
@@ -283,7 +286,6 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
       head.norm_eps = c.rms_norm_eps;
     }
   };
-  const bool restricted = output == StepOutput::kSampledRestricted;
   if (restricted && !head_gemv) return Status(StatusCode::kInternal, "the restricted LM head needs the GEMV");
   if (head_gemv) {
     GemvArgs head;

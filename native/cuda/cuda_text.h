@@ -93,6 +93,9 @@ class TextRunner {
 
   // Decode-step projections through the GEMV (default) or cuBLASLt.
   void set_use_gemv(bool on) { use_gemv_ = on; }
+  // The most rows a step decodes on the GEMV; larger steps take cuBLASLt
+  // (BackendOptions::batch_invariant keeps them all on the GEMV).
+  void set_gemv_max_rows(int rows) { gemv_max_rows_ = rows; }
   // Profiles one batch-1 step into this JSON file (step_profile.h); empty: off.
   void set_profile_path(std::string path) { profile_path_ = std::move(path); }
 
@@ -142,6 +145,8 @@ class TextRunner {
   std::map<std::pair<int, StepOutput>, cudaGraphExec_t> graphs_;
   DecodeSampler sampler_;
   bool use_gemv_ = true;
+  int gemv_max_rows_ = 8;
+  bool gemv_step(int bucket) const { return use_gemv_ && bucket <= gemv_max_rows_; }
   std::string profile_path_;
   int batch1_steps_ = 0;
   StepProfile* profile_ = nullptr;  // set during the profiled step

@@ -205,6 +205,11 @@ struct BackendOptions {
   // CPU backend: round every GEMM's activations to bf16 as the CUDA backend
   // holds them (cpu/gemm.h), to see on a CPU what bf16 does to a checkpoint.
   bool emulate_bf16 = false;
+  // CUDA backend: decode every step on the row-invariant GEMV, so a request
+  // gives the same bits alone or in any batch. Off: steps of more than 8 rows
+  // take cuBLASLt, whose sums depend on the number of rows (faster for many
+  // requests at once). The CPU backend is row-invariant either way.
+  bool batch_invariant = false;
   int default_tokens_per_request = 8192;
 };
 

@@ -42,6 +42,7 @@ Result<std::unique_ptr<Engine>> Engine::create(const std::string& checkpoint_dir
   backend_options.gpu_memory_fraction = options.gpu_memory_fraction;
   backend_options.max_active_requests = options.max_active_requests;
   backend_options.emulate_bf16 = options.emulate_bf16;
+  backend_options.batch_invariant = options.batch_invariant;
   auto loaded = load_backend(checkpoint_dir, backend_options);
   if (!loaded.ok()) return loaded.status();
   LoadedBackend& l = loaded.value();

@@ -4,8 +4,11 @@
 //    greedy and seeded, in fewer decode steps.
 //  - The coordinate head: with scores off, steps whose grammar allows only a
 //    few rows compute only those rows; the tokens are those of the full head.
-//  - Batched and alone: a seeded request gives the same tokens alone and
-//    beside seven others (the GEMV and the attention are row-invariant).
+//  - Batched and alone (batchInvariant): a seeded request gives the same
+//    tokens alone and beside seven others (the GEMV and the attention are
+//    row-invariant), jump-forward rows included.
+//  - The default mode: steps of more than 8 rows run on cuBLASLt; sixteen
+//    greedy requests at once begin as they do alone.
 //  - The CPU backend, sampling on the host, gives the same greedy tokens on
 //    the first steps (bf16 against fp32: the first tokens only).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +25,7 @@ beforeAll(async () => {
   model = await RexOmni.load(await ensureTinyCheckpoint(), {
     backend: 'cuda',
     maxActiveRequests: 8,
+    batchInvariant: true,
     defaults: { maxPixels: 64 * 28 * 28 },
   });
   expect(model.info().backend).toBe('cuda');
@@ -74,5 +78,29 @@ describe('CUDA decode', () => {
     );
     expect(batch[0]!.outputTokenIds).toEqual(alone.outputTokenIds);
     expect(batch[4]!.outputTokenIds).toEqual(alone.outputTokenIds);
+  });
+
+  it('the default mode: sixteen greedy requests at once (cuBLASLt steps) begin as they do alone', async () => {
+    const fast = await RexOmni.load(await ensureTinyCheckpoint(), {
+      backend: 'cuda',
+      maxActiveRequests: 16,
+      defaults: { maxPixels: 64 * 28 * 28 },
+    });
+    try {
+      const options = { maxNewTokens: 8, sampling: { temperature: 0 }, jumpForward: false };
+      const images = [0, 1, 2, 3].map((seed) => ({ data: syntheticRgb(112, 112, seed), width: 112, height: 112 }));
+      const requests = Array.from({ length: 16 }, (_, i) => [images[i % 4]!, CATEGORIES.slice(0, 1 + (i % 3))] as const);
+      const alone = [];
+      for (const [image, categories] of requests) alone.push(await model.detect(image, [...categories], options));
+      const batch = await Promise.all(requests.map(([image, categories]) => fast.detect(image, [...categories], options)));
+      // Different sums (bf16 logits, another order) may break a near tie: the
+      // first four tokens must agree for nearly all.
+      const agree = batch.filter((r, i) => r.outputTokenIds.slice(0, 4).join() === alone[i]!.outputTokenIds.slice(0, 4).join());
+      console.log(`default mode, 16 at once: ${agree.length}/16 begin as alone`);
+      expect(agree.length).toBeGreaterThanOrEqual(14);
+      expect(fast.info().backend).toBe('cuda');
+    } finally {
+      await fast.close();
+    }
   });
 });

@@ -122,6 +122,7 @@ struct EngineOptions {
   size_t kv_cache_bytes = 0;           // KV budget (engine/backend.h BackendOptions says how it is chosen)
   double gpu_memory_fraction = 0;
   bool emulate_bf16 = false;           // CPU backend: bf16 activations (BackendOptions)
+  bool batch_invariant = false;        // CUDA backend: a row's bits never depend on the batch (BackendOptions)
   std::shared_ptr<EventSink> sink;     // may also be set later with set_event_sink
   TensorTap debug_tap;                 // named intermediates; empty = off (no cost)
 };
