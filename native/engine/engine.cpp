@@ -22,6 +22,15 @@
 // same one draw as a step of its own would give), and the row after the last
 // forced token samples the next token. A forced token that ends the request (a
 // stop id, or the last one max_new_tokens allows) is scored but never fed.
+//
+// The row budget: a backend decode step takes at most max_step_rows() rows.
+// Every sequence that can be in the next step is owed one row (those
+// running, and those queued that the active limit lets in); the rest are
+// spare, and forced tokens take spare rows first come, first served (at most
+// kMaxJump per sequence). So one request alone forces up to kMaxJump tokens
+// per step, and a full batch still gets its rows; a request admitted after
+// the budget was set takes what is left, and one with no row left waits in
+// the queue for the next step.
 #include "rex/engine.h"
 
 #include <algorithm>
@@ -165,6 +174,10 @@ bool forced_ends(const Sequence& s) {
   return !s.forced.empty() && (is_stop(s, s.forced.back()) || tokens_left(s) <= 0);
 }
 
+// Rows a running sequence feeds in the next step: its last sampled token
+// (unless a forced token ends it) and its forced tokens.
+int rows_of(const Sequence& s) { return int(s.forced.size()) + (forced_ends(s) ? 0 : 1); }
+
 // The mask of the next sampled token: the grammar's (which also keeps the
 // output closable in the tokens left), or none.
 const TokenMask* sampled_mask(Sequence& s) {
@@ -193,8 +206,8 @@ RowSampling row_sampling(Sequence& s, const TokenMask* mask, bool draw) {
 }
 
 // Jump-forward (see the top of this file): forces, past the grammar, each id
-// the grammar allows alone next, within the budget and max_jump (kMaxJump, or
-// fewer when the backend's decode step takes fewer rows per sequence).
+// the grammar allows alone next, within the token budget and max_jump (the
+// spare rows of the next step, at most kMaxJump).
 Status jump_forward(Sequence& s, int vocab, int max_jump) {
   s.next_mask = nullptr;
   if (!s.grammar || !s.request.jump_forward) return Status::Ok();
@@ -219,9 +232,10 @@ struct Engine::Impl {
   std::shared_ptr<void> keepalive;
   int max_active = 8;
   int max_queued = 0;  // 0: unbounded
-  // Forced tokens per sequence and step: every running sequence's rows
-  // (1 + forced) fit in one backend decode step.
-  int max_jump = kMaxJump;
+  // The rows of one backend decode step, and the spare ones forced tokens may
+  // still take for the next step (the row budget, top of this file).
+  int step_rows = 1;
+  int spare_rows = 0;
 
   std::mutex mutex;
   std::condition_variable wake;
@@ -246,6 +260,7 @@ struct Engine::Impl {
   Status take_rows(Sequence& s, size_t begin, size_t end, const std::vector<RowSampling>& sampling,
                    const SampledToken* device, EngineEvents& ev);
   Status start(Sequence& s, EngineEvents& ev, bool* finished);
+  int owed_rows();
   void decode_step(EngineEvents& ev);
   void deliver(EngineEvents ev);
   void refresh_info();
@@ -296,7 +311,21 @@ bool Engine::Impl::emit_token(Sequence& s, const SampledToken& tok, EngineEvents
 Status Engine::Impl::accept_sampled(Sequence& s, const SampledToken& tok, EngineEvents& ev) {
   if (s.grammar) REX_RETURN_IF_ERROR(s.grammar->advance(tok.id));
   if (emit_token(s, tok, ev)) return Status::Ok();
-  return jump_forward(s, backend->vocab_size(), max_jump);
+  REX_RETURN_IF_ERROR(jump_forward(s, backend->vocab_size(), std::min(kMaxJump, spare_rows)));
+  spare_rows -= int(s.forced.size());
+  return Status::Ok();
+}
+
+// The rows owed for the next step: one per running sequence and per queued
+// one the active limit would let in.
+int Engine::Impl::owed_rows() {
+  size_t queued = 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    queued = pending.size();
+  }
+  const int running = int(active.size());
+  return running + int(std::min<size_t>(queued, size_t(std::max(0, max_active - running))));
 }
 
 // The results of s's rows [begin, end) of a decode step, in order: the
@@ -433,7 +462,7 @@ void Engine::Impl::decode_step(EngineEvents& ev) {
   for (auto& sp : active) {
     Sequence& s = *sp;
     first_row.push_back(rows.size());
-    const size_t n = s.forced.size() + (forced_ends(s) ? 0 : 1);
+    const size_t n = size_t(rows_of(s));
     int32_t position = s.next_position;
     for (size_t j = 0; j < n; ++j) {
       rows.push_back({s.slot, j == 0 ? s.last_token : s.forced[j - 1], position});
@@ -461,6 +490,8 @@ void Engine::Impl::decode_step(EngineEvents& ev) {
     st = backend->decode(rows, logits.data());
   }
   const double ms = ms_since(t0);
+  // The next step's spare rows, taken by forced tokens as the rows are read.
+  spare_rows = std::max(0, step_rows - owed_rows());
   std::vector<std::unique_ptr<Sequence>> still;
   for (size_t i = 0; i < active.size(); ++i) {
     Sequence& s = *active[i];
@@ -564,7 +595,17 @@ void Engine::Impl::run() {
         finish(*s, FinishReason::kDeadline, deadline_status(*s, false), ev);
         continue;
       }
-      const AdmissionCheck fit = backend->check_admission(tokens_needed(*s));
+      // Its row in the next step: the running sequences' rows and one for
+      // each admission still to come are taken; a request with no row left
+      // waits for the next step.
+      int taken = 0;
+      for (const auto& a : active) taken += rows_of(*a);
+      int still_to_come = 0;
+      for (size_t j = ai + 1; j < admitted.size(); ++j) still_to_come += admitted[j] != nullptr;
+      const bool no_row = taken + 1 > step_rows;
+      const AdmissionCheck fit = no_row ? AdmissionCheck{Admission::kLater, "no decode row"}
+                                        : backend->check_admission(tokens_needed(*s));
+      spare_rows = std::max(0, step_rows - taken - 1 - still_to_come);
       if (fit.verdict == Admission::kLater && !active.empty()) {
         std::lock_guard<std::mutex> lock(mutex);
         for (size_t j = admitted.size(); j-- > ai;)
@@ -638,7 +679,7 @@ Result<std::unique_ptr<Engine>> Engine::create_with_backend(const ModelConfig& c
   impl->keepalive = std::move(keepalive);
   impl->max_active = options.max_active_requests;
   impl->max_queued = options.max_queued_requests;
-  impl->max_jump = std::max(0, std::min(kMaxJump, impl->backend->max_step_rows() / impl->max_active - 1));
+  impl->step_rows = std::max(1, impl->backend->max_step_rows());
   impl->sink = options.sink;
   if (options.debug_tap) impl->backend->set_tap(options.debug_tap);
   impl->info_snapshot = impl->backend->info();

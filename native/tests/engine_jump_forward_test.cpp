@@ -8,9 +8,14 @@
 //    the host sampling path and on the device-sampling path (the CPU backend
 //    behind decode_sampled, checking every row's draw against its own Pcg32),
 //    with fewer decode steps; a forced stop is never fed; a forced run that
-//    reaches max_new_tokens ends there.
+//    reaches max_new_tokens ends there;
+//  - the row budget: with a decode step of only max_active rows, a request
+//    alone still jumps forward, four at once never exceed the step's rows,
+//    and each gives the tokens it gives alone.
 #include <cstring>
 #include <map>
+#include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -69,10 +74,12 @@ class RecordingBackend final : public Backend {
  public:
   RecordingBackend(bool device, size_t kv_bytes) : cpu_(options(kv_bytes)), device_(device) {}
   uint64_t seed = 0;                        // the next slot's (one request at a time)
+  int step_rows = 1 << 20;                  // max_step_rows()
   int uniform_mismatches = 0;
   int forced_mask_errors = 0;               // a row before another of its slot without a one-id mask of that id
   int model_logprob_rows = 0, sampled_rows = 0;
   std::vector<std::vector<DecodeRow>> calls;
+  int max_step_rows() const override { return step_rows; }
 
   const char* name() const override { return device_ ? "cpu-as-device" : "cpu-recording"; }
   Status prepare(const ModelConfig& c, const ModelWeights& w) override { return cpu_.prepare(c, w); }
@@ -154,13 +161,16 @@ struct Fixture {
   std::shared_ptr<RandomModel> model;
   RecordingBackend* backend = nullptr;  // owned by the engine
   std::unique_ptr<Engine> engine;
-  explicit Fixture(bool device) {
+  explicit Fixture(bool device, int max_active = 8, int step_rows = 1 << 20) {
     model = std::shared_ptr<RandomModel>(make_random_model().release());
     // A KV budget, so the CPU backend enforces every slot's capacity.
     auto be = std::make_unique<RecordingBackend>(device, size_t(8) << 20);
+    be->step_rows = step_rows;
     CHECK(be->prepare(model->config, model->weights).ok());
     backend = be.get();
-    auto e = Engine::create_with_backend(model->config, std::move(be), EngineOptions{}, model);
+    EngineOptions options;
+    options.max_active_requests = max_active;
+    auto e = Engine::create_with_backend(model->config, std::move(be), options, model);
     CHECK(e.ok());
     if (e.ok()) engine = std::move(e).value();
   }
@@ -413,4 +423,42 @@ REX_TEST(scores_off_reaches_the_device_sampler) {
   auto with_scores = f.run(request(phrases_grammar(2), false, 0, 30, true));
   CHECK(with_scores.ok());
   CHECK_EQ(f.backend->model_logprob_rows * 2, f.backend->sampled_rows);  // the second run asked on every row
+}
+
+// A decode step of 4 rows and 4 requests at most: one request alone still
+// jumps forward (the other rows are spare), and four at once share the rows
+// (each owed one) without exceeding them, each with its tokens alone.
+REX_TEST(the_row_budget_shares_a_small_step) {
+  Fixture f(false, 4, 4);
+  std::vector<std::vector<int32_t>> alone;
+  long forced_alone = 0;
+  for (int seed = 0; seed < 4; ++seed) {
+    auto off = f.run(request(phrases_grammar(4), true, uint64_t(seed), 40, false));
+    auto on = f.run(request(phrases_grammar(4), true, uint64_t(seed), 40, true));
+    CHECK(off.ok() && on.ok());
+    if (!off.ok() || !on.ok()) return;
+    CHECK(on->tokens == off->tokens);
+    forced_alone += on->finish.forced_tokens;
+    alone.push_back(off->tokens);
+  }
+  CHECK(forced_alone > 0);
+  f.backend->calls.clear();
+  std::vector<std::vector<int32_t>> together(4);
+  std::vector<long> forced(4, 0);
+  std::vector<std::thread> threads;
+  for (int seed = 0; seed < 4; ++seed)
+    threads.emplace_back([&, seed] {
+      auto r = f.engine->generate_blocking(request(phrases_grammar(4), true, uint64_t(seed), 40, true));
+      if (r.ok()) {
+        together[size_t(seed)] = r->tokens;
+        forced[size_t(seed)] = r->finish.forced_tokens;
+      }
+    });
+  for (auto& t : threads) t.join();
+  size_t widest = 0;
+  for (const auto& call : f.backend->calls) widest = std::max(widest, call.size());
+  std::fprintf(stderr, "  4 at once over a 4-row step: %zu decode calls, widest %zu rows, %ld forced\n",
+               f.backend->calls.size(), widest, forced[0] + forced[1] + forced[2] + forced[3]);
+  CHECK(widest <= 4);
+  for (int seed = 0; seed < 4; ++seed) CHECK(together[size_t(seed)] == alone[size_t(seed)]);
 }
