@@ -55,7 +55,7 @@ constexpr int kMaxStages = 16;
 constexpr int kRowsPerCall = 8;                      // batch rows per mma (its n)
 
 // Overrides for A/B runs (scripts/gemv-ab.sh): blocks per SM (0: from the
-// tile count) and the deepest ring.
+// tile count), the deepest ring, and the k of a stage (R = 1; half for R = 2).
 #ifndef REX_GEMV_BLOCKS_PER_SM
 #define REX_GEMV_BLOCKS_PER_SM 0
 #endif
@@ -65,15 +65,7 @@ constexpr int kRowsPerCall = 8;                      // batch rows per mma (its 
 #ifndef REX_GEMV_STAGE_K
 #define REX_GEMV_STAGE_K 512
 #endif
-#ifndef REX_GEMV_ROTATE
-#define REX_GEMV_ROTATE 0
-#endif
 
-// The k offset of a tile's i-th stage (of `count`): in order, or (A/B)
-// rotated by the tile so that tiles read different k at the same time.
-__device__ __forceinline__ int stage_k(int i, int count, int tile, int stage_k) {
-  return (REX_GEMV_ROTATE ? (i + tile * REX_GEMV_ROTATE) % count : i) * stage_k;
-}
 
 // One stage: 16 weight rows per row tile (R tiles: 2 for gate and up) by
 // kK of k. Each row is one bulk copy of up to 2 kK bytes.
@@ -134,9 +126,7 @@ __device__ void produce(const KernelArgs& a, uint8_t* ring, uint64_t* full, uint
       const int j = min(tile * 16 + lane % 16, a.n - 1);
       src = a.w + size_t((a.row_ids ? a.row_ids[j] : j) + (lane / 16) * a.pair_offset) * a.k;
     }
-    const int count = (a.k + S::kK - 1) / S::kK;
-    for (int i = 0; i < count; ++i, ++q) {
-      const int kk = stage_k(i, count, tile, S::kK);
+    for (int kk = 0; kk < a.k; kk += S::kK, ++q) {
       const uint32_t slot = q % uint32_t(a.stages), round = q / uint32_t(a.stages);
       if (round > 0) mbarrier_wait(&empty[slot], (round - 1) & 1);
       const uint32_t row_bytes = uint32_t(min(S::kK, a.k - kk)) * 2;
@@ -211,9 +201,7 @@ __device__ void consume(const KernelArgs& a, const uint8_t* ring, uint64_t* full
     for (int r = 0; r < R; ++r)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[r][e] = 0.0f;
-    const int count = (a.k + S::kK - 1) / S::kK;
-    for (int i = 0; i < count; ++i, ++q) {
-      const int kk = stage_k(i, count, tile, S::kK);
+    for (int kk = 0; kk < a.k; kk += S::kK, ++q) {
       const uint32_t slot = q % uint32_t(a.stages);
       mbarrier_wait(&full[slot], (q / uint32_t(a.stages)) & 1);
       const uint8_t* stage = ring + size_t(slot) * S::kBytes + g * S::kRowBytes + 16 * t;
