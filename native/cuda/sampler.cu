@@ -1,17 +1,34 @@
 // Token choice on the GPU (sampler.cuh): sample_token's rules
 // (native/sampling/sampling.cpp) over logits that stay on the device. Why it
 // is shaped so:
-//  - One block of 1024 threads per row. A row is at most one vocabulary
-//    (151936 floats, 0.6 MB, L2-resident right after the LM head), and the
-//    work is a chain of row-wide decisions (max, k-th value, top-p cut, the
-//    draw), each a block reduction: one block keeps every step in shared
-//    memory and barriers (no second launch, no inter-block sync), and a row's
-//    result cannot depend on the other rows of the launch.
-//  - Greedy rows (the detection default) make one pass over the candidates:
-//    the penalty, argmax (lowest id on ties), and online log-sum-exps of the
-//    penalised candidates and of the raw row, in float (the log-probs need
-//    1e-4; float gives ~1e-6). A full row whose grammar masks ids adds a pass
-//    over the masked-out ids ("gaps") for the raw normaliser only.
+//  - Two launches. Sampled rows: one block of 1024 threads per row (the row
+//    kernel). A row is at most one vocabulary (151936 floats, 0.6 MB,
+//    L2-resident right after the LM head), and the work is a chain of
+//    row-wide decisions (max, k-th value, top-p cut, the draw), each a block
+//    reduction: one block keeps every step in shared memory and barriers (no
+//    inter-block sync), and a row's result cannot depend on the other rows.
+//  - Greedy rows (the detection default) need one pass only: the penalty,
+//    argmax (lowest id on ties), float log-sum-exps of the penalised
+//    candidates and of the raw row over the whole vocabulary (masked-out ids
+//    too). On one SM that pass is a chain of dependent L2 loads (91 us at
+//    151936, measured), so it is split: the first launch (greedy_chunks_kernel,
+//    kMaxChunks = 128 blocks of 256 threads per row, the host not knowing
+//    which rows are greedy) gives each greedy row C = ceil(elements / 2048)
+//    chunks, elements = vocab for a full row and the candidate count
+//    otherwise, so a restricted row of 1000 candidates is one block and the
+//    full vocabulary 75; every other block returns at once. Chunk j takes the
+//    candidates [n*j/C, n*(j+1)/C) (at most 2048: 8 loads in flight per
+//    thread, one pass) and, on a full row, the ids [vocab*j/C, ...) for the
+//    raw normaliser (the same slice, read once, when the row is unmasked),
+//    and writes a 32-byte partial (best value, id, raw logit; two (max, sum)
+//    pairs) after every row's workspace arrays; block 0 adds a header (n,
+//    the fallback id and its logit, C). The row kernel's warp 0 merges the C
+//    partials in a fixed tree over the chunk index (so the bits are the same
+//    on every run, in every batch) and writes the result; floats, as before
+//    (the log-probs need 1e-4; float gives ~1e-6). A greedy row with more
+//    than 1024 segments (staged in the chunk's shared memory) stays on the
+//    one-block path: a pass over the candidates and one over the masked-out
+//    ids ("gaps").
 //  - Sampled rows first write their processed logits (penalty, temperature)
 //    to the workspace, densely in candidate order (= ascending id), so that
 //    every later pass reads 16-byte vectors and never walks the segments.
@@ -37,8 +54,9 @@
 //    Against the CPU's double sums a cumulative sum differs by at most
 //    n * 2^-47 of the top token's mass (1.1e-9 at 151936 candidates); the
 //    test treats draws that close to a boundary as ambiguous.
-//  - Nothing allocates, waits or reads back: the launch is graph-capturable.
-//    A row the workspace cannot hold (more than max_candidates) reports id -1.
+//  - Nothing allocates, waits or reads back: both launches are
+//    graph-capturable. A row the workspace cannot hold (more than
+//    max_candidates) reports id -1.
 // Costs and floors per row: NOTES.md, "sampler".
 #include "cuda/sampler.cuh"
 
@@ -577,13 +595,344 @@ __device__ int candidate_id(Shared& sh, const SamplerSegment* seg, int segments,
   return id;
 }
 
+// ------------------------------------------------------------ greedy rows: the split first pass
+
+// A greedy row (with at most kChunkSegments segments) is cut into C chunks:
+// a fixed contiguous slice of its candidates, in candidate order, per
+// 256-thread block, [n*j/C, n*(j+1)/C); a full row's raw normaliser is cut
+// the same way over the ids [0, vocab). C is a function of the row alone
+// (vocab for a full row, the candidate count otherwise), so a row's chunks,
+// and the bits of its result, do not depend on the launch.
+constexpr int kChunkThreads = 256;
+constexpr int kChunkWarps = kChunkThreads / 32;
+constexpr int kChunkItems = 8;                                   // elements per thread per pass
+constexpr int kChunkSpan = kChunkThreads * kChunkItems;          // 2048: a chunk's candidates at most
+constexpr int kMaxChunks = 128;                                  // blocks launched per row
+constexpr int kChunkSegments = 1024;                             // more: the row's block does it all
+constexpr int kSegsPerThread = kChunkSegments / kChunkThreads;   // 4, consecutive
+static_assert(int64_t(kMaxChunks) * kChunkSpan > kMaxCandidates, "a chunk's candidates fit one pass");
+static_assert(kMaxChunks % 32 == 0, "the combine's lanes take kMaxChunks / 32 chunks each");
+
+// One chunk's partials: the best penalised candidate (largest value, lowest
+// id; its raw logit for model_logprob), and two (max, sum of exp(x - max))
+// pairs: the penalised candidates and the raw ids of its id slice.
+struct alignas(16) Partial {
+  float best_v;
+  int best_id;
+  float best_raw;
+  float unused;
+  float m_pen, s_pen, m_raw, s_raw;
+};
+// Per row, before its partials: what the combine needs besides them.
+struct alignas(16) RowHeader {
+  int n;               // candidates
+  int fallback;        // the lowest candidate id (0 when none)
+  int chunks;          // partials written (0 when n > max_candidates)
+  float fallback_raw;  // logits[fallback] (full rows)
+  int unused[4];
+};
+static_assert(sizeof(Partial) == 32 && sizeof(RowHeader) == 32, "32-byte slots");
+constexpr size_t kRowPartialBytes = sizeof(RowHeader) + size_t(kMaxChunks) * sizeof(Partial);  // 4128
+constexpr int kMaxRows = 0x7fffffff / kMaxChunks;  // the chunk grid's blocks fit an int
+
+__host__ __device__ __forceinline__ bool is_greedy_row(float temperature, int top_k) {
+  return temperature <= 0.0f || top_k == 1;
+}
+// Rows the chunk kernel takes (the row kernel then only combines them).
+__device__ __forceinline__ bool split_row(const SamplerRow& r) {
+  return is_greedy_row(r.temperature, r.top_k) && r.segments <= kChunkSegments;
+}
+// Chunks for `elements` (>= 0): ceil(elements / 2048) in [1, kMaxChunks].
+__device__ __forceinline__ int chunks_for(int elements) {
+  const int c = elements / kChunkSpan + (elements % kChunkSpan != 0);
+  return c < 1 ? 1 : (c > kMaxChunks ? kMaxChunks : c);
+}
+__device__ __forceinline__ int slice_at(int total, int j, int chunks) {
+  return int(int64_t(total) * j / chunks);
+}
+
+__device__ __forceinline__ Partial partial_empty() {
+  Partial p;
+  p.best_v = -INFINITY;
+  p.best_id = kNone;
+  p.best_raw = 0.0f;
+  p.unused = 0.0f;
+  p.m_pen = -INFINITY;
+  p.s_pen = 0.0f;
+  p.m_raw = -INFINITY;
+  p.s_raw = 0.0f;
+  return p;
+}
+// a then b: the better best (BestOp's rule: a total order, so any order of
+// merging picks the same one), and the two log-sum-exp pairs.
+__device__ __forceinline__ Partial partial_merge(Partial a, const Partial& b) {
+  if (b.best_v > a.best_v || (b.best_v == a.best_v && b.best_id < a.best_id)) {
+    a.best_v = b.best_v;
+    a.best_id = b.best_id;
+    a.best_raw = b.best_raw;
+  }
+  lse_merge_one(a.m_pen, a.s_pen, b.m_pen, b.s_pen);
+  lse_merge_one(a.m_raw, a.s_raw, b.m_raw, b.s_raw);
+  return a;
+}
+// Butterfly over the warp; lane 0's result is used (the same tree every run).
+__device__ __forceinline__ Partial partial_warp_reduce(Partial p) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    Partial q;
+    q.best_v = __shfl_xor_sync(0xffffffffu, p.best_v, o);
+    q.best_id = __shfl_xor_sync(0xffffffffu, p.best_id, o);
+    q.best_raw = __shfl_xor_sync(0xffffffffu, p.best_raw, o);
+    q.unused = 0.0f;
+    q.m_pen = __shfl_xor_sync(0xffffffffu, p.m_pen, o);
+    q.s_pen = __shfl_xor_sync(0xffffffffu, p.s_pen, o);
+    q.m_raw = __shfl_xor_sync(0xffffffffu, p.m_raw, o);
+    q.s_raw = __shfl_xor_sync(0xffffffffu, p.s_raw, o);
+    p = partial_merge(p, q);
+  }
+  return p;
+}
+
+// (max, sum of exp(x - max)) of v[0..7], in item order; -inf (and NaN) add nothing.
+__device__ __forceinline__ void lse_of_items(const float (&v)[kChunkItems], float& m, float& s) {
+  m = -INFINITY;
+#pragma unroll
+  for (int u = 0; u < kChunkItems; ++u) m = fmaxf(m, v[u]);
+  s = 0.0f;
+#pragma unroll
+  for (int u = 0; u < kChunkItems; ++u) s += v[u] > -INFINITY ? __expf(v[u] - m) : 0.0f;
+}
+
+struct ChunkShared {
+  int begin[kChunkSegments];
+  int offset[kChunkSegments];
+  int pre[kChunkSegments + 1];  // exclusive prefix of the lengths; pre[nseg] = n
+  int scan[kChunkWarps];
+  Partial warp[kChunkWarps];
+};
+
+// The segment holding candidate c (0 <= c < n): the last s with pre[s] <= c
+// (non-empty: pre[s + 1] > c). s is a hint with pre[s] <= c.
+__device__ __forceinline__ int segment_of(const ChunkShared& sh, int nseg, int c, int s) {
+  if (sh.pre[s + 1] <= c) {
+    int lo = s + 1, hi = nseg - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (sh.pre[mid] <= c) lo = mid;
+      else hi = mid - 1;
+    }
+    s = lo;
+  }
+  return s;
+}
+
+// Grid: row_count * kMaxChunks blocks, block (r, j) = chunk j of row r. Rows
+// that are not split_row, and chunks j >= C, return at once. Writes row r's
+// header (block j = 0) and partial j, in the row's kRowPartialBytes slot.
+__global__ void __launch_bounds__(kChunkThreads)
+    greedy_chunks_kernel(const SamplerRow* rows, const SamplerSegment* segments, int max_candidates,
+                         unsigned char* partials) {
+  __shared__ ChunkShared sh;
+  const int r = int(blockIdx.x / unsigned(kMaxChunks)), j = int(blockIdx.x % unsigned(kMaxChunks));
+  const int t = int(threadIdx.x), lane = t & 31, warp = t >> 5;
+  const SamplerRow row = rows[r];
+  if (!split_row(row)) return;
+  const int nseg = max(row.segments, 0);
+  const bool full = row.full_row != 0 && row.vocab > 0;
+  const int vocab = row.vocab;
+  int chunks = full ? chunks_for(vocab) : 0;  // a full row's n <= vocab
+  if (full && j >= chunks) return;
+  const SamplerSegment* seg = segments + row.first_segment;
+  const float* logits = row.logits;
+
+  // The segments: one in registers; several staged with their prefix (loads first, the scan after the raw pass).
+  int n = 0, begin0 = 0, offset0 = 0;
+  int sbeg[kSegsPerThread], slen[kSegsPerThread], soff[kSegsPerThread];
+  if (nseg == 1) {
+    begin0 = __ldg(&seg[0].id_begin);
+    n = max(0, __ldg(&seg[0].id_end) - begin0);
+    offset0 = __ldg(&seg[0].logit_offset);
+  } else if (nseg > 1) {
+#pragma unroll
+    for (int i = 0; i < kSegsPerThread; ++i) {
+      const int s = t * kSegsPerThread + i;
+      sbeg[i] = s < nseg ? __ldg(&seg[s].id_begin) : 0;
+      slen[i] = s < nseg ? max(0, __ldg(&seg[s].id_end) - sbeg[i]) : 0;
+      soff[i] = s < nseg ? __ldg(&seg[s].logit_offset) : 0;
+    }
+  }
+  // Unmasked full row: candidate c is id c, the raw slice is the candidate slice.
+  const bool dense = full && nseg == 1 && begin0 == 0 && n == vocab && offset0 == 0;
+
+  float m_raw = -INFINITY, s_raw = 0.0f;
+  if (full && !dense) {  // the raw normaliser over this chunk's ids (more than one pass past 128 * 2048 ids)
+    const int r0 = slice_at(vocab, j, chunks), r1 = slice_at(vocab, j + 1, chunks);
+    for (int b = r0; b < r1; b += kChunkSpan) {
+      float v[kChunkItems];
+#pragma unroll
+      for (int u = 0; u < kChunkItems; ++u) {
+        const int i = b + t + u * kChunkThreads;
+        v[u] = i < r1 ? __ldg(logits + i) : -INFINITY;
+      }
+      float mb, sb;
+      lse_of_items(v, mb, sb);
+      lse_merge_one(m_raw, s_raw, mb, sb);
+    }
+  }
+
+  if (nseg > 1) {
+    int mine = 0;
+#pragma unroll
+    for (int i = 0; i < kSegsPerThread; ++i) mine += slen[i];
+    int inc = mine;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, inc, o);
+      if (lane >= o) inc += y;
+    }
+    if (lane == 31) sh.scan[warp] = inc;
+    __syncthreads();
+    int before = 0, total = 0;
+#pragma unroll
+    for (int w = 0; w < kChunkWarps; ++w) {
+      const int s = sh.scan[w];
+      before += w < warp ? s : 0;
+      total += s;
+    }
+    int at = before + inc - mine;
+#pragma unroll
+    for (int i = 0; i < kSegsPerThread; ++i) {
+      const int s = t * kSegsPerThread + i;
+      if (s < nseg) {
+        sh.pre[s] = at;
+        sh.begin[s] = sbeg[i];
+        sh.offset[s] = soff[i];
+      }
+      at += slen[i];
+    }
+    if (t == 0) sh.pre[nseg] = total;
+    n = total;
+    __syncthreads();  // the table is read by every thread next (sh.scan is not written again)
+  }
+  if (!full) {
+    chunks = chunks_for(n);
+    if (j >= chunks) return;
+  }
+  RowHeader* header = reinterpret_cast<RowHeader*>(partials + size_t(r) * kRowPartialBytes);
+  if (n > max_candidates) {  // the row kernel reports id -1
+    if (j == 0 && t == 0) *header = RowHeader{n, 0, 0, NAN, {0, 0, 0, 0}};
+    return;
+  }
+  if (j == 0 && t == 0) {
+    int fallback = 0;  // no candidate: id 0, as the CPU
+    if (n > 0) fallback = nseg == 1 ? begin0 : sh.begin[segment_of(sh, nseg, 0, 0)];
+    const float fraw = full && fallback >= 0 && fallback < vocab ? __ldg(logits + fallback) : NAN;
+    *header = RowHeader{n, fallback, chunks, fraw, {0, 0, 0, 0}};
+  }
+
+  // This chunk's candidates: c = c0 + t + 256 u, ascending in u (so are the ids).
+  const int c0 = slice_at(n, j, chunks), c1 = slice_at(n, j + 1, chunks);  // c1 - c0 <= kChunkSpan
+  const float penalty = row.repetition_penalty;
+  const bool penalise = row.seen != nullptr && penalty != 1.0f;
+  float raw[kChunkItems];
+  int cid[kChunkItems];
+  uint32_t word[kChunkItems];
+  int s = 0;
+#pragma unroll
+  for (int u = 0; u < kChunkItems; ++u) {
+    const int c = c0 + t + u * kChunkThreads;
+    int id = 0, at = 0;
+    if (c < c1) {
+      if (nseg == 1) {
+        id = begin0 + c;
+        at = offset0 + c;
+      } else {
+        s = segment_of(sh, nseg, c, s);
+        const int local = c - sh.pre[s];
+        id = sh.begin[s] + local;
+        at = sh.offset[s] + local;
+      }
+    }
+    cid[u] = id;
+    raw[u] = c < c1 ? __ldg(logits + size_t(at)) : -INFINITY;
+    word[u] = c < c1 && penalise ? __ldg(row.seen + (id >> 5)) : 0u;
+  }
+  Partial p = partial_empty();
+  float x[kChunkItems];
+#pragma unroll
+  for (int u = 0; u < kChunkItems; ++u) {
+    const bool in = c0 + t + u * kChunkThreads < c1;
+    x[u] = (word[u] >> (cid[u] & 31)) & 1u ? penalised(raw[u], penalty) : raw[u];
+    if (in && x[u] == x[u] && (x[u] > p.best_v || (x[u] == p.best_v && cid[u] < p.best_id))) {
+      p.best_v = x[u];
+      p.best_id = cid[u];
+      p.best_raw = raw[u];
+    }
+  }
+  lse_of_items(x, p.m_pen, p.s_pen);
+  if (dense) lse_of_items(raw, m_raw, s_raw);
+  p.m_raw = m_raw;
+  p.s_raw = s_raw;
+
+  p = partial_warp_reduce(p);
+  if (lane == 0) sh.warp[warp] = p;
+  __syncthreads();
+  if (t == 0) {
+    Partial acc = sh.warp[0];
+#pragma unroll
+    for (int w = 1; w < kChunkWarps; ++w) acc = partial_merge(acc, sh.warp[w]);
+    reinterpret_cast<Partial*>(header + 1)[j] = acc;
+  }
+}
+
+// The row kernel's part for a split row, warp 0 alone (no barrier): the
+// header and the partials, merged in a fixed tree over the chunk index (lane
+// l takes chunks l, l + 32, l + 64, l + 96 in that order, then the warp's
+// butterfly), and the result as the one-block path writes it.
+__device__ void combine_greedy(const SamplerRow& row, int max_candidates, const unsigned char* partials,
+                               SamplerResult* out) {
+  const int lane = int(threadIdx.x);
+  const unsigned char* base = partials + size_t(blockIdx.x) * kRowPartialBytes;
+  const RowHeader h = *reinterpret_cast<const RowHeader*>(base);
+  const Partial* parts = reinterpret_cast<const Partial*>(base + sizeof(RowHeader));
+  constexpr int kPerLane = kMaxChunks / 32;
+  Partial acc = partial_empty();
+#pragma unroll
+  for (int k = 0; k < kPerLane; ++k) {
+    const Partial q = parts[lane + 32 * k];  // inside the row's slot; a chunk past h.chunks is ignored
+    if (lane + 32 * k < h.chunks) acc = partial_merge(acc, q);
+  }
+  acc = partial_warp_reduce(acc);
+  if (lane != 0) return;
+  if (h.n > max_candidates) {
+    *out = {-1, NAN, NAN};
+    return;
+  }
+  const bool full = row.full_row != 0 && row.vocab > 0;
+  int id = h.fallback;
+  float raw = h.fallback_raw;
+  double logprob = NAN;
+  if (h.n > 0 && acc.best_v > -INFINITY) {
+    id = acc.best_id;
+    raw = acc.best_raw;
+    logprob = double(acc.best_v) - double(acc.m_pen) - log(double(acc.s_pen));
+  }
+  double model = NAN;
+  if (full && id >= 0 && id < row.vocab) model = double(raw) - (double(acc.m_raw) + log(double(acc.s_raw)));
+  *out = {id, float(logprob), float(model)};
+}
+
 // ------------------------------------------------------------ the kernel
 
 __global__ void __launch_bounds__(kThreads, 1)
     sample_rows_kernel(const SamplerRow* rows, const SamplerSegment* segments, int max_candidates, int stride,
-                       float* workspace, SamplerResult* results) {
+                       float* workspace, const unsigned char* partials, SamplerResult* results) {
   __shared__ Shared sh;
   const SamplerRow row = rows[blockIdx.x];
+  if (split_row(row)) {  // greedy_chunks_kernel did the pass; the same branch in every thread
+    if (threadIdx.x < 32) combine_greedy(row, max_candidates, partials, results + blockIdx.x);
+    return;
+  }
   const SamplerSegment* seg = segments + row.first_segment;
   const int nseg = max(row.segments, 0);
   const bool full = row.full_row != 0 && row.vocab > 0;
@@ -607,7 +956,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int fallback_id = first < nseg ? __ldg(&seg[first].id_begin) : 0;  // no candidate: 0, as the CPU
   const float penalty = row.repetition_penalty;
   const bool penalise = row.seen != nullptr && penalty != 1.0f;
-  const bool greedy = row.temperature <= 0.0f || row.top_k == 1;
+  const bool greedy = is_greedy_row(row.temperature, row.top_k);  // here: more than kChunkSegments segments
 
   int id = fallback_id;
   double logprob = NAN;
@@ -712,17 +1061,24 @@ __global__ void mark_seen_kernel(uint32_t* masks, int words, const int32_t* mask
 // Floats per row in each of the three workspace arrays (xs, two lists).
 int padded_candidates(int max_candidates) { return (max_candidates + 7) / 8 * 8; }
 
+// Bytes of the three arrays of `rows` rows (the partials follow them).
+size_t row_regions_bytes(int rows, int max_candidates) {
+  return size_t(rows) * 3 * size_t(padded_candidates(max_candidates)) * sizeof(float);
+}
+
 }  // namespace
 
 size_t sampler_workspace_bytes(int rows, int max_candidates) {
   if (rows <= 0 || max_candidates <= 0) return 0;
-  return size_t(rows) * 3 * size_t(padded_candidates(max_candidates)) * sizeof(float);
+  return row_regions_bytes(rows, max_candidates) + size_t(rows) * kRowPartialBytes;
 }
 
 Status sample_rows(const SamplerRow* rows, int row_count, const SamplerSegment* segments, int max_candidates,
                    void* workspace, SamplerResult* results, cudaStream_t stream) {
   if (row_count < 0) return invalid("sample_rows: expected row_count >= 0 but got " + std::to_string(row_count));
   if (row_count == 0) return Status::Ok();
+  if (row_count > kMaxRows)
+    return invalid("sample_rows: expected row_count <= " + std::to_string(kMaxRows) + " but got " + std::to_string(row_count));
   if (max_candidates < 1 || max_candidates > kMaxCandidates)
     return invalid("sample_rows: expected 1 <= max_candidates <= " + std::to_string(kMaxCandidates) + " but got " +
                    std::to_string(max_candidates));
@@ -731,9 +1087,14 @@ Status sample_rows(const SamplerRow* rows, int row_count, const SamplerSegment* 
   if (!results) return invalid("sample_rows: expected a results pointer but got null");
   if (!workspace) return invalid("sample_rows: expected a workspace pointer but got null");
   if (!aligned16(workspace)) return invalid("sample_rows: expected a 16-byte aligned workspace but got an unaligned pointer");
+  // The partials after every row's arrays (16-byte aligned: a region is a multiple of 96 bytes).
+  unsigned char* partials = static_cast<unsigned char*>(workspace) + row_regions_bytes(row_count, max_candidates);
+  greedy_chunks_kernel<<<unsigned(row_count) * unsigned(kMaxChunks), kChunkThreads, 0, stream>>>(
+      rows, segments, max_candidates, partials);
+  REX_RETURN_IF_ERROR(check_launch("sample_rows (greedy chunks)"));
   sample_rows_kernel<<<unsigned(row_count), kThreads, 0, stream>>>(rows, segments, max_candidates,
                                                                    padded_candidates(max_candidates),
-                                                                   static_cast<float*>(workspace), results);
+                                                                   static_cast<float*>(workspace), partials, results);
   return check_launch("sample_rows");
 }
 

@@ -65,16 +65,20 @@ struct SamplerResult {
 };
 
 // Bytes of scratch sample_rows needs for `rows` rows of at most
-// `max_candidates` candidates each (device memory the caller owns): 12 bytes
-// per candidate per row (the processed logits and two index lists; only
-// sampled rows touch theirs), 1.82 MB per row at 151936. 0 when either is <= 0.
+// `max_candidates` candidates each (device memory the caller owns): per row,
+// 12 bytes per candidate (the processed logits and two index lists; only
+// sampled rows touch theirs), plus 4128 bytes after all rows' arrays for the
+// greedy rows' chunk partials (128 x 32 bytes and a 32-byte header); 1.83 MB
+// per row at 151936. 0 when either is <= 0. A launch of fewer rows than the
+// workspace was sized for fits (the partials follow the launch's rows).
 size_t sampler_workspace_bytes(int rows, int max_candidates);
 
-// One block per row; results[i] for rows[i], workspace slot i. rows,
+// Two launches: greedy rows' first pass split over up to 128 blocks per row,
+// then one block per row; results[i] for rows[i], workspace slot i. rows,
 // segments, results and workspace (16-byte aligned, sampler_workspace_bytes
 // (row_count, max_candidates) of it) are device pointers. Nothing is read
 // back or allocated: graph-capturable. Host-checked (kInvalidArgument):
-// row_count >= 0 (0: nothing is launched), 1 <= max_candidates <= 262143
+// 0 <= row_count <= 16777215 (0: nothing is launched), 1 <= max_candidates <= 262143
 // (the fixed-point masses' range), non-null pointers, the alignment. Per row,
 // on the device:
 //  - a row with more candidates than max_candidates: id -1, both log-probs NaN;

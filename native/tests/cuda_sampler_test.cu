@@ -23,8 +23,12 @@
 // by at most n * 2^-47; sampler.cu) is ambiguous: counted, printed, not
 // compared. Then: bit-identical results on a second run, alone and in a
 // reversed batch, and from a CUDA graph; ties; rows with no candidate, only
-// -inf candidates, or more candidates than the workspace holds; mark_seen
-// against a CPU bitmask; bad arguments; timings at the decode shapes.
+// -inf candidates, or more candidates than the workspace holds; greedy rows'
+// chunks (the first pass split over many blocks: equal maxima on chunk
+// edges, -inf outside one chunk, fewer candidates than chunks, 1024 and 1500
+// segments, vocab 37 and 300000, greedy beside sampled rows at
+// max_candidates 37); mark_seen against a CPU bitmask; bad arguments;
+// timings at the decode shapes.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -526,6 +530,178 @@ REX_TEST(sample_rows_edge_rows) {
               ok.token.id);
 }
 
+// ------------------------------------------------------------ greedy chunks
+
+// A case with the mask given (layouts as make_case; kFull ignores the mask).
+RowCase make_masked(int vocab, Layout layout, Dist dist, const rex::SamplingParams& p, const rex::TokenMask& m) {
+  RowCase c = make_case(vocab, Layout::kFull, dist, p);
+  if (layout == Layout::kFull) return c;
+  c.layout = layout;
+  c.mask = m;
+  c.segs = segments_of(m, vocab, layout == Layout::kRestricted, &c.candidates);
+  if (layout == Layout::kRestricted) {
+    const std::vector<uint32_t> bits = m.to_bitmask(vocab);
+    for (int id = 0; id < vocab; ++id)
+      if (!((bits[size_t(id) / 32] >> (id % 32)) & 1u)) c.dense[size_t(id)] = 50.0f;
+  }
+  return c;
+}
+
+// Ids on the boundaries of chunkings of the candidates a greedy row may be
+// split by (2048-element chunks, ceil(n / 2048) equal ones, 4096): the
+// candidate indices (0 .. n-1) just below and at each boundary, n/3, n/2, n-1.
+std::vector<int> boundary_indices(int n) {
+  std::vector<int> out;
+  auto add = [&](int64_t i) {
+    if (i >= 0 && i < n) out.push_back(int(i));
+  };
+  const int eq = std::max(1, (n + 2047) / 2048);
+  for (int j = 1; j < 160; ++j) {
+    add(int64_t(n) * j / eq - 1), add(int64_t(n) * j / eq);
+    add(int64_t(j) * 2048 - 1), add(int64_t(j) * 2048);
+    add(int64_t(j) * 4096 - 1), add(int64_t(j) * 4096);
+  }
+  add(n / 3), add(n / 2), add(n - 1);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+std::vector<int32_t> candidate_ids(const RowCase& c) {
+  std::vector<int32_t> ids;
+  for (const SamplerSegment& s : c.segs)
+    for (int id = s.id_begin; id < s.id_end; ++id) ids.push_back(id);
+  return ids;
+}
+
+// Greedy rows are split over many blocks (sampler.cu): the chunks' edges,
+// ties between chunks, chunks holding nothing finite, fewer candidates than
+// chunks, many segments, a vocabulary past 128 x 2048 ids, and greedy rows
+// beside sampled ones at a small max_candidates (the chunk partials sit
+// after every row's arrays).
+REX_TEST(sample_rows_greedy_chunks) {
+  if (skip_without_gpu()) return;
+  const rex::SamplingParams greedy = params_of(0.0f, 0, 1.0f, 1.0f), greedy_pen = params_of(0.0f, 0, 1.0f, 1.3f);
+  rex::TokenMask free_text;  // a banned range: two segments over the vocabulary
+  free_text.allow_ranges = {{0, kVocab - 1100}, {kVocab - 100, kVocab}};
+  rex::TokenMask coords;  // 1000 coordinate-like ids
+  coords.allow_ranges = {{kVocab - 1100, kVocab - 100}};
+  std::vector<RowCase> cases;
+  std::vector<int> want_id;  // -2: no own expectation (the CPU comparison only)
+  for (Layout layout : {Layout::kFull, Layout::kFullMasked, Layout::kRestricted}) {
+    const rex::TokenMask& m = layout == Layout::kRestricted ? coords : free_text;
+    // Equal maxima on chunk edges, and the highest id: the lowest id wins.
+    for (int variant = 0; variant < 2; ++variant) {
+      RowCase c = make_masked(kVocab, layout, Dist::kFlat, variant ? greedy_pen : greedy, m);
+      const std::vector<int32_t> ids = candidate_ids(c);
+      std::vector<int> at = boundary_indices(int(ids.size()));
+      if (variant == 1) at.erase(at.begin(), at.begin() + int(at.size()) / 2);  // the later half of the edges only
+      for (int i : at) c.dense[size_t(ids[size_t(i)])] = 20.0f;
+      c.seen_null = variant == 0;
+      if (variant == 1) {  // the penalty moves the tie off its lowest id: the next lowest wins
+        c.seen_null = false;
+        c.seen = {ids[size_t(at.front())]};
+      }
+      cases.push_back(c);
+      want_id.push_back(ids[size_t(variant == 1 ? at[1] : at.front())]);
+    }
+    // -inf everywhere but a window (one chunk or two), and -inf everywhere.
+    for (int window : {300, 2500, 0}) {
+      RowCase c = make_masked(kVocab, layout, Dist::kPeaked, greedy_pen, m);
+      const std::vector<int32_t> ids = candidate_ids(c);
+      const int lo = int(ids.size()) / 3;
+      for (size_t i = 0; i < ids.size(); ++i)
+        if (int(i) < lo || int(i) >= lo + window) c.dense[size_t(ids[i])] = -INFINITY;
+      if (layout != Layout::kRestricted)
+        for (int id = 0; id < kVocab; ++id)
+          if (window == 0 || id % 7 == 0) c.dense[size_t(id)] = -INFINITY;  // the raw row too, in part
+      cases.push_back(c);
+      want_id.push_back(window == 0 ? ids.front() : -2);
+    }
+  }
+  // Fewer candidates than chunks: 5 single ids over the vocabulary, 3 packed.
+  {
+    rex::TokenMask few;
+    few.allow_ids = {3, 40000, 40001, 99999, kVocab - 1};
+    for (Layout layout : {Layout::kFullMasked, Layout::kRestricted}) {
+      cases.push_back(make_masked(kVocab, layout, Dist::kPeaked, greedy_pen, few));
+      want_id.push_back(-2);
+    }
+    rex::TokenMask three;
+    three.allow_ids = {17, 18, 151000};
+    cases.push_back(make_masked(kVocab, Layout::kRestricted, Dist::kTies, greedy, three));
+    want_id.push_back(-2);
+  }
+  // Many segments: 1024 (staged by the chunks) and 1500 (the one-block path), single ids and runs.
+  for (int segs : {1024, 1500}) {
+    rex::TokenMask many;
+    for (int i = 0; i < segs; ++i) {
+      const int a = i * 100;
+      if (i % 3 == 0) many.allow_ranges.push_back({a, a + 1 + i % 40});
+      else many.allow_ids.push_back(a);
+    }
+    for (Layout layout : {Layout::kFullMasked, Layout::kRestricted}) {
+      cases.push_back(make_masked(kVocab, layout, Dist::kPeaked, greedy_pen, many));
+      want_id.push_back(-2);
+    }
+  }
+  // Vocab 37 (one chunk) in every layout, ties included.
+  for (Layout layout : {Layout::kFull, Layout::kFullMasked, Layout::kRestricted})
+    for (Dist d : {Dist::kFlat, Dist::kTies, Dist::kWithInf}) {
+      cases.push_back(make_case(37, layout, d, greedy_pen));
+      want_id.push_back(-2);
+    }
+  {
+    int n = 0;
+    for (const RowCase& c : cases) n = std::max(n, c.candidates);
+    const DeviceBatch batch(cases);
+    const std::vector<SamplerResult> got = batch.run();
+    CHECK_EQ(compare_with_cpu(cases, got, "greedy chunk edges").mismatches, 0);
+    int wrong = 0;
+    for (size_t i = 0; i < cases.size(); ++i)
+      if (want_id[i] != -2 && got[i].id != want_id[i]) {
+        ++wrong;
+        std::printf("    row %zu: id %d, expected %d\n", i, got[i].id, want_id[i]);
+      }
+    int alone_moved = 0;
+    for (int i = 0; i < batch.count(); ++i) alone_moved += !same_bits(batch.run(i, 1)[size_t(i)], got[size_t(i)]);
+    std::printf("  %zu greedy rows (max %d candidates): expected ids missed %d, changed alone %d (expect 0 0)\n",
+                cases.size(), n, wrong, alone_moved);
+    CHECK_EQ(wrong, 0);
+    CHECK_EQ(alone_moved, 0);
+  }
+  // A vocabulary past 128 x 2048 ids (the raw normaliser's slices loop), 200000 candidates.
+  {
+    rex::TokenMask big;
+    big.allow_ranges = {{0, 150000}, {250000, 300000}};
+    std::vector<RowCase> wide = {make_masked(300000, Layout::kFullMasked, Dist::kPeaked, greedy_pen, big),
+                                 make_masked(300000, Layout::kRestricted, Dist::kFlat, greedy_pen, big),
+                                 make_masked(300000, Layout::kFullMasked, Dist::kFlat, params_of(1.0f, 0, 0.9f, 1.05f), big)};
+    const DeviceBatch batch(wide, 262143);
+    CHECK_EQ(compare_with_cpu(wide, batch.run(), "vocab 300000").mismatches, 0);
+  }
+  // Greedy and sampled rows interleaved at max_candidates 37: every sampled
+  // row's arrays are written while the greedy rows' partials are read.
+  {
+    std::vector<RowCase> mixed;
+    const rex::SamplingParams ps[] = {greedy_pen, params_of(1.0f, 0, 0.9f, 1.05f), greedy,
+                                      params_of(0.7f, 5, 1.0f, 1.3f), params_of(0.7f, 1, 0.5f, 1.0f),
+                                      params_of(1.3f, 0, 1.0f, 1.0f)};
+    for (int rep = 0; rep < 4; ++rep)
+      for (const rex::SamplingParams& p : ps)
+        for (Layout layout : {Layout::kFull, Layout::kRestricted}) mixed.push_back(make_case(37, layout, Dist(rep), p));
+    const DeviceBatch batch(mixed, 37);
+    const std::vector<SamplerResult> first = batch.run();
+    CHECK_EQ(compare_with_cpu(mixed, first, "vocab 37 mixed, max_candidates 37").mismatches, 0);
+    int moved = 0;
+    const std::vector<SamplerResult> second = batch.run();
+    for (size_t i = 0; i < mixed.size(); ++i) moved += !same_bits(first[i], second[i]);
+    for (int i = 0; i < batch.count(); ++i) moved += !same_bits(batch.run(i, 1)[size_t(i)], first[size_t(i)]);
+    std::printf("  vocab 37 mixed: %d results changed on a second run or alone (expect 0)\n", moved);
+    CHECK_EQ(moved, 0);
+  }
+}
+
 // ------------------------------------------------------------ determinism
 
 std::vector<RowCase> mixed_batch() {
@@ -679,6 +855,8 @@ REX_TEST(bad_arguments_return_status) {
   CHECK_OK(sample_rows(nullptr, 0, nullptr, 0, nullptr, nullptr, nullptr));  // no rows: nothing to do
   CHECK(rex::cuda::sampler_workspace_bytes(0, 100) == 0);
   CHECK(rex::cuda::sampler_workspace_bytes(2, 151936) >= size_t(2) * 151936 * 12);
+  CHECK(rex::cuda::sampler_workspace_bytes(3, 1) > rex::cuda::sampler_workspace_bytes(2, 1));  // partials per row too
+  expect_invalid(sample_rows(rows.ptr, 16777216, segs.ptr, 64, w, res.ptr, nullptr), "expected row_count <= 16777215");
   CHECK_CUDA_SYNC();
 }
 
@@ -702,16 +880,24 @@ REX_TEST(sample_rows_timing) {
       {"sample top-k 50", "1 x 151936, T 0.7, pen 1.05", 1, Layout::kFull, Dist::kPeaked, params_of(0.7f, 50, 1.0f, 1.05f)},
       {"sample T only", "1 x 151936, T 1, pen 1.05", 1, Layout::kFull, Dist::kPeaked, params_of(1.0f, 0, 1.0f, 1.05f)},
       {"sample greedy", "1 x 1000 restricted", 1, Layout::kRestricted, Dist::kPeaked, params_of(0.0f, 0, 1.0f, 1.05f)},
+      {"sample greedy", "8 x 1000 restricted", 8, Layout::kRestricted, Dist::kPeaked, params_of(0.0f, 0, 1.0f, 1.05f)},
+      {"sample greedy", "1 x 151936 masked (2 segs), pen 1.05", 1, Layout::kFullMasked, Dist::kPeaked,
+       params_of(0.0f, 0, 1.0f, 1.05f)},
   };
   for (const Shape& s : shapes) {
     std::vector<RowCase> cases;
     for (int i = 0; i < s.rows; ++i) {
-      RowCase c = make_case(kVocab, s.layout == Layout::kRestricted ? Layout::kFull : s.layout, s.dist, s.p);
+      RowCase c = make_case(kVocab, Layout::kFull, s.dist, s.p);
       if (s.layout == Layout::kRestricted) {  // 1000 coordinate-like ids, packed
         c.layout = Layout::kRestricted;
         c.mask = rex::TokenMask{};
         c.mask.allow_ranges = {{kVocab - 1100, kVocab - 100}};
         c.segs = segments_of(c.mask, kVocab, true, &c.candidates);
+      } else if (s.layout == Layout::kFullMasked) {  // free text: the coordinate ids banned
+        c.layout = Layout::kFullMasked;
+        c.mask = rex::TokenMask{};
+        c.mask.allow_ranges = {{0, kVocab - 1100}, {kVocab - 100, kVocab}};
+        c.segs = segments_of(c.mask, kVocab, false, &c.candidates);
       }
       cases.push_back(std::move(c));
     }
