@@ -19,7 +19,10 @@ export type {
 } from './engine.js';
 export { RexOmni } from './rex-omni.js';
 export type { LoadOptions, RexOmniEvent, RexOmniResult, RunTimings } from './rex-omni.js';
+export { RexImage } from './image-handle.js';
 export type { RunOptions, SamplingOptions } from './run-options.js';
 export { drawPredictions } from './draw/render.js';
 export { overlaySvg } from './draw/overlay.js';
 export { phraseColour } from './draw/colours.js';
+export { createServer, DEFAULT_SERVER_LIMITS, TASK_ROUTE_NAMES } from './server/index.js';
+export type { ListenOptions, RexOmniServer, ServerLimits, ServerOptions } from './server/index.js';

@@ -48,6 +48,8 @@ export interface RunTimings {
   prefillMs: number;
   /** From the call to the first prediction (undefined when there was none). */
   firstPredictionMs: number | undefined;
+  /** From the call to the first generated token (undefined when there was none). */
+  firstTokenMs: number | undefined;
   /** Time spent in decode steps. */
   decodeStepsMs: number;
   /** Tokens after the first (the prefill's) per second of decode steps. */
@@ -171,6 +173,7 @@ export class RexOmni implements AsyncDisposable {
     let text = '';
     const outputTokenIds: number[] = [];
     let firstPredictionMs: number | undefined;
+    let firstTokenMs: number | undefined;
     const toEvents = (events: ReturnType<StreamingOutputParser['push']>): RexOmniEvent[] => {
       const out: RexOmniEvent[] = [];
       for (const event of events) {
@@ -191,6 +194,7 @@ export class RexOmni implements AsyncDisposable {
         finish = event;
         break;
       }
+      firstTokenMs ??= performance.now() - started;
       outputTokenIds.push(event.token);
       if (opts.scores && this.#tokenizer.isCoordinateId(event.token)) scorer.add(this.#tokenizer.coordinateBin(event.token), event.modelLogprob);
       const piece = detokenizer.push(event.token);
@@ -226,6 +230,7 @@ export class RexOmni implements AsyncDisposable {
           visionMs: finish.timings.visionMs,
           prefillMs: finish.timings.prefillMs,
           firstPredictionMs,
+          firstTokenMs,
           decodeStepsMs: finish.timings.decodeMs,
           decodeTokensPerSecond: finish.timings.decodeMs > 0 ? decodeTokens / (finish.timings.decodeMs / 1000) : 0,
           totalMs: performance.now() - started,

@@ -9,6 +9,7 @@ import { packageRoot } from '../native.js';
 import { addBenchCommand } from './commands/bench.js';
 import { addDemoCommand } from './commands/demo.js';
 import { addInfoCommand } from './commands/info.js';
+import { addServeCommand } from './commands/serve.js';
 import { addTaskCommand } from './commands/task.js';
 import type { CliStreams } from './run-images.js';
 import { TASK_COMMANDS } from './task-commands.js';
@@ -35,6 +36,7 @@ export function createProgram(io: CliStreams, setExitCode: (code: number) => voi
   addDemoCommand(program, io, setExitCode);
   addInfoCommand(program, io);
   addBenchCommand(program, setExitCode);
+  addServeCommand(program, io);
   program.addHelpText('after', EXIT_CODES_HELP);
   return program;
 }
