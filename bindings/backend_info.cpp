@@ -58,6 +58,14 @@ Napi::Object backend_info_to_js(Napi::Env env, const rex::BackendInfo& info) {
   memory.Set("deviceUsedBytes", static_cast<double>(info.memory.device_used_bytes));
   memory.Set("peakBytes", static_cast<double>(info.memory.peak_bytes));
   o.Set("memory", memory);
+  Napi::Object cache = Napi::Object::New(env);
+  cache.Set("capacityBytes", static_cast<double>(info.prefix_cache_bytes));
+  cache.Set("entries", info.prefix_cache.entries);
+  cache.Set("hits", static_cast<double>(info.prefix_cache.hits));
+  cache.Set("misses", static_cast<double>(info.prefix_cache.misses));
+  cache.Set("insertions", static_cast<double>(info.prefix_cache.insertions));
+  cache.Set("evictions", static_cast<double>(info.prefix_cache.evictions));
+  o.Set("prefixCache", cache);
   return o;
 }
 

@@ -182,6 +182,8 @@ rex::EngineOptions engine_options_from_js(Napi::Env env, Napi::Value value) {
   if (fraction.IsNumber()) options.gpu_memory_fraction = fraction.As<Napi::Number>().DoubleValue();
   Napi::Value emulate = o.Get("emulateBf16");
   if (emulate.IsBoolean()) options.emulate_bf16 = emulate.As<Napi::Boolean>().Value();
+  Napi::Value prefix_cache = o.Get("prefixCacheBytes");
+  if (prefix_cache.IsNumber()) options.prefix_cache_bytes = static_cast<int64_t>(prefix_cache.As<Napi::Number>().DoubleValue());
   Napi::Value invariant = o.Get("batchInvariant");
   if (invariant.IsBoolean()) options.batch_invariant = invariant.As<Napi::Boolean>().Value();
   Napi::Value device = o.Get("device");

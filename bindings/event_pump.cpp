@@ -25,6 +25,7 @@ Napi::Object finish_to_js(Napi::Env env, const rex::FinishEvent& f) {
   o.Set("generatedTokens", f.generated_tokens);
   o.Set("decodeSteps", f.decode_steps);
   o.Set("forcedTokens", f.forced_tokens);
+  o.Set("cachedTokens", f.cached_tokens);
   return o;
 }
 

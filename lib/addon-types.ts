@@ -141,6 +141,8 @@ export interface NativeFinishEvent {
   decodeSteps: number;
   /** Generated tokens that jump-forward appended without a step of their own. */
   forcedTokens: number;
+  /** Prompt tokens whose KV came from the image prefix cache (no vision encoder, no prefill for them). */
+  cachedTokens: number;
 }
 
 /** One scheduler step: every request's new tokens, as columns, and the requests that finished. */
@@ -173,6 +175,8 @@ export interface NativeEngineOptions {
   emulateBf16?: boolean;
   /** CUDA backend: every decode step on the row-invariant GEMV (same bits alone or batched). */
   batchInvariant?: boolean;
+  /** The image prefix cache's share of the KV budget in bytes (absent: a quarter; 0: none). */
+  prefixCacheBytes?: number;
 }
 
 export interface NativeScoreRequest {
@@ -215,6 +219,8 @@ export interface NativeEngineInfo {
     /** The most this process's device buffers held at once. */
     peakBytes: number;
   };
+  /** The image prefix cache (zeros without one). */
+  prefixCache: { capacityBytes: number; entries: number; hits: number; misses: number; insertions: number; evictions: number };
 }
 
 export interface NativeEngine {

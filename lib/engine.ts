@@ -52,6 +52,14 @@ export interface EngineOptions {
    * weights once per 8 rows. Default false. The CPU backend is invariant either way.
    */
   batchInvariant?: boolean;
+  /**
+   * The image prefix cache's share of the KV budget, in GiB: the KV of an
+   * image prompt through <|vision_end|> is kept, so the next question about
+   * the same image (same bytes, same preprocessing) skips the vision encoder
+   * and that prefill. Default: a quarter of the KV budget; 0 turns it off.
+   * The CPU backend keeps one only under kvCacheGB.
+   */
+  prefixCacheGB?: number;
 }
 export type Timings = NativeTimings;
 export type EngineInfo = NativeEngineInfo;
@@ -77,8 +85,10 @@ export function resolveBackend(requested: EngineOptions['backend']): 'cpu' | 'cu
 
 function nativeOptions(options: EngineOptions): NativeEngineOptions {
   if (options === null || typeof options !== 'object') throw invalidType('Engine options', 'an object', options);
-  const { backend, threads, maxActiveRequests, maxQueuedRequests, kvCacheGB, gpuMemoryFraction, device, emulateBf16, batchInvariant } =
-    options;
+  const {
+    backend, threads, maxActiveRequests, maxQueuedRequests, kvCacheGB, gpuMemoryFraction, device, emulateBf16, batchInvariant,
+    prefixCacheGB,
+  } = options;
   if (backend !== undefined && backend !== 'auto' && backend !== 'cpu' && backend !== 'cuda')
     throw invalidType('options.backend', '"auto", "cpu" or "cuda"', backend);
   const integer = (name: string, value: number | undefined, min: number): void => {
@@ -95,6 +105,8 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
   if (gpuMemoryFraction !== undefined && (typeof gpuMemoryFraction !== 'number' || !(gpuMemoryFraction > 0 && gpuMemoryFraction <= 1)))
     throw outOfRange('options.gpuMemoryFraction', 'a number in (0, 1]', gpuMemoryFraction);
   if (emulateBf16 !== undefined && typeof emulateBf16 !== 'boolean') throw invalidType('options.emulateBf16', 'a boolean', emulateBf16);
+  if (prefixCacheGB !== undefined && (typeof prefixCacheGB !== 'number' || !(prefixCacheGB >= 0) || !Number.isFinite(prefixCacheGB)))
+    throw outOfRange('options.prefixCacheGB', 'a number of GiB >= 0', prefixCacheGB);
   if (batchInvariant !== undefined && typeof batchInvariant !== 'boolean')
     throw invalidType('options.batchInvariant', 'a boolean', batchInvariant);
   const out: NativeEngineOptions = { backend: resolveBackend(backend) };
@@ -102,6 +114,7 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
     throw invalidType('options.emulateBf16', 'the CPU backend (the CUDA backend is bf16 already)', out.backend);
   if (emulateBf16) out.emulateBf16 = true;
   if (batchInvariant) out.batchInvariant = true;
+  if (prefixCacheGB !== undefined) out.prefixCacheBytes = Math.floor(prefixCacheGB * 2 ** 30);
   if (threads !== undefined) out.threads = threads;
   if (maxActiveRequests !== undefined) out.maxActiveRequests = maxActiveRequests;
   if (maxQueuedRequests !== undefined) out.maxQueuedRequests = maxQueuedRequests;
@@ -146,6 +159,8 @@ export interface FinishEvent {
   decodeSteps: number;
   /** Generated tokens that jump-forward appended without a step of their own. */
   forcedTokens: number;
+  /** Prompt tokens whose KV came from the image prefix cache: the image was not encoded again. */
+  cachedTokens: number;
 }
 
 export type EngineEvent = TokenEvent | FinishEvent;
@@ -176,6 +191,7 @@ function toFinishEvent(f: NativeFinishEvent): FinishEvent {
     generatedTokens: f.generatedTokens,
     decodeSteps: f.decodeSteps,
     forcedTokens: f.forcedTokens,
+    cachedTokens: f.cachedTokens,
   };
 }
 

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { buildPromptIds, imagePadCount } from './chat.js';
 import { Engine, type EngineOptions, type FinishEvent } from './engine.js';
 import { invalidType, RexOmniError } from './errors.js';
-import { loadImage, type ImageInput } from './image/index.js';
+import { loadImage, type ImageInput, type LoadImageOptions } from './image/index.js';
+import { RexImage } from './image-handle.js';
 import { StreamingOutputParser, type ParseResult, type ReferenceGroups, type Unparsed } from './parse/index.js';
 import type { Prediction } from './predictions.js';
 import { resolveRunOptions, type ResolvedRunOptions, type RunOptions } from './run-options.js';
@@ -71,7 +72,8 @@ export interface RexOmniResult {
   complete: boolean;
   finishReason: FinishEvent['reason'];
   /** `forced`: generated tokens that jump-forward appended without a decode step of their own. */
-  tokens: { prompt: number; image: number; generated: number; forced: number };
+  /** cached: prompt tokens whose KV came from the image prefix cache (the image was not encoded again). */
+  tokens: { prompt: number; image: number; generated: number; forced: number; cached: number };
   /** Decode forward passes the run took (prefill not counted): with jump-forward, fewer than generated tokens. */
   decodeSteps: number;
   timings: RunTimings;
@@ -120,6 +122,16 @@ export class RexOmni implements AsyncDisposable {
   /** The token-level engine underneath (teacher-forced `score`, raw token streams). */
   get engine(): Engine {
     return this.#engine;
+  }
+
+  /**
+   * Decodes an image once, for several tasks on it: the handle's methods are
+   * the task methods without the image argument. After the first, its tasks
+   * find the image's KV in the prefix cache (EngineOptions.prefixCacheGB).
+   */
+  async image(input: ImageInput, options: LoadImageOptions = {}): Promise<RexImage> {
+    const decoded = await loadImage(input, { maxInputPixels: this.#maxInputPixels, ...options });
+    return new RexImage(this, { data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 });
   }
 
   detect(image: ImageInput, categories: string[], options?: RunOptions): Promise<RexOmniResult> {
@@ -222,7 +234,13 @@ export class RexOmni implements AsyncDisposable {
         unparsed: parsed.unparsed,
         complete: parsed.complete,
         finishReason: finish.reason,
-        tokens: { prompt: finish.promptTokens, image: finish.imageTokens, generated: finish.generatedTokens, forced: finish.forcedTokens },
+        tokens: {
+          prompt: finish.promptTokens,
+          image: finish.imageTokens,
+          generated: finish.generatedTokens,
+          forced: finish.forcedTokens,
+          cached: finish.cachedTokens,
+        },
         decodeSteps: finish.decodeSteps,
         timings: {
           decodeMs,

@@ -31,7 +31,8 @@ Status not_prepared() { return Status(StatusCode::kInternal, "cpu backend: prepa
 }  // namespace
 
 CpuBackend::CpuBackend(int threads) : pool_(threads) {}
-CpuBackend::CpuBackend(const BackendOptions& options) : pool_(options.threads), kv_budget_bytes_(options.kv_cache_bytes) {
+CpuBackend::CpuBackend(const BackendOptions& options)
+    : pool_(options.threads), kv_budget_bytes_(options.kv_cache_bytes), prefix_cache_bytes_(options.prefix_cache_bytes) {
   const ActivationPrecision p = options.emulate_bf16 ? ActivationPrecision::kBf16 : ActivationPrecision::kFp32;
   vision_.set_activation_precision(p);
   text_.set_activation_precision(p);
@@ -49,7 +50,9 @@ Status CpuBackend::prepare(const ModelConfig& config, const ModelWeights& weight
     const TextConfig& t = config.text;
     const size_t per_token = size_t(t.num_layers) * 2 * t.num_kv_heads * t.head_dim() * sizeof(float);
     constexpr int kBlock = 64;
-    kv_pool_ = KvBlockPool(int(kv_budget_bytes_ / (per_token * kBlock)), kBlock, per_token);
+    const int blocks = int(kv_budget_bytes_ / (per_token * kBlock));
+    const size_t cache_bytes = prefix_cache_bytes_ < 0 ? kv_budget_bytes_ / 4 : size_t(prefix_cache_bytes_);
+    kv_ = std::make_unique<KvBudget>(blocks, kBlock, per_token, int(cache_bytes / (per_token * kBlock)));
   }
   weights_bytes_ = 0;
   for (const TensorView* tv : {weights.text.embed_tokens, weights.text.lm_head})
@@ -62,8 +65,8 @@ Status CpuBackend::prepare(const ModelConfig& config, const ModelWeights& weight
 }
 
 AdmissionCheck CpuBackend::check_admission(int tokens) const {
-  if (kv_budget_bytes_ == 0) return {};
-  return kv_pool_.check(tokens);
+  if (!kv_) return {};
+  return kv_->check(tokens, nullptr);
 }
 
 BackendInfo CpuBackend::info() const {
@@ -71,8 +74,12 @@ BackendInfo CpuBackend::info() const {
   i.backend = "cpu";
   i.threads = pool_.size();
   i.memory.weights_bytes = weights_bytes_;
-  i.memory.kv_cache_bytes = kv_budget_bytes_ ? size_t(kv_pool_.total_blocks()) * kv_pool_.bytes_per_block() : 0;
-  i.memory.kv_cache_used_bytes = kv_budget_bytes_ ? kv_pool_.used_bytes() : 0;
+  i.memory.kv_cache_bytes = kv_ ? size_t(kv_->pool().total_blocks()) * kv_->pool().bytes_per_block() : 0;
+  i.memory.kv_cache_used_bytes = kv_ ? kv_->pool().used_bytes() : 0;
+  if (kv_ && kv_->caches_prefixes()) {
+    i.prefix_cache = kv_->cache_stats();
+    i.prefix_cache_bytes = size_t(kv_->cache_blocks()) * kv_->pool().bytes_per_block();
+  }
   return i;
 }
 
@@ -97,12 +104,85 @@ Result<std::unique_ptr<ImageEmbeddings>> CpuBackend::encode_image(const Preproce
 
 Result<SlotId> CpuBackend::acquire_slot(int capacity) {
   if (!prepared_) return not_prepared();
-  Slot slot;
-  if (kv_budget_bytes_ > 0) {
-    auto blocks = kv_pool_.allocate(capacity);
-    if (!blocks.ok()) return blocks.status();
-    slot.blocks = std::move(blocks).value();
+  SlotReservation reservation;
+  if (kv_) {
+    auto r = kv_->reserve(capacity, nullptr);
+    if (!r.ok()) return r.status();
+    reservation = std::move(r).value();
   }
+  auto slot = add_slot(capacity, std::move(reservation));
+  if (kv_) drop_uncached_prefixes();  // reserving may have evicted
+  return slot;
+}
+
+AdmissionCheck CpuBackend::check_admission_with_prefix(int tokens, const PrefixKey& key) const {
+  if (!kv_) return {};
+  return kv_->check(tokens, &key);
+}
+
+Result<SlotId> CpuBackend::acquire_slot_with_prefix(int capacity, const PrefixKey& key, int* prefix_tokens) {
+  *prefix_tokens = 0;
+  if (!prepared_) return not_prepared();
+  if (!kv_) return acquire_slot(capacity);
+  auto r = kv_->reserve(capacity, &key);
+  if (!r.ok()) return r.status();
+  const int cached = r->prefix_tokens;
+  auto slot = add_slot(capacity, std::move(r).value());
+  if (!slot.ok() || cached == 0) {
+    drop_uncached_prefixes();
+    return slot;
+  }
+  // The prefix's rows (the copy-on-write of its last block is a no-op here:
+  // every slot's rows are its own).
+  auto rows = prefix_kv_.find(key);
+  if (rows == prefix_kv_.end() || rows->second.length != cached) {
+    release(slot.value());
+    return Status(StatusCode::kInternal, "cpu backend: the prefix cache holds blocks for a prefix whose rows are missing");
+  }
+  KvCache& cache = slots_[slot.value()].cache;
+  for (size_t l = 0; l < cache.k.size(); ++l) {
+    cache.k[l] = rows->second.k[l];
+    cache.v[l] = rows->second.v[l];
+  }
+  cache.length = cached;
+  *prefix_tokens = cached;
+  drop_uncached_prefixes();  // after the copy: reserving may have evicted this very entry
+  return slot;
+}
+
+Result<bool> CpuBackend::cache_prefix(SlotId slot, const PrefixKey& key, int tokens) {
+  auto it = slots_.find(slot);
+  if (it == slots_.end()) return Status(StatusCode::kInvalidArgument, "cache_prefix: unknown slot " + std::to_string(slot));
+  if (!kv_) return false;
+  const KvCache& cache = it->second.cache;
+  if (tokens > cache.length)
+    return Status(StatusCode::kInvalidArgument, "cache_prefix: expected at most the slot's " +
+                                                    std::to_string(cache.length) + " tokens but got " + std::to_string(tokens));
+  auto kept = kv_->keep(key, it->second.blocks, tokens);
+  if (!kept.ok() || !kept.value()) return kept;
+  if (!prefix_kv_.count(key)) {
+    const size_t row = size_t(config_.text.num_kv_heads) * config_.text.head_dim();
+    KvCache rows;
+    rows.length = tokens;
+    for (size_t l = 0; l < cache.k.size(); ++l) {
+      rows.k.emplace_back(cache.k[l].begin(), cache.k[l].begin() + std::ptrdiff_t(size_t(tokens) * row));
+      rows.v.emplace_back(cache.v[l].begin(), cache.v[l].begin() + std::ptrdiff_t(size_t(tokens) * row));
+    }
+    prefix_kv_.emplace(key, std::move(rows));
+  }
+  drop_uncached_prefixes();
+  return true;
+}
+
+// The rows of prefixes the cache evicted.
+void CpuBackend::drop_uncached_prefixes() {
+  for (auto it = prefix_kv_.begin(); it != prefix_kv_.end();)
+    it = kv_->cached(it->first) ? std::next(it) : prefix_kv_.erase(it);
+}
+
+Result<SlotId> CpuBackend::add_slot(int capacity, SlotReservation reservation) {
+  Slot slot;
+  slot.blocks = std::move(reservation.blocks);
   slot.capacity = capacity;
   const SlotId id = next_slot_++;
   text_.init_cache(&slot.cache, capacity);
@@ -113,7 +193,7 @@ Result<SlotId> CpuBackend::acquire_slot(int capacity) {
 void CpuBackend::release(SlotId slot) {
   auto it = slots_.find(slot);
   if (it == slots_.end()) return;
-  kv_pool_.release(&it->second.blocks);
+  if (kv_) kv_->release(&it->second.blocks);
   slots_.erase(it);
 }
 

@@ -6,17 +6,21 @@
 // reserved; without one, slots grow as needed. decode() takes several rows
 // of one slot (consecutive, at consecutive positions) as one segment of the
 // text forward, with logits for every row. It does not sample on its
-// device: the engine samples from those logits.
+// device: the engine samples from those logits. Under a budget it also keeps
+// the image prefix cache (KvBudget): the bookkeeping is the GPU's, and the
+// cached KV is a copy of the prefix's rows, copied again into each slot that
+// reuses it.
 #pragma once
 
 #include <map>
 #include <memory>
+#include <unordered_map>
 
 #include "cpu/text.h"
 #include "cpu/thread_pool.h"
 #include "cpu/vision.h"
 #include "engine/backend.h"
-#include "engine/kv_block_pool.h"
+#include "engine/kv_budget.h"
 
 namespace rex::cpu {
 
@@ -30,6 +34,11 @@ class CpuBackend final : public Backend {
   Result<std::unique_ptr<ImageEmbeddings>> encode_image(const PreprocessedImage& image) override;
   AdmissionCheck check_admission(int tokens) const override;
   Result<SlotId> acquire_slot(int capacity) override;
+  bool caches_prefixes() const override { return kv_ && kv_->caches_prefixes(); }
+  AdmissionCheck check_admission_with_prefix(int tokens, const PrefixKey& key) const override;
+  Result<SlotId> acquire_slot_with_prefix(int capacity, const PrefixKey& key, int* prefix_tokens) override;
+  Result<bool> cache_prefix(SlotId slot, const PrefixKey& key, int tokens) override;
+  PrefixCacheStats prefix_cache_stats() const override { return kv_ ? kv_->cache_stats() : PrefixCacheStats{}; }
   void release(SlotId slot) override;
   int slot_length(SlotId slot) const override;
   Status prefill(const PrefillInput& input, float* logits_out) override;
@@ -50,9 +59,14 @@ class CpuBackend final : public Backend {
     int capacity = 0;               // enforced only under a budget
     std::vector<int32_t> blocks;    // reserved from pool_ (budget only)
   };
+  Result<SlotId> add_slot(int capacity, SlotReservation reservation);
+  void drop_uncached_prefixes();
+
   std::map<SlotId, Slot> slots_;
   size_t kv_budget_bytes_ = 0;      // 0: no budget
-  KvBlockPool kv_pool_;
+  int64_t prefix_cache_bytes_ = -1; // BackendOptions::prefix_cache_bytes
+  std::unique_ptr<KvBudget> kv_;    // under a budget
+  std::unordered_map<PrefixKey, KvCache, PrefixKeyHash> prefix_kv_;  // the cached prefixes' rows
   size_t weights_bytes_ = 0;
   SlotId next_slot_ = 0;
   TensorTap tap_;

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/prefix_key.h"
 #include "model/config.h"
 #include "model/weights.h"
 #include "preprocess/preprocess.h"
@@ -98,6 +99,8 @@ struct BackendMemory {
 
 struct BackendInfo {
   std::string backend;             // "cpu" or "cuda"
+  PrefixCacheStats prefix_cache;   // zeros without one
+  size_t prefix_cache_bytes = 0;   // the cache's share of the KV budget (0: none)
   std::string device_name;         // GPU name; empty on the CPU
   std::string compute_capability;  // "9.0"
   int driver_version = 0;          // CUDA driver API version, e.g. 13000
@@ -182,6 +185,31 @@ class Backend {
   // The most rows one decode call takes (sequences plus their jump-forward rows).
   virtual int max_step_rows() const { return 1 << 20; }
 
+  // The image prefix cache (engine/prefix_cache.h): a backend that keeps one
+  // holds the KV of finished image prefixes (the prompt up to and including
+  // <|vision_end|>) inside its KV budget and lends them to new slots. The
+  // defaults: no cache.
+  virtual bool caches_prefixes() const { return false; }
+  // As check_admission, for a request whose prefix may be cached under key.
+  virtual AdmissionCheck check_admission_with_prefix(int tokens, const PrefixKey& key) const {
+    (void)key;
+    return check_admission(tokens);
+  }
+  // As acquire_slot, but the slot starts with the prefix cached under key
+  // when there is one: *prefix_tokens is its length (0: a miss, an empty slot).
+  virtual Result<SlotId> acquire_slot_with_prefix(int capacity, const PrefixKey& key, int* prefix_tokens) {
+    (void)key;
+    *prefix_tokens = 0;
+    return acquire_slot(capacity);
+  }
+  // Caches the slot's first `tokens` tokens under key (the slot runs on);
+  // false when they are not cached (no cache, or larger than its share).
+  virtual Result<bool> cache_prefix(SlotId slot, const PrefixKey& key, int tokens) {
+    (void)slot, (void)key, (void)tokens;
+    return false;
+  }
+  virtual PrefixCacheStats prefix_cache_stats() const { return {}; }
+
   // Debug intermediates; an empty function turns the tap off.
   virtual void set_tap(TensorTap tap) = 0;
 
@@ -210,6 +238,10 @@ struct BackendOptions {
   // take cuBLASLt, whose sums depend on the number of rows (faster for many
   // requests at once). The CPU backend is row-invariant either way.
   bool batch_invariant = false;
+  // The image prefix cache's share of the KV budget, in bytes: < 0 the
+  // default (a quarter of the budget), 0 none. The CPU backend keeps one only
+  // under a KV budget (kv_cache_bytes).
+  int64_t prefix_cache_bytes = -1;
   int default_tokens_per_request = 8192;
 };
 

@@ -31,6 +31,14 @@
 // per step, and a full batch still gets its rows; a request admitted after
 // the budget was set takes what is left, and one with no row left waits in
 // the queue for the next step.
+//
+// The image prefix cache (prefix_cache.h), on a backend that keeps one: an
+// image request's prompt splits after its <|vision_end|>, the prefix keyed by
+// the image (its bytes and preprocessing settings, or its preprocessed
+// pixels) and the prompt tokens up to there. A miss prefills the prefix, has
+// the backend keep its KV, then prefills the rest; a hit skips the vision
+// encoder and the prefix's prefill. Either way the prompt is prefilled in
+// those two parts, so a request gives the same tokens cached or not.
 #include "rex/engine.h"
 
 #include <algorithm>
@@ -113,6 +121,12 @@ struct Sequence {
   const TokenMask* next_mask = nullptr;
   int decode_steps = 0;
   int forced_tokens = 0;
+  // The image prefix (the prompt through <|vision_end|>): its length (0: the
+  // request has none to cache) and key, and how many tokens came from the cache.
+  bool prefix_known = false;
+  int prefix_tokens = 0;
+  PrefixKey prefix_key;
+  int cached_tokens = 0;
   // submit + request.deadline_ms; max(): none.
   Clock::time_point deadline = Clock::time_point::max();
 };
@@ -226,6 +240,67 @@ Status jump_forward(Sequence& s, int vocab, int max_jump) {
 
 }  // namespace
 
+// The prompt's split after its first <|vision_end|> (0: no image prefix).
+int image_prefix_length(const std::vector<int32_t>& ids, const ModelConfig& config) {
+  if (config.vision_end_token_id < 0) return 0;
+  bool image = false;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    image = image || ids[i] == config.image_token_id;
+    if (ids[i] == config.vision_end_token_id) return image && i + 1 < ids.size() ? int(i + 1) : 0;
+  }
+  return 0;
+}
+
+uint64_t hash_preprocess_options(const PreprocessOptions& o, uint64_t h) {
+  const int32_t ints[5] = {o.min_pixels, o.max_pixels, o.patch_size, o.temporal_patch_size, o.merge_size};
+  h = hash_bytes(ints, sizeof ints, h);
+  h = hash_bytes(o.mean, sizeof o.mean, h);
+  return hash_bytes(o.std, sizeof o.std, h);
+}
+
+// The request's image prefix and its key, once (requests without an image,
+// or scoring ones, have none). The key names what fixes the prefix's KV: the
+// image as given (RGB bytes and size, or the preprocessed pixels), the
+// preprocessing settings and grid, and the prompt's tokens through the prefix.
+void find_image_prefix(Sequence& s, const ModelConfig& config) {
+  if (s.prefix_known) return;
+  s.prefix_known = true;
+  const GenerationRequest& r = s.request;
+  if (s.score || (!r.raw_image && !r.image)) return;
+  const int split = image_prefix_length(r.prompt_ids, config);
+  if (split == 0) return;
+  PrefixKey key;
+  if (r.raw_image) {
+    const RawImage& im = *r.raw_image;
+    auto target = smart_resize(im.height, im.width, im.options.patch_size * im.options.merge_size,
+                               im.options.min_pixels, im.options.max_pixels);
+    if (!target.ok() || im.options.patch_size <= 0) return;  // start() reports the error
+    const int32_t size[2] = {im.width, im.height};
+    key.pixels_hash = hash_bytes(im.rgb.data(), im.rgb.size(), hash_bytes(size, sizeof size));
+    key.grid_h = target->height / im.options.patch_size;
+    key.grid_w = target->width / im.options.patch_size;
+    key.settings_hash = hash_preprocess_options(im.options, hash_bytes("rgb", 3));
+  } else {
+    const PreprocessedImage& im = *r.image;
+    key.pixels_hash = hash_bytes(im.pixel_values.data(), im.pixel_values.size() * sizeof(float));
+    key.grid_h = im.grid_h;
+    key.grid_w = im.grid_w;
+    key.settings_hash = hash_bytes("preprocessed", 12);
+  }
+  key.prompt_prefix_hash = hash_bytes(r.prompt_ids.data(), size_t(split) * sizeof(int32_t));
+  s.prefix_tokens = split;
+  s.prefix_key = key;
+}
+
+// The M-RoPE ids of tokens [from, to), axis-major like pos.ids.
+std::vector<int32_t> position_range(const MropePositions& pos, int from, int to) {
+  const int n = pos.n, m = to - from;
+  std::vector<int32_t> out(size_t(3) * size_t(m));
+  for (int axis = 0; axis < 3; ++axis)
+    std::copy(pos.ids.begin() + axis * n + from, pos.ids.begin() + axis * n + to, out.begin() + axis * m);
+  return out;
+}
+
 struct Engine::Impl {
   ModelConfig config;
   std::unique_ptr<Backend> backend;
@@ -283,6 +358,7 @@ void Engine::Impl::finish(Sequence& s, FinishReason reason, Status status, Engin
   f.timings = s.timings;
   f.prompt_tokens = s.prompt_tokens;
   f.image_tokens = s.image_tokens;
+  f.cached_tokens = s.cached_tokens;
   f.generated_tokens = s.generated;
   f.decode_steps = s.decode_steps;
   f.forced_tokens = s.forced_tokens;
@@ -356,9 +432,28 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
   GenerationRequest& r = s.request;
   *finished = false;
   s.prompt_tokens = int(r.prompt_ids.size()) - (s.score ? s.score->continuation : 0);
+  find_image_prefix(s, config);
+  // With the prefix cache, the slot comes first: a hit holds the prefix's KV,
+  // and the image is not encoded at all.
+  const bool cache = s.prefix_tokens > 0 && backend->caches_prefixes();
+  if (cache) {
+    auto slot = backend->acquire_slot_with_prefix(tokens_needed(s), s.prefix_key, &s.cached_tokens);
+    if (!slot.ok()) return slot.status();
+    s.slot = slot.value();
+    if (s.cached_tokens != 0 && s.cached_tokens != s.prefix_tokens)
+      return Status(StatusCode::kInternal, "the prefix cache returned " + std::to_string(s.cached_tokens) +
+                                               " tokens for an image prefix of " + std::to_string(s.prefix_tokens));
+  }
   std::unique_ptr<ImageEmbeddings> embeddings;
   int merged_h = 0, merged_w = 0;
-  if (r.raw_image) {
+  if (s.cached_tokens > 0) {
+    const int m = config.vision.spatial_merge_size;
+    merged_h = s.prefix_key.grid_h / m;
+    merged_w = s.prefix_key.grid_w / m;
+    s.image_tokens = int(std::count(r.prompt_ids.begin(), r.prompt_ids.end(), config.image_token_id));
+    r.raw_image.reset();
+    r.image.reset();
+  } else if (r.raw_image) {
     // Preprocessing and vision in one backend call: a GPU backend does both on the device.
     auto enc = backend->encode_rgb(r.raw_image->rgb.data(), r.raw_image->width, r.raw_image->height,
                                    r.raw_image->options);
@@ -387,9 +482,11 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
   if (!pos.ok()) return pos.status();
 
   auto t0 = Clock::now();
-  auto slot = backend->acquire_slot(tokens_needed(s));
-  if (!slot.ok()) return slot.status();
-  s.slot = slot.value();
+  if (!cache) {
+    auto slot = backend->acquire_slot(tokens_needed(s));
+    if (!slot.ok()) return slot.status();
+    s.slot = slot.value();
+  }
   PrefillInput in;
   in.slot = s.slot;
   in.token_ids = r.prompt_ids.data();
@@ -430,6 +527,27 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
     auto grammar = GrammarState::create(*r.grammar, vocab);
     if (!grammar.ok()) return grammar.status();
     s.grammar.emplace(std::move(grammar).value());
+  }
+  // The image prefix cache: a miss prefills the prefix and keeps it; then
+  // (hit or miss) the prompt's rest is the prefill the first token comes from.
+  std::vector<int32_t> prefix_positions, rest_positions;
+  if (cache) {
+    if (s.cached_tokens == 0) {
+      prefix_positions = position_range(pos.value(), 0, s.prefix_tokens);
+      PrefillInput prefix = in;
+      prefix.n = s.prefix_tokens;
+      prefix.positions = prefix_positions.data();
+      prefix.logit_rows = 1;
+      logits.resize(size_t(vocab));
+      REX_RETURN_IF_ERROR(backend->prefill(prefix, logits.data()));
+      auto kept = backend->cache_prefix(s.slot, s.prefix_key, s.prefix_tokens);
+      if (!kept.ok()) return kept.status();
+    }
+    rest_positions = position_range(pos.value(), s.prefix_tokens, pos->n);
+    in.token_ids = r.prompt_ids.data() + s.prefix_tokens;
+    in.n = int(r.prompt_ids.size()) - s.prefix_tokens;
+    in.positions = rest_positions.data();
+    in.image = nullptr;
   }
   const bool on_device = backend->samples_on_device();
   const RowSampling first = row_sampling(s, sampled_mask(s), on_device);
@@ -603,8 +721,11 @@ void Engine::Impl::run() {
       int still_to_come = 0;
       for (size_t j = ai + 1; j < admitted.size(); ++j) still_to_come += admitted[j] != nullptr;
       const bool no_row = taken + 1 > step_rows;
-      const AdmissionCheck fit = no_row ? AdmissionCheck{Admission::kLater, "no decode row"}
-                                        : backend->check_admission(tokens_needed(*s));
+      find_image_prefix(*s, config);
+      const AdmissionCheck fit = no_row                ? AdmissionCheck{Admission::kLater, "no decode row"}
+                                 : s->prefix_tokens > 0 && backend->caches_prefixes()
+                                     ? backend->check_admission_with_prefix(tokens_needed(*s), s->prefix_key)
+                                     : backend->check_admission(tokens_needed(*s));
       spare_rows = std::max(0, step_rows - taken - 1 - still_to_come);
       if (fit.verdict == Admission::kLater && !active.empty()) {
         std::lock_guard<std::mutex> lock(mutex);

@@ -43,6 +43,7 @@ Result<std::unique_ptr<Engine>> Engine::create(const std::string& checkpoint_dir
   backend_options.max_active_requests = options.max_active_requests;
   backend_options.emulate_bf16 = options.emulate_bf16;
   backend_options.batch_invariant = options.batch_invariant;
+  backend_options.prefix_cache_bytes = options.prefix_cache_bytes;
   auto loaded = load_backend(checkpoint_dir, backend_options);
   if (!loaded.ok()) return loaded.status();
   LoadedBackend& l = loaded.value();

@@ -33,37 +33,10 @@
 #include <vector>
 
 #include "engine/kv_block_pool.h"
+#include "engine/prefix_key.h"
 #include "rex/status.h"
 
 namespace rex {
-
-// FNV-1a, 64 bits, over `size` bytes, continuing from `seed` (pass the
-// previous result to hash several buffers as one). About a byte a cycle: a
-// preprocessed image of a few MB hashes in milliseconds, far below its
-// vision-encoder time.
-constexpr uint64_t kFnv1aOffset = 0xcbf29ce484222325ull;
-uint64_t hash_bytes(const void* data, size_t size, uint64_t seed = kFnv1aOffset);
-
-// What makes two image prefixes the same KV: the preprocessed pixels, the
-// patch grid they were resized to, the resize/normalisation settings, and
-// the prompt tokens before and around the image (system prompt, template).
-struct PrefixKey {
-  uint64_t pixels_hash = 0;
-  int32_t grid_h = 0;
-  int32_t grid_w = 0;
-  uint64_t settings_hash = 0;
-  uint64_t prompt_prefix_hash = 0;
-
-  bool operator==(const PrefixKey& other) const {
-    return pixels_hash == other.pixels_hash && grid_h == other.grid_h && grid_w == other.grid_w &&
-           settings_hash == other.settings_hash && prompt_prefix_hash == other.prompt_prefix_hash;
-  }
-  bool operator!=(const PrefixKey& other) const { return !(*this == other); }
-};
-
-struct PrefixKeyHash {
-  size_t operator()(const PrefixKey& key) const;
-};
 
 // A cached prefix as lookup() returns it: a copy of the block table (it
 // stays valid after the entry is evicted, but the blocks do not: share them
@@ -74,15 +47,6 @@ struct PrefixHit {
   bool last_block_partial = false;  // copy_on_write(blocks.size() - 1) before appending
 };
 
-struct PrefixCacheStats {
-  int64_t hits = 0;
-  int64_t misses = 0;
-  int64_t insertions = 0;
-  int64_t evictions = 0;
-  int64_t rejected = 0;  // inserts larger than the whole cap, not cached
-  int entries = 0;
-  int blocks_held = 0;   // references the cache holds (one per block per entry)
-};
 
 class PrefixCache {
  public:
@@ -96,6 +60,8 @@ class PrefixCache {
   // The entry for `key`, marked most recently used, and a hit; or nullopt and
   // a miss. Takes no reference for the caller.
   std::optional<PrefixHit> lookup(const PrefixKey& key);
+  // As lookup, but neither counted nor marked used (admission checks).
+  std::optional<PrefixHit> peek(const PrefixKey& key) const;
   bool contains(const PrefixKey& key) const { return index_.count(key) != 0; }
 
   // Caches `tokens` tokens held in `blocks` (blocks_for(tokens) of them, all

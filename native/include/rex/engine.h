@@ -95,6 +95,7 @@ struct FinishEvent {
   int generated_tokens = 0;  // includes a stop token, which is also delivered as a TokenEvent
   int decode_steps = 0;      // decode forward passes that advanced this request (prefill not counted)
   int forced_tokens = 0;     // generated tokens that jump-forward appended (no step of their own)
+  int cached_tokens = 0;     // prompt tokens whose KV came from the image prefix cache (no vision, no prefill)
 };
 
 // Everything one scheduler step produced.
@@ -123,6 +124,7 @@ struct EngineOptions {
   double gpu_memory_fraction = 0;
   bool emulate_bf16 = false;           // CPU backend: bf16 activations (BackendOptions)
   bool batch_invariant = false;        // CUDA backend: a row's bits never depend on the batch (BackendOptions)
+  int64_t prefix_cache_bytes = -1;     // the image prefix cache's share of the KV budget; < 0 default, 0 off (BackendOptions)
   std::shared_ptr<EventSink> sink;     // may also be set later with set_event_sink
   TensorTap debug_tap;                 // named intermediates; empty = off (no cost)
 };
