@@ -20,7 +20,7 @@ export interface ServerLimits {
   maxActiveRequests: number;
   /** Requests admitted beyond those running; one more is answered 503 with Retry-After. Default 64. ERR_REX_QUEUE_FULL (503). */
   maxQueuedRequests: number;
-  /** Most images in one POST /v1/batch (each takes a slot of the queue). Default 16. ERR_REX_TOO_MANY_IMAGES (400). */
+  /** Most images in one POST /v1/batch (each takes a slot of the queue). Default 16 (at most the queue's capacity). ERR_REX_TOO_MANY_IMAGES (400). */
   maxBatchImages: number;
   /** The Retry-After of a 503, in seconds. Default 1. */
   retryAfterSeconds: number;
@@ -86,6 +86,8 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
     const min = key === 'maxQueuedRequests' || key === 'retryAfterSeconds' ? 0 : 1;
     limits[key] = integer(key, options[key], min, DEFAULT_SERVER_LIMITS[key]);
   }
+  // The default shrinks to the queue's capacity; a larger explicit value could never be admitted.
+  if (options.maxBatchImages === undefined) limits.maxBatchImages = Math.min(limits.maxBatchImages, limits.maxActiveRequests + limits.maxQueuedRequests);
   if (limits.maxBatchImages > limits.maxActiveRequests + limits.maxQueuedRequests)
     throw outOfRange('server options.maxBatchImages', `at most maxActiveRequests + maxQueuedRequests (${limits.maxActiveRequests + limits.maxQueuedRequests})`, limits.maxBatchImages);
   const token = options.token ?? (env.REX_OMNI_TOKEN || undefined);
