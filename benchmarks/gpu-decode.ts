@@ -12,7 +12,13 @@
 //    (temperature 0.7, five seeds), with jump-forward on and off;
 //  - aggregate decode tokens/s at batch 1, 8, 32 and 64: that many identical
 //    unconstrained requests at once (1200-token contexts), counted from the
-//    moment the last of them has its first token.
+//    moment the last of them has its first token;
+//  - the image prefix cache: the time to first token of five questions on
+//    one image, one after another, on an engine with the cache (the first
+//    misses, the others find the image's KV through <|vision_end|> and
+//    prefill only the question) and on one without.
+// Everything else runs on an engine without the prefix cache, so repeated
+// requests on the benchmark's one image measure the full path every time.
 import { compileGrammar } from '../lib/grammar/index.js';
 import { Engine, type TokenRequest } from '../lib/engine.js';
 import type { RexTokenizer } from '../lib/tokenizer.js';
@@ -34,6 +40,7 @@ export interface DecodeBench {
   endToEnd: { tokens: number; wallMs: number; ttftMs: number }[];
   stepsPerBox: { jumpForward: boolean; boxes: number; tokens: number; decodeSteps: number; stepsPerBox: number }[];
   aggregate: { batch: number; tokensPerSecond: number; stepMs: number; perRequestTokensPerSecond: number }[];
+  prefixCache: { uncachedTtftMs: number[]; cachedTtftMs: number[]; cachedTokens: number; secondTaskSpeedup: number };
 }
 
 // scores / jumpForward: the request options of the decode path (engine.h).
@@ -82,7 +89,7 @@ export async function benchmarkDecode(
   const detection = JSON.stringify(await compileGrammar({ syntax: 'groups', kind: 'box', phrases: categories }, tokenizer));
   const greedy = { temperature: 0, repetitionPenalty: 1.05 };
 
-  const engine = await Engine.open(dir, { backend: 'cuda', maxActiveRequests: 64 });
+  const engine = await Engine.open(dir, { backend: 'cuda', maxActiveRequests: 64, prefixCacheGB: 0 });
   try {
     const repeat = async (request: Request, n = 3) => {
       await runOne(engine, request, isCoordinate);  // warm-up (captures the graphs)
@@ -161,6 +168,7 @@ export async function benchmarkDecode(
       });
       log(`decode: batch ${batch}: ${tokensPerSecond.toFixed(0)} tok/s aggregate, ${((1000 * batch) / tokensPerSecond).toFixed(2)} ms/step`);
     }
+    const prefixCache = await benchmarkPrefixCache(dir, engine, base, isCoordinate);
     return {
       textSteps: text,
       coordinateStepsCoordinateHead: coordHead,
@@ -169,8 +177,50 @@ export async function benchmarkDecode(
       endToEnd,
       stepsPerBox,
       aggregate,
+      prefixCache,
     };
   } finally {
     await engine.close();
+  }
+}
+
+// Five questions on one image, one after another: uncached on `uncached`,
+// then on a fresh engine with the prefix cache (its first question misses).
+async function benchmarkPrefixCache(
+  dir: string,
+  uncached: Engine,
+  base: Request,
+  isCoordinate: (id: number) => boolean,
+): Promise<DecodeBench['prefixCache']> {
+  const request: Request = { ...base, maxNewTokens: 8, stopTokenIds: [], sampling: { temperature: 0 } };
+  const uncachedTtftMs: number[] = [];
+  for (let i = 0; i < 5; ++i) uncachedTtftMs.push((await runOne(uncached, request, isCoordinate)).ttftMs);
+  const cachedEngine = await Engine.open(dir, { backend: 'cuda', maxActiveRequests: 8 });
+  try {
+    const { image: _image, ...textOnly } = request;
+    await runOne(cachedEngine, { ...textOnly, promptIds: Array.from(base.promptIds).slice(0, 8) }, isCoordinate);  // warm-up, no image
+    const cachedTtftMs: number[] = [];
+    let cachedTokens = 0;
+    for (let i = 0; i < 5; ++i) {
+      let finishCached = 0;
+      const started = performance.now();
+      let first: number | undefined;
+      for await (const event of cachedEngine.stream(request as TokenRequest)) {
+        if (event.type === 'token') first ??= performance.now();
+        else finishCached = event.cachedTokens;
+      }
+      cachedTtftMs.push((first ?? started) - started);
+      if (i > 0) cachedTokens = finishCached;
+    }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+    const secondTaskSpeedup = median(uncachedTtftMs.slice(1)) / median(cachedTtftMs.slice(1));
+    log(
+      `decode: prefix cache: time to first token uncached ${uncachedTtftMs.map((t) => t.toFixed(1)).join(' ')} ms, ` +
+        `cached ${cachedTtftMs.map((t) => t.toFixed(1)).join(' ')} ms (${cachedTokens} prompt tokens from the cache): ` +
+        `x${secondTaskSpeedup.toFixed(1)} from the second question on`,
+    );
+    return { uncachedTtftMs, cachedTtftMs, cachedTokens, secondTaskSpeedup };
+  } finally {
+    await cachedEngine.close();
   }
 }

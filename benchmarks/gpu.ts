@@ -188,7 +188,8 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
   process.env.REX_OMNI_PROFILE_STEP = profileFile;
   let ours: GpuBenchResult['ours'];
   try {
-    const engine = await Engine.open(dir, { backend: 'cuda' });
+    // No prefix cache: every run on the one image takes the full path (vision, prefill).
+    const engine = await Engine.open(dir, { backend: 'cuda', prefixCacheGB: 0 });
     try {
       const request = {
         promptIds: c.promptIds,
@@ -350,6 +351,11 @@ export function printGpuTable(r: GpuBenchResult): void {
     for (const s of d.stepsPerBox)
       console.log(`jump-forward ${s.jumpForward ? 'on ' : 'off'}: ${num(s.stepsPerBox, 2)} decode steps per box (${num(s.boxes, 0)} boxes, ${s.tokens} tokens, ${s.decodeSteps} steps)`);
     console.log(textTable(d.aggregate.map((a) => ({ batch: String(a.batch), 'aggregate tok/s': num(a.tokensPerSecond, 0), 'ms/step': num(a.stepMs, 2), 'tok/s per request': num(a.perRequestTokensPerSecond) }))));
+    const pc = d.prefixCache;
+    console.log(
+      `prefix cache, five questions on one image: time to first token uncached ${pc.uncachedTtftMs.map((t) => num(t)).join(' / ')} ms, ` +
+        `cached ${pc.cachedTtftMs.map((t) => num(t)).join(' / ')} ms (${pc.cachedTokens} tokens from the cache), x${num(pc.secondTaskSpeedup)} from the second on`,
+    );
   } else if (d) console.log(`decode benchmark failed: ${d.error}`);
   const bw = r.gpu.copyBandwidthBytesPerSecond;
   if (r.stepProfile)

@@ -155,7 +155,9 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   const int64_t rows = int64_t(blocks + 1) * kBlockTokens;  // + the spare block for padded decode rows
   REX_RETURN_IF_ERROR(kv_arena_.allocate(size_t(rows) * kv_dim * 2 * size_t(t.num_layers), "the KV cache"));
   const size_t per_token = size_t(t.num_layers) * 2 * size_t(kv_dim) * sizeof(uint16_t);
-  kv_pool_ = KvBlockPool(int(blocks), kBlockTokens, per_token);
+  const size_t cache_bytes = options_.prefix_cache_bytes < 0 ? size_t(blocks) * kBlockTokens * per_token / 4
+                                                            : size_t(options_.prefix_cache_bytes);
+  kv_ = std::make_unique<KvBudget>(int(blocks), kBlockTokens, per_token, int(cache_bytes / (per_token * kBlockTokens)));
   max_sequence_tokens_ = int(std::min<int64_t>(int64_t(blocks) * kBlockTokens, kMaxSequenceTokens));
   if (t.max_position_embeddings > 0) max_sequence_tokens_ = std::min(max_sequence_tokens_, t.max_position_embeddings);
   KvArena arena{kv_arena_.get(), rows, kBlockTokens, kv_dim};
@@ -239,7 +241,14 @@ Result<PreprocessedImage> CudaBackend::preprocess_for_test(const uint8_t* rgb, i
   return out;
 }
 
-AdmissionCheck CudaBackend::check_admission(int tokens) const {
+AdmissionCheck CudaBackend::check_admission(int tokens) const { return check_admission_for(tokens, nullptr); }
+
+AdmissionCheck CudaBackend::check_admission_with_prefix(int tokens, const PrefixKey& key) const {
+  return check_admission_for(tokens, &key);
+}
+
+AdmissionCheck CudaBackend::check_admission_for(int tokens, const PrefixKey* key) const {
+  if (!kv_) return AdmissionCheck{Admission::kNever, "cuda backend: prepare() was not called"};
   if (tokens > max_sequence_tokens_) {
     AdmissionCheck c;
     c.verdict = Admission::kNever;
@@ -247,26 +256,92 @@ AdmissionCheck CudaBackend::check_admission(int tokens) const {
                std::to_string(max_sequence_tokens_) + " one sequence can hold; lower maxNewTokens or the image size";
     return c;
   }
-  return kv_pool_.check(tokens);
+  return kv_->check(tokens, key);
 }
 
 Result<SlotId> CudaBackend::acquire_slot(int capacity) {
   if (!prepared_) return not_prepared();
+  if (free_masks_.empty()) return Status(StatusCode::kOutOfMemory, "cuda backend: all " + std::to_string(std::max(1, options_.max_active_requests)) +
+                                        " sequence slots are in use (maxActiveRequests)");
   const AdmissionCheck fit = check_admission(std::max(capacity, 1));
   if (fit.verdict != Admission::kNow) return Status(StatusCode::kOutOfMemory, fit.detail);
-  auto blocks = kv_pool_.allocate(std::max(capacity, 1));  // cannot fail after kNow: one thread
-  if (!blocks.ok()) return blocks.status();
-  Slot slot;
-  slot.blocks = std::move(blocks).value();
-  slot.capacity = int(slot.blocks.size()) * kBlockTokens;
-  if (free_masks_.empty()) {
-    kv_pool_.release(&slot.blocks);
-    return Status(StatusCode::kOutOfMemory, "cuda backend: all " + std::to_string(std::max(1, options_.max_active_requests)) +
-                  " sequence slots are in use (maxActiveRequests)");
+  auto reservation = kv_->reserve(std::max(capacity, 1), nullptr);  // cannot fail after kNow: one thread
+  if (!reservation.ok()) return reservation.status();
+  auto slot = add_slot(std::move(reservation).value());
+  drop_uncached_prefixes();  // reserving may have evicted
+  return slot;
+}
+
+Result<SlotId> CudaBackend::acquire_slot_with_prefix(int capacity, const PrefixKey& key, int* prefix_tokens) {
+  *prefix_tokens = 0;
+  if (!prepared_) return not_prepared();
+  if (free_masks_.empty()) return acquire_slot(capacity);  // its error
+  const AdmissionCheck fit = check_admission_for(std::max(capacity, 1), &key);
+  if (fit.verdict != Admission::kNow) return Status(StatusCode::kOutOfMemory, fit.detail);
+  auto reservation = kv_->reserve(std::max(capacity, 1), &key);
+  if (!reservation.ok()) return reservation.status();
+  const int cached = reservation->prefix_tokens;
+  const CowCopy copy = reservation->copy;
+  auto id = add_slot(std::move(reservation).value());
+  if (!id.ok() || cached == 0) {
+    drop_uncached_prefixes();
+    return id;
   }
+  Slot& slot = slots_[id.value()];
+  auto ids = prefix_ids_.find(key);
+  if (ids == prefix_ids_.end() || int(ids->second.size()) != cached) {
+    release(id.value());
+    return Status(StatusCode::kInternal, "cuda backend: the prefix cache holds blocks for a prefix whose tokens are missing");
+  }
+  // The partial last block: the slot appends into its own copy. Every plane
+  // (K and V of every layer) holds the block's rows at the same offset.
+  if (copy.needs_copy()) {
+    const TextConfig& t = config_.text;
+    const size_t kv_dim = size_t(t.num_kv_heads) * t.head_dim(), block = size_t(kBlockTokens) * kv_dim;
+    const size_t plane = kv_arena_.size() / (2 * size_t(t.num_layers));
+    REX_CUDA_TRY(cudaMemcpy2DAsync(kv_arena_.get() + size_t(copy.to) * block, plane * sizeof(bf16),
+                                   kv_arena_.get() + size_t(copy.from) * block, plane * sizeof(bf16), block * sizeof(bf16),
+                                   2 * size_t(t.num_layers), cudaMemcpyDeviceToDevice, stream_));
+  }
+  REX_RETURN_IF_ERROR(text_.mark_seen(slot.seen_mask, ids->second.data(), cached));
+  slot.length = cached;
+  slot.ids = ids->second;
+  *prefix_tokens = cached;
+  drop_uncached_prefixes();  // after the copy: reserving may have evicted this very entry
+  return id;
+}
+
+Result<bool> CudaBackend::cache_prefix(SlotId slot, const PrefixKey& key, int tokens) {
+  auto it = slots_.find(slot);
+  if (it == slots_.end()) return Status(StatusCode::kInvalidArgument, "cache_prefix: unknown slot " + std::to_string(slot));
+  const Slot& s = it->second;
+  if (tokens > s.length || tokens > int(s.ids.size()))
+    return Status(StatusCode::kInvalidArgument, "cache_prefix: expected at most the slot's " + std::to_string(s.length) +
+                                                    " prefilled tokens but got " + std::to_string(tokens));
+  auto kept = kv_->keep(key, s.blocks, tokens);
+  if (!kept.ok() || !kept.value()) return kept;
+  prefix_ids_.emplace(key, std::vector<int32_t>(s.ids.begin(), s.ids.begin() + tokens));
+  drop_uncached_prefixes();
+  return true;
+}
+
+void CudaBackend::drop_uncached_prefixes() {
+  for (auto it = prefix_ids_.begin(); it != prefix_ids_.end();)
+    it = kv_->cached(it->first) ? std::next(it) : prefix_ids_.erase(it);
+}
+
+Result<SlotId> CudaBackend::add_slot(SlotReservation reservation) {
+  Slot slot;
+  slot.blocks = std::move(reservation.blocks);
+  slot.capacity = int(slot.blocks.size()) * kBlockTokens;
   slot.seen_mask = free_masks_.back();
   free_masks_.pop_back();
-  REX_RETURN_IF_ERROR(text_.sampler().clear_mask(slot.seen_mask));
+  const Status cleared = text_.sampler().clear_mask(slot.seen_mask);
+  if (!cleared.ok()) {
+    free_masks_.push_back(slot.seen_mask);
+    kv_->release(&slot.blocks);
+    return cleared;
+  }
   const SlotId id = next_slot_++;
   slots_[id] = std::move(slot);
   return id;
@@ -275,7 +350,7 @@ Result<SlotId> CudaBackend::acquire_slot(int capacity) {
 void CudaBackend::release(SlotId slot) {
   auto it = slots_.find(slot);
   if (it == slots_.end()) return;
-  kv_pool_.release(&it->second.blocks);
+  kv_->release(&it->second.blocks);
   if (it->second.seen_mask >= 0) free_masks_.push_back(it->second.seen_mask);
   slots_.erase(it);
 }
@@ -341,6 +416,7 @@ Status CudaBackend::prefill_impl(const PrefillInput& in, float* logits_out) {
   REX_RETURN_IF_ERROR(text_.prefill(in.token_ids, in.n, in.positions, slot.length, slot.blocks, image, image_row,
                                     in.logit_rows, logits_out, slot.seen_mask, tap));
   slot.length += in.n;
+  slot.ids.insert(slot.ids.end(), in.token_ids, in.token_ids + in.n);  // a prefix may be kept (cache_prefix)
   return Status::Ok();
 }
 
@@ -408,8 +484,12 @@ BackendInfo CudaBackend::info() const {
   BackendInfo i = device_info_;
   i.backend = "cuda";
   i.memory.weights_bytes = weights_.bytes;
-  i.memory.kv_cache_bytes = size_t(kv_pool_.total_blocks()) * kv_pool_.bytes_per_block();
-  i.memory.kv_cache_used_bytes = kv_pool_.used_bytes();
+  if (kv_) {
+    i.memory.kv_cache_bytes = size_t(kv_->pool().total_blocks()) * kv_->pool().bytes_per_block();
+    i.memory.kv_cache_used_bytes = kv_->pool().used_bytes();
+    i.prefix_cache = kv_->cache_stats();
+    i.prefix_cache_bytes = size_t(kv_->cache_blocks()) * kv_->pool().bytes_per_block();
+  }
   i.memory.workspace_bytes = vision_.workspace_bytes() + text_.workspace_bytes();
   size_t free_bytes = 0, total_bytes = 0;
   if (cudaSetDevice(options_.device) == cudaSuccess && cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) {

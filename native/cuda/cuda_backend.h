@@ -19,7 +19,9 @@
 #include "cuda/gemm.cuh"
 #include "cuda/preprocess.cuh"
 #include "engine/backend.h"
-#include "engine/kv_block_pool.h"
+#include <unordered_map>
+
+#include "engine/kv_budget.h"
 
 namespace rex::cuda {
 
@@ -34,6 +36,11 @@ class CudaBackend final : public Backend {
   Result<EncodedImage> encode_rgb(const uint8_t* rgb, int width, int height, const PreprocessOptions& options) override;
   AdmissionCheck check_admission(int tokens) const override;
   Result<SlotId> acquire_slot(int capacity) override;
+  bool caches_prefixes() const override { return kv_ && kv_->caches_prefixes(); }
+  AdmissionCheck check_admission_with_prefix(int tokens, const PrefixKey& key) const override;
+  Result<SlotId> acquire_slot_with_prefix(int capacity, const PrefixKey& key, int* prefix_tokens) override;
+  Result<bool> cache_prefix(SlotId slot, const PrefixKey& key, int tokens) override;
+  PrefixCacheStats prefix_cache_stats() const override { return kv_ ? kv_->cache_stats() : PrefixCacheStats{}; }
   void release(SlotId slot) override;
   int slot_length(SlotId slot) const override;
   Status prefill(const PrefillInput& input, float* logits_out) override;
@@ -59,10 +66,14 @@ class CudaBackend final : public Backend {
     int length = 0;
     int capacity = 0;
     int seen_mask = -1;  // its repetition-penalty bitmask on the device
+    std::vector<int32_t> ids;  // the tokens it holds, while a prefix may still be kept (prefill only)
   };
   // The decode rows as the text runner takes them (rows of one slot consecutive).
   Status decode_batch(const std::vector<DecodeRow>& rows, std::vector<DecodeSequence>* batch, std::vector<Slot*>* stepped);
   Status prefill_impl(const PrefillInput& input, float* logits_out);
+  AdmissionCheck check_admission_for(int tokens, const PrefixKey* key) const;
+  Result<SlotId> add_slot(SlotReservation reservation);
+  void drop_uncached_prefixes();
 
   BackendOptions options_;
   bool use_graphs_ = true;
@@ -76,7 +87,10 @@ class CudaBackend final : public Backend {
   DevicePreprocessor preprocessor_;
   DeviceBuffer<bf16> kv_arena_;
   DeviceBuffer<bf16> pixels_;  // host-preprocessed pixels (encode_image), as bf16
-  KvBlockPool kv_pool_;
+  std::unique_ptr<KvBudget> kv_;  // the KV blocks and the image prefix cache
+  // The cached prefixes' token ids: a slot that reuses one marks them in its
+  // repetition-penalty bitmask (the prompt counts as seen).
+  std::unordered_map<PrefixKey, std::vector<int32_t>, PrefixKeyHash> prefix_ids_;
   int max_sequence_tokens_ = 0;
   std::map<SlotId, Slot> slots_;
   SlotId next_slot_ = 0;

@@ -435,6 +435,15 @@ Status TextRunner::decode_sampled(const std::vector<DecodeSequence>& batch, cons
   return sampler_.read(n, out);
 }
 
+Status TextRunner::mark_seen(int seen_mask, const int32_t* ids, int n) {
+  for (int start = 0; start < n; start += kPrefillChunk) {
+    const int rows = std::min(kPrefillChunk, n - start);
+    REX_RETURN_IF_ERROR(pre_ids_.upload(ids + start, size_t(rows), stream_, "the prefix ids"));
+    REX_RETURN_IF_ERROR(sampler_.mark(seen_mask, pre_ids_.get(), rows));
+  }
+  return Status::Ok();
+}
+
 Status TextRunner::sample_prefill(const RowSampling& sampling, int seen_mask, SampledToken* out) {
   bool restricted = false;
   RowSampling full = sampling;

@@ -87,6 +87,8 @@ class TextRunner {
   // After prefill(): the token after the prefill's last row, sampled on the
   // device from its logits (the slot's seen bitmask already marked).
   Status sample_prefill(const RowSampling& sampling, int seen_mask, SampledToken* out);
+  // Marks n host ids in a seen bitmask (a slot that starts from a cached prefix).
+  Status mark_seen(int seen_mask, const int32_t* ids, int n);
 
   // The repetition-penalty bitmasks (one per slot; the sampler's tables).
   DecodeSampler& sampler() { return sampler_; }

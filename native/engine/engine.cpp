@@ -37,8 +37,8 @@
 // the image (its bytes and preprocessing settings, or its preprocessed
 // pixels) and the prompt tokens up to there. A miss prefills the prefix, has
 // the backend keep its KV, then prefills the rest; a hit skips the vision
-// encoder and the prefix's prefill. Either way the prompt is prefilled in
-// those two parts, so a request gives the same tokens cached or not.
+// encoder and the prefix's prefill. Every image prompt is prefilled in those
+// two parts, cache or none, so a request gives the same tokens either way.
 #include "rex/engine.h"
 
 #include <algorithm>
@@ -261,14 +261,19 @@ uint64_t hash_preprocess_options(const PreprocessOptions& o, uint64_t h) {
 // The request's image prefix and its key, once (requests without an image,
 // or scoring ones, have none). The key names what fixes the prefix's KV: the
 // image as given (RGB bytes and size, or the preprocessed pixels), the
-// preprocessing settings and grid, and the prompt's tokens through the prefix.
-void find_image_prefix(Sequence& s, const ModelConfig& config) {
+// preprocessing settings and grid, and the prompt's tokens through the prefix
+// (computed only when `keyed`: a backend with a cache).
+void find_image_prefix(Sequence& s, const ModelConfig& config, bool keyed) {
   if (s.prefix_known) return;
   s.prefix_known = true;
   const GenerationRequest& r = s.request;
   if (s.score || (!r.raw_image && !r.image)) return;
   const int split = image_prefix_length(r.prompt_ids, config);
   if (split == 0) return;
+  if (!keyed) {  // no cache: the split alone
+    s.prefix_tokens = split;
+    return;
+  }
   PrefixKey key;
   if (r.raw_image) {
     const RawImage& im = *r.raw_image;
@@ -432,7 +437,7 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
   GenerationRequest& r = s.request;
   *finished = false;
   s.prompt_tokens = int(r.prompt_ids.size()) - (s.score ? s.score->continuation : 0);
-  find_image_prefix(s, config);
+  find_image_prefix(s, config, backend->caches_prefixes());
   // With the prefix cache, the slot comes first: a hit holds the prefix's KV,
   // and the image is not encoded at all.
   const bool cache = s.prefix_tokens > 0 && backend->caches_prefixes();
@@ -528,10 +533,12 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
     if (!grammar.ok()) return grammar.status();
     s.grammar.emplace(std::move(grammar).value());
   }
-  // The image prefix cache: a miss prefills the prefix and keeps it; then
-  // (hit or miss) the prompt's rest is the prefill the first token comes from.
+  // An image prompt is prefilled in two parts, cache or not (so a request
+  // gives the same tokens with the cache on, off, hit or missed): the prefix,
+  // kept when there is a cache, unless it came from there; then the rest,
+  // which the first token comes from.
   std::vector<int32_t> prefix_positions, rest_positions;
-  if (cache) {
+  if (s.prefix_tokens > 0) {
     if (s.cached_tokens == 0) {
       prefix_positions = position_range(pos.value(), 0, s.prefix_tokens);
       PrefillInput prefix = in;
@@ -540,8 +547,10 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
       prefix.logit_rows = 1;
       logits.resize(size_t(vocab));
       REX_RETURN_IF_ERROR(backend->prefill(prefix, logits.data()));
-      auto kept = backend->cache_prefix(s.slot, s.prefix_key, s.prefix_tokens);
-      if (!kept.ok()) return kept.status();
+      if (cache) {
+        auto kept = backend->cache_prefix(s.slot, s.prefix_key, s.prefix_tokens);
+        if (!kept.ok()) return kept.status();
+      }
     }
     rest_positions = position_range(pos.value(), s.prefix_tokens, pos->n);
     in.token_ids = r.prompt_ids.data() + s.prefix_tokens;
@@ -721,7 +730,7 @@ void Engine::Impl::run() {
       int still_to_come = 0;
       for (size_t j = ai + 1; j < admitted.size(); ++j) still_to_come += admitted[j] != nullptr;
       const bool no_row = taken + 1 > step_rows;
-      find_image_prefix(*s, config);
+      find_image_prefix(*s, config, backend->caches_prefixes());
       const AdmissionCheck fit = no_row                ? AdmissionCheck{Admission::kLater, "no decode row"}
                                  : s->prefix_tokens > 0 && backend->caches_prefixes()
                                      ? backend->check_admission_with_prefix(tokens_needed(*s), s->prefix_key)

@@ -9,6 +9,9 @@
 //    row-invariant), jump-forward rows included.
 //  - The default mode: steps of more than 8 rows run on cuBLASLt; sixteen
 //    greedy requests at once begin as they do alone.
+//  - The image prefix cache: later tasks on an image read its KV (no vision,
+//    no prefix prefill; a partial last block copied on the device) and give
+//    the tokens of a model without the cache, also all at once.
 //  - The CPU backend, sampling on the host, gives the same greedy tokens on
 //    the first steps (bf16 against fp32: the first tokens only).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -101,6 +104,49 @@ describe('CUDA decode', () => {
       expect(fast.info().backend).toBe('cuda');
     } finally {
       await fast.close();
+    }
+  });
+
+  it('the image prefix cache: later tasks on an image give the tokens of a model without it', async () => {
+    const plain = await RexOmni.load(await ensureTinyCheckpoint(), {
+      backend: 'cuda',
+      maxActiveRequests: 8,
+      batchInvariant: true,
+      prefixCacheGB: 0,
+      defaults: { maxPixels: 64 * 28 * 28 },
+    });
+    try {
+      const image = { data: syntheticRgb(112, 112, 31), width: 112, height: 112 };
+      const options = { maxNewTokens: 32, sampling: { temperature: 0.8, topP: 0.9, seed: 3 } };
+      const handle = await model.image(image);
+      const cachedResults = [
+        await handle.detect(CATEGORIES, options),
+        await handle.point(['cat'], options),
+        await handle.guiGround('the cat', options),
+      ];
+      const plainResults = [
+        await plain.detect(image, CATEGORIES, options),
+        await plain.point(image, ['cat'], options),
+        await plain.guiGround(image, 'the cat', options),
+      ];
+      expect(cachedResults[0]!.tokens.cached).toBe(0);
+      for (const r of cachedResults.slice(1)) {
+        expect(r.tokens.cached).toBeGreaterThan(r.tokens.image);
+        expect(r.timings.visionMs).toBe(0);
+      }
+      for (const [i, r] of cachedResults.entries()) expect(r.outputTokenIds).toEqual(plainResults[i]!.outputTokenIds);
+      // All at once: hits and misses in one batch.
+      const together = await Promise.all([
+        handle.detect(CATEGORIES, options),
+        handle.point(['cat'], options),
+        handle.guiGround('the cat', options),
+      ]);
+      for (const [i, r] of together.entries()) expect(r.outputTokenIds).toEqual(plainResults[i]!.outputTokenIds);
+      const info = model.info().prefixCache;
+      console.log(`prefix cache: ${JSON.stringify(info)}`);
+      expect(info.hits).toBeGreaterThanOrEqual(4);
+    } finally {
+      await plain.close();
     }
   });
 });
