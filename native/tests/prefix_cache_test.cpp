@@ -43,11 +43,32 @@ bool cache_finished_prefix(KvBlockPool* pool, PrefixCache* cache, uint64_t pixel
 
 }  // namespace
 
-REX_TEST(hash_bytes_is_fnv1a_and_chains) {
-  CHECK_EQ(hash_bytes("", 0), kFnv1aOffset);
-  CHECK_EQ(hash_bytes("a", 1), 0xaf63dc4c8601ec8cull);  // the published FNV-1a 64 vector
-  CHECK_EQ(hash_bytes("foobar", 6), 0x85944171f73967e8ull);
-  CHECK_EQ(hash_bytes("bar", 3, hash_bytes("foo", 3)), hash_bytes("foobar", 6));
+REX_TEST(hash_bytes_sees_every_byte_the_length_and_the_seed) {
+  // A buffer past several 32-byte rounds plus a tail: flipping any one bit,
+  // in the lanes or in the tail, changes the hash; so do the length (a zero
+  // appended) and the seed; the same input gives the same hash.
+  std::vector<unsigned char> data(1000 * 3 + 7);
+  std::mt19937 rng(5);
+  for (auto& b : data) b = static_cast<unsigned char>(rng());
+  const uint64_t h = hash_bytes(data.data(), data.size());
+  CHECK_EQ(hash_bytes(data.data(), data.size()), h);
+  int unchanged = 0;
+  for (size_t i = 0; i < data.size(); ++i)
+    for (int bit = 0; bit < 8; bit += 3) {
+      data[i] ^= static_cast<unsigned char>(1u << bit);
+      unchanged += hash_bytes(data.data(), data.size()) == h;
+      data[i] ^= static_cast<unsigned char>(1u << bit);
+    }
+  CHECK_EQ(unchanged, 0);
+  data.push_back(0);
+  CHECK(hash_bytes(data.data(), data.size()) != h);
+  data.pop_back();
+  CHECK(hash_bytes(data.data(), data.size(), 1) != h);
+  CHECK(hash_bytes("", 0) != hash_bytes("", 0, 1));
+  // Words that swap places between lanes differ too.
+  std::vector<unsigned char> swapped = data;
+  std::swap_ranges(swapped.begin(), swapped.begin() + 8, swapped.begin() + 8);
+  CHECK(hash_bytes(swapped.data(), swapped.size()) != h);
 }
 
 REX_TEST(every_key_field_distinguishes_entries) {
