@@ -60,6 +60,7 @@ Napi::Object backend_info_to_js(Napi::Env env, const rex::BackendInfo& info) {
   o.Set("memory", memory);
   Napi::Object cache = Napi::Object::New(env);
   cache.Set("capacityBytes", static_cast<double>(info.prefix_cache_bytes));
+  cache.Set("heldBytes", static_cast<double>(info.prefix_cache_held_bytes));
   cache.Set("entries", info.prefix_cache.entries);
   cache.Set("hits", static_cast<double>(info.prefix_cache.hits));
   cache.Set("misses", static_cast<double>(info.prefix_cache.misses));

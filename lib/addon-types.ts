@@ -220,7 +220,16 @@ export interface NativeEngineInfo {
     peakBytes: number;
   };
   /** The image prefix cache (zeros without one). */
-  prefixCache: { capacityBytes: number; entries: number; hits: number; misses: number; insertions: number; evictions: number };
+  prefixCache: {
+    capacityBytes: number;
+    /** KV its entries hold now (blocks that requests share count once, in kvCacheUsedBytes). */
+    heldBytes: number;
+    entries: number;
+    hits: number;
+    misses: number;
+    insertions: number;
+    evictions: number;
+  };
 }
 
 export interface NativeEngine {

@@ -79,6 +79,7 @@ BackendInfo CpuBackend::info() const {
   if (kv_ && kv_->caches_prefixes()) {
     i.prefix_cache = kv_->cache_stats();
     i.prefix_cache_bytes = size_t(kv_->cache_blocks()) * kv_->pool().bytes_per_block();
+    i.prefix_cache_held_bytes = size_t(i.prefix_cache.blocks_held) * kv_->pool().bytes_per_block();
   }
   return i;
 }

@@ -489,6 +489,7 @@ BackendInfo CudaBackend::info() const {
     i.memory.kv_cache_used_bytes = kv_->pool().used_bytes();
     i.prefix_cache = kv_->cache_stats();
     i.prefix_cache_bytes = size_t(kv_->cache_blocks()) * kv_->pool().bytes_per_block();
+    i.prefix_cache_held_bytes = size_t(i.prefix_cache.blocks_held) * kv_->pool().bytes_per_block();
   }
   i.memory.workspace_bytes = vision_.workspace_bytes() + text_.workspace_bytes();
   size_t free_bytes = 0, total_bytes = 0;

@@ -101,6 +101,7 @@ struct BackendInfo {
   std::string backend;             // "cpu" or "cuda"
   PrefixCacheStats prefix_cache;   // zeros without one
   size_t prefix_cache_bytes = 0;   // the cache's share of the KV budget (0: none)
+  size_t prefix_cache_held_bytes = 0;  // what its entries hold now
   std::string device_name;         // GPU name; empty on the CPU
   std::string compute_capability;  // "9.0"
   int driver_version = 0;          // CUDA driver API version, e.g. 13000
