@@ -15,6 +15,7 @@ import { parseArgs } from 'node:util';
 import { RexOmni, type RexOmniResult } from '../lib/rex-omni.js';
 import type { RunOptions } from '../lib/run-options.js';
 import type { TaskSpec } from '../lib/tasks/index.js';
+import { seededRandom } from '../test/fixtures/seeded-random.js';
 import { syntheticRgb } from '../test/fixtures/synthetic-image.js';
 
 export interface SoakOptions {
@@ -56,23 +57,12 @@ const TASKS: { name: string; spec: TaskSpec }[] = [
   { name: 'gui', spec: { task: 'gui_grounding', element: 'search bar' } },
 ];
 
-// A small deterministic generator (mulberry32), so a seed replays a soak.
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Fault = 'none' | 'cancel' | 'deadline' | 'corrupt' | 'bad-option';
 
 export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   const log = o.log ?? (() => {});
-  const rand = random(o.seed ?? 1);
+  const rand = seededRandom(o.seed ?? 1);
   const size = o.imageSize ?? 112;
   const images = Array.from({ length: o.images ?? 6 }, (_, i) => ({ data: syntheticRgb(size, size, 100 + i), width: size, height: size }));
   const maxNew = o.maxNewTokens ?? 32;

@@ -5,19 +5,10 @@ import { describe, expect, it } from 'vitest';
 import { StreamingOutputParser, parseOutput } from '../lib/parse/index.js';
 import type { Prediction } from '../lib/predictions.js';
 import { TASK_NAMES, type TaskName } from '../lib/tasks/index.js';
+import { seededRandom as rng } from './fixtures/seeded-random.js';
 
 const SIZE = { width: 1280, height: 720 };
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const PIECES = [
   '<|object_ref_start|>', '<|object_ref_end|>', '<|box_start|>', '<|box_end|>', '<|im_end|>', '<|endoftext|>', '<|im_start|>',

@@ -6,14 +6,19 @@ import { InvalidArgumentError, Option } from 'commander';
 import { RexOmni } from '../../rex-omni.js';
 import { checkBindAllowed } from '../../server/auth.js';
 import { createServer } from '../../server/index.js';
-import { DEFAULT_SERVER_LIMITS, type ServerOptions } from '../../server/options.js';
+import { DEFAULT_SERVER_LIMITS, type ServerLimits, type ServerOptions } from '../../server/options.js';
 import { CliError, EXIT_USAGE } from '../exit-codes.js';
 import { resolveModel } from '../model-source.js';
 import { commaList, positiveInteger } from '../option-parsers.js';
 import type { CliStreams } from '../run-images.js';
 import { DEFAULT_MODEL } from '../run-flags.js';
 
-interface ServeFlags {
+// The limits' flags carry ServerLimits' own names; the rest are the CLI's.
+interface ServeFlags
+  extends Pick<
+    ServerLimits,
+    'maxBodyBytes' | 'maxInputPixels' | 'maxCategories' | 'maxPhraseLength' | 'maxNewTokens' | 'deadlineMs' | 'maxBatchImages'
+  > {
   model: string;
   port: number;
   host: string;
@@ -24,13 +29,6 @@ interface ServeFlags {
   threads?: number;
   maxActive: number;
   maxQueue: number;
-  maxBodyBytes: number;
-  maxInputPixels: number;
-  maxCategories: number;
-  maxPhraseLength: number;
-  maxNewTokens: number;
-  deadlineMs: number;
-  maxBatchImages: number;
   retryAfter: number;
   maxPixels?: number;
   drainMs: number;
