@@ -177,6 +177,8 @@ export interface NativeEngineOptions {
   batchInvariant?: boolean;
   /** The image prefix cache's share of the KV budget in bytes (absent: a quarter; 0: none). */
   prefixCacheBytes?: number;
+  /** Prompts are prefilled in chunks of this many tokens between decode steps (0: whole). Default 2048. */
+  prefillChunkTokens?: number;
 }
 
 export interface NativeScoreRequest {

@@ -60,6 +60,14 @@ export interface EngineOptions {
    * The CPU backend keeps one only under kvCacheGB.
    */
   prefixCacheGB?: number;
+  /**
+   * Prompts are prefilled in chunks of this many tokens, one chunk per
+   * scheduler step while other requests decode, so a long image prompt holds
+   * their next token back by one chunk at most. The chunks are the prompt's
+   * own (never the load's), so the tokens do not depend on the other
+   * requests. Default 2048; 0 prefills each prompt at once.
+   */
+  prefillChunkTokens?: number;
 }
 export type Timings = NativeTimings;
 export type EngineInfo = NativeEngineInfo;
@@ -87,7 +95,7 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
   if (options === null || typeof options !== 'object') throw invalidType('Engine options', 'an object', options);
   const {
     backend, threads, maxActiveRequests, maxQueuedRequests, kvCacheGB, gpuMemoryFraction, device, emulateBf16, batchInvariant,
-    prefixCacheGB,
+    prefixCacheGB, prefillChunkTokens,
   } = options;
   if (backend !== undefined && backend !== 'auto' && backend !== 'cpu' && backend !== 'cuda')
     throw invalidType('options.backend', '"auto", "cpu" or "cuda"', backend);
@@ -100,6 +108,7 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
   integer('maxActiveRequests', maxActiveRequests, 1);
   integer('maxQueuedRequests', maxQueuedRequests, 0);
   integer('device', device, 0);
+  integer('prefillChunkTokens', prefillChunkTokens, 0);
   if (kvCacheGB !== undefined && (typeof kvCacheGB !== 'number' || !(kvCacheGB > 0) || !Number.isFinite(kvCacheGB)))
     throw outOfRange('options.kvCacheGB', 'a positive number of GiB', kvCacheGB);
   if (gpuMemoryFraction !== undefined && (typeof gpuMemoryFraction !== 'number' || !(gpuMemoryFraction > 0 && gpuMemoryFraction <= 1)))
@@ -115,6 +124,7 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
   if (emulateBf16) out.emulateBf16 = true;
   if (batchInvariant) out.batchInvariant = true;
   if (prefixCacheGB !== undefined) out.prefixCacheBytes = Math.floor(prefixCacheGB * 2 ** 30);
+  if (prefillChunkTokens !== undefined) out.prefillChunkTokens = prefillChunkTokens;
   if (threads !== undefined) out.threads = threads;
   if (maxActiveRequests !== undefined) out.maxActiveRequests = maxActiveRequests;
   if (maxQueuedRequests !== undefined) out.maxQueuedRequests = maxQueuedRequests;

@@ -3,7 +3,8 @@
 // and gives the tokens it gives uncached; other images, other sizes and a
 // cache too small to hold a prefix miss; model.image() handles reuse it; the
 // cache stays inside the KV budget and gives its blocks back when requests
-// need them.
+// need them; prompts prefilled in small chunks (the image split across them)
+// give the same tokens.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { RexOmni, type RexOmniResult } from '../lib/rex-omni.js';
@@ -114,6 +115,24 @@ describe('image prefix cache', () => {
     } finally {
       await small.close();
     }
+  });
+
+  it('prompts prefilled in chunks of 7 (the image split across them) give the same tokens, cached or not', async () => {
+    const chunked = await RexOmni.load(await ensureTinyCheckpoint(), { threads: 2, kvCacheGB: 0.05, prefillChunkTokens: 7, defaults });
+    try {
+      for (const [name, run] of tasks) {
+        const plain = await run(uncached, IMAGE);
+        const first = await run(chunked, IMAGE);
+        expect(first.outputTokenIds, name).toEqual(plain.outputTokenIds);
+        expect(first.timings.prefillMs).toBeGreaterThan(0);
+      }
+      expect(chunked.info().prefixCache.hits).toBe(2);  // the second and third tasks
+    } finally {
+      await chunked.close();
+    }
+    await expect(RexOmni.load(await ensureTinyCheckpoint(), { prefillChunkTokens: -1 })).rejects.toThrow(
+      'options.prefillChunkTokens: expected an integer >= 0 but got -1',
+    );
   });
 
   it('prefixCacheGB is checked', async () => {

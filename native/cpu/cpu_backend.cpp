@@ -217,13 +217,10 @@ Status CpuBackend::prefill(const PrefillInput& in, float* logits_out) {
   int image_tokens = 0;
   for (int i = 0; i < in.n; ++i) image_tokens += in.token_ids[i] == in.image_token_id;
   if (in.image) {
-    if (in.image->tokens() != image_tokens || in.image->hidden() != hidden)
-      return Status(StatusCode::kInvalidArgument, "prefill: the prompt has " + std::to_string(image_tokens) +
-                    " image tokens but the image gives " + std::to_string(in.image->tokens()) +
-                    " embeddings of width " + std::to_string(in.image->hidden()));
+    REX_RETURN_IF_ERROR(check_prefill_image(in, image_tokens, hidden));
     std::vector<float> host;
     REX_RETURN_IF_ERROR(in.image->copy_to_host(&host));
-    for (int i = 0, j = 0; i < in.n; ++i)
+    for (int i = 0, j = in.image_part ? in.image_offset : 0; i < in.n; ++i)
       if (in.token_ids[i] == in.image_token_id)
         std::copy_n(&host[size_t(j++) * hidden], hidden, &x[size_t(i) * hidden]);
   } else if (image_tokens > 0 && in.image_token_id >= 0) {

@@ -396,15 +396,12 @@ Status CudaBackend::prefill_impl(const PrefillInput& in, float* logits_out) {
   std::vector<int32_t> image_row;
   UploadedEmbeddings uploaded;
   if (in.image) {
-    if (in.image->tokens() != image_tokens || in.image->hidden() != hidden)
-      return Status(StatusCode::kInvalidArgument, "prefill: the prompt has " + std::to_string(image_tokens) +
-                    " image tokens but the image gives " + std::to_string(in.image->tokens()) + " embeddings of width " +
-                    std::to_string(in.image->hidden()));
+    REX_RETURN_IF_ERROR(check_prefill_image(in, image_tokens, hidden));
     const auto* resident = dynamic_cast<const CudaImageEmbeddings*>(in.image);
     if (!resident) REX_RETURN_IF_ERROR(uploaded.from(*in.image, stream_));
     image = resident ? resident->device_rows() : uploaded.rows.get();
     image_row.assign(size_t(in.n), -1);
-    for (int i = 0, j = 0; i < in.n; ++i)
+    for (int i = 0, j = in.image_part ? in.image_offset : 0; i < in.n; ++i)
       if (in.token_ids[i] == in.image_token_id) {
         image_row[size_t(i)] = resident ? resident->row_of(j) : j;
         ++j;

@@ -61,13 +61,24 @@ struct PrefillInput {
   // Axis-major M-RoPE ids [t(0..n-1), h(0..n-1), w(0..n-1)] (3*n values).
   const int32_t* positions = nullptr;
   // Embeddings scattered, in order, at the tokens equal to image_token_id;
-  // null when the tokens hold no image. Their count must match exactly.
+  // null when the tokens hold no image. Their count must match exactly,
+  // unless image_part (below).
   const ImageEmbeddings* image = nullptr;
   int32_t image_token_id = -1;
+  // A prompt prefilled in chunks: this call's image tokens take embeddings
+  // [image_offset, image_offset + their count) of the image, which must
+  // exist. Otherwise (image_part false) they take all of them, exactly.
+  bool image_part = false;
+  int image_offset = 0;
   // Logits for the last logit_rows tokens (1..n), row by row: teacher-forced
   // scoring asks for every continuation position at once.
   int logit_rows = 1;
 };
+
+// Checks a prefill's image against its `image_tokens` image tokens: the
+// embeddings' width, and their count (exact, or with image_part the range
+// [image_offset, image_offset + image_tokens) inside it). kInvalidArgument otherwise.
+Status check_prefill_image(const PrefillInput& input, int image_tokens, int hidden);
 
 // A vision encoding of raw RGB bytes, with where its time went.
 struct EncodedImage {

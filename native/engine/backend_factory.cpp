@@ -41,6 +41,17 @@ Result<std::unique_ptr<Backend>> make_backend(const BackendOptions& options) {
                 "\"" + (options.name == "cuda" ? " (this build of the addon has no CUDA backend)" : ""));
 }
 
+Status check_prefill_image(const PrefillInput& in, int image_tokens, int hidden) {
+  const int have = in.image->tokens();
+  const int offset = in.image_part ? in.image_offset : 0;
+  if (in.image->hidden() != hidden || offset < 0 || (in.image_part ? offset + image_tokens > have : have != image_tokens))
+    return Status(StatusCode::kInvalidArgument,
+                  "prefill: the prompt has " + std::to_string(image_tokens) + " image tokens from embedding " +
+                      std::to_string(offset) + " but the image gives " + std::to_string(have) +
+                      " embeddings of width " + std::to_string(in.image->hidden()));
+  return Status::Ok();
+}
+
 Result<EncodedImage> Backend::encode_rgb(const uint8_t* rgb, int width, int height, const PreprocessOptions& options) {
   using Clock = std::chrono::steady_clock;
   auto t0 = Clock::now();

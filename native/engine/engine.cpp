@@ -127,6 +127,12 @@ struct Sequence {
   int prefix_tokens = 0;
   PrefixKey prefix_key;
   int cached_tokens = 0;
+  // Chunked prefill: while `prefilling`, the prompt's first `prefilled`
+  // tokens are in the slot's KV; the rest goes in chunks between decode steps.
+  bool prefilling = false;
+  int prefilled = 0;
+  MropePositions positions;
+  std::unique_ptr<ImageEmbeddings> embeddings;
   // submit + request.deadline_ms; max(): none.
   Clock::time_point deadline = Clock::time_point::max();
 };
@@ -316,6 +322,7 @@ struct Engine::Impl {
   // still take for the next step (the row budget, top of this file).
   int step_rows = 1;
   int spare_rows = 0;
+  int chunk_tokens = 2048;  // EngineOptions::prefill_chunk_tokens (0: whole prompts)
 
   std::mutex mutex;
   std::condition_variable wake;
@@ -340,6 +347,9 @@ struct Engine::Impl {
   Status take_rows(Sequence& s, size_t begin, size_t end, const std::vector<RowSampling>& sampling,
                    const SampledToken* device, EngineEvents& ev);
   Status start(Sequence& s, EngineEvents& ev, bool* finished);
+  int chunk_end(const Sequence& s) const;
+  Status prefill_chunk(Sequence& s, EngineEvents& ev);
+  void prefill_step(EngineEvents& ev);
   int owed_rows();
   void decode_step(EngineEvents& ev);
   void deliver(EngineEvents ev);
@@ -533,46 +543,109 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
     if (!grammar.ok()) return grammar.status();
     s.grammar.emplace(std::move(grammar).value());
   }
-  // An image prompt is prefilled in two parts, cache or not (so a request
-  // gives the same tokens with the cache on, off, hit or missed): the prefix,
-  // kept when there is a cache, unless it came from there; then the rest,
-  // which the first token comes from.
-  std::vector<int32_t> prefix_positions, rest_positions;
-  if (s.prefix_tokens > 0) {
-    if (s.cached_tokens == 0) {
-      prefix_positions = position_range(pos.value(), 0, s.prefix_tokens);
-      PrefillInput prefix = in;
-      prefix.n = s.prefix_tokens;
-      prefix.positions = prefix_positions.data();
-      prefix.logit_rows = 1;
-      logits.resize(size_t(vocab));
-      REX_RETURN_IF_ERROR(backend->prefill(prefix, logits.data()));
-      if (cache) {
-        auto kept = backend->cache_prefix(s.slot, s.prefix_key, s.prefix_tokens);
-        if (!kept.ok()) return kept.status();
-      }
+  // The prefill itself goes in chunks (prefill_chunk), the first of them in
+  // this same scheduler step.
+  s.positions = std::move(pos).value();
+  s.embeddings = std::move(embeddings);
+  s.prefilled = s.cached_tokens;
+  s.prefilling = true;
+  return Status::Ok();
+}
+
+// The end of the prefill chunk that starts at s.prefilled. The boundaries are
+// the prompt's own, never the load's, so a request gives the same tokens alone
+// or beside others: every prefill_chunk_tokens tokens, and the end of the
+// image prefix (cache or none, so the tokens do not depend on the cache).
+int Engine::Impl::chunk_end(const Sequence& s) const {
+  const int n = s.positions.n;
+  if (s.prefix_tokens > 0 && s.prefilled < s.prefix_tokens) {
+    const int end = chunk_tokens > 0 ? std::min(s.prefix_tokens, s.prefilled + chunk_tokens) : s.prefix_tokens;
+    return end;
+  }
+  return chunk_tokens > 0 ? std::min(n, s.prefilled + chunk_tokens) : n;
+}
+
+// Prefills the next chunk of s. The last one also chooses the first token
+// (then s decodes from the next step); the one that completes the image
+// prefix keeps it in the backend's prefix cache.
+Status Engine::Impl::prefill_chunk(Sequence& s, EngineEvents& ev) {
+  auto t0 = Clock::now();
+  const GenerationRequest& r = s.request;
+  const int from = s.prefilled, to = chunk_end(s), n = s.positions.n;
+  const std::vector<int32_t> positions = position_range(s.positions, from, to);
+  PrefillInput in;
+  in.slot = s.slot;
+  in.token_ids = r.prompt_ids.data() + from;
+  in.n = to - from;
+  in.positions = positions.data();
+  in.image_token_id = config.image_token_id;
+  const int images_before = int(std::count(r.prompt_ids.begin(), r.prompt_ids.begin() + from, config.image_token_id));
+  const int images_in = int(std::count(r.prompt_ids.begin() + from, r.prompt_ids.begin() + to, config.image_token_id));
+  if (images_in > 0) {
+    in.image = s.embeddings.get();
+    in.image_part = true;
+    in.image_offset = images_before;
+  }
+  const int vocab = backend->vocab_size();
+  if (to < n) {
+    logits.resize(size_t(vocab));
+    REX_RETURN_IF_ERROR(backend->prefill(in, logits.data()));
+    s.timings.prefill_ms += ms_since(t0);
+    s.prefilled = to;
+    if (to == s.prefix_tokens && s.cached_tokens == 0 && backend->caches_prefixes()) {
+      auto kept = backend->cache_prefix(s.slot, s.prefix_key, s.prefix_tokens);
+      if (!kept.ok()) return kept.status();
     }
-    rest_positions = position_range(pos.value(), s.prefix_tokens, pos->n);
-    in.token_ids = r.prompt_ids.data() + s.prefix_tokens;
-    in.n = int(r.prompt_ids.size()) - s.prefix_tokens;
-    in.positions = rest_positions.data();
-    in.image = nullptr;
+    if (s.embeddings && images_before + images_in == s.embeddings->tokens()) s.embeddings.reset();
+    return Status::Ok();
   }
   const bool on_device = backend->samples_on_device();
   const RowSampling first = row_sampling(s, sampled_mask(s), on_device);
   SampledToken tok;
   if (on_device) {
     REX_RETURN_IF_ERROR(backend->prefill_sampled(in, first, &tok));
-    s.timings.prefill_ms = ms_since(t0);
   } else {
     logits.resize(size_t(vocab));
     REX_RETURN_IF_ERROR(backend->prefill(in, logits.data()));
-    s.timings.prefill_ms = ms_since(t0);
     tok = sample_token(logits.data(), vocab, first.params, s.history, s.rng, first.mask);
   }
-  REX_RETURN_IF_ERROR(accept_sampled(s, tok, ev));
-  *finished = s.slot < 0;
-  return Status::Ok();
+  s.timings.prefill_ms += ms_since(t0);
+  s.prefilled = n;
+  s.prefilling = false;
+  s.embeddings.reset();
+  return accept_sampled(s, tok, ev);
+}
+
+// The prefill chunks of one step: while any sequence decodes, chunks up to
+// prefill_chunk_tokens in all (oldest sequence first), so a long prompt never
+// holds the others' next token back for more than one chunk; with nothing
+// decoding, every prefill runs to its end.
+void Engine::Impl::prefill_step(EngineEvents& ev) {
+  const bool decoding = std::any_of(active.begin(), active.end(), [](const auto& s) { return !s->prefilling; });
+  int budget = chunk_tokens > 0 ? chunk_tokens : 1 << 30;
+  // A sequence whose prefill ends here decodes in the next step: its row is
+  // owed already (one per prefilling sequence); its forced tokens take spare rows.
+  int taken = 0;
+  for (const auto& a : active) taken += a->prefilling ? 1 : rows_of(*a);
+  spare_rows = std::max(0, step_rows - taken - (owed_rows() - int(active.size())));
+  for (auto& sp : active) {
+    Sequence& s = *sp;
+    while (s.prefilling && s.slot >= 0 && (!decoding || budget > 0)) {
+      const int tokens = chunk_end(s) - s.prefilled;
+      Status st;
+      try {
+        st = prefill_chunk(s, ev);
+      } catch (const std::bad_alloc&) {
+        st = Status(StatusCode::kOutOfMemory, "out of memory while prefilling request " + std::to_string(s.id));
+      } catch (const std::exception& e) {
+        st = Status(StatusCode::kInternal, std::string("prefill failed: ") + e.what());
+      }
+      if (!st.ok()) finish(s, FinishReason::kError, st, ev);
+      budget -= tokens;
+    }
+    if (decoding && budget <= 0) break;
+  }
+  active.erase(std::remove_if(active.begin(), active.end(), [](auto& s) { return s->slot < 0; }), active.end());
 }
 
 void Engine::Impl::decode_step(EngineEvents& ev) {
@@ -589,7 +662,7 @@ void Engine::Impl::decode_step(EngineEvents& ev) {
   for (auto& sp : active) {
     Sequence& s = *sp;
     first_row.push_back(rows.size());
-    const size_t n = size_t(rows_of(s));
+    const size_t n = s.prefilling ? 0 : size_t(rows_of(s));  // a prefilling sequence has no row yet
     int32_t position = s.next_position;
     for (size_t j = 0; j < n; ++j) {
       rows.push_back({s.slot, j == 0 ? s.last_token : s.forced[j - 1], position});
@@ -605,6 +678,7 @@ void Engine::Impl::decode_step(EngineEvents& ev) {
     }
   }
   first_row.push_back(rows.size());
+  if (rows.empty()) return;  // everything is still prefilling
   std::vector<SampledToken> picked;
   Status st;
   if (on_device) {
@@ -622,6 +696,10 @@ void Engine::Impl::decode_step(EngineEvents& ev) {
   std::vector<std::unique_ptr<Sequence>> still;
   for (size_t i = 0; i < active.size(); ++i) {
     Sequence& s = *active[i];
+    if (s.prefilling) {
+      still.push_back(std::move(active[i]));
+      continue;
+    }
     s.timings.decode_ms += ms;
     ++s.decode_steps;
     Status taken = st;
@@ -758,7 +836,7 @@ void Engine::Impl::run() {
       if (!st.ok()) finish(*s, FinishReason::kError, st, ev);
       else if (!finished) active.push_back(std::move(s));
     }
-    // 3. One decode step for everything running.
+    // 3. One decode step for everything running, then the prefill chunks.
     if (!stopping) {
       try {
         decode_step(ev);
@@ -767,6 +845,7 @@ void Engine::Impl::run() {
         for (auto& s : active) finish(*s, FinishReason::kError, st, ev);
         active.clear();
       }
+      prefill_step(ev);
     }
     // 4. Events.
     if (changed || !ev.finished.empty()) refresh_info();
@@ -800,6 +879,9 @@ Result<std::unique_ptr<Engine>> Engine::create_with_backend(const ModelConfig& c
   if (options.max_active_requests < 1)
     return Status(StatusCode::kInvalidArgument, "expected max_active_requests >= 1 but got " +
                   std::to_string(options.max_active_requests));
+  if (options.prefill_chunk_tokens < 0)
+    return Status(StatusCode::kInvalidArgument, "expected prefill_chunk_tokens >= 0 (0: whole prompts) but got " +
+                  std::to_string(options.prefill_chunk_tokens));
   if (options.max_queued_requests < 0)
     return Status(StatusCode::kInvalidArgument, "expected max_queued_requests >= 0 (0: unbounded) but got " +
                   std::to_string(options.max_queued_requests));
@@ -810,6 +892,7 @@ Result<std::unique_ptr<Engine>> Engine::create_with_backend(const ModelConfig& c
   impl->max_active = options.max_active_requests;
   impl->max_queued = options.max_queued_requests;
   impl->step_rows = std::max(1, impl->backend->max_step_rows());
+  impl->chunk_tokens = options.prefill_chunk_tokens;
   impl->sink = options.sink;
   if (options.debug_tap) impl->backend->set_tap(options.debug_tap);
   impl->info_snapshot = impl->backend->info();

@@ -11,7 +11,12 @@
 //    reaches max_new_tokens ends there;
 //  - the row budget: with a decode step of only max_active rows, a request
 //    alone still jumps forward, four at once never exceed the step's rows,
-//    and each gives the tokens it gives alone.
+//    and each gives the tokens it gives alone;
+//  - chunked prefill: a long prompt goes in chunks with the running
+//    request's decode steps between them, and gives the tokens it gives
+//    prefilled whole.
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -79,6 +84,8 @@ class RecordingBackend final : public Backend {
   int forced_mask_errors = 0;               // a row before another of its slot without a one-id mask of that id
   int model_logprob_rows = 0, sampled_rows = 0;
   std::vector<std::vector<DecodeRow>> calls;
+  // Every prefill and decode call in order: +n a prefill of n tokens, -n a decode of n rows.
+  std::vector<int> log;
   int max_step_rows() const override { return step_rows; }
 
   const char* name() const override { return device_ ? "cpu-as-device" : "cpu-recording"; }
@@ -98,9 +105,13 @@ class RecordingBackend final : public Backend {
     cpu_.release(slot);
   }
   int slot_length(SlotId slot) const override { return cpu_.slot_length(slot); }
-  Status prefill(const PrefillInput& in, float* logits) override { return cpu_.prefill(in, logits); }
+  Status prefill(const PrefillInput& in, float* logits) override {
+    log.push_back(in.n);
+    return cpu_.prefill(in, logits);
+  }
   Status decode(const std::vector<DecodeRow>& rows, float* logits) override {
     calls.push_back(rows);
+    log.push_back(-int(rows.size()));
     return cpu_.decode(rows, logits);
   }
   bool samples_on_device() const override { return device_; }
@@ -161,7 +172,7 @@ struct Fixture {
   std::shared_ptr<RandomModel> model;
   RecordingBackend* backend = nullptr;  // owned by the engine
   std::unique_ptr<Engine> engine;
-  explicit Fixture(bool device, int max_active = 8, int step_rows = 1 << 20) {
+  explicit Fixture(bool device, int max_active = 8, int step_rows = 1 << 20, int chunk_tokens = 2048) {
     model = std::shared_ptr<RandomModel>(make_random_model().release());
     // A KV budget, so the CPU backend enforces every slot's capacity.
     auto be = std::make_unique<RecordingBackend>(device, size_t(8) << 20);
@@ -170,6 +181,7 @@ struct Fixture {
     backend = be.get();
     EngineOptions options;
     options.max_active_requests = max_active;
+    options.prefill_chunk_tokens = chunk_tokens;
     auto e = Engine::create_with_backend(model->config, std::move(be), options, model);
     CHECK(e.ok());
     if (e.ok()) engine = std::move(e).value();
@@ -461,4 +473,55 @@ REX_TEST(the_row_budget_shares_a_small_step) {
                f.backend->calls.size(), widest, forced[0] + forced[1] + forced[2] + forced[3]);
   CHECK(widest <= 4);
   for (int seed = 0; seed < 4; ++seed) CHECK(together[size_t(seed)] == alone[size_t(seed)]);
+}
+
+// Chunks of 8: a 60-token prompt goes in 8 prefills; while another request
+// decodes, a decode step runs between each two of them; the tokens are those
+// of the whole-prompt prefill.
+REX_TEST(a_long_prompt_is_prefilled_in_chunks_between_decode_steps) {
+  auto long_request = [] {
+    GenerationRequest r = request(phrases_grammar(4), false, 3, 12, true);
+    r.prompt_ids.clear();
+    for (int i = 0; i < 60; ++i) r.prompt_ids.push_back(int32_t(1 + (i * 37) % 90));
+    return r;
+  };
+  Fixture whole(false, 8, 1 << 20, 0);
+  auto reference = whole.run(long_request());
+  CHECK(reference.ok());
+  CHECK(whole.backend->log.front() == 60);  // one prefill
+  Fixture f(false, 8, 1 << 20, 8);
+  auto alone = f.run(long_request());
+  CHECK(alone.ok());
+  if (!reference.ok() || !alone.ok()) return;
+  CHECK(alone->tokens == reference->tokens);
+  CHECK(same_bits(alone->logprobs, reference->logprobs));
+  // Beside a running request: its decode steps come between the chunks.
+  f.backend->log.clear();
+  GenerationRequest runner = request(phrases_grammar(4), false, 1, 40, false);
+  runner.stop_token_ids.clear();
+  std::vector<int32_t> beside;
+  std::thread first([&] {
+    auto r = f.engine->generate_blocking(std::move(runner));
+    CHECK(r.ok());
+  });
+  // Wait until the runner decodes, then submit the long prompt.
+  for (int i = 0; i < 2000 && std::count_if(f.backend->log.begin(), f.backend->log.end(), [](int v) { return v < 0; }) < 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto second = f.engine->generate_blocking(long_request());
+  first.join();
+  CHECK(second.ok());
+  if (!second.ok()) return;
+  CHECK(second->tokens == reference->tokens);
+  // The long prompt's chunks (prefills of 8, then its last 4) each with a decode between.
+  std::vector<size_t> chunk_at;
+  CHECK_EQ(f.backend->log.front(), 4);  // the runner's own 4-token prompt
+  for (size_t i = 1; i < f.backend->log.size(); ++i)
+    if (f.backend->log[i] == 8 || f.backend->log[i] == 4) chunk_at.push_back(i);
+  size_t interleaved = 0;
+  for (size_t c = 1; c < chunk_at.size(); ++c)
+    for (size_t i = chunk_at[c - 1] + 1; i < chunk_at[c]; ++i) interleaved += f.backend->log[i] < 0 ? 1 : 0;
+  std::fprintf(stderr, "  60-token prompt in chunks of 8 beside a decoding request: %zu chunks, %zu decode steps between them\n",
+               chunk_at.size(), interleaved);
+  CHECK_EQ(chunk_at.size(), size_t(8));
+  CHECK(interleaved >= chunk_at.size() - 1);
 }

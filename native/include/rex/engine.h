@@ -125,6 +125,10 @@ struct EngineOptions {
   bool emulate_bf16 = false;           // CPU backend: bf16 activations (BackendOptions)
   bool batch_invariant = false;        // CUDA backend: a row's bits never depend on the batch (BackendOptions)
   int64_t prefix_cache_bytes = -1;     // the image prefix cache's share of the KV budget; < 0 default, 0 off (BackendOptions)
+  // Prompts are prefilled in chunks of this many tokens between decode steps,
+  // so a long prompt delays the running requests by one chunk at a time
+  // (0: each prompt at once). The chunks are the prompt's own, whatever the load.
+  int prefill_chunk_tokens = 2048;
   std::shared_ptr<EventSink> sink;     // may also be set later with set_event_sink
   TensorTap debug_tap;                 // named intermediates; empty = off (no cost)
 };
