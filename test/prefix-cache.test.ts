@@ -135,6 +135,30 @@ describe('image prefix cache', () => {
     );
   });
 
+  it('a request cancelled early (its prompt prefilled two tokens a step) frees its slot; the one decoding beside it goes on', async () => {
+    const slow = await RexOmni.load(await ensureTinyCheckpoint(), {
+      threads: 2,
+      kvCacheGB: 0.05,
+      prefillChunkTokens: 2,
+      prefixCacheGB: 0,
+      defaults,
+    });
+    try {
+      const runner = slow.detect(OTHER, ['cat'], { ...options, maxNewTokens: 48, sampling: { temperature: 0 } });
+      const controller = new AbortController();
+      const cancelled = slow.point(IMAGE, ['cat'], { ...options, signal: controller.signal });
+      setTimeout(() => controller.abort(new Error('cancelled mid-prefill')), 30);
+      await expect(cancelled).rejects.toThrow('cancelled mid-prefill');
+      const done = await runner;
+      expect(done.tokens.generated).toBeGreaterThan(0);
+      const info = slow.info();
+      expect(info.memory.kvCacheUsedBytes).toBe(0);
+      expect(slow.engine.activeRequests).toBe(0);
+    } finally {
+      await slow.close();
+    }
+  });
+
   it('prefixCacheGB is checked', async () => {
     await expect(RexOmni.load(await ensureTinyCheckpoint(), { prefixCacheGB: -1 })).rejects.toThrow(
       'options.prefixCacheGB: expected a number of GiB >= 0 but got -1',
