@@ -8,13 +8,16 @@
 //  - the KV cache returns to its baseline: nothing held but the prefix
 //    cache's entries once every request is done.
 // `runSoak` is what test/soak.test.ts runs for seconds on the CPU backend;
-// `node dist/benchmarks/soak.js --model DIR --minutes 10` is the device run.
+// `node dist/benchmarks/soak.js --model 3b --minutes 10` is the device run
+// (`3b`: the generated checkpoint of the real shape; or a directory), also
+// `bash scripts/device-check.sh build soak`.
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import { RexOmni, type RexOmniResult } from '../lib/rex-omni.js';
 import type { RunOptions } from '../lib/run-options.js';
 import type { TaskSpec } from '../lib/tasks/index.js';
+import { ensure3bCheckpoint } from '../test/fixtures/gpu-harness.js';
 import { seededRandom } from '../test/fixtures/seeded-random.js';
 import { syntheticRgb } from '../test/fixtures/synthetic-image.js';
 
@@ -185,9 +188,10 @@ async function main(): Promise<void> {
       out: { type: 'string' },
     },
   });
-  if (!values.model) throw new Error('soak: expected --model DIR');
+  if (!values.model) throw new Error('soak: expected --model DIR (or 3b)');
+  const model = values.model === '3b' ? await ensure3bCheckpoint() : values.model;
   const report = await runSoak({
-    model: values.model,
+    model,
     backend: values.backend === 'cpu' ? 'cpu' : 'cuda',
     seconds: Number(values.minutes) * 60,
     concurrency: Number(values.concurrency),

@@ -7,9 +7,12 @@
 #   gpu     `npm run test:gpu`: preprocessing parity, end-to-end parity on
 #           the tiny checkpoint and at the full 3B shape
 #   bench   `npm run bench`: ours beside transformers and a graphed PyTorch step
+#   soak    the soak test (benchmarks/soak.ts) on the 3B-shaped checkpoint,
+#           SOAK_MINUTES (default 10) at concurrency 64
+#   serve-load  the HTTP server's overhead over the engine (benchmarks/serve-load.ts)
 # Usage (device, repo root, after carrying .devicebundle):
 #   bash scripts/device-check.sh [stage ...]     default: build gpu bench
-#   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one),
+#   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one), soak, serve-load,
 #           gpu-fast (all but the 3B parity), gpu-3b, gpu:<file> (one test/gpu file), bench,
 #           kernel-<ctest name> (one kernel test)
 # Logs go to $OUT (the device tool brings them back); the last lines printed
@@ -72,6 +75,16 @@ for stage in "${stages[@]}"; do
         grep -E "✓|✗|×|FAIL|AssertionError|Error:|rel.err|passed, [1-9]" "$OUT/gpu-$f.log" | grep -v "^\s*ok " | head -30
         note "gpu $f: rc=$rc ($(( $(date +%s) - t0 )) s)"
       done ;;
+    soak)
+      node dist/benchmarks/soak.js --model 3b --minutes "${SOAK_MINUTES:-10}" --concurrency 64 --out "$OUT/soak.json" > "$OUT/soak.log" 2>&1
+      rc=$?
+      tail -30 "$OUT/soak.log"
+      note "soak: rc=$rc ($(( $(date +%s) - start )) s)" ;;
+    serve-load)
+      node dist/benchmarks/serve-load.js --model "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --backend cuda --out "$OUT/serve-load.json" > "$OUT/serve-load.log" 2>&1
+      rc=$?
+      tail -20 "$OUT/serve-load.log"
+      note "serve-load: rc=$rc ($(( $(date +%s) - start )) s)" ;;
     bench)
       npm run bench -- --out "$OUT/bench.json" > "$OUT/bench.log" 2>&1
       rc=$?
