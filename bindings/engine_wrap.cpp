@@ -182,6 +182,8 @@ rex::EngineOptions engine_options_from_js(Napi::Env env, Napi::Value value) {
   if (fraction.IsNumber()) options.gpu_memory_fraction = fraction.As<Napi::Number>().DoubleValue();
   Napi::Value emulate = o.Get("emulateBf16");
   if (emulate.IsBoolean()) options.emulate_bf16 = emulate.As<Napi::Boolean>().Value();
+  Napi::Value reserve = o.Get("reserveGeneration");
+  if (reserve.IsBoolean()) options.reserve_generation = reserve.As<Napi::Boolean>().Value();
   Napi::Value chunk = o.Get("prefillChunkTokens");
   if (chunk.IsNumber()) options.prefill_chunk_tokens = chunk.As<Napi::Number>().Int32Value();
   Napi::Value prefix_cache = o.Get("prefixCacheBytes");

@@ -26,6 +26,7 @@ Napi::Object finish_to_js(Napi::Env env, const rex::FinishEvent& f) {
   o.Set("decodeSteps", f.decode_steps);
   o.Set("forcedTokens", f.forced_tokens);
   o.Set("cachedTokens", f.cached_tokens);
+  o.Set("preemptions", f.preemptions);
   return o;
 }
 

@@ -143,6 +143,8 @@ export interface NativeFinishEvent {
   forcedTokens: number;
   /** Prompt tokens whose KV came from the image prefix cache (no vision encoder, no prefill for them). */
   cachedTokens: number;
+  /** Times the request gave its KV back under memory pressure and resumed (reserveGeneration false). */
+  preemptions: number;
 }
 
 /** One scheduler step: every request's new tokens, as columns, and the requests that finished. */
@@ -179,6 +181,8 @@ export interface NativeEngineOptions {
   prefixCacheBytes?: number;
   /** Prompts are prefilled in chunks of this many tokens between decode steps (0: whole). Default 2048. */
   prefillChunkTokens?: number;
+  /** false: reserve only the KV a request holds and grow its slot, preempting the newest under pressure. Default true. */
+  reserveGeneration?: boolean;
 }
 
 export interface NativeScoreRequest {

@@ -68,6 +68,17 @@ export interface EngineOptions {
    * requests. Default 2048; 0 prefills each prompt at once.
    */
   prefillChunkTokens?: number;
+  /**
+   * true (default): a request reserves KV for its prompt and all of
+   * maxNewTokens when it starts, and is never interrupted. false: it reserves
+   * what it holds and its slot grows as it decodes, so many more requests fit
+   * at once; when the budget runs out, the newest running requests are
+   * preempted (their KV released) and resume first, by prefilling their
+   * prompt and output so far with their sampling state. On the CPU backend a
+   * preempted request gives the tokens it gives uninterrupted. The CUDA
+   * backend does not grow slots yet and reserves upfront either way.
+   */
+  reserveGeneration?: boolean;
 }
 export type Timings = NativeTimings;
 export type EngineInfo = NativeEngineInfo;
@@ -95,7 +106,7 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
   if (options === null || typeof options !== 'object') throw invalidType('Engine options', 'an object', options);
   const {
     backend, threads, maxActiveRequests, maxQueuedRequests, kvCacheGB, gpuMemoryFraction, device, emulateBf16, batchInvariant,
-    prefixCacheGB, prefillChunkTokens,
+    prefixCacheGB, prefillChunkTokens, reserveGeneration,
   } = options;
   if (backend !== undefined && backend !== 'auto' && backend !== 'cpu' && backend !== 'cuda')
     throw invalidType('options.backend', '"auto", "cpu" or "cuda"', backend);
@@ -116,6 +127,8 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
   if (emulateBf16 !== undefined && typeof emulateBf16 !== 'boolean') throw invalidType('options.emulateBf16', 'a boolean', emulateBf16);
   if (prefixCacheGB !== undefined && (typeof prefixCacheGB !== 'number' || !(prefixCacheGB >= 0) || !Number.isFinite(prefixCacheGB)))
     throw outOfRange('options.prefixCacheGB', 'a number of GiB >= 0', prefixCacheGB);
+  if (reserveGeneration !== undefined && typeof reserveGeneration !== 'boolean')
+    throw invalidType('options.reserveGeneration', 'a boolean', reserveGeneration);
   if (batchInvariant !== undefined && typeof batchInvariant !== 'boolean')
     throw invalidType('options.batchInvariant', 'a boolean', batchInvariant);
   const out: NativeEngineOptions = { backend: resolveBackend(backend) };
@@ -125,6 +138,7 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
   if (batchInvariant) out.batchInvariant = true;
   if (prefixCacheGB !== undefined) out.prefixCacheBytes = Math.floor(prefixCacheGB * 2 ** 30);
   if (prefillChunkTokens !== undefined) out.prefillChunkTokens = prefillChunkTokens;
+  if (reserveGeneration !== undefined) out.reserveGeneration = reserveGeneration;
   if (threads !== undefined) out.threads = threads;
   if (maxActiveRequests !== undefined) out.maxActiveRequests = maxActiveRequests;
   if (maxQueuedRequests !== undefined) out.maxQueuedRequests = maxQueuedRequests;
@@ -171,6 +185,8 @@ export interface FinishEvent {
   forcedTokens: number;
   /** Prompt tokens whose KV came from the image prefix cache: the image was not encoded again. */
   cachedTokens: number;
+  /** Times the request gave its KV back under memory pressure and resumed (reserveGeneration: false). */
+  preemptions: number;
 }
 
 export type EngineEvent = TokenEvent | FinishEvent;
@@ -202,6 +218,7 @@ function toFinishEvent(f: NativeFinishEvent): FinishEvent {
     decodeSteps: f.decodeSteps,
     forcedTokens: f.forcedTokens,
     cachedTokens: f.cachedTokens,
+    preemptions: f.preemptions,
   };
 }
 

@@ -76,6 +76,8 @@ export interface RexOmniResult {
   tokens: { prompt: number; image: number; generated: number; forced: number; cached: number };
   /** Decode forward passes the run took (prefill not counted): with jump-forward, fewer than generated tokens. */
   decodeSteps: number;
+  /** Times it gave its KV back under memory pressure and resumed (reserveGeneration: false); 0 otherwise. */
+  preemptions: number;
   timings: RunTimings;
   image: { width: number; height: number; resizedWidth: number; resizedHeight: number };
 }
@@ -242,6 +244,7 @@ export class RexOmni implements AsyncDisposable {
           cached: finish.cachedTokens,
         },
         decodeSteps: finish.decodeSteps,
+        preemptions: finish.preemptions,
         timings: {
           decodeMs,
           preprocessMs: finish.timings.preprocessMs,

@@ -191,6 +191,17 @@ Result<SlotId> CpuBackend::add_slot(int capacity, SlotReservation reservation) {
   return id;
 }
 
+Status CpuBackend::grow_slot(SlotId slot, int capacity) {
+  auto it = slots_.find(slot);
+  if (it == slots_.end()) return Status(StatusCode::kInvalidArgument, "grow_slot: unknown slot " + std::to_string(slot));
+  if (!kv_) return Status(StatusCode::kInternal, "cpu backend: slots grow only under a KV budget");
+  if (capacity <= it->second.capacity) return Status::Ok();
+  REX_RETURN_IF_ERROR(kv_->grow(&it->second.blocks, capacity));
+  it->second.capacity = capacity;
+  drop_uncached_prefixes();  // growing may have evicted
+  return Status::Ok();
+}
+
 void CpuBackend::release(SlotId slot) {
   auto it = slots_.find(slot);
   if (it == slots_.end()) return;

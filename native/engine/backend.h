@@ -222,6 +222,18 @@ class Backend {
   }
   virtual PrefixCacheStats prefix_cache_stats() const { return {}; }
 
+  // Slots that grow: a backend that can add KV blocks to a live slot lets the
+  // engine reserve only what a request holds now and grow its slot as it
+  // decodes (EngineOptions::reserve_generation false). The default: a slot
+  // holds the capacity acquire_slot gave it, for good.
+  virtual bool grows_slots() const { return false; }
+  // Grows the slot to hold at least `capacity` tokens; kOutOfMemory, changing
+  // nothing, when the budget cannot give them now.
+  virtual Status grow_slot(SlotId slot, int capacity) {
+    (void)slot, (void)capacity;
+    return Status(StatusCode::kInternal, std::string(name()) + " backend: slots do not grow");
+  }
+
   // Debug intermediates; an empty function turns the tap off.
   virtual void set_tap(TensorTap tap) = 0;
 

@@ -32,6 +32,16 @@
 // the budget was set takes what is left, and one with no row left waits in
 // the queue for the next step.
 //
+// Growing slots (EngineOptions::reserve_generation false, on a backend that
+// grows them): a request reserves the KV it holds (prompt, output so far) and
+// one row more; before each step a slot that its rows would overflow grows. When the budget cannot give it, the newest running requests are
+// preempted, newest first: their slot is released and they go back to the
+// head of the queue, oldest first, with their output, sampler, grammar and
+// forced tokens. Resuming prefills the prompt and all output but the last
+// token (that token is the next decode row, as before), so nothing is emitted
+// twice; the oldest request always fits alone, since admission rejects one
+// whose whole prompt + max_new_tokens exceeds the budget.
+//
 // The image prefix cache (prefix_cache.h), on a backend that keeps one: an
 // image request's prompt splits after its <|vision_end|>, the prefix keyed by
 // the image (its bytes and preprocessing settings, or its preprocessed
@@ -98,6 +108,9 @@ struct ScoreJob {
 
 // Forced tokens per step at most: a slot feeds up to kMaxJump + 1 rows.
 constexpr int kMaxJump = 7;
+// Growing slots: the tokens of room a slot grows by beyond what its next
+// step needs (the pool rounds up to whole blocks).
+constexpr int kGrowthTokens = 16;
 
 struct Sequence {
   RequestId id = 0;
@@ -133,6 +146,13 @@ struct Sequence {
   int prefilled = 0;
   MropePositions positions;
   std::unique_ptr<ImageEmbeddings> embeddings;
+  // Growing slots: the KV the slot holds room for, every token emitted, and
+  // whether the sequence was preempted (start() then resumes it).
+  int capacity = 0;
+  std::vector<int32_t> output;
+  bool resumed = false;
+  int preemptions = 0;
+  std::vector<int32_t> resume_ids;  // prompt + output but the last token, while resuming
   // submit + request.deadline_ms; max(): none.
   Clock::time_point deadline = Clock::time_point::max();
 };
@@ -323,6 +343,8 @@ struct Engine::Impl {
   int step_rows = 1;
   int spare_rows = 0;
   int chunk_tokens = 2048;  // EngineOptions::prefill_chunk_tokens (0: whole prompts)
+  bool growing = false;     // slots grow (!reserve_generation and the backend grows them)
+  std::vector<std::unique_ptr<Sequence>> preempted;  // this step's, back to the queue's head after it
 
   std::mutex mutex;
   std::condition_variable wake;
@@ -348,6 +370,9 @@ struct Engine::Impl {
                    const SampledToken* device, EngineEvents& ev);
   Status start(Sequence& s, EngineEvents& ev, bool* finished);
   int chunk_end(const Sequence& s) const;
+  int reserve_now(const Sequence& s) const;
+  Status resume(Sequence& s, MropePositions prompt, std::unique_ptr<ImageEmbeddings> embeddings);
+  Status make_room(size_t index);
   Status prefill_chunk(Sequence& s, EngineEvents& ev);
   void prefill_step(EngineEvents& ev);
   int owed_rows();
@@ -374,6 +399,7 @@ void Engine::Impl::finish(Sequence& s, FinishReason reason, Status status, Engin
   f.prompt_tokens = s.prompt_tokens;
   f.image_tokens = s.image_tokens;
   f.cached_tokens = s.cached_tokens;
+  f.preemptions = s.preemptions;
   f.generated_tokens = s.generated;
   f.decode_steps = s.decode_steps;
   f.forced_tokens = s.forced_tokens;
@@ -384,6 +410,7 @@ bool Engine::Impl::emit_token(Sequence& s, const SampledToken& tok, EngineEvents
   const int32_t token = tok.id;
   ev.tokens.push_back({s.id, token, tok.logprob, s.generated, tok.model_logprob});
   ++s.generated;
+  s.output.push_back(token);
   s.history.add(token);
   s.last_token = token;
   if (is_stop(s, token)) {
@@ -452,7 +479,7 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
   // and the image is not encoded at all.
   const bool cache = s.prefix_tokens > 0 && backend->caches_prefixes();
   if (cache) {
-    auto slot = backend->acquire_slot_with_prefix(tokens_needed(s), s.prefix_key, &s.cached_tokens);
+    auto slot = backend->acquire_slot_with_prefix(reserve_now(s), s.prefix_key, &s.cached_tokens);
     if (!slot.ok()) return slot.status();
     s.slot = slot.value();
     if (s.cached_tokens != 0 && s.cached_tokens != s.prefix_tokens)
@@ -466,8 +493,10 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
     merged_h = s.prefix_key.grid_h / m;
     merged_w = s.prefix_key.grid_w / m;
     s.image_tokens = int(std::count(r.prompt_ids.begin(), r.prompt_ids.end(), config.image_token_id));
-    r.raw_image.reset();
-    r.image.reset();
+    if (!growing) {
+      r.raw_image.reset();
+      r.image.reset();
+    }
   } else if (r.raw_image) {
     // Preprocessing and vision in one backend call: a GPU backend does both on the device.
     auto enc = backend->encode_rgb(r.raw_image->rgb.data(), r.raw_image->width, r.raw_image->height,
@@ -480,7 +509,7 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
     s.image_tokens = embeddings->tokens();
     s.timings.preprocess_ms = enc->preprocess_ms;
     s.timings.vision_ms = enc->vision_ms;
-    r.raw_image.reset();
+    if (!growing) r.raw_image.reset();  // growing: kept, a preempted request encodes it again
   } else if (r.image) {
     auto t0 = Clock::now();
     auto enc = backend->encode_image(*r.image);
@@ -491,17 +520,18 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
     merged_w = r.image->grid_w / m;
     s.image_tokens = embeddings->tokens();
     s.timings.vision_ms = ms_since(t0);
-    r.image.reset();  // the pixels are no longer needed
+    if (!growing) r.image.reset();  // the pixels are no longer needed
   }
   auto pos = mrope_positions(r.prompt_ids, config.image_token_id, merged_h, merged_w);
   if (!pos.ok()) return pos.status();
 
   auto t0 = Clock::now();
   if (!cache) {
-    auto slot = backend->acquire_slot(tokens_needed(s));
+    auto slot = backend->acquire_slot(reserve_now(s));
     if (!slot.ok()) return slot.status();
     s.slot = slot.value();
   }
+  s.capacity = reserve_now(s);
   PrefillInput in;
   in.slot = s.slot;
   in.token_ids = r.prompt_ids.data();
@@ -534,6 +564,7 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
     return Status::Ok();
   }
 
+  if (s.resumed) return resume(s, std::move(pos).value(), std::move(embeddings));
   s.history = TokenHistory(vocab);
   s.history.add(r.prompt_ids);
   s.rng.reseed(r.sampling.seed);
@@ -550,6 +581,70 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
   s.prefilled = s.cached_tokens;
   s.prefilling = true;
   return Status::Ok();
+}
+
+// KV a request reserves when it starts: all it may need, or (growing) what it
+// holds and the row of its next step.
+int Engine::Impl::reserve_now(const Sequence& s) const {
+  if (!growing || s.score) return tokens_needed(s);
+  return std::min(tokens_needed(s), int(s.request.prompt_ids.size() + s.output.size()) + 1);
+}
+
+// A preempted sequence back in a slot: it prefills its prompt and all its
+// output but the last token (the next decode row), in chunks like a prompt,
+// and decodes on with its sampler, grammar and forced tokens as they were.
+Status Engine::Impl::resume(Sequence& s, MropePositions prompt, std::unique_ptr<ImageEmbeddings> embeddings) {
+  const GenerationRequest& r = s.request;
+  const int extra = int(s.output.size()) - 1;
+  s.resume_ids = r.prompt_ids;
+  s.resume_ids.insert(s.resume_ids.end(), s.output.begin(), s.output.end() - 1);
+  MropePositions all;
+  all.n = prompt.n + extra;
+  all.ids.resize(size_t(3) * size_t(all.n));
+  for (int axis = 0; axis < 3; ++axis) {
+    std::copy_n(prompt.ids.begin() + axis * prompt.n, prompt.n, all.ids.begin() + axis * all.n);
+    for (int i = 0; i < extra; ++i) all.ids[size_t(axis * all.n + prompt.n + i)] = prompt.next_position + i;
+  }
+  all.next_position = prompt.next_position + extra;
+  s.positions = std::move(all);
+  s.embeddings = std::move(embeddings);
+  s.prefilled = s.cached_tokens;
+  s.prefilling = true;
+  return Status::Ok();
+}
+
+// Before a decode step (growing slots): grows active[index]'s slot to hold
+// its rows, preempting the newest other running sequences, or itself, when
+// the budget cannot give the room.
+Status Engine::Impl::make_room(size_t index) {
+  Sequence& s = *active[index];
+  const int need = backend->slot_length(s.slot) + rows_of(s);
+  if (need <= s.capacity) return Status::Ok();
+  const int target = std::max(need, std::min(tokens_needed(s), need + kGrowthTokens));
+  for (;;) {
+    const Status grown = backend->grow_slot(s.slot, target);
+    if (grown.ok()) {
+      s.capacity = target;
+      return Status::Ok();
+    }
+    if (grown.code() != StatusCode::kOutOfMemory) return grown;
+    // The newest running sequence after this one, else this one.
+    size_t victim = index;
+    for (size_t j = active.size(); j-- > index + 1;)
+      if (active[j] && !active[j]->prefilling) {
+        victim = j;
+        break;
+      }
+    Sequence& v = *active[victim];
+    backend->release(v.slot);
+    v.slot = -1;
+    v.capacity = 0;
+    v.cached_tokens = 0;
+    v.resumed = true;
+    ++v.preemptions;
+    preempted.push_back(std::move(active[victim]));
+    if (victim == index) return Status::Ok();
+  }
 }
 
 // The end of the prefill chunk that starts at s.prefilled. The boundaries are
@@ -570,24 +665,24 @@ int Engine::Impl::chunk_end(const Sequence& s) const {
 // prefix keeps it in the backend's prefix cache.
 Status Engine::Impl::prefill_chunk(Sequence& s, EngineEvents& ev) {
   auto t0 = Clock::now();
-  const GenerationRequest& r = s.request;
+  const std::vector<int32_t>& ids = s.resumed ? s.resume_ids : s.request.prompt_ids;
   const int from = s.prefilled, to = chunk_end(s), n = s.positions.n;
   const std::vector<int32_t> positions = position_range(s.positions, from, to);
   PrefillInput in;
   in.slot = s.slot;
-  in.token_ids = r.prompt_ids.data() + from;
+  in.token_ids = ids.data() + from;
   in.n = to - from;
   in.positions = positions.data();
   in.image_token_id = config.image_token_id;
-  const int images_before = int(std::count(r.prompt_ids.begin(), r.prompt_ids.begin() + from, config.image_token_id));
-  const int images_in = int(std::count(r.prompt_ids.begin() + from, r.prompt_ids.begin() + to, config.image_token_id));
+  const int images_before = int(std::count(ids.begin(), ids.begin() + from, config.image_token_id));
+  const int images_in = int(std::count(ids.begin() + from, ids.begin() + to, config.image_token_id));
   if (images_in > 0) {
     in.image = s.embeddings.get();
     in.image_part = true;
     in.image_offset = images_before;
   }
   const int vocab = backend->vocab_size();
-  if (to < n) {
+  if (to < n || s.resumed) {
     logits.resize(size_t(vocab));
     REX_RETURN_IF_ERROR(backend->prefill(in, logits.data()));
     s.timings.prefill_ms += ms_since(t0);
@@ -597,6 +692,11 @@ Status Engine::Impl::prefill_chunk(Sequence& s, EngineEvents& ev) {
       if (!kept.ok()) return kept.status();
     }
     if (s.embeddings && images_before + images_in == s.embeddings->tokens()) s.embeddings.reset();
+    if (to == n) {  // a resumed sequence's KV is whole again: it decodes from its last token
+      s.prefilling = false;
+      s.resumed = false;
+      s.resume_ids.clear();
+    }
     return Status::Ok();
   }
   const bool on_device = backend->samples_on_device();
@@ -650,6 +750,16 @@ void Engine::Impl::prefill_step(EngineEvents& ev) {
 
 void Engine::Impl::decode_step(EngineEvents& ev) {
   if (active.empty()) return;
+  if (growing) {
+    // Room for every running sequence's rows, oldest first (preempting the newest).
+    for (size_t i = 0; i < active.size(); ++i) {
+      if (!active[i] || active[i]->prefilling) continue;
+      const Status room = make_room(i);
+      if (!room.ok() && active[i]) finish(*active[i], FinishReason::kError, room, ev);
+    }
+    active.erase(std::remove_if(active.begin(), active.end(), [](auto& s) { return !s || s->slot < 0; }), active.end());
+    if (active.empty()) return;
+  }
   auto t0 = Clock::now();
   const int vocab = backend->vocab_size();
   const bool on_device = backend->samples_on_device();
@@ -809,10 +919,14 @@ void Engine::Impl::run() {
       for (size_t j = ai + 1; j < admitted.size(); ++j) still_to_come += admitted[j] != nullptr;
       const bool no_row = taken + 1 > step_rows;
       find_image_prefix(*s, config, backend->caches_prefixes());
-      const AdmissionCheck fit = no_row                ? AdmissionCheck{Admission::kLater, "no decode row"}
-                                 : s->prefix_tokens > 0 && backend->caches_prefixes()
-                                     ? backend->check_admission_with_prefix(tokens_needed(*s), s->prefix_key)
-                                     : backend->check_admission(tokens_needed(*s));
+      // Growing slots: what it holds now must fit now; all it may need, ever.
+      const int now_tokens = reserve_now(*s);
+      const bool never = growing && backend->check_admission(tokens_needed(*s)).verdict == Admission::kNever;
+      AdmissionCheck fit = no_row                 ? AdmissionCheck{Admission::kLater, "no decode row"}
+                           : s->prefix_tokens > 0 && backend->caches_prefixes()
+                               ? backend->check_admission_with_prefix(now_tokens, s->prefix_key)
+                               : backend->check_admission(now_tokens);
+      if (never) fit = backend->check_admission(tokens_needed(*s));
       spare_rows = std::max(0, step_rows - taken - 1 - still_to_come);
       if (fit.verdict == Admission::kLater && !active.empty()) {
         std::lock_guard<std::mutex> lock(mutex);
@@ -846,6 +960,13 @@ void Engine::Impl::run() {
         active.clear();
       }
       prefill_step(ev);
+    }
+    // Preempted requests go back to the head of the queue, oldest first.
+    if (!preempted.empty()) {
+      std::lock_guard<std::mutex> lock(mutex);
+      std::sort(preempted.begin(), preempted.end(), [](const auto& a, const auto& b) { return a->id < b->id; });
+      for (size_t j = preempted.size(); j-- > 0;) pending.push_front(std::move(preempted[j]));
+      preempted.clear();
     }
     // 4. Events.
     if (changed || !ev.finished.empty()) refresh_info();
@@ -893,6 +1014,7 @@ Result<std::unique_ptr<Engine>> Engine::create_with_backend(const ModelConfig& c
   impl->max_queued = options.max_queued_requests;
   impl->step_rows = std::max(1, impl->backend->max_step_rows());
   impl->chunk_tokens = options.prefill_chunk_tokens;
+  impl->growing = !options.reserve_generation && impl->backend->grows_slots();
   impl->sink = options.sink;
   if (options.debug_tap) impl->backend->set_tap(options.debug_tap);
   impl->info_snapshot = impl->backend->info();

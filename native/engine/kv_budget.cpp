@@ -72,6 +72,16 @@ Result<SlotReservation> KvBudget::reserve(int tokens, const PrefixKey* key) {
   return r;
 }
 
+Status KvBudget::grow(std::vector<int32_t>* blocks, int tokens) {
+  const int more = pool_->blocks_for(tokens) - int(blocks->size());
+  if (more <= 0) return Status::Ok();
+  if (cache_) REX_RETURN_IF_ERROR(cache_->evict_until_free(more));
+  auto fresh = pool_->allocate(more * pool_->block_size());
+  if (!fresh.ok()) return fresh.status();
+  blocks->insert(blocks->end(), fresh->begin(), fresh->end());
+  return Status::Ok();
+}
+
 Result<bool> KvBudget::keep(const PrefixKey& key, const std::vector<int32_t>& slot_blocks, int tokens) {
   if (!caches_prefixes()) return false;
   const int n = pool_->blocks_for(tokens);

@@ -43,6 +43,10 @@ class KvBudget {
   AdmissionCheck check(int tokens, const PrefixKey* key) const;
   // The slot's blocks; kOutOfMemory (check()'s message) when they do not fit now.
   Result<SlotReservation> reserve(int tokens, const PrefixKey* key);
+  // Grows a slot's table to hold `tokens` tokens (fresh blocks at its end,
+  // evicting cache entries as needed); kOutOfMemory, changing nothing, when
+  // they cannot be had.
+  Status grow(std::vector<int32_t>* blocks, int tokens);
   // Caches the first `tokens` tokens of a slot's table under key (the slot
   // keeps its references). False when not cached (no cache, or too large).
   Result<bool> keep(const PrefixKey& key, const std::vector<int32_t>& slot_blocks, int tokens);

@@ -3,7 +3,10 @@
 // the pool's arithmetic and messages; a request that fits only after another
 // finishes waits in the queue (FIFO) instead of failing; one that can never
 // fit fails with kOutOfMemory naming what it needs; score_blocking gives the
-// same raw log-probabilities and argmax as greedy generation.
+// same raw log-probabilities and argmax as greedy generation; with growing
+// slots (reserve_generation false) requests that together overflow the
+// budget are preempted and resumed, newest first, each with the tokens it
+// gives alone, greedy and seeded, and the budget ends empty.
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -49,10 +52,14 @@ struct OrderSink : EventSink {
   std::condition_variable cv;
   std::vector<std::pair<RequestId, int>> order;  // (request, step) of tokens; step -1 = finish
   std::map<RequestId, FinishEvent> finished;
+  std::map<RequestId, std::vector<int32_t>> tokens;
   void on_events(EngineEvents ev) override {
     {
       std::lock_guard<std::mutex> lock(mutex);
-      for (auto& t : ev.tokens) order.push_back({t.request, t.step});
+      for (auto& t : ev.tokens) {
+        order.push_back({t.request, t.step});
+        tokens[t.request].push_back(t.token);
+      }
       for (auto& f : ev.finished) {
         order.push_back({f.request, -1});
         finished[f.request] = f;
@@ -76,7 +83,7 @@ struct BudgetFixture {
   std::shared_ptr<OrderSink> sink = std::make_shared<OrderSink>();
   std::unique_ptr<Engine> engine;
   size_t per_block = 0;
-  explicit BudgetFixture(int blocks) {
+  explicit BudgetFixture(int blocks, bool reserve_generation = true) {
     const TextConfig& t = model->config.text;
     per_block = size_t(t.num_layers) * 2 * t.num_kv_heads * t.head_dim() * sizeof(float) * 64;
     BackendOptions options;
@@ -86,6 +93,7 @@ struct BudgetFixture {
     CHECK(be->prepare(model->config, model->weights).ok());
     EngineOptions eo;
     eo.sink = sink;
+    eo.reserve_generation = reserve_generation;
     auto e = Engine::create_with_backend(model->config, std::move(be), eo, model);
     CHECK(e.ok());
     engine = std::move(e).value();
@@ -177,4 +185,64 @@ REX_TEST(score_matches_greedy_generation) {
   auto oom = f.engine->score_blocking(huge);
   CHECK(!oom.ok());
   CHECK(oom.status().code() == StatusCode::kOutOfMemory);
+}
+
+// Three requests of 100 tokens each (10 prompt + 90 new) over a budget of
+// 192: reserving upfront they would run one at a time; growing, all start,
+// and the newest are preempted as the slots grow. Each ends with the tokens
+// it gives alone, greedy and seeded, and nothing is left held.
+REX_TEST(growing_slots_preempt_the_newest_and_resume_them_exactly) {
+  for (bool sampled : {false, true}) {
+    auto make = [&](int i) {
+      GenerationRequest r;
+      r.prompt_ids = {5, int32_t(17 + 7 * i), 42, 7, 9, int32_t(11 + i), 13, 15, 19, 21};
+      r.max_new_tokens = 90;
+      if (sampled) {
+        r.sampling.temperature = 0.8f;
+        r.sampling.top_p = 0.95f;
+        r.sampling.seed = uint64_t(100 + i);
+      }
+      r.sampling.repetition_penalty = 1.05f;
+      return r;
+    };
+    std::vector<std::vector<int32_t>> alone;
+    {
+      BudgetFixture ref(3);
+      for (int i = 0; i < 3; ++i) {
+        auto r = ref.engine->generate_blocking(make(i));
+        CHECK(r.ok());
+        alone.push_back(r.ok() ? r->tokens : std::vector<int32_t>{});
+      }
+    }
+    BudgetFixture f(3, /*reserve_generation=*/false);
+    std::vector<RequestId> ids;
+    for (int i = 0; i < 3; ++i) {
+      auto id = f.engine->submit(make(i));
+      CHECK(id.ok());
+      ids.push_back(id.ok() ? id.value() : 0);
+    }
+    CHECK(f.sink->wait_finished(3));
+    std::lock_guard<std::mutex> lock(f.sink->mutex);
+    int preemptions = 0;
+    for (int i = 0; i < 3; ++i) {
+      const FinishEvent& fe = f.sink->finished[ids[size_t(i)]];
+      CHECK(fe.reason == FinishReason::kLength);
+      CHECK(fe.status.ok());
+      CHECK(f.sink->tokens[ids[size_t(i)]] == alone[size_t(i)]);
+      preemptions += fe.preemptions;
+    }
+    std::fprintf(stderr, "  %s: 3 x 100 tokens over 192: %d preemptions\n", sampled ? "seeded" : "greedy", preemptions);
+    CHECK(preemptions > 0);
+    CHECK_EQ(f.sink->finished[ids[0]].preemptions, 0);  // the oldest is never preempted
+    // All three were running before the first finished (none waited for another's end).
+    CHECK(f.sink->index_of(ids[2], 0) < f.sink->index_of(ids[0], -1));
+    CHECK_EQ(f.engine->backend_info().memory.kv_cache_used_bytes, size_t(0));
+  }
+  // What can never fit is still refused at admission.
+  BudgetFixture g(3, false);
+  auto big = g.engine->submit(g.text_request(300));
+  CHECK(big.ok());
+  CHECK(g.sink->wait_finished(1));
+  std::lock_guard<std::mutex> lock(g.sink->mutex);
+  CHECK(g.sink->finished[big.value()].status.code() == StatusCode::kOutOfMemory);
 }

@@ -96,6 +96,7 @@ struct FinishEvent {
   int decode_steps = 0;      // decode forward passes that advanced this request (prefill not counted)
   int forced_tokens = 0;     // generated tokens that jump-forward appended (no step of their own)
   int cached_tokens = 0;     // prompt tokens whose KV came from the image prefix cache (no vision, no prefill)
+  int preemptions = 0;       // times the request gave its KV back and resumed (reserve_generation false)
 };
 
 // Everything one scheduler step produced.
@@ -129,6 +130,15 @@ struct EngineOptions {
   // so a long prompt delays the running requests by one chunk at a time
   // (0: each prompt at once). The chunks are the prompt's own, whatever the load.
   int prefill_chunk_tokens = 2048;
+  // true: a request reserves KV for its prompt and all of max_new_tokens when
+  // it starts, and is never preempted. false (a backend that grows slots):
+  // it reserves what it holds, its slot grows as it decodes, and when the
+  // budget runs out the newest running requests are preempted: their KV is
+  // released and they go back to the head of the queue, to resume by
+  // prefilling their prompt and output so far, with their sampling state
+  // (on the CPU backend, the same tokens as uninterrupted). Backends that do
+  // not grow slots reserve upfront either way.
+  bool reserve_generation = true;
   std::shared_ptr<EventSink> sink;     // may also be set later with set_event_sink
   TensorTap debug_tap;                 // named intermediates; empty = off (no cost)
 };
