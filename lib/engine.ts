@@ -75,8 +75,8 @@ export interface EngineOptions {
    * at once; when the budget runs out, the newest running requests are
    * preempted (their KV released) and resume first, by prefilling their
    * prompt and output so far with their sampling state. On the CPU backend a
-   * preempted request gives the tokens it gives uninterrupted. The CUDA
-   * backend does not grow slots yet and reserves upfront either way.
+   * preempted request gives the tokens it gives uninterrupted; on the GPU the
+   * resumed KV comes from a prefill, so later tokens may differ by a near tie.
    */
   reserveGeneration?: boolean;
 }

@@ -325,6 +325,22 @@ Result<bool> CudaBackend::cache_prefix(SlotId slot, const PrefixKey& key, int to
   return true;
 }
 
+// A slot's block table is a per-step input of the decode graphs (up to the
+// longest sequence's blocks), so growing it is bookkeeping only.
+Status CudaBackend::grow_slot(SlotId id, int capacity) {
+  auto it = slots_.find(id);
+  if (it == slots_.end()) return Status(StatusCode::kInvalidArgument, "grow_slot: unknown slot " + std::to_string(id));
+  Slot& slot = it->second;
+  if (capacity <= slot.capacity) return Status::Ok();
+  if (capacity > max_sequence_tokens_)
+    return Status(StatusCode::kInvalidArgument, "grow_slot: expected at most " + std::to_string(max_sequence_tokens_) +
+                                                    " tokens in one sequence but got " + std::to_string(capacity));
+  REX_RETURN_IF_ERROR(kv_->grow(&slot.blocks, capacity));
+  slot.capacity = int(slot.blocks.size()) * kBlockTokens;
+  drop_uncached_prefixes();  // growing may have evicted
+  return Status::Ok();
+}
+
 void CudaBackend::drop_uncached_prefixes() {
   for (auto it = prefix_ids_.begin(); it != prefix_ids_.end();)
     it = kv_->cached(it->first) ? std::next(it) : prefix_ids_.erase(it);

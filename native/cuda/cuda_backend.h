@@ -41,6 +41,8 @@ class CudaBackend final : public Backend {
   Result<SlotId> acquire_slot_with_prefix(int capacity, const PrefixKey& key, int* prefix_tokens) override;
   Result<bool> cache_prefix(SlotId slot, const PrefixKey& key, int tokens) override;
   PrefixCacheStats prefix_cache_stats() const override { return kv_ ? kv_->cache_stats() : PrefixCacheStats{}; }
+  bool grows_slots() const override { return kv_ != nullptr; }
+  Status grow_slot(SlotId slot, int capacity) override;
   void release(SlotId slot) override;
   int slot_length(SlotId slot) const override;
   Status prefill(const PrefillInput& input, float* logits_out) override;

@@ -12,6 +12,9 @@
 //  - The image prefix cache: later tasks on an image read its KV (no vision,
 //    no prefix prefill; a partial last block copied on the device) and give
 //    the tokens of a model without the cache, also all at once.
+//  - Growing slots (reserveGeneration: false, batchInvariant): four image
+//    requests outgrow eight KV blocks; the newest are preempted and resume;
+//    those never preempted give their tokens alone, and the KV ends empty.
 //  - The CPU backend, sampling on the host, gives the same greedy tokens on
 //    the first steps (bf16 against fp32: the first tokens only).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -147,6 +150,45 @@ describe('CUDA decode', () => {
       expect(info.hits).toBeGreaterThanOrEqual(4);
     } finally {
       await plain.close();
+    }
+  });
+
+  it('growing slots: requests that outgrow the KV budget are preempted and resume with their tokens alone', async () => {
+    const dir = await ensureTinyCheckpoint();
+    const images = [0, 1, 2, 3].map((i) => ({ data: syntheticRgb(56, 56, 40 + i), width: 56, height: 56 }));
+    const options = (seed: number) => ({ maxNewTokens: 120, constrained: false, sampling: { temperature: 0.7, seed } });
+    const alone = [];
+    for (const [i, image] of images.entries()) alone.push(await model.detect(image, ['cat'], options(i)));
+    // Eight blocks of 64 tokens (bf16 KV of the tiny model: 768 bytes a token):
+    // each request (~35 prompt + 120 new tokens) needs three.
+    const growing = await RexOmni.load(dir, {
+      backend: 'cuda',
+      maxActiveRequests: 4,
+      batchInvariant: true,
+      reserveGeneration: false,
+      kvCacheGB: (8 * 64 * 768) / 2 ** 30,
+      defaults: { maxPixels: 64 * 28 * 28 },
+    });
+    try {
+      const results = await Promise.all(images.map((image, i) => growing.detect(image, ['cat'], options(i))));
+      const preemptions = results.reduce((n, r) => n + r.preemptions, 0);
+      console.log(`growing slots on the GPU: ${preemptions} preemptions over 4 requests`);
+      expect(preemptions).toBeGreaterThan(0);
+      // Never preempted: the bits of alone (the GEMV and attention are
+      // row-invariant). Preempted: their resumed KV comes from a prefill (the
+      // GEMM) instead of decode steps, so later tokens may differ by a near
+      // tie; counted, not required.
+      let same = 0;
+      for (const [i, r] of results.entries()) {
+        expect(r.tokens.generated).toBeGreaterThan(0);
+        if (r.preemptions === 0) expect(r.outputTokenIds, `request ${i}`).toEqual(alone[i]!.outputTokenIds);
+        else same += r.outputTokenIds.join() === alone[i]!.outputTokenIds.join() ? 1 : 0;
+      }
+      console.log(`preempted requests equal to alone: ${same}/${results.filter((r) => r.preemptions > 0).length}`);
+      const info = growing.info();
+      expect(info.memory.kvCacheUsedBytes - info.prefixCache.heldBytes).toBe(0);
+    } finally {
+      await growing.close();
     }
   });
 });
