@@ -20,11 +20,11 @@
 #include "cpu/thread_pool.h"
 #include "cpu/vision.h"
 #include "engine/backend.h"
-#include "engine/kv_budget.h"
+#include "engine/budgeted_backend.h"
 
 namespace rex::cpu {
 
-class CpuBackend final : public Backend {
+class CpuBackend final : public BudgetedBackend {
  public:
   explicit CpuBackend(int threads);
   explicit CpuBackend(const BackendOptions& options);
@@ -34,12 +34,9 @@ class CpuBackend final : public Backend {
   Result<std::unique_ptr<ImageEmbeddings>> encode_image(const PreprocessedImage& image) override;
   AdmissionCheck check_admission(int tokens) const override;
   Result<SlotId> acquire_slot(int capacity) override;
-  bool caches_prefixes() const override { return kv_ && kv_->caches_prefixes(); }
   AdmissionCheck check_admission_with_prefix(int tokens, const PrefixKey& key) const override;
   Result<SlotId> acquire_slot_with_prefix(int capacity, const PrefixKey& key, int* prefix_tokens) override;
   Result<bool> cache_prefix(SlotId slot, const PrefixKey& key, int tokens) override;
-  PrefixCacheStats prefix_cache_stats() const override { return kv_ ? kv_->cache_stats() : PrefixCacheStats{}; }
-  bool grows_slots() const override { return kv_ != nullptr; }
   Status grow_slot(SlotId slot, int capacity) override;
   void release(SlotId slot) override;
   int slot_length(SlotId slot) const override;
@@ -67,7 +64,6 @@ class CpuBackend final : public Backend {
   std::map<SlotId, Slot> slots_;
   size_t kv_budget_bytes_ = 0;      // 0: no budget
   int64_t prefix_cache_bytes_ = -1; // BackendOptions::prefix_cache_bytes
-  std::unique_ptr<KvBudget> kv_;    // under a budget
   std::unordered_map<PrefixKey, KvCache, PrefixKeyHash> prefix_kv_;  // the cached prefixes' rows
   size_t weights_bytes_ = 0;
   SlotId next_slot_ = 0;

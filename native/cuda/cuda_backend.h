@@ -21,11 +21,11 @@
 #include "engine/backend.h"
 #include <unordered_map>
 
-#include "engine/kv_budget.h"
+#include "engine/budgeted_backend.h"
 
 namespace rex::cuda {
 
-class CudaBackend final : public Backend {
+class CudaBackend final : public BudgetedBackend {
  public:
   explicit CudaBackend(const BackendOptions& options);
   ~CudaBackend() override;
@@ -36,12 +36,9 @@ class CudaBackend final : public Backend {
   Result<EncodedImage> encode_rgb(const uint8_t* rgb, int width, int height, const PreprocessOptions& options) override;
   AdmissionCheck check_admission(int tokens) const override;
   Result<SlotId> acquire_slot(int capacity) override;
-  bool caches_prefixes() const override { return kv_ && kv_->caches_prefixes(); }
   AdmissionCheck check_admission_with_prefix(int tokens, const PrefixKey& key) const override;
   Result<SlotId> acquire_slot_with_prefix(int capacity, const PrefixKey& key, int* prefix_tokens) override;
   Result<bool> cache_prefix(SlotId slot, const PrefixKey& key, int tokens) override;
-  PrefixCacheStats prefix_cache_stats() const override { return kv_ ? kv_->cache_stats() : PrefixCacheStats{}; }
-  bool grows_slots() const override { return kv_ != nullptr; }
   Status grow_slot(SlotId slot, int capacity) override;
   void release(SlotId slot) override;
   int slot_length(SlotId slot) const override;
@@ -89,7 +86,6 @@ class CudaBackend final : public Backend {
   DevicePreprocessor preprocessor_;
   DeviceBuffer<bf16> kv_arena_;
   DeviceBuffer<bf16> pixels_;  // host-preprocessed pixels (encode_image), as bf16
-  std::unique_ptr<KvBudget> kv_;  // the KV blocks and the image prefix cache
   // The cached prefixes' token ids: a slot that reuses one marks them in its
   // repetition-penalty bitmask (the prompt counts as seen).
   std::unordered_map<PrefixKey, std::vector<int32_t>, PrefixKeyHash> prefix_ids_;
