@@ -5,13 +5,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { RexOmni, type RexOmniResult } from '../lib/rex-omni.js';
-import { syntheticRgb } from './fixtures/synthetic-image.js';
+import { JUMP_CATEGORIES, JUMP_IMAGE, JUMP_SAMPLINGS } from './fixtures/jump-forward-cases.js';
 import { ensureTinyCheckpoint } from './fixtures/tiny-checkpoint.js';
 
-// The image on which the random tiny model starts groups (see rex-omni.test.ts).
-const IMAGE = { data: syntheticRgb(112, 112, 5), width: 112, height: 112 };
-// Multi-token categories: after a phrase's first token the grammar forces the rest.
-const CATEGORIES = ['traffic light', 'fire hydrant', 'cat'];
+const IMAGE = JUMP_IMAGE;
+const CATEGORIES = JUMP_CATEGORIES;
 let model: RexOmni;
 
 beforeAll(async () => {
@@ -21,10 +19,7 @@ afterAll(async () => {
   await model?.close();
 });
 
-const settings = [
-  ['greedy', { temperature: 0 }],
-  ['seeded, temperature 0.8, top-p 0.9', { temperature: 0.8, topP: 0.9 }],
-] as const;
+const settings = JUMP_SAMPLINGS;
 
 describe('jump-forward', () => {
   it.each(settings)('%s: the same output and predictions in fewer decode steps', async (_name, sampling) => {

@@ -376,6 +376,7 @@ struct Engine::Impl {
   Status prefill_chunk(Sequence& s, EngineEvents& ev);
   void prefill_step(EngineEvents& ev);
   int owed_rows();
+  int rows_taken() const;
   void decode_step(EngineEvents& ev);
   void deliver(EngineEvents ev);
   void refresh_info();
@@ -432,6 +433,14 @@ Status Engine::Impl::accept_sampled(Sequence& s, const SampledToken& tok, Engine
   REX_RETURN_IF_ERROR(jump_forward(s, backend->vocab_size(), std::min(kMaxJump, spare_rows)));
   spare_rows -= int(s.forced.size());
   return Status::Ok();
+}
+
+// The rows the active sequences take in the next step (a prefilling one:
+// the row of its first token).
+int Engine::Impl::rows_taken() const {
+  int taken = 0;
+  for (const auto& a : active) taken += rows_of(*a);
+  return taken;
 }
 
 // The rows owed for the next step: one per running sequence and per queued
@@ -532,16 +541,17 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
     s.slot = slot.value();
   }
   s.capacity = reserve_now(s);
-  PrefillInput in;
-  in.slot = s.slot;
-  in.token_ids = r.prompt_ids.data();
-  in.n = int(r.prompt_ids.size());
-  in.positions = pos->ids.data();
-  in.image = embeddings.get();
-  in.image_token_id = config.image_token_id;
-  in.logit_rows = s.score ? s.score->continuation + 1 : 1;
   const int vocab = backend->vocab_size();
   if (s.score) {
+    // Scoring: the whole prompt in one prefill, logits for the continuation.
+    PrefillInput in;
+    in.slot = s.slot;
+    in.token_ids = r.prompt_ids.data();
+    in.n = int(r.prompt_ids.size());
+    in.positions = pos->ids.data();
+    in.image = embeddings.get();
+    in.image_token_id = config.image_token_id;
+    in.logit_rows = s.score->continuation + 1;
     logits.resize(size_t(in.logit_rows) * size_t(vocab));
     REX_RETURN_IF_ERROR(backend->prefill(in, logits.data()));
     s.timings.prefill_ms = ms_since(t0);
@@ -725,9 +735,7 @@ void Engine::Impl::prefill_step(EngineEvents& ev) {
   int budget = chunk_tokens > 0 ? chunk_tokens : 1 << 30;
   // A sequence whose prefill ends here decodes in the next step: its row is
   // owed already (one per prefilling sequence); its forced tokens take spare rows.
-  int taken = 0;
-  for (const auto& a : active) taken += a->prefilling ? 1 : rows_of(*a);
-  spare_rows = std::max(0, step_rows - taken - (owed_rows() - int(active.size())));
+  spare_rows = std::max(0, step_rows - rows_taken() - (owed_rows() - int(active.size())));
   for (auto& sp : active) {
     Sequence& s = *sp;
     while (s.prefilling && s.slot >= 0 && (!decoding || budget > 0)) {
@@ -910,24 +918,19 @@ void Engine::Impl::run() {
         finish(*s, FinishReason::kDeadline, deadline_status(*s, false), ev);
         continue;
       }
-      // Its row in the next step: the running sequences' rows and one for
-      // each admission still to come are taken; a request with no row left
-      // waits for the next step.
-      int taken = 0;
-      for (const auto& a : active) taken += rows_of(*a);
-      int still_to_come = 0;
-      for (size_t j = ai + 1; j < admitted.size(); ++j) still_to_come += admitted[j] != nullptr;
-      const bool no_row = taken + 1 > step_rows;
+      // Its row in the next step: a request with no row left beside the
+      // running ones waits for the next step (its forced tokens come with
+      // its first token, at the end of its prefill).
+      const bool no_row = rows_taken() + 1 > step_rows;
       find_image_prefix(*s, config, backend->caches_prefixes());
       // Growing slots: what it holds now must fit now; all it may need, ever.
+      const AdmissionCheck whole = growing ? backend->check_admission(tokens_needed(*s)) : AdmissionCheck{};
       const int now_tokens = reserve_now(*s);
-      const bool never = growing && backend->check_admission(tokens_needed(*s)).verdict == Admission::kNever;
-      AdmissionCheck fit = no_row                 ? AdmissionCheck{Admission::kLater, "no decode row"}
-                           : s->prefix_tokens > 0 && backend->caches_prefixes()
-                               ? backend->check_admission_with_prefix(now_tokens, s->prefix_key)
-                               : backend->check_admission(now_tokens);
-      if (never) fit = backend->check_admission(tokens_needed(*s));
-      spare_rows = std::max(0, step_rows - taken - 1 - still_to_come);
+      const AdmissionCheck fit = whole.verdict == Admission::kNever ? whole
+                                 : no_row ? AdmissionCheck{Admission::kLater, "no decode row"}
+                                 : s->prefix_tokens > 0 && backend->caches_prefixes()
+                                     ? backend->check_admission_with_prefix(now_tokens, s->prefix_key)
+                                     : backend->check_admission(now_tokens);
       if (fit.verdict == Admission::kLater && !active.empty()) {
         std::lock_guard<std::mutex> lock(mutex);
         for (size_t j = admitted.size(); j-- > ai;)

@@ -28,8 +28,9 @@ AdmissionCheck KvBudget::check(int tokens, const PrefixKey* key) const {
   int reclaimable = cache_->reclaimable_blocks();
   if (hit)
     for (int32_t b : hit->blocks) reclaimable -= pool_->ref_count(b) == 1;
+  // (When the pool alone says kNow, fresh <= need <= free and this returns kNow.)
   if (fresh_blocks(tokens, hit) <= pool_->free_blocks() + reclaimable) return AdmissionCheck{};
-  return result.verdict == Admission::kNow ? AdmissionCheck{Admission::kLater, "the KV cache is full"} : result;
+  return result;
 }
 
 Result<SlotReservation> KvBudget::reserve(int tokens, const PrefixKey* key) {

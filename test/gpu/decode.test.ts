@@ -20,11 +20,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { RexOmni, type RexOmniResult } from '../../lib/rex-omni.js';
+import { JUMP_CATEGORIES, JUMP_IMAGE, JUMP_SAMPLINGS } from '../fixtures/jump-forward-cases.js';
 import { syntheticRgb } from '../fixtures/synthetic-image.js';
 import { ensureTinyCheckpoint } from '../fixtures/tiny-checkpoint.js';
 
-const IMAGE = { data: syntheticRgb(112, 112, 5), width: 112, height: 112 };
-const CATEGORIES = ['traffic light', 'fire hydrant', 'cat'];
+const IMAGE = JUMP_IMAGE;
+const CATEGORIES = JUMP_CATEGORIES;
 let model: RexOmni;
 
 beforeAll(async () => {
@@ -40,10 +41,7 @@ afterAll(async () => {
   await model?.close();
 });
 
-const settings = [
-  ['greedy', { temperature: 0 }],
-  ['seeded, temperature 0.8, top-p 0.9', { temperature: 0.8, topP: 0.9 }],
-] as const;
+const settings = JUMP_SAMPLINGS;
 
 describe('CUDA decode', () => {
   it.each(settings)('jump-forward, %s: the same output in fewer decode steps', async (_name, sampling) => {
