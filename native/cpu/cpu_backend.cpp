@@ -2,6 +2,7 @@
 #include "cpu/cpu_backend.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "engine/mrope_positions.h"
 
@@ -85,22 +86,98 @@ BackendInfo CpuBackend::info() const {
 }
 
 Result<std::unique_ptr<ImageEmbeddings>> CpuBackend::encode_image(const PreprocessedImage& image) {
-  if (!prepared_) return not_prepared();
+  auto out = encode_image_batch({&image});
+  return std::move(out[0]);
+}
+
+Status CpuBackend::check_image(const PreprocessedImage& image) const {
   const VisionConfig& v = config_.vision;
   const size_t row = size_t(v.in_channels) * v.temporal_patch_size * v.patch_size * v.patch_size;
-  const size_t rows = size_t(image.grid_h) * image.grid_w;
   if (image.grid_t != 1)
     return Status(StatusCode::kInvalidArgument, "encode_image: expected grid_t 1 but got " +
                   std::to_string(image.grid_t));
+  REX_RETURN_IF_ERROR(vision_.grid_error(image.grid_h, image.grid_w));
+  const size_t rows = size_t(image.grid_h) * image.grid_w;
   if (image.pixel_values.size() != rows * row)
     return Status(StatusCode::kInvalidArgument, "encode_image: expected " + std::to_string(rows) + " x " +
                   std::to_string(row) + " pixel values but got " + std::to_string(image.pixel_values.size()));
+  return Status::Ok();
+}
+
+std::vector<Result<std::unique_ptr<ImageEmbeddings>>> CpuBackend::encode_image_batch(
+    const std::vector<const PreprocessedImage*>& images) {
+  std::vector<Result<std::unique_ptr<ImageEmbeddings>>> out;
+  out.reserve(images.size());
+  // The images that can be encoded go through one pass; the others fail alone.
+  std::vector<VisionImage> batch;
+  std::vector<size_t> where;
+  for (size_t i = 0; i < images.size(); ++i) {
+    Status ok = prepared_ ? check_image(*images[i]) : not_prepared();
+    out.push_back(ok.ok() ? Result<std::unique_ptr<ImageEmbeddings>>(std::unique_ptr<ImageEmbeddings>())
+                          : Result<std::unique_ptr<ImageEmbeddings>>(std::move(ok)));
+    if (!out.back().ok()) continue;
+    batch.push_back(VisionImage{images[i]->pixel_values.data(), PatchGrid{images[i]->grid_h, images[i]->grid_w}});
+    where.push_back(i);
+  }
+  if (batch.empty()) return out;
   const TensorTap* tap = tap_ ? &tap_ : nullptr;
-  auto out = vision_.forward(pool_, image.pixel_values.data(), image.grid_h, image.grid_w, tap);
-  if (!out.ok()) return out.status();
+  auto encoded = vision_.forward_batch(pool_, batch, tap);
+  const VisionConfig& v = config_.vision;
   const int merge2 = v.spatial_merge_size * v.spatial_merge_size;
-  return std::unique_ptr<ImageEmbeddings>(
-      new CpuImageEmbeddings(std::move(out).value(), int(rows) / merge2, v.out_hidden_size));
+  for (size_t j = 0; j < where.size(); ++j) {
+    if (!encoded.ok()) {
+      out[where[j]] = encoded.status();
+      continue;
+    }
+    const int tokens = batch[j].grid.h * batch[j].grid.w / merge2;
+    out[where[j]] = std::unique_ptr<ImageEmbeddings>(
+        new CpuImageEmbeddings(std::move(encoded.value()[j]), tokens, v.out_hidden_size));
+  }
+  return out;
+}
+
+std::vector<Result<EncodedImage>> CpuBackend::encode_rgb_batch(const std::vector<RgbImageRef>& images) {
+  using Clock = std::chrono::steady_clock;
+  auto ms = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+  // Preprocessing per image (its own time), then one vision pass for all that preprocessed.
+  std::vector<Result<EncodedImage>> out;
+  out.reserve(images.size());
+  std::vector<PreprocessedImage> pre;
+  std::vector<size_t> where;
+  pre.reserve(images.size());
+  for (size_t i = 0; i < images.size(); ++i) {
+    const RgbImageRef& im = images[i];
+    auto t0 = Clock::now();
+    auto p = im.options ? preprocess_image(im.rgb, im.width, im.height, *im.options)
+                        : Result<PreprocessedImage>(Status(StatusCode::kInvalidArgument,
+                                                           "encode_rgb_batch: expected preprocessing options but got none"));
+    if (!p.ok()) {
+      out.push_back(p.status());
+      continue;
+    }
+    EncodedImage e;
+    e.grid_h = p->grid_h;
+    e.grid_w = p->grid_w;
+    e.preprocess_ms = ms(t0, Clock::now());
+    out.push_back(std::move(e));
+    pre.push_back(std::move(p).value());
+    where.push_back(i);
+  }
+  std::vector<const PreprocessedImage*> refs;
+  for (const PreprocessedImage& p : pre) refs.push_back(&p);
+  auto t1 = Clock::now();
+  auto encoded = encode_image_batch(refs);
+  const double vision_ms = ms(t1, Clock::now());
+  for (size_t j = 0; j < where.size(); ++j) {
+    Result<EncodedImage>& r = out[where[j]];
+    if (!encoded[j].ok()) {
+      r = encoded[j].status();
+      continue;
+    }
+    r->embeddings = std::move(encoded[j]).value();
+    r->vision_ms = vision_ms;
+  }
+  return out;
 }
 
 Result<SlotId> CpuBackend::acquire_slot(int capacity) {

@@ -9,7 +9,8 @@
 // device: the engine samples from those logits. Under a budget it also keeps
 // the image prefix cache (KvBudget): the bookkeeping is the GPU's, and the
 // cached KV is a copy of the prefix's rows, copied again into each slot that
-// reuses it.
+// reuses it. Images admitted together go through one vision pass
+// (encode_*_batch), each image's embeddings the bits it gets alone.
 #pragma once
 
 #include <map>
@@ -32,6 +33,11 @@ class CpuBackend final : public BudgetedBackend {
   Status prepare(const ModelConfig& config, const ModelWeights& weights) override;
   int vocab_size() const override { return config_.text.vocab_size; }
   Result<std::unique_ptr<ImageEmbeddings>> encode_image(const PreprocessedImage& image) override;
+  // One vision pass for every image (VisionEncoder::forward_batch): each
+  // image's embeddings are the bits it gets alone.
+  std::vector<Result<std::unique_ptr<ImageEmbeddings>>> encode_image_batch(
+      const std::vector<const PreprocessedImage*>& images) override;
+  std::vector<Result<EncodedImage>> encode_rgb_batch(const std::vector<RgbImageRef>& images) override;
   AdmissionCheck check_admission(int tokens) const override;
   Result<SlotId> acquire_slot(int capacity) override;
   AdmissionCheck check_admission_with_prefix(int tokens, const PrefixKey& key) const override;
@@ -58,6 +64,7 @@ class CpuBackend final : public BudgetedBackend {
     int capacity = 0;               // enforced only under a budget
     std::vector<int32_t> blocks;    // reserved from pool_ (budget only)
   };
+  Status check_image(const PreprocessedImage& image) const;
   Result<SlotId> add_slot(int capacity, SlotReservation reservation);
   void drop_uncached_prefixes();
 

@@ -79,49 +79,93 @@ Status VisionEncoder::load(const VisionConfig& c, const VisionWeights& w) {
   return Status::Ok();
 }
 
-Result<std::vector<float>> VisionEncoder::forward(ThreadPool& pool, const float* pixel_values, int grid_h,
-                                                  int grid_w, const TensorTap* tap) const {
-  const VisionConfig& c = config_;
-  const int merge = c.spatial_merge_size, unit = merge * merge;
-  if (grid_h <= 0 || grid_w <= 0 || grid_h % merge || grid_w % merge)
+VisionBatchPlan plan_vision_batch(const std::vector<PatchGrid>& grids, int merge, int window) {
+  VisionBatchPlan b;
+  const int unit = merge * merge;
+  b.row_offset.push_back(0);
+  b.window_seqlens.push_back(0);
+  std::vector<int32_t> rows, cols;
+  for (const PatchGrid& g : grids) {
+    const int off = b.row_offset.back(), n = g.h * g.w;
+    patch_positions_block_order(g.h, g.w, merge, &rows, &cols);
+    WindowPlan plan = plan_windows(g.h / merge, g.w / merge, window, unit);
+    for (size_t p = 0; p < plan.window_index.size(); ++p)
+      for (int u = 0; u < unit; ++u) {
+        const size_t src = size_t(plan.window_index[p]) * unit + size_t(u);
+        b.gather.push_back(int32_t(off + int(src)));
+        b.pos_rows.push_back(rows[src]);
+        b.pos_cols.push_back(cols[src]);
+      }
+    for (size_t i = 1; i < plan.cu_seqlens.size(); ++i) {
+      b.window_seqlens.push_back(off + plan.cu_seqlens[i]);
+      b.max_window = std::max(b.max_window, plan.cu_seqlens[i] - plan.cu_seqlens[i - 1]);
+    }
+    b.max_image = std::max(b.max_image, n);
+    b.row_offset.push_back(off + n);
+    b.window_index.push_back(std::move(plan.window_index));
+  }
+  b.full_seqlens = b.row_offset;
+  return b;
+}
+
+Status VisionEncoder::grid_error(int grid_h, int grid_w) const {
+  const int merge = config_.spatial_merge_size;
+  if (grid_h <= 0 || grid_w <= 0 || merge <= 0 || grid_h % merge || grid_w % merge)
     return Status(StatusCode::kInvalidArgument, "vision encoder: expected a grid divisible by " +
                   std::to_string(merge) + " but got " + std::to_string(grid_h) + "x" + std::to_string(grid_w));
-  const int n = grid_h * grid_w, hidden = c.hidden_size, heads = c.num_heads, hd = c.head_dim();
+  return Status::Ok();
+}
+
+Result<std::vector<float>> VisionEncoder::forward(ThreadPool& pool, const float* pixel_values, int grid_h,
+                                                  int grid_w, const TensorTap* tap) const {
+  auto out = forward_batch(pool, {VisionImage{pixel_values, PatchGrid{grid_h, grid_w}}}, tap);
+  if (!out.ok()) return out.status();
+  return std::move(out.value()[0]);
+}
+
+Result<std::vector<std::vector<float>>> VisionEncoder::forward_batch(ThreadPool& pool,
+                                                                     const std::vector<VisionImage>& images,
+                                                                     const TensorTap* tap) const {
+  const VisionConfig& c = config_;
+  const int merge = c.spatial_merge_size, unit = merge * merge;
+  if (images.empty()) return std::vector<std::vector<float>>{};
+  std::vector<PatchGrid> grids;
+  for (const VisionImage& im : images) {
+    REX_RETURN_IF_ERROR(grid_error(im.grid.h, im.grid.w));
+    grids.push_back(im.grid);
+  }
+  const int window = c.window_size / merge / c.patch_size;
+  const VisionBatchPlan plan = plan_vision_batch(grids, merge, window);
+  const int n = plan.row_offset.back(), hidden = c.hidden_size, heads = c.num_heads, hd = c.head_dim();
   const int inter = c.intermediate_size;
+  const int patch_in = c.in_channels * c.temporal_patch_size * c.patch_size * c.patch_size;
   const bool mlp_gelu = c.hidden_act.find("gelu") != std::string::npos;
   auto emit = [&](const std::string& name, const std::vector<float>& t, int rows, int cols) {
     if (tap && *tap) (*tap)(name, t.data(), {rows, cols});
   };
 
-  // 1. Patch embed.
+  // 1. Patch embed, over every image's rows at once.
+  const float* pixels = images[0].pixel_values;
+  std::vector<float> joined;
+  if (images.size() > 1) {
+    joined.resize(size_t(n) * patch_in);
+    for (size_t i = 0; i < images.size(); ++i)
+      std::copy_n(images[i].pixel_values, size_t(plan.row_offset[i + 1] - plan.row_offset[i]) * patch_in,
+                  &joined[size_t(plan.row_offset[i]) * patch_in]);
+    pixels = joined.data();
+  }
   std::vector<float> x(size_t(n) * hidden);
-  linear(pool, pixel_values, n, patch_embed_, x.data(), precision_);
+  linear(pool, pixels, n, patch_embed_, x.data(), precision_);
   emit("vision.patch_embed", x, n, hidden);
 
-  // 2. Rotary ids in block order.
-  std::vector<int32_t> pos_r, pos_c;
-  patch_positions_block_order(grid_h, grid_w, merge, &pos_r, &pos_c);
-
-  // 3. Window permutation of rows (unit at a time) and rotary ids.
-  const int window = c.window_size / merge / c.patch_size;
-  const WindowPlan plan = plan_windows(grid_h / merge, grid_w / merge, window, unit);
+  // 2-3. Window permutation of rows; rotary ids in the permuted order.
   {
     std::vector<float> permuted(x.size());
-    std::vector<int32_t> pr(static_cast<size_t>(n)), pc(static_cast<size_t>(n));
-    for (size_t p = 0; p < plan.window_index.size(); ++p) {
-      const size_t src = size_t(plan.window_index[p]) * unit, dst = p * unit;
-      std::copy_n(&x[src * hidden], size_t(unit) * hidden, &permuted[dst * hidden]);
-      for (int u = 0; u < unit; ++u) {
-        pr[dst + size_t(u)] = pos_r[src + size_t(u)];
-        pc[dst + size_t(u)] = pos_c[src + size_t(u)];
-      }
-    }
+    for (int p = 0; p < n; ++p)
+      std::copy_n(&x[size_t(plan.gather[size_t(p)]) * hidden], hidden, &permuted[size_t(p) * hidden]);
     x.swap(permuted);
-    pos_r.swap(pr);
-    pos_c.swap(pc);
   }
-  const RotaryTable rope = vision_rotary_table(pos_r, pos_c, hd);
-  const std::vector<int> full_seqlens = {0, n};
+  const RotaryTable rope = vision_rotary_table(plan.pos_rows, plan.pos_cols, hd);
 
   // 4. Blocks.
   std::vector<float> h(x.size()), qkv(size_t(n) * 3 * hidden), attn(x.size()), tmp(x.size());
@@ -138,7 +182,7 @@ Result<std::vector<float>> VisionEncoder::forward(ThreadPool& pool, const float*
     apply_rotary(pool, qkv.data(), n, heads, 3 * hidden, rope);            // q
     apply_rotary(pool, qkv.data() + hidden, n, heads, 3 * hidden, rope);   // k
     attention_varlen(pool, qkv.data(), qkv.data() + hidden, qkv.data() + 2 * hidden, 3 * hidden, heads, hd,
-                     full ? full_seqlens : plan.cu_seqlens, attn.data());
+                     full ? plan.full_seqlens : plan.window_seqlens, attn.data());
     linear(pool, attn.data(), n, b.proj, tmp.data(), precision_);
     add_rmsnorm(pool, x.data(), tmp.data(), n, hidden, b.norm2.data(), c.rms_norm_eps, h.data());
     linear(pool, h.data(), n, b.gate, gate.data(), precision_);
@@ -150,7 +194,8 @@ Result<std::vector<float>> VisionEncoder::forward(ThreadPool& pool, const float*
     if (tap && *tap) emit("vision.block." + std::to_string(bi), x, n, hidden);
   }
 
-  // 5. Merger (norm per patch row, then unit rows -> one token), reverse permutation.
+  // 5. Merger (norm per patch row, then unit rows -> one token), then each
+  // image's tokens out of the batch, its own permutation reversed.
   const int tokens = n / unit, out_hidden = c.out_hidden_size;
   // h = ln_q(x), from the last add_rmsnorm.
   std::vector<float> mid(size_t(tokens) * unit * hidden), merged(size_t(tokens) * out_hidden);
@@ -159,10 +204,16 @@ Result<std::vector<float>> VisionEncoder::forward(ThreadPool& pool, const float*
   linear(pool, mid.data(), tokens, merger_fc2_, merged.data(), precision_);
   emit("vision.merger", merged, tokens, out_hidden);
 
-  std::vector<float> out(merged.size());
-  for (int p = 0; p < tokens; ++p)
-    std::copy_n(&merged[size_t(p) * out_hidden], out_hidden, &out[size_t(plan.window_index[size_t(p)]) * out_hidden]);
-  return out;
+  std::vector<std::vector<float>> outs(images.size());
+  for (size_t i = 0; i < images.size(); ++i) {
+    const std::vector<int>& index = plan.window_index[i];
+    const size_t first = size_t(plan.row_offset[i] / unit);
+    std::vector<float>& out = outs[i];
+    out.resize(index.size() * size_t(out_hidden));
+    for (size_t p = 0; p < index.size(); ++p)
+      std::copy_n(&merged[(first + p) * out_hidden], out_hidden, &out[size_t(index[p]) * out_hidden]);
+  }
+  return outs;
 }
 
 }  // namespace rex::cpu

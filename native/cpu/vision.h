@@ -2,7 +2,11 @@
 // patch embed (a 1176 -> hidden matmul), 2D rotary ids in merge-block order,
 // window permutation, blocks (windowed or full attention), merger, reverse
 // permutation. The window planning is a pure function so tests can check it
-// on its own.
+// on its own. Several images go through one pass: their patch rows
+// concatenated, each image's windows offset into the sequence, the
+// full-attention blocks attending within each image (cu_seqlens = the image
+// boundaries); every op works row by row, so an image's output is the same
+// bits batched or alone.
 #pragma once
 
 #include <memory>
@@ -38,6 +42,31 @@ WindowPlan plan_windows(int merged_h, int merged_w, int window, int unit);
 void patch_positions_block_order(int grid_h, int grid_w, int merge, std::vector<int32_t>* rows,
                                  std::vector<int32_t>* cols);
 
+// A batch of images in one sequence (the CUDA runner plans with it too):
+// image i holds patch rows [row_offset[i], row_offset[i+1]) of the input and
+// of the window-permuted sequence, and its merged tokens
+// [row_offset[i]/unit, row_offset[i+1]/unit) of the merger's output.
+struct PatchGrid {
+  int h = 0, w = 0;  // patches (a multiple of the merge size)
+};
+struct VisionBatchPlan {
+  std::vector<int> row_offset;                  // images + 1 entries, from 0
+  std::vector<int32_t> gather;                  // permuted row p reads input row gather[p]
+  std::vector<int32_t> pos_rows, pos_cols;      // 2-D rotary ids of permuted row p
+  std::vector<int> window_seqlens;              // every image's windows, offset, from 0
+  std::vector<int> full_seqlens;                // the image boundaries (= row_offset)
+  std::vector<std::vector<int>> window_index;   // each image's own WindowPlan::window_index
+  int max_window = 0, max_image = 0;            // longest window / image, in patch rows
+};
+// merge: the spatial merge size; window: merged tokens per window side.
+VisionBatchPlan plan_vision_batch(const std::vector<PatchGrid>& grids, int merge, int window);
+
+// One image of a batch: [h*w, 1176] pixel values in merge-block row order.
+struct VisionImage {
+  const float* pixel_values = nullptr;
+  PatchGrid grid;
+};
+
 class VisionEncoder {
  public:
   // kBf16: every GEMM reads and writes bf16-rounded activations (cpu/gemm.h).
@@ -48,6 +77,13 @@ class VisionEncoder {
   // in merged-grid raster order.
   Result<std::vector<float>> forward(ThreadPool& pool, const float* pixel_values, int grid_h,
                                      int grid_w, const TensorTap* tap) const;
+  // Every image in one pass; one output per image, as forward() gives it.
+  // The tap sees the whole batch's rows. A grid not divisible by the merge
+  // size fails the call (callers check each image first: grid_error).
+  Result<std::vector<std::vector<float>>> forward_batch(ThreadPool& pool, const std::vector<VisionImage>& images,
+                                                        const TensorTap* tap) const;
+  // Why this grid cannot be encoded (ok when it can).
+  Status grid_error(int grid_h, int grid_w) const;
 
  private:
   ActivationPrecision precision_ = ActivationPrecision::kFp32;

@@ -14,7 +14,10 @@
 //  - KV memory lives under a budget: check_admission says, before any work,
 //    whether a request's tokens fit now, later (once others finish), or never;
 //  - encode_rgb takes the decoded RGB bytes, so a GPU backend preprocesses on
-//    the device; the default runs the CPU preprocessing, then encode_image.
+//    the device; the default runs the CPU preprocessing, then encode_image;
+//  - the *_batch encoders take several images at once, for backends that run
+//    them through one vision pass (varlen attention over the images); each
+//    image gets its own result, so a bad image fails only its own request.
 // Every call happens on the engine's one scheduler thread; backends need not
 // be thread-safe. Failures are Status, never exceptions or aborts.
 #pragma once
@@ -85,6 +88,15 @@ struct EncodedImage {
   std::unique_ptr<ImageEmbeddings> embeddings;
   int grid_h = 0, grid_w = 0;     // patch grid (the merged grid is grid / merge)
   double preprocess_ms = 0, vision_ms = 0;
+};
+
+// One raw image of a batch (encode_rgb_batch): interleaved RGB bytes,
+// width*height*3 of them, and how to preprocess them (the caller keeps all
+// of it alive for the call).
+struct RgbImageRef {
+  const uint8_t* rgb = nullptr;
+  int width = 0, height = 0;
+  const PreprocessOptions* options = nullptr;
 };
 
 // Whether a request's KV cache fits the backend's budget.
@@ -164,6 +176,28 @@ class Backend {
   // default preprocesses on the host (preprocess_image) and calls encode_image.
   virtual Result<EncodedImage> encode_rgb(const uint8_t* rgb, int width, int height,
                                           const PreprocessOptions& options);
+
+  // Several images at once: one result per image, in order, each as its
+  // single-image call would give it (a batching backend runs one vision pass;
+  // its numbers may then differ from alone within the backend's rounding,
+  // and are the same bits on the CPU). An image that cannot be preprocessed
+  // or encoded fails alone. The defaults loop over the single-image calls.
+  virtual std::vector<Result<EncodedImage>> encode_rgb_batch(const std::vector<RgbImageRef>& images) {
+    std::vector<Result<EncodedImage>> out;
+    out.reserve(images.size());
+    for (const RgbImageRef& im : images)
+      out.push_back(im.options ? encode_rgb(im.rgb, im.width, im.height, *im.options)
+                               : Result<EncodedImage>(Status(StatusCode::kInvalidArgument,
+                                                             "encode_rgb_batch: expected preprocessing options but got none")));
+    return out;
+  }
+  virtual std::vector<Result<std::unique_ptr<ImageEmbeddings>>> encode_image_batch(
+      const std::vector<const PreprocessedImage*>& images) {
+    std::vector<Result<std::unique_ptr<ImageEmbeddings>>> out;
+    out.reserve(images.size());
+    for (const PreprocessedImage* im : images) out.push_back(encode_image(*im));
+    return out;
+  }
 
   // Whether `tokens` tokens of KV cache (prompt + generation budget) fit.
   virtual AdmissionCheck check_admission(int tokens) const = 0;
