@@ -1,7 +1,8 @@
 // The decode figures of the GPU benchmark (benchmarks/gpu.ts runs this after
 // its TTFT and batch-1 runs), on the 3B-shaped checkpoint with random
 // weights. Random weights cannot be made to write COCO answers of a chosen
-// length, so lengths and step kinds are set by grammars instead:
+// length, so lengths and step kinds are set by grammars instead
+// (fixed-length.ts):
 //  - text steps: unconstrained greedy decoding (the full LM head);
 //  - coordinate steps: a one-phrase polygon grammar, whose steps after the
 //    phrase allow only the 1000 coordinates and <|box_end|>; with scores off
@@ -23,6 +24,7 @@ import { compileGrammar } from '../lib/grammar/index.js';
 import { Engine, type TokenRequest } from '../lib/engine.js';
 import type { RexTokenizer } from '../lib/tokenizer.js';
 import { log } from '../test/fixtures/gpu-harness.js';
+import { GREEDY, fixedLengthGrammar, fixedLengthRequest } from './fixed-length.js';
 
 export interface DecodeRun {
   wallMs: number;
@@ -90,9 +92,9 @@ export async function benchmarkDecode(
 ): Promise<DecodeBench> {
   const coordinateIds = new Set(tokenizer.coordinateIds);
   const isCoordinate = (id: number) => coordinateIds.has(id);
-  const polygon = JSON.stringify(await compileGrammar({ syntax: 'groups', kind: 'polygon', phrases: ['person'] }, tokenizer));
+  const polygon = await fixedLengthGrammar(tokenizer);
   const detection = JSON.stringify(await compileGrammar({ syntax: 'groups', kind: 'box', phrases: categories }, tokenizer));
-  const greedy = { temperature: 0, repetitionPenalty: 1.05 };
+  const greedy = GREEDY;
 
   const engine = await Engine.open(dir, { backend: 'cuda', maxActiveRequests: 64, prefixCacheGB: 0 });
   try {
@@ -104,14 +106,8 @@ export async function benchmarkDecode(
     };
     const text = await repeat({ ...base, maxNewTokens: 256, stopTokenIds: [], sampling: greedy });
     log(`decode: text steps ${text.decodeTokensPerSecond.toFixed(1)} tok/s`);
-    const polygonRequest = (maxNewTokens: number, scores: boolean): Request => ({
-      ...base,
-      maxNewTokens,
-      grammar: polygon,
-      sampling: greedy,
-      scores,
-      jumpForward: false,
-    });
+    const polygonRequest = (maxNewTokens: number, scores: boolean): Request =>
+      fixedLengthRequest(base, polygon, maxNewTokens, { scores, jumpForward: false });
     const coordHead = await repeat(polygonRequest(256, false));
     const coordFull = await repeat(polygonRequest(256, true));
     log(
