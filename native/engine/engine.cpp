@@ -2,10 +2,10 @@
 // is one step: take cancellations and new requests under the lock, then, with
 // the lock released, (1) finish cancelled requests and those whose deadline
 // passed (queued or running: kDeadline, slot released), (2) admit new ones
-// (preprocess, vision, prefill, first token), (3) one batched backend decode
-// call for every running request (a sampled token each, after the tokens
-// jump-forward forced), (4) hand the step's events to the sink. Only this
-// thread touches the backend.
+// (their slots, then one vision batch for their images), (3) one batched
+// backend decode call for every running request (a sampled token each, after
+// the tokens jump-forward forced), then the prefill chunks, (4) hand the
+// step's events to the sink. Only this thread touches the backend.
 //
 // Token choice has two homes and one bookkeeping. A backend that samples on
 // its device gets a RowSampling per row (params, the row's Pcg32 draw, the
@@ -31,6 +31,15 @@
 // per step, and a full batch still gets its rows; a request admitted after
 // the budget was set takes what is left, and one with no row left waits in
 // the queue for the next step.
+//
+// Vision batching: the requests admitted in one step that need the vision
+// encoder (not prefix-cache hits) share one encoder pass, their images up to
+// vision_batch_patches patches in all (batch_invariant: one image per pass).
+// Each takes its slot at admission, so the next request's admission check
+// sees it; the batch is encoded once the step's admissions are done (or
+// before an image that would overflow it, or before an admission check that
+// fails while started requests still hold slots), then every started request
+// goes active in queue order. An image that fails fails only its request.
 //
 // Growing slots (EngineOptions::reserve_generation false, on a backend that
 // grows them): a request reserves the KV it holds (prompt, output so far) and
@@ -153,6 +162,8 @@ struct Sequence {
   bool resumed = false;
   int preemptions = 0;
   std::vector<int32_t> resume_ids;  // prompt + output but the last token, while resuming
+  // Started this step, its image waiting for the step's vision batch.
+  bool awaiting_vision = false;
   // submit + request.deadline_ms; max(): none.
   Clock::time_point deadline = Clock::time_point::max();
 };
@@ -332,6 +343,39 @@ std::vector<int32_t> position_range(const MropePositions& pos, int from, int to)
   return out;
 }
 
+// One image out of a vision batch, for finish_start.
+struct EncodedVision {
+  std::unique_ptr<ImageEmbeddings> embeddings;
+  int grid_h = 0, grid_w = 0;
+  double preprocess_ms = 0, vision_ms = 0;
+};
+
+// Patch rows a request's image takes in the vision encoder (0 when its size
+// is unusable: the encoder then reports why).
+int image_patches(const GenerationRequest& r) {
+  if (r.image) return std::max(0, r.image->grid_h * r.image->grid_w);
+  if (!r.raw_image) return 0;
+  const PreprocessOptions& o = r.raw_image->options;
+  if (o.patch_size <= 0 || o.merge_size <= 0) return 0;
+  auto target = smart_resize(r.raw_image->height, r.raw_image->width, o.patch_size * o.merge_size, o.min_pixels,
+                             o.max_pixels);
+  if (!target.ok()) return 0;
+  return (target->height / o.patch_size) * (target->width / o.patch_size);
+}
+
+// A scheduler call that must not throw: bad_alloc and other exceptions
+// become the request's Status (`what`: "starting request 3").
+template <typename F>
+Status guarded(const std::string& what, F&& body) {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return Status(StatusCode::kOutOfMemory, "out of memory while " + what);
+  } catch (const std::exception& e) {
+    return Status(StatusCode::kInternal, what + " failed: " + e.what());
+  }
+}
+
 struct Engine::Impl {
   ModelConfig config;
   std::unique_ptr<Backend> backend;
@@ -344,6 +388,10 @@ struct Engine::Impl {
   int spare_rows = 0;
   int chunk_tokens = 2048;  // EngineOptions::prefill_chunk_tokens (0: whole prompts)
   bool growing = false;     // slots grow (!reserve_generation and the backend grows them)
+  // Vision batching (EngineOptions::vision_batch_patches, batch_invariant:
+  // one image per pass).
+  int vision_batch_patches = 16384;
+  bool batch_invariant = false;
   std::vector<std::unique_ptr<Sequence>> preempted;  // this step's, back to the queue's head after it
 
   std::mutex mutex;
@@ -361,6 +409,12 @@ struct Engine::Impl {
   // Scheduler-thread state.
   std::vector<std::unique_ptr<Sequence>> active;
   std::vector<float> logits;
+  // The requests started in this step's admissions, in queue order, not yet
+  // active: those awaiting_vision wait for the step's vision batch
+  // (flush_starts), the patches of whose images are starting_patches.
+  std::vector<std::unique_ptr<Sequence>> starting;
+  int starting_patches = 0;
+  size_t starting_images = 0;
 
   void run();
   void finish(Sequence& s, FinishReason reason, Status status, EngineEvents& ev);
@@ -368,7 +422,10 @@ struct Engine::Impl {
   Status accept_sampled(Sequence& s, const SampledToken& tok, EngineEvents& ev);
   Status take_rows(Sequence& s, size_t begin, size_t end, const std::vector<RowSampling>& sampling,
                    const SampledToken* device, EngineEvents& ev);
-  Status start(Sequence& s, EngineEvents& ev, bool* finished);
+  Status begin_start(Sequence& s, bool* needs_vision);
+  Status finish_start(Sequence& s, EncodedVision* vision, EngineEvents& ev, bool* finished);
+  void flush_starts(EngineEvents& ev);
+  void admit(std::unique_ptr<Sequence> s, EngineEvents& ev);
   int chunk_end(const Sequence& s) const;
   int reserve_now(const Sequence& s) const;
   Status resume(Sequence& s, MropePositions prompt, std::unique_ptr<ImageEmbeddings> embeddings);
@@ -440,6 +497,7 @@ Status Engine::Impl::accept_sampled(Sequence& s, const SampledToken& tok, Engine
 int Engine::Impl::rows_taken() const {
   int taken = 0;
   for (const auto& a : active) taken += rows_of(*a);
+  for (const auto& a : starting) taken += rows_of(*a);  // admitted this step, active after it
   return taken;
 }
 
@@ -479,26 +537,41 @@ Status Engine::Impl::take_rows(Sequence& s, size_t begin, size_t end, const std:
   return Status::Ok();
 }
 
-Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
+// The first half of a start: the slot (with the prefix cache, a hit holds
+// the prefix's KV and the image is not encoded at all). *needs_vision: the
+// image still has to go through the encoder (the batch of this step, then
+// finish_start).
+Status Engine::Impl::begin_start(Sequence& s, bool* needs_vision) {
   GenerationRequest& r = s.request;
-  *finished = false;
+  *needs_vision = false;
   s.prompt_tokens = int(r.prompt_ids.size()) - (s.score ? s.score->continuation : 0);
   find_image_prefix(s, config, backend->caches_prefixes());
-  // With the prefix cache, the slot comes first: a hit holds the prefix's KV,
-  // and the image is not encoded at all.
-  const bool cache = s.prefix_tokens > 0 && backend->caches_prefixes();
-  if (cache) {
+  if (s.prefix_tokens > 0 && backend->caches_prefixes()) {
     auto slot = backend->acquire_slot_with_prefix(reserve_now(s), s.prefix_key, &s.cached_tokens);
     if (!slot.ok()) return slot.status();
     s.slot = slot.value();
     if (s.cached_tokens != 0 && s.cached_tokens != s.prefix_tokens)
       return Status(StatusCode::kInternal, "the prefix cache returned " + std::to_string(s.cached_tokens) +
                                                " tokens for an image prefix of " + std::to_string(s.prefix_tokens));
+  } else {
+    auto slot = backend->acquire_slot(reserve_now(s));
+    if (!slot.ok()) return slot.status();
+    s.slot = slot.value();
   }
+  *needs_vision = s.cached_tokens == 0 && (r.raw_image || r.image);
+  return Status::Ok();
+}
+
+// The rest of a start, once its image is encoded (`vision`; null when it
+// needs none: no image, or a prefix-cache hit): positions, then a scoring
+// request's one prefill, or a generating one's state for the chunked prefill.
+Status Engine::Impl::finish_start(Sequence& s, EncodedVision* vision, EngineEvents& ev, bool* finished) {
+  GenerationRequest& r = s.request;
+  *finished = false;
   std::unique_ptr<ImageEmbeddings> embeddings;
   int merged_h = 0, merged_w = 0;
+  const int m = config.vision.spatial_merge_size;
   if (s.cached_tokens > 0) {
-    const int m = config.vision.spatial_merge_size;
     merged_h = s.prefix_key.grid_h / m;
     merged_w = s.prefix_key.grid_w / m;
     s.image_tokens = int(std::count(r.prompt_ids.begin(), r.prompt_ids.end(), config.image_token_id));
@@ -506,40 +579,23 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
       r.raw_image.reset();
       r.image.reset();
     }
-  } else if (r.raw_image) {
-    // Preprocessing and vision in one backend call: a GPU backend does both on the device.
-    auto enc = backend->encode_rgb(r.raw_image->rgb.data(), r.raw_image->width, r.raw_image->height,
-                                   r.raw_image->options);
-    if (!enc.ok()) return enc.status();
-    embeddings = std::move(enc->embeddings);
-    const int m = config.vision.spatial_merge_size;
-    merged_h = enc->grid_h / m;
-    merged_w = enc->grid_w / m;
+  } else if (vision) {
+    embeddings = std::move(vision->embeddings);
+    if (!embeddings) return Status(StatusCode::kInternal, "the vision encoder returned no embeddings");
+    merged_h = vision->grid_h / m;
+    merged_w = vision->grid_w / m;
     s.image_tokens = embeddings->tokens();
-    s.timings.preprocess_ms = enc->preprocess_ms;
-    s.timings.vision_ms = enc->vision_ms;
-    if (!growing) r.raw_image.reset();  // growing: kept, a preempted request encodes it again
-  } else if (r.image) {
-    auto t0 = Clock::now();
-    auto enc = backend->encode_image(*r.image);
-    if (!enc.ok()) return enc.status();
-    embeddings = std::move(enc).value();
-    const int m = config.vision.spatial_merge_size;
-    merged_h = r.image->grid_h / m;
-    merged_w = r.image->grid_w / m;
-    s.image_tokens = embeddings->tokens();
-    s.timings.vision_ms = ms_since(t0);
-    if (!growing) r.image.reset();  // the pixels are no longer needed
+    s.timings.preprocess_ms = vision->preprocess_ms;
+    s.timings.vision_ms = vision->vision_ms;
+    if (!growing) {  // growing: kept, a preempted request encodes it again
+      r.raw_image.reset();
+      r.image.reset();
+    }
   }
   auto pos = mrope_positions(r.prompt_ids, config.image_token_id, merged_h, merged_w);
   if (!pos.ok()) return pos.status();
 
   auto t0 = Clock::now();
-  if (!cache) {
-    auto slot = backend->acquire_slot(reserve_now(s));
-    if (!slot.ok()) return slot.status();
-    s.slot = slot.value();
-  }
   s.capacity = reserve_now(s);
   const int vocab = backend->vocab_size();
   if (s.score) {
@@ -591,6 +647,118 @@ Status Engine::Impl::start(Sequence& s, EngineEvents& ev, bool* finished) {
   s.prefilled = s.cached_tokens;
   s.prefilling = true;
   return Status::Ok();
+}
+
+// Starts an admitted request: its slot now; then, unless its image needs the
+// encoder, the rest of the start at once. One whose image does joins this
+// step's vision batch, which is encoded first when the image would take it
+// past vision_batch_patches (or, batch_invariant, holds an image already:
+// one image per pass, so a request's bits never depend on the others).
+void Engine::Impl::admit(std::unique_ptr<Sequence> sp, EngineEvents& ev) {
+  Sequence& s = *sp;
+  const std::string what = "starting request " + std::to_string(s.id);
+  bool needs_vision = false;
+  Status st = guarded(what, [&] { return begin_start(s, &needs_vision); });
+  if (!st.ok()) {
+    finish(s, FinishReason::kError, st, ev);
+    return;
+  }
+  if (needs_vision) {
+    const int patches = image_patches(s.request);
+    if (starting_images > 0 && (batch_invariant || starting_patches + patches > vision_batch_patches))
+      flush_starts(ev);
+    s.awaiting_vision = true;
+    starting_patches += patches;
+    ++starting_images;
+    starting.push_back(std::move(sp));
+    return;
+  }
+  bool finished = false;
+  st = guarded(what, [&] { return finish_start(s, nullptr, ev, &finished); });
+  if (!st.ok()) finish(s, FinishReason::kError, st, ev);
+  else if (!finished) starting.push_back(std::move(sp));
+}
+
+// The step's vision batch: every waiting image through the encoder at once
+// (one backend call for the raw images, one for preprocessed ones), each
+// result to its own request (an image that fails, fails only its request),
+// then every started request joins `active`, in queue order.
+void Engine::Impl::flush_starts(EngineEvents& ev) {
+  std::vector<RgbImageRef> rgb;
+  std::vector<const PreprocessedImage*> pre;
+  std::vector<size_t> rgb_at, pre_at;
+  for (size_t i = 0; i < starting.size(); ++i) {
+    const GenerationRequest& r = starting[i]->request;
+    if (!starting[i]->awaiting_vision) continue;
+    if (r.raw_image) {
+      rgb.push_back(RgbImageRef{r.raw_image->rgb.data(), r.raw_image->width, r.raw_image->height, &r.raw_image->options});
+      rgb_at.push_back(i);
+    } else {
+      pre.push_back(&*r.image);
+      pre_at.push_back(i);
+    }
+  }
+  std::vector<EncodedVision> encoded(starting.size());
+  std::vector<Status> failed(starting.size());
+  if (!rgb.empty()) {
+    std::vector<Result<EncodedImage>> out;
+    const Status st = guarded("encoding " + std::to_string(rgb.size()) + " images", [&] {
+      out = backend->encode_rgb_batch(rgb);
+      if (out.size() != rgb.size())
+        return Status(StatusCode::kInternal, std::string("backend ") + backend->name() + " encode_rgb_batch: expected " +
+                      std::to_string(rgb.size()) + " results but got " + std::to_string(out.size()));
+      return Status::Ok();
+    });
+    for (size_t j = 0; j < rgb_at.size(); ++j) {
+      const size_t i = rgb_at[j];
+      if (!st.ok() || !out[j].ok()) {
+        failed[i] = st.ok() ? out[j].status() : st;
+        continue;
+      }
+      EncodedImage& e = out[j].value();
+      encoded[i] = EncodedVision{std::move(e.embeddings), e.grid_h, e.grid_w, e.preprocess_ms, e.vision_ms};
+    }
+  }
+  if (!pre.empty()) {
+    std::vector<Result<std::unique_ptr<ImageEmbeddings>>> out;
+    const auto t0 = Clock::now();
+    const Status st = guarded("encoding " + std::to_string(pre.size()) + " images", [&] {
+      out = backend->encode_image_batch(pre);
+      if (out.size() != pre.size())
+        return Status(StatusCode::kInternal, std::string("backend ") + backend->name() + " encode_image_batch: expected " +
+                      std::to_string(pre.size()) + " results but got " + std::to_string(out.size()));
+      return Status::Ok();
+    });
+    const double ms = ms_since(t0);
+    for (size_t j = 0; j < pre_at.size(); ++j) {
+      const size_t i = pre_at[j];
+      if (!st.ok() || !out[j].ok()) {
+        failed[i] = st.ok() ? out[j].status() : st;
+        continue;
+      }
+      encoded[i] = EncodedVision{std::move(out[j]).value(), pre[j]->grid_h, pre[j]->grid_w, 0.0, ms};
+    }
+  }
+  std::vector<std::unique_ptr<Sequence>> started;
+  started.swap(starting);
+  starting_patches = 0;
+  starting_images = 0;
+  for (size_t i = 0; i < started.size(); ++i) {
+    Sequence& s = *started[i];
+    if (s.awaiting_vision) {
+      s.awaiting_vision = false;
+      bool finished = false;
+      Status st = failed[i];
+      if (st.ok())
+        st = guarded("starting request " + std::to_string(s.id), [&] { return finish_start(s, &encoded[i], ev, &finished); });
+      if (!st.ok()) {
+        finish(s, FinishReason::kError, st, ev);
+        continue;
+      }
+      if (finished) continue;
+    }
+    active.push_back(std::move(started[i]));
+  }
 }
 
 // KV a request reserves when it starts: all it may need, or (growing) what it
@@ -918,19 +1086,29 @@ void Engine::Impl::run() {
         finish(*s, FinishReason::kDeadline, deadline_status(*s, false), ev);
         continue;
       }
-      // Its row in the next step: a request with no row left beside the
-      // running ones waits for the next step (its forced tokens come with
-      // its first token, at the end of its prefill).
-      const bool no_row = rows_taken() + 1 > step_rows;
       find_image_prefix(*s, config, backend->caches_prefixes());
-      // Growing slots: what it holds now must fit now; all it may need, ever.
-      const AdmissionCheck whole = growing ? backend->check_admission(tokens_needed(*s)) : AdmissionCheck{};
-      const int now_tokens = reserve_now(*s);
-      const AdmissionCheck fit = whole.verdict == Admission::kNever ? whole
-                                 : no_row ? AdmissionCheck{Admission::kLater, "no decode row"}
-                                 : s->prefix_tokens > 0 && backend->caches_prefixes()
-                                     ? backend->check_admission_with_prefix(now_tokens, s->prefix_key)
-                                     : backend->check_admission(now_tokens);
+      auto check = [&] {
+        // Its row in the next step: a request with no row left beside the
+        // running ones waits for the next step (its forced tokens come with
+        // its first token, at the end of its prefill).
+        const bool no_row = rows_taken() + 1 > step_rows;
+        // Growing slots: what it holds now must fit now; all it may need, ever.
+        const AdmissionCheck whole = growing ? backend->check_admission(tokens_needed(*s)) : AdmissionCheck{};
+        const int now_tokens = reserve_now(*s);
+        return whole.verdict == Admission::kNever ? whole
+               : no_row ? AdmissionCheck{Admission::kLater, "no decode row"}
+               : s->prefix_tokens > 0 && backend->caches_prefixes()
+                   ? backend->check_admission_with_prefix(now_tokens, s->prefix_key)
+                   : backend->check_admission(now_tokens);
+      };
+      AdmissionCheck fit = check();
+      // Those started before it in this step hold their slots until the
+      // vision batch completes their starts (a scoring one then releases
+      // its slot at once): complete them, then ask again.
+      if (fit.verdict != Admission::kNow && !starting.empty()) {
+        flush_starts(ev);
+        fit = check();
+      }
       if (fit.verdict == Admission::kLater && !active.empty()) {
         std::lock_guard<std::mutex> lock(mutex);
         for (size_t j = admitted.size(); j-- > ai;)
@@ -941,18 +1119,9 @@ void Engine::Impl::run() {
         finish(*s, FinishReason::kError, Status(StatusCode::kOutOfMemory, fit.detail), ev);
         continue;
       }
-      bool finished = false;
-      Status st;
-      try {
-        st = start(*s, ev, &finished);
-      } catch (const std::bad_alloc&) {
-        st = Status(StatusCode::kOutOfMemory, "out of memory while starting request " + std::to_string(s->id));
-      } catch (const std::exception& e) {
-        st = Status(StatusCode::kInternal, std::string("request start failed: ") + e.what());
-      }
-      if (!st.ok()) finish(*s, FinishReason::kError, st, ev);
-      else if (!finished) active.push_back(std::move(s));
+      admit(std::move(s), ev);
     }
+    flush_starts(ev);  // this step's vision batch; every started request is active after it
     // 3. One decode step for everything running, then the prefill chunks.
     if (!stopping) {
       try {
@@ -1006,6 +1175,9 @@ Result<std::unique_ptr<Engine>> Engine::create_with_backend(const ModelConfig& c
   if (options.prefill_chunk_tokens < 0)
     return Status(StatusCode::kInvalidArgument, "expected prefill_chunk_tokens >= 0 (0: whole prompts) but got " +
                   std::to_string(options.prefill_chunk_tokens));
+  if (options.vision_batch_patches < 0)
+    return Status(StatusCode::kInvalidArgument, "expected vision_batch_patches >= 0 (0: one image per pass) but got " +
+                  std::to_string(options.vision_batch_patches));
   if (options.max_queued_requests < 0)
     return Status(StatusCode::kInvalidArgument, "expected max_queued_requests >= 0 (0: unbounded) but got " +
                   std::to_string(options.max_queued_requests));
@@ -1017,6 +1189,8 @@ Result<std::unique_ptr<Engine>> Engine::create_with_backend(const ModelConfig& c
   impl->max_queued = options.max_queued_requests;
   impl->step_rows = std::max(1, impl->backend->max_step_rows());
   impl->chunk_tokens = options.prefill_chunk_tokens;
+  impl->vision_batch_patches = options.vision_batch_patches;
+  impl->batch_invariant = options.batch_invariant;
   impl->growing = !options.reserve_generation && impl->backend->grows_slots();
   impl->sink = options.sink;
   if (options.debug_tap) impl->backend->set_tap(options.debug_tap);

@@ -130,6 +130,11 @@ struct EngineOptions {
   // so a long prompt delays the running requests by one chunk at a time
   // (0: each prompt at once). The chunks are the prompt's own, whatever the load.
   int prefill_chunk_tokens = 2048;
+  // The images of requests admitted in the same step go through the vision
+  // encoder in one pass, up to this many patches in all (an image larger than
+  // it goes alone; 0: one image per pass). Under batch_invariant one image
+  // per pass either way, so a request's bits never depend on the others.
+  int vision_batch_patches = 16384;
   // true: a request reserves KV for its prompt and all of max_new_tokens when
   // it starts, and is never preempted. false (a backend that grows slots):
   // it reserves what it holds, its slot grows as it decodes, and when the
