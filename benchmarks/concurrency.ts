@@ -142,6 +142,12 @@ export function requestsFor(answer: AnswerShape, concurrency: number): number {
   return Math.max(2 * concurrency, 16);
 }
 
+/** The COCO-like answer is the shortest, the dense one the longest (when there are two or more). */
+function cocoAndDense(answers: AnswerShape[]): { coco: AnswerShape; dense: AnswerShape | undefined } {
+  const sorted = [...answers].sort((a, b) => a.tokens - b.tokens);
+  return { coco: sorted[0] ?? COCO_LIKE, dense: sorted.length > 1 ? sorted.at(-1) : undefined };
+}
+
 const percentiles = (xs: number[]): Percentiles => {
   if (xs.length === 0) return { p50: NaN, p99: NaN };
   const s = [...xs].sort((a, b) => a - b);
@@ -298,8 +304,7 @@ function runPeers(
   const root = scratchDir('concurrency');
   const caseDirs = cases.map((c) => writeCaseDir(root, c.built));
   const out = join(root, 'peers-concurrency.json');
-  const coco = answers.find((a) => a.tokens <= 200) ?? COCO_LIKE;
-  const dense = answers.find((a) => a.tokens > 200);
+  const { coco, dense } = cocoAndDense(answers);
   const args = ['--mode', o.peer === 'transformers' ? 'concurrency' : 'gemm', '--checkpoint', dir, '--out', out];
   if (o.peer === 'transformers') {
     args.push('--cases', caseDirs.join(','), '--levels', levels.join(','), '--coco-tokens', String(coco.tokens));
@@ -444,8 +449,8 @@ export async function runConcurrency(o: ConcurrencyOptions): Promise<Concurrency
   }
 
   const level = (answer: string, c: number) => results.find((r) => r.answer === answer && r.concurrency === c);
-  const coco = answers.find((a) => a.tokens <= 200)?.name ?? COCO_LIKE.name;
-  const denseName = answers.find((a) => a.tokens > 200)?.name;
+  const coco = cocoAndDense(answers).coco.name;
+  const denseName = cocoAndDense(answers).dense?.name;
   const at64 = level(coco, 64);
   const denseBest = denseName
     ? results.filter((r) => r.answer === denseName).sort((a, b) => b.generatedTokensPerSecond - a.generatedTokensPerSecond)[0]
@@ -519,8 +524,8 @@ const fixed = (v: number | null | undefined, digits = 1): string => (typeof v ==
 
 export function printConcurrencyTable(r: ConcurrencyReport): void {
   console.log(
-    `\n==== serving benchmark (${r.settings.backend}${r.gpu ? `, ${r.gpu}` : ''}): ${fixed(r.flopsPerImage.totalFlops / 1e12, 3)} TFLOP per image ` +
-      `(vision ${fixed(r.flopsPerImage.visionFlops / 1e12, 3)}, prefill ${fixed(r.flopsPerImage.prefillFlops / 1e12, 3)}); ` +
+    `\n==== serving benchmark (${r.settings.backend}${r.gpu ? `, ${r.gpu}` : ''}): ${fixed(r.flopsPerImage.totalFlops / 1e9, 1)} GFLOP per image ` +
+      `(vision ${fixed(r.flopsPerImage.visionFlops / 1e9, 1)}, prefill ${fixed(r.flopsPerImage.prefillFlops / 1e9, 1)}); ` +
       `GEMM ${r.gemm ? `${fixed(r.gemm.flopsPerSecond / 1e12)} TFLOP/s -> roofline ${fixed(r.computeRooflineImagesPerSecond)} images/s` : 'not measured'}`,
   );
   console.table(

@@ -10,9 +10,11 @@
 #   soak    the soak test (benchmarks/soak.ts) on the 3B-shaped checkpoint,
 #           SOAK_MINUTES (default 10) at concurrency 64
 #   serve-load  the HTTP server's overhead over the engine (benchmarks/serve-load.ts)
+#   concurrency the serving benchmark (benchmarks/concurrency.ts) on the 3B-shaped checkpoint,
+#           concurrency 1..128, 45- and 440-token answers, transformers' batched generate beside
 # Usage (device, repo root, after carrying .devicebundle):
 #   bash scripts/device-check.sh [stage ...]     default: build gpu bench
-#   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one), soak, serve-load,
+#   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one), soak, serve-load, concurrency,
 #           gpu-fast (all but the 3B parity), gpu-3b, gpu:<file> (one test/gpu file), bench,
 #           kernel-<ctest name> (one kernel test)
 # Logs go to $OUT (the device tool brings them back); the last lines printed
@@ -80,6 +82,11 @@ for stage in "${stages[@]}"; do
       rc=$?
       tail -30 "$OUT/soak.log"
       note "soak: rc=$rc ($(( $(date +%s) - start )) s)" ;;
+    concurrency)
+      node dist/benchmarks/concurrency.js --model 3b --backend cuda --peer --out "$OUT/concurrency.json" > "$OUT/concurrency.log" 2>&1
+      rc=$?
+      tail -40 "$OUT/concurrency.log"
+      note "concurrency: rc=$rc ($(( $(date +%s) - start )) s)" ;;
     serve-load)
       node dist/benchmarks/serve-load.js --model "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --backend cuda --out "$OUT/serve-load.json" > "$OUT/serve-load.log" 2>&1
       rc=$?

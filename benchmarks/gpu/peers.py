@@ -22,6 +22,17 @@ Measures, in one run:
      logits on a text-only prompt (reported).
 Each timed thing: one warm-up, then the median of --runs (3). Writes --out (JSON) and prints a
 table. Exit code 1 if a part failed (the JSON then says which, with the error).
+
+Two more modes, for the serving benchmark (benchmarks/concurrency.ts):
+  --mode gemm         the bf16 GEMM rate alone: torch.matmul of two 8192x8192 bf16 matrices,
+                      2 * 8192^3 FLOPs / median time (the compute roofline's denominator);
+  --mode concurrency  the GEMM rate, then transformers' batched generate at each --levels batch
+                      size over the --cases (case dirs as above, one per image size, cycled over
+                      the batch; prompts left-padded, mm_token_type_ids passed): generate 1 token
+                      (first token), --coco-tokens and --dense-tokens tokens (min_new_tokens =
+                      max_new_tokens, so every row runs that long), greedy, repetition penalty
+                      1.05. Per batch: total ms, first-token ms, ms per decode step. Levels that
+                      would pass --budget-s are skipped (and listed).
 """
 
 from __future__ import annotations
@@ -464,16 +475,207 @@ def bench_graphed(torch, ckpt: str, cfg: dict, context: int, new_tokens: int, ru
 
 
 # ---------------------------------------------------------------------------
+# 4. the serving benchmark's peer: the GEMM rate, transformers' batched generate
+# ---------------------------------------------------------------------------
+
+def gemm_rate(torch, n: int = 8192, runs: int = 10) -> dict:
+    a = torch.randn(n, n, dtype=torch.bfloat16, device="cuda")
+    b = torch.randn(n, n, dtype=torch.bfloat16, device="cuda")
+    for _ in range(3):
+        torch.matmul(a, b)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(runs):
+        s = torch.cuda.Event(enable_timing=True)
+        e = torch.cuda.Event(enable_timing=True)
+        s.record()
+        torch.matmul(a, b)
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e) / 1e3)
+    del a, b
+    torch.cuda.empty_cache()
+    t = median(times)
+    flops = 2.0 * n ** 3
+    log(f"GEMM bf16 {n}x{n}x{n}: median {t * 1e3:.3f} ms over {runs} -> {flops / t / 1e12:.1f} TFLOP/s")
+    return {"m": n, "n": n, "k": n, "dtype": "bfloat16", "runs": runs, "median_s": t, "min_s": min(times),
+            "flops": flops, "flops_per_s": flops / t}
+
+
+def batch_inputs(torch, cases: list, batch: int, pixels: list) -> dict:
+    """`batch` requests cycling over the cases, left-padded to the longest prompt."""
+    chosen = list(range(batch))
+    rows = [cases[i % len(cases)] for i in chosen]
+    width = max(len(c["input_ids"]) for c in rows)
+    ids, mask, mm = [], [], []
+    for c in rows:
+        pad = width - len(c["input_ids"])
+        ids.append([PAD_ID] * pad + c["input_ids"])
+        mask.append([0] * pad + [1] * len(c["input_ids"]))
+        mm.append([0] * pad + c["mm_token_type_ids"])
+    dev = "cuda"
+    return {
+        "input_ids": torch.tensor(ids, dtype=torch.long, device=dev),
+        "attention_mask": torch.tensor(mask, dtype=torch.long, device=dev),
+        "mm_token_type_ids": torch.tensor(mm, dtype=torch.int32, device=dev),
+        "pixel_values": torch.cat([pixels[i % len(cases)] for i in chosen], 0),
+        "image_grid_thw": torch.tensor([c["image_grid_thw"] for c in rows], dtype=torch.long, device=dev),
+    }
+
+
+def bench_concurrency(torch, gm, ckpt: str, case_dirs: list, levels: list, coco_tokens: int, dense_tokens: int,
+                      budget_s: float) -> dict:
+    cases = [read_case(d) for d in case_dirs]
+    t0 = time.time()
+    model = load_transformers(torch, ckpt)
+    res: dict = {"load_s": round(time.time() - t0, 1), "levels": [], "skipped": [],
+                 "attn_implementation": getattr(model.config, "_attn_implementation", None),
+                 "coco_tokens": coco_tokens, "dense_tokens": dense_tokens,
+                 "images": [c.get("name") for c in cases],
+                 "note": (f"transformers {getattr(sys.modules.get('transformers'), '__version__', '?')} bf16 sdpa, one batched "
+                          "generate per batch size (every row finishes with the batch), images cycled over the batch, "
+                          "prompts left-padded, mm_token_type_ids passed; min_new_tokens = max_new_tokens; "
+                          "first token: generate 1 token; ms per decode step: (t_n - t_1) / (n - 1).")}
+    log(f"[concurrency] transformers loaded in {res['load_s']} s")
+    parts = gm.find_parts(model)
+    inner = parts["inner"]
+    if not gm.accepts_kw(model.forward, "mm_token_type_ids"):
+        raise RuntimeError("this transformers' forward does not take mm_token_type_ids (REXOMNI.md: the positions would be 1D)")
+    pixels = [torch.from_numpy(c["pixel_values"].copy()).to("cuda").to(torch.bfloat16) for c in cases]
+
+    def generate(inputs: dict, n: int) -> float:
+        if hasattr(inner, "rope_deltas"):
+            inner.rope_deltas = None
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = model.generate(**inputs, do_sample=False, repetition_penalty=1.05, pad_token_id=PAD_ID,
+                             eos_token_id=IM_END_ID, temperature=None, top_p=None, top_k=None, use_cache=True,
+                             max_new_tokens=n, min_new_tokens=n)
+        torch.cuda.synchronize()
+        dt = time.perf_counter() - t
+        seq = out.sequences if hasattr(out, "sequences") else out
+        got = seq.shape[1] - inputs["input_ids"].shape[1]
+        if got != n:
+            raise RuntimeError(f"generate gave {got} new tokens, expected {n}")
+        return dt
+
+    started = time.time()
+    with torch.no_grad():
+        warm = batch_inputs(torch, cases, 1, pixels)
+        generate(warm, 2)  # warm-up (kernels, allocator)
+        first_ms_of: dict = {}  # batch -> ms of generate(1): vision, prefill, the first token
+        step_s_of: dict = {}  # batch -> s per decode step
+        last_step_s = None
+        for answer, n in (("coco-like", coco_tokens), ("dense", dense_tokens)):
+            if n <= 0:
+                continue
+            for batch in levels:
+                spent = time.time() - started
+                # The estimate: the first token scales with the batch (from batch 1's), a step is the one measured
+                # at this batch, else twice the last one measured.
+                f1 = first_ms_of.get(1, 150.0) / 1e3
+                step = step_s_of.get(batch) or (2 * last_step_s if last_step_s else 0.06)
+                est = (0 if batch in first_ms_of else batch * f1) + batch * f1 + n * step
+                if spent + est > budget_s:
+                    res["skipped"].append(f"{answer} batch {batch} (spent {spent:.0f} s, estimate {est:.0f} s, budget {budget_s:.0f} s)")
+                    log(f"[concurrency] skipping {answer} batch {batch}: {spent:.0f} s spent, ~{est:.0f} s more")
+                    continue
+                try:
+                    inputs = batch_inputs(torch, cases, batch, pixels)
+                    torch.cuda.reset_peak_memory_stats()
+                    if batch not in first_ms_of:
+                        first_ms_of[batch] = 1e3 * generate(inputs, 1)
+                    t_n = generate(inputs, n)
+                    step_ms = (1e3 * t_n - first_ms_of[batch]) / max(n - 1, 1)
+                    step_s_of[batch] = last_step_s = step_ms / 1e3
+                    level = {"batch": batch, "answer": answer, "new_tokens": n, "total_ms": 1e3 * t_n,
+                             "first_token_ms": first_ms_of[batch], "ms_per_decode_step": step_ms,
+                             "peak_memory_bytes": int(torch.cuda.max_memory_allocated())}
+                    res["levels"].append(level)
+                    log(f"[concurrency] {answer} batch {batch}: first token {first_ms_of[batch]:.0f} ms, {n} tokens in "
+                        f"{1e3 * t_n:.0f} ms ({step_ms:.2f} ms/step, {batch * n / t_n:.0f} tok/s, {batch / t_n:.2f} images/s), "
+                        f"peak {gib(level['peak_memory_bytes'])} GiB")
+                except Exception as e:  # noqa: BLE001
+                    traceback.print_exc()
+                    res.setdefault("level_errors", {})[f"{answer} batch {batch}"] = f"{type(e).__name__}: {e}"
+                    gc.collect()
+                    torch.cuda.empty_cache()
+    res["seconds"] = round(time.time() - started, 1)
+    del model, parts, inner, pixels
+    gc.collect()
+    torch.cuda.empty_cache()
+    return res
+
+
+def main_serving(args) -> int:
+    """--mode gemm / concurrency (the serving benchmark's peer)."""
+    import torch
+
+    t_start = time.time()
+    if not torch.cuda.is_available():
+        log("CUDA is not available to torch")
+        return 1
+    props = torch.cuda.get_device_properties(0)
+    report: dict = {
+        "mode": args.mode,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "gpu": {"name": torch.cuda.get_device_name(0), "capability": f"{props.major}.{props.minor}",
+                "total_memory": int(props.total_memory), "multiprocessors": props.multi_processor_count},
+        "errors": {},
+    }
+    failed = False
+    try:
+        report["gemm"] = gemm_rate(torch)
+    except Exception as e:  # noqa: BLE001
+        traceback.print_exc()
+        report["errors"]["gemm"] = f"{type(e).__name__}: {e}"
+        failed = True
+    if args.mode == "concurrency":
+        try:
+            import transformers
+
+            import golden_model as gm
+            report["versions"]["transformers"] = transformers.__version__
+            if not args.cases:
+                raise ValueError("--mode concurrency needs --cases DIR[,DIR...]")
+            levels = [int(x) for x in args.levels.split(",") if x.strip()]
+            report["concurrency"] = bench_concurrency(torch, gm, args.checkpoint, args.cases.split(","), levels,
+                                                      args.coco_tokens, args.dense_tokens, args.budget_s)
+            if report["concurrency"].get("level_errors"):
+                report["errors"]["concurrency_levels"] = json.dumps(report["concurrency"]["level_errors"])
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            report["errors"]["concurrency"] = f"{type(e).__name__}: {e}"
+            failed = True
+    report["seconds"] = round(time.time() - t_start, 1)
+    with open(args.out, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=1)
+    log(f"wrote {args.out} in {report['seconds']} s; errors: {report['errors'] or 'none'}")
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=["peers", "gemm", "concurrency"], default="peers",
+                    help="peers (default): the GPU benchmark's peers; gemm, concurrency: the serving benchmark's")
     ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--case", required=True, help="case folder (case.json + pixel_values.f32)")
+    ap.add_argument("--case", help="case folder (case.json + pixel_values.f32); --mode peers")
     ap.add_argument("--out", required=True, help="JSON report to write")
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: bandwidth,transformers,graphed")
+    ap.add_argument("--cases", default="", help="--mode concurrency: comma list of case folders")
+    ap.add_argument("--levels", default="1,8,32,64,128", help="--mode concurrency: batch sizes")
+    ap.add_argument("--coco-tokens", type=int, default=45, help="--mode concurrency: tokens of the COCO-like runs")
+    ap.add_argument("--dense-tokens", type=int, default=64, help="--mode concurrency: tokens of the dense runs (0: none)")
+    ap.add_argument("--budget-s", type=float, default=150.0, help="--mode concurrency: seconds for transformers' levels")
     args = ap.parse_args(argv)
+    if args.mode != "peers":
+        return main_serving(args)
+    if not args.case:
+        ap.error("--mode peers needs --case")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
     import torch
