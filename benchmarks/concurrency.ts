@@ -494,6 +494,15 @@ export async function runConcurrency(o: ConcurrencyOptions): Promise<Concurrency
       computeRoofline: 'gemm.flopsPerSecond / flopsPerImage.totalFlops (vision + prefill, benchmarks/prefill-flops.ts, mean over the image sizes)',
       p99Target: 'p99 total latency at concurrency 8 over the p50 total latency at concurrency 1 (coco-like)',
       warmUp: o.warmUp ?? true,
+      peer:
+        o.peer === 'transformers'
+          ? `transformers' batched generate (benchmarks/gpu/peers.py --mode concurrency) at the same batch sizes on the same checkpoint, ` +
+            `images and prompts, run first in this call; COCO-like at ${cocoAndDense(answers).coco.tokens} tokens, dense at ` +
+            `${Math.min(cocoAndDense(answers).dense?.tokens ?? 0, o.peerDenseTokens ?? 64)} tokens (fewer than ours, for time: ` +
+            'per-token figures, msPerDecodeStep, and extrapolations to our lengths), levels past its time budget skipped'
+          : o.peer === 'gemm'
+            ? 'the GEMM rate only (benchmarks/gpu/peers.py --mode gemm)'
+            : 'none',
     },
     gpu,
     gemm,
