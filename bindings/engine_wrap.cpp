@@ -186,6 +186,8 @@ rex::EngineOptions engine_options_from_js(Napi::Env env, Napi::Value value) {
   if (reserve.IsBoolean()) options.reserve_generation = reserve.As<Napi::Boolean>().Value();
   Napi::Value chunk = o.Get("prefillChunkTokens");
   if (chunk.IsNumber()) options.prefill_chunk_tokens = chunk.As<Napi::Number>().Int32Value();
+  Napi::Value vision_batch = o.Get("visionBatchPatches");
+  if (vision_batch.IsNumber()) options.vision_batch_patches = vision_batch.As<Napi::Number>().Int32Value();
   Napi::Value prefix_cache = o.Get("prefixCacheBytes");
   if (prefix_cache.IsNumber()) options.prefix_cache_bytes = static_cast<int64_t>(prefix_cache.As<Napi::Number>().DoubleValue());
   Napi::Value invariant = o.Get("batchInvariant");

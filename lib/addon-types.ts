@@ -181,6 +181,8 @@ export interface NativeEngineOptions {
   prefixCacheBytes?: number;
   /** Prompts are prefilled in chunks of this many tokens between decode steps (0: whole). Default 2048. */
   prefillChunkTokens?: number;
+  /** The images of requests admitted in one step go through the vision encoder in one pass, up to this many patches (0: one image per pass). Default 16384. */
+  visionBatchPatches?: number;
   /** false: reserve only the KV a request holds and grow its slot, preempting the newest under pressure. Default true. */
   reserveGeneration?: boolean;
 }

@@ -69,6 +69,15 @@ export interface EngineOptions {
    */
   prefillChunkTokens?: number;
   /**
+   * The images of requests admitted in the same scheduler step go through
+   * the vision encoder in one pass (varlen attention: each image attends
+   * only to itself), up to this many 14x14 patches in all; a larger image
+   * goes alone. Default 16384; 0 encodes one image per pass. Under
+   * batchInvariant one image per pass either way, so a request's bits never
+   * depend on the others (the CPU backend gives the same bits batched).
+   */
+  visionBatchPatches?: number;
+  /**
    * true (default): a request reserves KV for its prompt and all of
    * maxNewTokens when it starts, and is never interrupted. false: it reserves
    * what it holds and its slot grows as it decodes, so many more requests fit
@@ -106,7 +115,7 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
   if (options === null || typeof options !== 'object') throw invalidType('Engine options', 'an object', options);
   const {
     backend, threads, maxActiveRequests, maxQueuedRequests, kvCacheGB, gpuMemoryFraction, device, emulateBf16, batchInvariant,
-    prefixCacheGB, prefillChunkTokens, reserveGeneration,
+    prefixCacheGB, prefillChunkTokens, visionBatchPatches, reserveGeneration,
   } = options;
   if (backend !== undefined && backend !== 'auto' && backend !== 'cpu' && backend !== 'cuda')
     throw invalidType('options.backend', '"auto", "cpu" or "cuda"', backend);
@@ -120,6 +129,7 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
   integer('maxQueuedRequests', maxQueuedRequests, 0);
   integer('device', device, 0);
   integer('prefillChunkTokens', prefillChunkTokens, 0);
+  integer('visionBatchPatches', visionBatchPatches, 0);
   if (kvCacheGB !== undefined && (typeof kvCacheGB !== 'number' || !(kvCacheGB > 0) || !Number.isFinite(kvCacheGB)))
     throw outOfRange('options.kvCacheGB', 'a positive number of GiB', kvCacheGB);
   if (gpuMemoryFraction !== undefined && (typeof gpuMemoryFraction !== 'number' || !(gpuMemoryFraction > 0 && gpuMemoryFraction <= 1)))
@@ -138,6 +148,7 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
   if (batchInvariant) out.batchInvariant = true;
   if (prefixCacheGB !== undefined) out.prefixCacheBytes = Math.floor(prefixCacheGB * 2 ** 30);
   if (prefillChunkTokens !== undefined) out.prefillChunkTokens = prefillChunkTokens;
+  if (visionBatchPatches !== undefined) out.visionBatchPatches = visionBatchPatches;
   if (reserveGeneration !== undefined) out.reserveGeneration = reserveGeneration;
   if (threads !== undefined) out.threads = threads;
   if (maxActiveRequests !== undefined) out.maxActiveRequests = maxActiveRequests;
