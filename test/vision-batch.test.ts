@@ -5,8 +5,9 @@
 // a corrupt image among them fails alone with its typed error (in JS, before
 // the engine), an image the engine's preprocessing refuses fails alone with
 // ERR_REX_INVALID_ARGUMENT (inside the batch), and the others complete; the
-// option is checked. Which requests share a step depends on timing here;
-// native/tests/engine_vision_batch_test.cpp pins a step and counts the passes.
+// option is checked. Which concurrent requests share a step depends on
+// timing, except where fixtures/start-together.ts pins them to one step (then
+// one pass gives each image the same visionMs; batchInvariant, one pass each).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -16,6 +17,7 @@ import { Engine } from '../lib/engine.js';
 import { RexOmniError } from '../lib/errors.js';
 import { loadAddon } from '../lib/native.js';
 import { RexOmni, type RexOmniResult } from '../lib/rex-omni.js';
+import { collect, kvBudgetGB, startTogether } from './fixtures/start-together.js';
 import { syntheticRgb } from './fixtures/synthetic-image.js';
 import { ensureTinyCheckpoint } from './fixtures/tiny-checkpoint.js';
 
@@ -84,10 +86,13 @@ describe('batched vision (CPU)', () => {
     }
   }, 120_000);
 
-  it('an image the engine cannot preprocess fails alone inside the batch with ERR_REX_INVALID_ARGUMENT', async () => {
-    await using engine = await Engine.open(dir, { threads: 2, backend: 'cpu' });
-    const c = engine.config;
+  it('requests started in one step share one pass; an image the engine refuses fails alone in it', async () => {
+    await using plain = await Engine.open(dir, { threads: 2, backend: 'cpu' });
+    const c = plain.config;
     const { smartResize } = loadAddon().addon;
+    const blocks = 4;
+    const engineFor = (batchInvariant: boolean) =>
+      Engine.open(dir, { threads: 2, backend: 'cpu', kvCacheGB: kvBudgetGB(c, 4, blocks), prefixCacheGB: 0, batchInvariant });
     const request = (image: { data: Uint8Array; width: number; height: number }, pads?: number) => {
       const resized = pads === undefined ? smartResize(image.height, image.width, 4 * 28 * 28, defaults.maxPixels) : undefined;
       const count = pads ?? (resized!.height / 28) * (resized!.width / 28);
@@ -96,26 +101,27 @@ describe('batched vision (CPU)', () => {
     };
     // 402 x 2: an aspect ratio over 200, which smart_resize refuses in the engine's preprocessing.
     const thin = { data: syntheticRgb(402, 2, 9), width: 402, height: 2 };
-    const run = async (r: ReturnType<typeof request>) => {
-      const tokens: number[] = [];
-      for await (const event of engine.stream(r)) {
-        if (event.type === 'token') tokens.push(event.token);
-        else return { tokens, finish: event };
-      }
-      throw new Error('no finish event');
-    };
     const good = images.slice(0, 3).map((image) => request(image));
     const each = [];
-    for (const r of good) each.push(await run(r));
-    const together = await Promise.all([run(good[0]!), run(request(thin, 4)), run(good[1]!), run(good[2]!)]);
-    const failed = together[1]!;
-    expect(failed.finish.reason).toBe('error');
-    expect(failed.finish.error).toBeInstanceOf(RexOmniError);
-    expect(failed.finish.error?.code).toBe('ERR_REX_INVALID_ARGUMENT');
-    expect(failed.finish.error?.message).toMatch(/aspect ratio/);
-    for (const [j, i] of [[0, 0], [2, 1], [3, 2]] as const) {
-      expect(together[j]!.finish.reason).toBe('length');
-      expect(together[j]!.tokens).toEqual(each[i]!.tokens);
+    for (const r of good) each.push(await collect(plain.stream(r)));
+    for (const batchInvariant of [false, true]) {
+      await using engine = await engineFor(batchInvariant);
+      const together = await startTogether(engine, blocks, () =>
+        [good[0]!, request(thin, 4), good[1]!, good[2]!].map((r) => collect(engine.stream(r))),
+      );
+      const failed = together[1]!;
+      expect(failed.finish.reason).toBe('error');
+      expect(failed.finish.error).toBeInstanceOf(RexOmniError);
+      expect(failed.finish.error?.code).toBe('ERR_REX_INVALID_ARGUMENT');
+      expect(failed.finish.error?.message).toMatch(/aspect ratio/);
+      const done = [together[0]!, together[2]!, together[3]!];
+      for (const [i, r] of done.entries()) {
+        expect(r.finish.reason).toBe('length');
+        expect(r.tokens, `request ${i} (batchInvariant ${batchInvariant})`).toEqual(each[i]!.tokens);
+      }
+      // One pass gives each image the batch's time; under batchInvariant each image has a pass of its own.
+      const visionMs = new Set(done.map((r) => r.finish.timings.visionMs));
+      expect(visionMs.size).toBe(batchInvariant ? 3 : 1);
     }
   }, 120_000);
 

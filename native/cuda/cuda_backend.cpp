@@ -176,48 +176,147 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   return Status::Ok();
 }
 
-Result<std::unique_ptr<ImageEmbeddings>> CudaBackend::encode_device_pixels(const bf16* pixels, int grid_h, int grid_w) {
+Result<std::vector<std::unique_ptr<ImageEmbeddings>>> CudaBackend::encode_device_batch(
+    const bf16* pixels, const std::vector<cpu::PatchGrid>& grids) {
   const TensorTap* tap = tap_ ? &tap_ : nullptr;
-  auto out = vision_.forward(pixels, grid_h, grid_w, tap);
+  auto out = vision_.forward_batch(pixels, grids, tap);
   if (!out.ok()) return out.status();
   REX_CUDA_TRY(cudaStreamSynchronize(stream_));
-  return std::unique_ptr<ImageEmbeddings>(new CudaImageEmbeddings(std::move(out).value(), config_.vision.out_hidden_size, stream_));
+  std::vector<std::unique_ptr<ImageEmbeddings>> embeddings;
+  for (VisionOutput& o : out.value())
+    embeddings.emplace_back(new CudaImageEmbeddings(std::move(o), config_.vision.out_hidden_size, stream_));
+  return embeddings;
 }
 
-Result<std::unique_ptr<ImageEmbeddings>> CudaBackend::encode_image(const PreprocessedImage& image) {
-  if (!prepared_) return not_prepared();
-  REX_RETURN_IF_ERROR(use_device());
+Status CudaBackend::check_image(const PreprocessedImage& image) const {
   const VisionConfig& v = config_.vision;
   const size_t row = size_t(v.in_channels) * v.temporal_patch_size * v.patch_size * v.patch_size;
   const size_t rows = size_t(image.grid_h) * image.grid_w;
   if (image.grid_t != 1)
     return Status(StatusCode::kInvalidArgument, "encode_image: expected grid_t 1 but got " + std::to_string(image.grid_t));
+  REX_RETURN_IF_ERROR(vision_.grid_error(image.grid_h, image.grid_w));
   if (image.pixel_values.size() != rows * row)
     return Status(StatusCode::kInvalidArgument, "encode_image: expected " + std::to_string(rows) + " x " + std::to_string(row) +
                   " pixel values but got " + std::to_string(image.pixel_values.size()));
-  std::vector<uint16_t> bits(image.pixel_values.size());
-  for (size_t i = 0; i < bits.size(); ++i) bits[i] = float_to_bf16_bits(image.pixel_values[i]);
-  REX_RETURN_IF_ERROR(pixels_.ensure(bits.size(), "the image's pixel values"));
-  REX_CUDA_TRY(cudaMemcpyAsync(pixels_.get(), bits.data(), bits.size() * 2, cudaMemcpyHostToDevice, stream_));
-  return encode_device_pixels(pixels_.get(), image.grid_h, image.grid_w);
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<ImageEmbeddings>> CudaBackend::encode_image(const PreprocessedImage& image) {
+  auto out = encode_image_batch({&image});
+  return std::move(out[0]);
+}
+
+std::vector<Result<std::unique_ptr<ImageEmbeddings>>> CudaBackend::encode_image_batch(
+    const std::vector<const PreprocessedImage*>& images) {
+  std::vector<Result<std::unique_ptr<ImageEmbeddings>>> out;
+  Status ready = prepared_ ? use_device() : not_prepared();
+  // Host pixels of every usable image, as bf16, one after another; the others fail alone.
+  std::vector<uint16_t> bits;
+  std::vector<cpu::PatchGrid> grids;
+  std::vector<size_t> where;
+  for (size_t i = 0; i < images.size(); ++i) {
+    Status ok = ready.ok() ? check_image(*images[i]) : ready;
+    if (!ok.ok()) {
+      out.push_back(std::move(ok));
+      continue;
+    }
+    out.push_back(std::unique_ptr<ImageEmbeddings>());
+    const std::vector<float>& pv = images[i]->pixel_values;
+    const size_t at = bits.size();
+    bits.resize(at + pv.size());
+    for (size_t j = 0; j < pv.size(); ++j) bits[at + j] = float_to_bf16_bits(pv[j]);
+    grids.push_back(cpu::PatchGrid{images[i]->grid_h, images[i]->grid_w});
+    where.push_back(i);
+  }
+  if (where.empty()) return out;
+  Status st = pixels_.ensure(bits.size(), "the images' pixel values");
+  if (st.ok())
+    st = cuda_status(cudaMemcpyAsync(pixels_.get(), bits.data(), bits.size() * 2, cudaMemcpyHostToDevice, stream_),
+                     "cudaMemcpyAsync of the images' pixel values");
+  auto encoded = st.ok() ? encode_device_batch(pixels_.get(), grids)
+                         : Result<std::vector<std::unique_ptr<ImageEmbeddings>>>(std::move(st));
+  for (size_t j = 0; j < where.size(); ++j) {
+    if (encoded.ok()) out[where[j]] = std::move(encoded.value()[j]);
+    else out[where[j]] = encoded.status();
+  }
+  return out;
 }
 
 Result<EncodedImage> CudaBackend::encode_rgb(const uint8_t* rgb, int width, int height, const PreprocessOptions& options) {
-  if (!prepared_) return not_prepared();
-  REX_RETURN_IF_ERROR(use_device());
+  auto out = encode_rgb_batch({RgbImageRef{rgb, width, height, &options}});
+  return std::move(out[0]);
+}
+
+// Preprocessing on the device per image, each into its own patch rows, then
+// (more than one image) copied one after another into pixels_ for one pass.
+std::vector<Result<EncodedImage>> CudaBackend::encode_rgb_batch(const std::vector<RgbImageRef>& images) {
+  std::vector<Result<EncodedImage>> out;
+  Status ready = prepared_ ? use_device() : not_prepared();
+  const VisionConfig& v = config_.vision;
+  const int row = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
   auto t0 = Clock::now();
-  auto pre = preprocessor_.run(rgb, width, height, options, false, stream_);
-  if (!pre.ok()) return pre.status();
-  REX_CUDA_TRY(cudaStreamSynchronize(stream_));
-  EncodedImage out;
-  out.preprocess_ms = ms_since(t0);
-  out.grid_h = pre->grid_h;
-  out.grid_w = pre->grid_w;
+  std::vector<DevicePreprocessed> pre;
+  std::vector<cpu::PatchGrid> grids;
+  std::vector<size_t> where;
+  for (size_t i = 0; i < images.size(); ++i) {
+    const RgbImageRef& im = images[i];
+    Status ok = ready;
+    if (ok.ok() && !im.options)
+      ok = Status(StatusCode::kInvalidArgument, "encode_rgb_batch: expected preprocessing options but got none");
+    Result<DevicePreprocessed> p = ok.ok() ? preprocessor_.run(im.rgb, im.width, im.height, *im.options, false, stream_)
+                                           : Result<DevicePreprocessed>(ok);
+    if (p.ok() && (p->grid_t != 1 || p->row_size != row))
+      p = Status(StatusCode::kInvalidArgument, "encode_rgb: expected grid_t 1 and rows of " + std::to_string(row) +
+                 " values but the preprocessor gave grid_t " + std::to_string(p->grid_t) + " and rows of " +
+                 std::to_string(p->row_size));
+    if (p.ok()) {
+      Status grid = vision_.grid_error(p->grid_h, p->grid_w);
+      if (!grid.ok()) p = std::move(grid);
+    }
+    if (!p.ok()) {
+      out.push_back(p.status());
+      continue;
+    }
+    EncodedImage e;
+    e.grid_h = p->grid_h;
+    e.grid_w = p->grid_w;
+    out.push_back(std::move(e));
+    grids.push_back(cpu::PatchGrid{p->grid_h, p->grid_w});
+    pre.push_back(std::move(p).value());
+    where.push_back(i);
+  }
+  if (where.empty()) return out;
+  Status st = Status::Ok();
+  const bf16* pixels = pre[0].pixels_bf16.get();
+  if (pre.size() > 1) {
+    size_t total = 0;
+    for (const DevicePreprocessed& p : pre) total += p.values();
+    st = pixels_.ensure(total, "the images' pixel values");
+    size_t at = 0;
+    for (size_t j = 0; st.ok() && j < pre.size(); ++j) {
+      st = cuda_status(cudaMemcpyAsync(pixels_.get() + at, pre[j].pixels_bf16.get(), pre[j].values() * sizeof(bf16),
+                                       cudaMemcpyDeviceToDevice, stream_),
+                       "cudaMemcpyAsync of an image's patch rows into the batch");
+      at += pre[j].values();
+    }
+    pixels = pixels_.get();
+  }
+  if (st.ok()) st = cuda_status(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (preprocessing)");
+  const double preprocess_ms = ms_since(t0);
   auto t1 = Clock::now();
-  auto emb = encode_device_pixels(pre->pixels_bf16.get(), pre->grid_h, pre->grid_w);
-  if (!emb.ok()) return emb.status();
-  out.embeddings = std::move(emb).value();
-  out.vision_ms = ms_since(t1);
+  auto encoded = st.ok() ? encode_device_batch(pixels, grids)
+                         : Result<std::vector<std::unique_ptr<ImageEmbeddings>>>(std::move(st));
+  const double vision_ms = ms_since(t1);
+  for (size_t j = 0; j < where.size(); ++j) {
+    Result<EncodedImage>& r = out[where[j]];
+    if (!encoded.ok()) {
+      r = encoded.status();
+      continue;
+    }
+    r->embeddings = std::move(encoded.value()[j]);
+    r->preprocess_ms = preprocess_ms;
+    r->vision_ms = vision_ms;
+  }
   return out;
 }
 

@@ -34,6 +34,12 @@ class CudaBackend final : public BudgetedBackend {
   int vocab_size() const override { return config_.text.vocab_size; }
   Result<std::unique_ptr<ImageEmbeddings>> encode_image(const PreprocessedImage& image) override;
   Result<EncodedImage> encode_rgb(const uint8_t* rgb, int width, int height, const PreprocessOptions& options) override;
+  // One vision pass for every image (VisionRunner::forward_batch); raw
+  // images are preprocessed on the device one by one first. Each image that
+  // cannot be preprocessed fails alone; the batch's times go to each image.
+  std::vector<Result<EncodedImage>> encode_rgb_batch(const std::vector<RgbImageRef>& images) override;
+  std::vector<Result<std::unique_ptr<ImageEmbeddings>>> encode_image_batch(
+      const std::vector<const PreprocessedImage*>& images) override;
   AdmissionCheck check_admission(int tokens) const override;
   Result<SlotId> acquire_slot(int capacity) override;
   AdmissionCheck check_admission_with_prefix(int tokens, const PrefixKey& key) const override;
@@ -58,7 +64,10 @@ class CudaBackend final : public BudgetedBackend {
  private:
   Status use_device() const;
   Status size_kv_pool(size_t* blocks);
-  Result<std::unique_ptr<ImageEmbeddings>> encode_device_pixels(const bf16* pixels, int grid_h, int grid_w);
+  Status check_image(const PreprocessedImage& image) const;
+  // pixels: the images' patch rows one after another, on the device.
+  Result<std::vector<std::unique_ptr<ImageEmbeddings>>> encode_device_batch(const bf16* pixels,
+                                                                            const std::vector<cpu::PatchGrid>& grids);
 
   struct Slot {
     std::vector<int32_t> blocks;
@@ -85,7 +94,7 @@ class CudaBackend final : public BudgetedBackend {
   TextRunner text_;
   DevicePreprocessor preprocessor_;
   DeviceBuffer<bf16> kv_arena_;
-  DeviceBuffer<bf16> pixels_;  // host-preprocessed pixels (encode_image), as bf16
+  DeviceBuffer<bf16> pixels_;  // a batch's pixels one image after another (and host-preprocessed ones), as bf16
   // The cached prefixes' token ids: a slot that reuses one marks them in its
   // repetition-penalty bitmask (the prompt counts as seen).
   std::unordered_map<PrefixKey, std::vector<int32_t>, PrefixKeyHash> prefix_ids_;

@@ -1,4 +1,4 @@
-// See cuda_vision.h. Host work per image is only the window plan (pure
+// See cuda_vision.h. Host work per batch is only the window plan (pure
 // integer bookkeeping shared with the CPU encoder) and its upload.
 #include "cuda/cuda_vision.h"
 
@@ -25,7 +25,7 @@ void VisionRunner::init(const VisionConfig& config, const DeviceWeights* weights
 
 size_t VisionRunner::workspace_bytes() const {
   return residual_.bytes() + patch_.bytes() + h_.bytes() + qkv_.bytes() + attn_.bytes() + proj_.bytes() +
-         gate_up_.bytes() + act_.bytes() + mid_.bytes();
+         gate_up_.bytes() + act_.bytes() + mid_.bytes() + merged_.bytes();
 }
 
 Status VisionRunner::ensure_buffers(int n) {
@@ -59,38 +59,42 @@ Status VisionRunner::emit(const TensorTap* tap, const std::string& name, const f
   return Status::Ok();
 }
 
-Result<VisionOutput> VisionRunner::forward(const bf16* pixels, int grid_h, int grid_w, const TensorTap* tap) {
-  const VisionConfig& c = config_;
-  const int merge = c.spatial_merge_size, unit = merge * merge;
-  if (grid_h <= 0 || grid_w <= 0 || grid_h % merge || grid_w % merge)
+Status VisionRunner::grid_error(int grid_h, int grid_w) const {
+  const int merge = config_.spatial_merge_size;
+  if (grid_h <= 0 || grid_w <= 0 || merge <= 0 || grid_h % merge || grid_w % merge)
     return Status(StatusCode::kInvalidArgument, "vision encoder: expected a grid divisible by " + std::to_string(merge) +
                   " but got " + std::to_string(grid_h) + "x" + std::to_string(grid_w));
-  const int n = grid_h * grid_w, hidden = c.hidden_size, heads = c.num_heads, hd = c.head_dim();
+  return Status::Ok();
+}
+
+Result<VisionOutput> VisionRunner::forward(const bf16* pixels, int grid_h, int grid_w, const TensorTap* tap) {
+  auto out = forward_batch(pixels, {cpu::PatchGrid{grid_h, grid_w}}, tap);
+  if (!out.ok()) return out.status();
+  return std::move(out.value()[0]);
+}
+
+Result<std::vector<VisionOutput>> VisionRunner::forward_batch(const bf16* pixels, const std::vector<cpu::PatchGrid>& grids,
+                                                              const TensorTap* tap) {
+  const VisionConfig& c = config_;
+  const int merge = c.spatial_merge_size, unit = merge * merge;
+  if (grids.empty()) return std::vector<VisionOutput>{};
+  for (const cpu::PatchGrid& g : grids) REX_RETURN_IF_ERROR(grid_error(g.h, g.w));
+  const int window = c.window_size / merge / c.patch_size;
+  const cpu::VisionBatchPlan plan = cpu::plan_vision_batch(grids, merge, window);
+  const int n = plan.row_offset.back(), hidden = c.hidden_size, heads = c.num_heads, hd = c.head_dim();
   const int patch_in = c.in_channels * c.temporal_patch_size * c.patch_size * c.patch_size;
   const int vp = w_->vision_inter_padded;
   const bool gelu_mlp = c.hidden_act.find("gelu") != std::string::npos;
   REX_RETURN_IF_ERROR(ensure_buffers(n));
 
-  // Window plan, rotary ids in permuted order, the gather that applies the permutation.
-  std::vector<int32_t> rows_block, cols_block;
-  cpu::patch_positions_block_order(grid_h, grid_w, merge, &rows_block, &cols_block);
-  const int window = c.window_size / merge / c.patch_size;
-  const cpu::WindowPlan plan = cpu::plan_windows(grid_h / merge, grid_w / merge, window, unit);
-  std::vector<int32_t> gather(static_cast<size_t>(n)), pr(static_cast<size_t>(n)), pc(static_cast<size_t>(n));
-  for (size_t p = 0; p < plan.window_index.size(); ++p)
-    for (int u = 0; u < unit; ++u) {
-      const size_t src = size_t(plan.window_index[p]) * unit + size_t(u), dst = p * unit + size_t(u);
-      gather[dst] = int32_t(src);
-      pr[dst] = rows_block[src];
-      pc[dst] = cols_block[src];
-    }
-  std::vector<int32_t> cu_windows(plan.cu_seqlens.begin(), plan.cu_seqlens.end()), cu_full = {0, n};
-  int max_window = 0;
-  for (size_t i = 1; i < cu_windows.size(); ++i) max_window = std::max(max_window, cu_windows[i] - cu_windows[i - 1]);
+  // The permutation's gather, rotary ids in permuted order, both seqlens.
+  const std::vector<int32_t> cu_windows(plan.window_seqlens.begin(), plan.window_seqlens.end());
+  const std::vector<int32_t> cu_full(plan.full_seqlens.begin(), plan.full_seqlens.end());
+  const int windows = int(cu_windows.size()) - 1, images = int(grids.size());
   const std::vector<float> inv_freq = cpu::rotary_inv_freq(10000.0f, hd / 2);
-  REX_RETURN_IF_ERROR(gather_.upload(gather.data(), gather.size(), stream_, "the window permutation"));
-  REX_RETURN_IF_ERROR(pos_rows_.upload(pr.data(), pr.size(), stream_, "the vision rotary rows"));
-  REX_RETURN_IF_ERROR(pos_cols_.upload(pc.data(), pc.size(), stream_, "the vision rotary columns"));
+  REX_RETURN_IF_ERROR(gather_.upload(plan.gather.data(), plan.gather.size(), stream_, "the window permutation"));
+  REX_RETURN_IF_ERROR(pos_rows_.upload(plan.pos_rows.data(), plan.pos_rows.size(), stream_, "the vision rotary rows"));
+  REX_RETURN_IF_ERROR(pos_cols_.upload(plan.pos_cols.data(), plan.pos_cols.size(), stream_, "the vision rotary columns"));
   REX_RETURN_IF_ERROR(cu_windows_.upload(cu_windows.data(), cu_windows.size(), stream_, "the window offsets"));
   REX_RETURN_IF_ERROR(cu_full_.upload(cu_full.data(), cu_full.size(), stream_, "the full-attention offsets"));
   REX_RETURN_IF_ERROR(inv_freq_.upload(inv_freq.data(), inv_freq.size(), stream_, "the vision rotary frequencies"));
@@ -109,7 +113,7 @@ Result<VisionOutput> VisionRunner::forward(const bf16* pixels, int grid_h, int g
     REX_RETURN_IF_ERROR(gemm_->linear_bf16(h_.get(), n, hidden, hidden, b.qkv_w, b.qkv_b, 3 * hidden, qkv_.get(), stream_));
     REX_RETURN_IF_ERROR(vision_rope_bf16(qkv_.get(), n, heads, hd, pos_rows_.get(), pos_cols_.get(), inv_freq_.get(), stream_));
     REX_RETURN_IF_ERROR(attention_vision_bf16(qkv_.get(), n, heads, hd, full ? cu_full_.get() : cu_windows_.get(),
-                                              full ? 1 : int(cu_windows.size()) - 1, full ? n : max_window,
+                                              full ? images : windows, full ? plan.max_image : plan.max_window,
                                               attn_.get(), stream_));
     REX_RETURN_IF_ERROR(gemm_->linear_bf16(attn_.get(), n, hidden, hidden, b.proj_w, b.proj_b, hidden, proj_.get(), stream_));
     REX_RETURN_IF_ERROR(add_rmsnorm_bf16(residual_.get(), proj_.get(), n, hidden, b.norm2, c.rms_norm_eps, h_.get(), stream_));
@@ -122,18 +126,32 @@ Result<VisionOutput> VisionRunner::forward(const bf16* pixels, int grid_h, int g
     REX_RETURN_IF_ERROR(emit(tap, "vision.block." + std::to_string(bi), residual_.get(), nullptr, n, hidden));
   }
 
-  // 5. Merger: unit consecutive normed rows form one [unit*hidden] row.
+  // 5. Merger: unit consecutive normed rows form one [unit*hidden] row. One
+  // image writes its embeddings directly; a batch writes merged_, then each
+  // image's rows are copied out (image i's are contiguous, from row_offset[i]/unit).
   const int tokens = n / unit, wide = unit * hidden, out_hidden = c.out_hidden_size;
-  VisionOutput out;
-  REX_RETURN_IF_ERROR(out.tokens.allocate(size_t(tokens) * out_hidden, "the image embeddings"));
+  std::vector<VisionOutput> outs(grids.size());
+  for (size_t i = 0; i < grids.size(); ++i) {
+    VisionOutput& o = outs[i];
+    o.count = (plan.row_offset[i + 1] - plan.row_offset[i]) / unit;
+    REX_RETURN_IF_ERROR(o.tokens.allocate(size_t(o.count) * out_hidden, "the image embeddings"));
+    o.window_index = plan.window_index[i];
+  }
+  bf16* merged = outs.size() == 1 ? outs[0].tokens.get() : nullptr;
+  if (!merged) {
+    REX_RETURN_IF_ERROR(merged_.ensure(size_t(tokens) * out_hidden, "the batch's image embeddings"));
+    merged = merged_.get();
+  }
   REX_RETURN_IF_ERROR(gemm_->linear_bf16(h_.get(), tokens, wide, wide, w_->merger_fc1_w, w_->merger_fc1_b, wide, mid_.get(), stream_));
   REX_RETURN_IF_ERROR(gelu_bf16(mid_.get(), int64_t(tokens) * wide, stream_));
   REX_RETURN_IF_ERROR(gemm_->linear_bf16(mid_.get(), tokens, wide, wide, w_->merger_fc2_w, w_->merger_fc2_b, out_hidden,
-                                         out.tokens.get(), stream_));
-  REX_RETURN_IF_ERROR(emit(tap, "vision.merger", nullptr, out.tokens.get(), tokens, out_hidden));
-  out.window_index = plan.window_index;
-  out.count = tokens;
-  return out;
+                                         merged, stream_));
+  REX_RETURN_IF_ERROR(emit(tap, "vision.merger", nullptr, merged, tokens, out_hidden));
+  if (outs.size() > 1)
+    for (size_t i = 0; i < outs.size(); ++i)
+      REX_CUDA_TRY(cudaMemcpyAsync(outs[i].tokens.get(), merged + size_t(plan.row_offset[i] / unit) * out_hidden,
+                                   outs[i].tokens.bytes(), cudaMemcpyDeviceToDevice, stream_));
+  return outs;
 }
 
 }  // namespace rex::cuda

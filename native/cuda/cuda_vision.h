@@ -5,7 +5,12 @@
 // blocks) -> proj GEMM -> add+norm -> gate/up GEMM -> SwiGLU -> down GEMM,
 // each residual add fused into the next norm, then the merger. The output
 // stays in window-permuted order: the prefill's gather undoes the permutation
-// for free (ImageEmbeddings keeps it).
+// for free (ImageEmbeddings keeps it). Several images go through one pass as
+// on the CPU (cpu::plan_vision_batch): their rows concatenated, every image's
+// windows in the window blocks, each image alone in the full-attention
+// blocks (cu_seqlens = the image boundaries), the merger's rows split back
+// per image. The GEMMs then see more rows, and cuBLASLt may pick another
+// algorithm for them: batched outputs are close to alone, not the same bits.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -15,6 +20,7 @@
 #include "cuda/bf16.cuh"
 #include "cuda/cuda_weights.h"
 #include "cuda/device_buffer.h"
+#include "cpu/vision.h"
 #include "cuda/gemm.cuh"
 #include "engine/backend.h"
 #include "model/config.h"
@@ -32,6 +38,13 @@ class VisionRunner {
   void init(const VisionConfig& config, const DeviceWeights* weights, GemmRunner* gemm, cudaStream_t stream);
   // pixels: [grid_h*grid_w, 1176] bf16 on the device (merge-block row order).
   Result<VisionOutput> forward(const bf16* pixels, int grid_h, int grid_w, const TensorTap* tap);
+  // Every image in one pass. pixels: the images' rows one after another
+  // ([sum of h*w, 1176] bf16 on the device); one output per image, as
+  // forward() gives it. The tap sees the whole batch's rows.
+  Result<std::vector<VisionOutput>> forward_batch(const bf16* pixels, const std::vector<cpu::PatchGrid>& grids,
+                                                  const TensorTap* tap);
+  // Why this grid cannot be encoded (ok when it can).
+  Status grid_error(int grid_h, int grid_w) const;
   size_t workspace_bytes() const;
 
  private:
@@ -44,6 +57,7 @@ class VisionRunner {
   cudaStream_t stream_ = nullptr;
   DeviceBuffer<float> residual_, inv_freq_;
   DeviceBuffer<bf16> patch_, h_, qkv_, attn_, proj_, gate_up_, act_, mid_;
+  DeviceBuffer<bf16> merged_;  // a batch's merger output, before it is split per image
   DeviceBuffer<int32_t> gather_, pos_rows_, pos_cols_, cu_windows_, cu_full_;
 };
 
