@@ -24,5 +24,5 @@ for variant in "$@"; do
   echo "== $variant"
   [ -x $dir/cuda_gemv_test_$name ] || { tail -20 "$OUT/ab-$name-build.log"; continue; }
   (cd $dir && REX_TEST_ONLY=zz_timing ./cuda_gemv_test_$name) > "$OUT/ab-$name.log" 2>&1
-  grep -E "TIME|STEP|FAIL" "$OUT/ab-$name.log"
+  grep -E "TIME|STEP|CHAIN|FAIL" "$OUT/ab-$name.log"
 done

@@ -101,6 +101,15 @@ Status TextRunner::init(const TextConfig& config, const DeviceWeights* weights, 
   for (int b = 1; b <= max_batch_; b *= 2)
     ws = std::max(ws, attention_decode_workspace_floats(b, config_.num_heads, config_.head_dim(), splits_for(b)));
   REX_RETURN_IF_ERROR(attn_workspace_.allocate(ws, "the decode attention workspace"));
+  const size_t done_words = attention_decode_counter_words(max_batch_, config_.num_kv_heads);
+  REX_RETURN_IF_ERROR(attn_done_.allocate(done_words, "the decode attention's split counts"));
+  REX_CUDA_TRY(cudaMemsetAsync(attn_done_.get(), 0, done_words * sizeof(unsigned), stream_));
+  // The layers' projections split k (the head never does: row_ids).
+  const int widest = std::max({config_.hidden_size, (config_.num_heads + 2 * config_.num_kv_heads) * config_.head_dim(),
+                               config_.intermediate_size});
+  REX_RETURN_IF_ERROR(gemv_partials_.allocate(gemv_split_partial_floats(widest), "the decode GEMVs' split-k scratch"));
+  REX_RETURN_IF_ERROR(gemv_counts_.allocate(gemv_split_count_words(widest), "the decode GEMVs' split-k counts"));
+  REX_CUDA_TRY(cudaMemsetAsync(gemv_counts_.get(), 0, gemv_split_count_words(widest) * sizeof(unsigned), stream_));
   return Status::Ok();
 }
 
@@ -124,6 +133,8 @@ Status TextRunner::decode_layers_gemv(int bucket) {
     a.k = k;
     a.n = n;
     a.overlap_previous = true;
+    a.split_partials = gemv_partials_.get();
+    a.split_counts = gemv_counts_.get();
     return a;
   };
   // A projection of the RMSNorm of the residual stream (the norm in its prologue).
@@ -143,12 +154,13 @@ Status TextRunner::decode_layers_gemv(int bucket) {
     REX_RETURN_IF_ERROR(gemv(qkv, stream_));
     mark("mrope_kv_write", act * qkv_width * 2);
     REX_RETURN_IF_ERROR(mrope_qkv_to_cache_bf16(dec_.qkv.get(), bucket, hq, hkv, hd, step_positions(), inv_freq_.get(),
-                                                section, step_dest(), arena_.layer(li), stream_));
+                                                section, step_dest(), arena_.layer(li), stream_, true));
     const KvPlane plane = arena_.layer(li);
     PagedKv kv{plane.k, plane.v, arena_.block_size, hkv, hd};
     mark("attention", kv_bytes);
     REX_RETURN_IF_ERROR(attention_decode_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(), max_blocks_,
-                                              step_lengths(), splits, attn_workspace_.get(), dec_.attn.get(), stream_));
+                                              step_lengths(), splits, attn_workspace_.get(), attn_done_.get(),
+                                              dec_.attn.get(), stream_, true));
     mark("o_proj+residual", 2.0 * hq * hd * hidden);
     GemvArgs o = project(GemvEpilogue::kAddResidual, dec_.attn.get(), hq * hd, l.o_w, hidden);
     o.residual = dec_.residual.get();
@@ -266,7 +278,7 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
       kv.k = plane.k;
       kv.v = plane.v;
       return attention_decode_bf16(qkv, qkv_width, bucket, c.num_heads, kv, step_tables(), max_blocks_, step_lengths(), splits,
-                                   attn_workspace_.get(), out, stream_);
+                                   attn_workspace_.get(), attn_done_.get(), out, stream_);
     };
     REX_RETURN_IF_ERROR(layers(dec_, bucket, step_positions(), step_dest(), attention, tap));
   }

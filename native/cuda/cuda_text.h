@@ -143,6 +143,9 @@ class TextRunner {
   DeviceBuffer<int32_t> step_;            // ids | positions (3 axes) | dest rows | lengths | seen masks | block tables
   int32_t* step_host_ = nullptr;          // pinned mirror of step_
   DeviceBuffer<float> dec_logits_, dec_head_logits_, attn_workspace_;
+  DeviceBuffer<unsigned> attn_done_;      // the decode attention's split counts (zero between launches)
+  DeviceBuffer<float> gemv_partials_;     // the decode GEMVs' split-k scratch (gemv.cuh)
+  DeviceBuffer<unsigned> gemv_counts_;    // ... and its per-tile counts (zero between launches)
   float* logits_pinned_ = nullptr;
   std::map<std::pair<int, StepOutput>, cudaGraphExec_t> graphs_;
   DecodeSampler sampler_;

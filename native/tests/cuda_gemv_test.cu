@@ -8,7 +8,9 @@
 //  - two runs give the same bits; a graph replay with programmatic dependent
 //    launch (after a kernel that writes x) gives the eager result.
 // Last, the timings at the decode shapes (L2 flushed, cold) beside cuBLASLt
-// on the same shapes, and one step's projections summed (36 layers + head).
+// on the same shapes, one step's projections summed (36 layers + head), and
+// the same projections chained as in a step (each layer's own weights,
+// programmatic dependent launch, one CUDA graph), where the kernels overlap.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -104,10 +106,25 @@ std::vector<float> reference(const Inputs& in) {
 bool float_out(GemvEpilogue e) { return e == GemvEpilogue::kStoreF32 || e == GemvEpilogue::kAddResidual; }
 
 // Runs gemv on rows [row0, row0 + m) of the inputs; returns the m x n outputs as floats.
+// With the split-k scratch (split = true), shapes of few tiles split k.
 struct Runner {
   DeviceArray<uint16_t> out_bf16;
   DeviceArray<float> out_f32;
-  explicit Runner(const Inputs& in) : out_bf16(size_t(in.p.m) * in.p.n), out_f32(size_t(in.p.m) * in.p.n) {}
+  DeviceArray<float> split_partials;
+  DeviceArray<unsigned> split_counts;
+  bool split;
+  explicit Runner(const Inputs& in, bool split_k = true)
+      : out_bf16(size_t(in.p.m) * in.p.n),
+        out_f32(size_t(in.p.m) * in.p.n),
+        split_partials(rex::cuda::gemv_split_partial_floats(in.p.n)),
+        split_counts(std::vector<unsigned>(rex::cuda::gemv_split_count_words(in.p.n), 0u)),
+        split(split_k) {}
+  // Every part counted in and the last one reset the tile's count.
+  bool counts_back_to_zero() {
+    for (unsigned c : split_counts.download())
+      if (c != 0u) return false;
+    return true;
+  }
   GemvArgs args(const Inputs& in, int row0, int m, const int32_t* row_ids = nullptr, int n = -1) {
     GemvArgs a;
     a.epilogue = in.p.epilogue;
@@ -128,6 +145,10 @@ struct Runner {
     a.out_bf16 = out_bf16.as<bf16>();
     a.out_f32 = out_f32.ptr;
     a.residual = out_f32.ptr;
+    if (split) {
+      a.split_partials = split_partials.ptr;
+      a.split_counts = split_counts.ptr;
+    }
     return a;
   }
   // Resets the outputs (poison, or the residual's start values).
@@ -177,6 +198,14 @@ void check_problem(const Problem& p) {
   std::printf("  %-12s%s m %2d k %5d n %6d  rel.err %.2e (tol %.0e)\n", epilogue_name(p.epilogue),
               p.norm ? "+norm" : "     ", p.m, p.k, p.n, err, tol);
   CHECK(err < tol);
+  CHECK(run.counts_back_to_zero());
+  // Without the split-k scratch: the twin's result too (other bits where k splits).
+  {
+    Runner plain(in, false);
+    plain.reset(in, 0, p.m);
+    CHECK_OK(rex::cuda::gemv(plain.args(in, 0, p.m), nullptr));
+    CHECK(relative_error(plain.result(in, p.m), ref) < tol);
+  }
   // The same call again: the same bits.
   run.reset(in, 0, p.m);
   CHECK_OK(rex::cuda::gemv(run.args(in, 0, p.m), nullptr));
@@ -375,6 +404,102 @@ REX_TEST(zz_timing) {
     std::printf("  STEP m %2d: projections %.3f ms (cuBLASLt %.3f ms), %.3f GB, floor %.3f ms -> %.0f%% of the floor\n", m,
                 step_us / 1e3, step_cublas_us / 1e3, step_bytes / 1e9, step_bytes / kCopyBandwidth * 1e3,
                 100.0 * step_bytes / kCopyBandwidth * 1e6 / step_us);
+  }
+  CHECK_CUDA_SYNC();
+}
+
+// One step's projections as the decode step chains them (norm into qkv and
+// gate_up, residual adds, SwiGLU, the head; split k where the step splits
+// it), each layer with its own weights so nothing stays in L2, captured once
+// with programmatic dependent launch and replayed: the time a graphed step
+// spends in its GEMVs, overlaps between kernels included (attention and rope
+// left out). Then subsets of the chain, to place the time.
+REX_TEST(zz_timing_chain) {
+  if (skip_without_gpu()) return;
+  const int layers = 36, hidden = 2048, inter = 11008, qkv = 2560, vocab = 151936;
+  const size_t sizes[5] = {size_t(qkv) * hidden, size_t(hidden) * hidden, size_t(2 * inter) * hidden,
+                           size_t(inter) * hidden, size_t(vocab) * hidden};
+  const size_t layer_elems = sizes[0] + sizes[1] + sizes[2] + sizes[3];
+  DeviceArray<uint16_t> weights{layer_elems * layers + sizes[4]};
+  cudaMemset(weights.ptr, 0x3c, weights.count * sizeof(uint16_t));  // 0x3c3c: a small bf16
+  DeviceArray<float> partials{rex::cuda::gemv_split_partial_floats(inter)};
+  DeviceArray<unsigned> counts{std::vector<unsigned>(rex::cuda::gemv_split_count_words(inter), 0u)};
+  enum Part { kQkv = 1, kO = 2, kGateUp = 4, kDown = 8, kHead = 16, kAll = 31 };
+  const std::pair<const char*, int> subsets[] = {
+      {"all", kAll}, {"qkv+o", kQkv | kO}, {"gate_up+down", kGateUp | kDown}, {"gate_up", kGateUp}, {"down", kDown}};
+  for (int m : {1, 8}) {
+    DeviceArray<float> residual{size_t(m) * hidden}, logits{size_t(m) * vocab};
+    DeviceArray<uint16_t> norm_w{size_t(hidden)}, qkv_out{size_t(m) * qkv}, attn{size_t(m) * hidden},
+        act{size_t(m) * inter};
+    cudaMemset(residual.ptr, 0, residual.count * sizeof(float));
+    cudaMemset(norm_w.ptr, 0x3c, norm_w.count * sizeof(uint16_t));
+    cudaMemset(attn.ptr, 0x3c, attn.count * sizeof(uint16_t));
+    cudaStream_t s;
+    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    for (const auto& subset : subsets) {
+      const char* name = subset.first;
+      const int mask = subset.second;
+      if (m == 8 && mask != kAll) continue;
+      rex::Status first = rex::Status::Ok();
+      bool first_launch = true;
+      double bytes = 0;
+      auto launch = [&](GemvArgs a, int part, size_t elems) {
+        if (!(mask & part)) return;
+        a.m = m;
+        a.overlap_previous = !first_launch;
+        if (part != kHead) {
+          a.split_partials = partials.ptr;
+          a.split_counts = counts.ptr;
+        }
+        first_launch = false;
+        bytes += 2.0 * double(elems);
+        const rex::Status st = rex::cuda::gemv(a, s);
+        if (first.ok() && !st.ok()) first = st;
+      };
+      auto chain = [&] {
+        const bf16* w = weights.as<bf16>();
+        for (int l = 0; l < layers; ++l) {
+          GemvArgs a;
+          a.norm_input = residual.ptr, a.norm_weight = norm_w.as<bf16>(), a.lda = hidden, a.k = hidden;
+          a.w = w, a.n = qkv, a.out_bf16 = qkv_out.as<bf16>();
+          launch(a, kQkv, sizes[0]);
+          w += sizes[0];
+          GemvArgs o;
+          o.epilogue = GemvEpilogue::kAddResidual, o.x = attn.as<bf16>(), o.lda = hidden, o.k = hidden;
+          o.w = w, o.n = hidden, o.residual = residual.ptr;
+          launch(o, kO, sizes[1]);
+          w += sizes[1];
+          GemvArgs g;
+          g.epilogue = GemvEpilogue::kSwiglu, g.norm_input = residual.ptr, g.norm_weight = norm_w.as<bf16>();
+          g.lda = hidden, g.k = hidden, g.w = w, g.n = inter, g.pair_offset = inter, g.out_bf16 = act.as<bf16>();
+          launch(g, kGateUp, sizes[2]);
+          w += sizes[2];
+          GemvArgs d;
+          d.epilogue = GemvEpilogue::kAddResidual, d.x = act.as<bf16>(), d.lda = inter, d.k = inter;
+          d.w = w, d.n = hidden, d.residual = residual.ptr;
+          launch(d, kDown, sizes[3]);
+          w += sizes[3];
+        }
+        GemvArgs h;
+        h.epilogue = GemvEpilogue::kStoreF32, h.norm_input = residual.ptr, h.norm_weight = norm_w.as<bf16>();
+        h.lda = hidden, h.k = hidden, h.w = w, h.n = vocab, h.out_f32 = logits.ptr;
+        launch(h, kHead, sizes[4]);
+      };
+      cudaGraph_t graph = nullptr;
+      cudaGraphExec_t exec = nullptr;
+      CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+      chain();
+      CHECK(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+      CHECK_OK(first);
+      CHECK(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+      const double us = median_us([] {}, [&] { cudaGraphLaunch(exec, s); }, s, true, 20);
+      std::printf("  CHAIN m %d %-12s: graphed %.3f ms, %.3f GB, %.0f GB/s, floor %.3f ms -> %.0f%% of the floor\n", m,
+                  name, us / 1e3, bytes / 1e9, bytes / (us * 1e-6) / 1e9, bytes / kCopyBandwidth * 1e3,
+                  100.0 * bytes / kCopyBandwidth * 1e6 / us);
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+    }
+    cudaStreamDestroy(s);
   }
   CHECK_CUDA_SYNC();
 }
