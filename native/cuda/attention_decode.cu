@@ -32,7 +32,9 @@
 //    launch per layer (~2-3 us of a ~14 us attention in the graphed step).
 //  - Launched with programmatic dependent launch in the decode step: it
 //    waits for the rope kernel before reading q or the cache, and lets the
-//    o_proj GEMV start streaming its weights at once.
+//    o_proj GEMV start streaming its weights at once. Before it waits, it
+//    asks L2 for a later projection's first weights (l2_prefetch.cuh): at
+//    batch 1 this kernel is latency-bound and DRAM would idle.
 #include "cuda/attention_decode.cuh"
 
 #include <climits>
@@ -103,9 +105,14 @@ __global__ void __launch_bounds__(kThreads)
                                   const int32_t* __restrict__ seq_lens, int num_splits, float scale_log2,
                                   float* __restrict__ part_o, float* __restrict__ part_m,
                                   float* __restrict__ part_l, unsigned* __restrict__ done_counts,
-                                  bf16* __restrict__ out) {
+                                  bf16* __restrict__ out, const L2Prefetch prefetch) {
   pdl_launch_dependents();  // lets the next kernel (a GEMV) start streaming its weights
-  pdl_wait();               // q and the cache come from the rope kernel
+  {
+    const int cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+    prefetch_share(prefetch, cta * kWarps + int(threadIdx.x) / 32, gridDim.x * gridDim.y * gridDim.z * kWarps,
+                   int(threadIdx.x) % 32);
+  }
+  pdl_wait();  // q and the cache come from the rope kernel
   using Warp = attn::WarpFlash<HD, kKeys>;
   using Smem = DecodeSmem<HD>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -260,7 +267,8 @@ Status prepare_decode_kernel() {
 template <int HD>
 Status launch_decode(const bf16* q, int q_stride, int batch, int q_heads, const PagedKv& cache, int block_shift,
                      const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
-                     float* workspace, unsigned* done_counts, bf16* out, cudaStream_t stream, bool overlap) {
+                     float* workspace, unsigned* done_counts, bf16* out, cudaStream_t stream, bool overlap,
+                     const L2Prefetch& prefetch) {
   REX_RETURN_IF_ERROR((prepare_decode_kernel<HD>()));
   const int64_t parts = int64_t(batch) * q_heads * num_splits;
   float* part_o = workspace;
@@ -271,7 +279,8 @@ Status launch_decode(const bf16* q, int q_stride, int batch, int q_heads, const 
   return launch_maybe_overlapped(attention_decode_split_kernel<HD>, grid, dim3(kThreads), DecodeSmem<HD>::kBytes,
                                  stream, overlap, "attention_decode_split_kernel", q, q_stride, q_heads,
                                  q_heads / cache.kv_heads, cache, block_shift, block_tables, max_blocks, seq_lens,
-                                 num_splits, attn::softmax_scale_log2(HD), part_o, part_m, part_l, done_counts, out);
+                                 num_splits, attn::softmax_scale_log2(HD), part_o, part_m, part_l, done_counts, out,
+                                 prefetch);
 }
 
 }  // namespace
@@ -288,7 +297,7 @@ size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, i
 Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
                              const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
                              float* workspace, unsigned* done_counts, bf16* out, cudaStream_t stream,
-                             bool overlap) {
+                             bool overlap, const L2Prefetch& prefetch) {
   auto bad = [](const std::string& what) {
     return Status(StatusCode::kInvalidArgument, "attention_decode_bf16: " + what);
   };
@@ -322,12 +331,12 @@ Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads
   while ((1 << shift) < bs) ++shift;
   if (hd == 32)  // the small test checkpoints' decoder
     return launch_decode<32>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                             num_splits, workspace, done_counts, out, stream, overlap);
+                             num_splits, workspace, done_counts, out, stream, overlap, prefetch);
   if (hd == 64)
     return launch_decode<64>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                             num_splits, workspace, done_counts, out, stream, overlap);
+                             num_splits, workspace, done_counts, out, stream, overlap, prefetch);
   return launch_decode<128>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                            num_splits, workspace, done_counts, out, stream, overlap);
+                            num_splits, workspace, done_counts, out, stream, overlap, prefetch);
 }
 
 }  // namespace rex::cuda

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cuda/l2_prefetch.cuh"
 #include "cuda/paged_kv.cuh"
 #include "rex/status.h"
 
@@ -29,11 +30,12 @@ size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, i
 // words, zero before the first call; every call leaves them zero (the splits
 // of a kv head count themselves in, and the last one resets its word).
 // overlap: launched with programmatic dependent launch (it waits for the
-// previous kernel before reading anything).
+// previous kernel before reading anything). prefetch: weights of a later
+// kernel pulled into L2 first thing (the kernel is latency-bound; DRAM idles).
 Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
                              const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
                              float* workspace, unsigned* done_counts, bf16* out, cudaStream_t stream,
-                             bool overlap = false);
+                             bool overlap = false, const L2Prefetch& prefetch = L2Prefetch{});
 
 // Words of done_counts the call needs.
 size_t attention_decode_counter_words(int batch, int kv_heads);

@@ -29,12 +29,10 @@
 //  - Launched with programmatic dependent launch, the producer never waits
 //    for the previous kernel (weights are constant): the first stages stream
 //    while a norm, rope or attention finishes; only the consumers wait.
-//  - Shapes of few tiles (o_proj and down have 128, qkv 160, for 132 SMs)
-//    split k over up to 3 blocks per tile (split_partials): one block per SM
-//    streamed down at 2.36 TB/s against 3.46 for gate_up's 3 blocks per SM.
-//    Each part's block-level sums go to global scratch; the last block of a
-//    tile to count in adds them in part order and runs the epilogue, so the
-//    bits depend on the shape alone, never on which block came last.
+//  - Once its producer has asked for its last weights, a launch asks L2 for
+//    the next projection's first ones (GemvArgs::prefetch, l2_prefetch.cuh):
+//    the next launch's blocks find room only as this one's leave, and their
+//    first stages then come from L2 instead of a DRAM round trip each.
 //  - The prologue may do what precedes it: the RMSNorm of the fp32 residual
 //    rows, recomputed by every block from L2 (m x k floats) as it writes x,
 //    so no norm kernel sits between projections.
@@ -59,7 +57,6 @@ constexpr int kSlabK = 32;                           // k per mma pair: 4 lanes 
 constexpr int kRowPadBytes = 64;                     // row stride = 64 mod 128 bytes
 constexpr int kMaxStages = 16;
 constexpr int kRowsPerCall = 8;                      // batch rows per mma (its n)
-constexpr int kMaxSplit = 3;                         // k parts per tile (blocks per SM at most)
 
 // Overrides for A/B runs (scripts/gemv-ab.sh): blocks per SM (0: from the
 // tile count), the deepest ring, and the k of a stage (R = 1; half for R = 2).
@@ -72,16 +69,13 @@ constexpr int kMaxSplit = 3;                         // k parts per tile (blocks
 #ifndef REX_GEMV_STAGE_K
 #define REX_GEMV_STAGE_K 512
 #endif
-// The share of a multiprocessor's shared memory one launch may fill: 1/N, so
-// that with N = 2 the next kernel's blocks fit beside this one's and its
-// producers stream weights while this kernel drains (programmatic dependent
-// launch lets them start; only their consumers wait).
-// The most k parts per tile (1: never split).
-#ifndef REX_GEMV_MAX_SPLIT
-#define REX_GEMV_MAX_SPLIT kMaxSplit
+// gemv_first_wave: bytes of each first-wave row, and the size up to which
+// the whole weight matrix is taken (0 and 0: no prefetch).
+#ifndef REX_GEMV_PREFETCH_RUN_BYTES
+#define REX_GEMV_PREFETCH_RUN_BYTES 1024
 #endif
-#ifndef REX_GEMV_SMEM_SHARE
-#define REX_GEMV_SMEM_SHARE 1
+#ifndef REX_GEMV_PREFETCH_WHOLE_BYTES
+#define REX_GEMV_PREFETCH_WHOLE_BYTES (16u << 20)
 #endif
 
 
@@ -128,17 +122,7 @@ struct KernelArgs {
   int ldo;
   int tiles;   // ceil(n / 16)
   int stages;  // depth of the ring
-  float* split_partials;
-  unsigned* split_counts;
-  int splits;   // k parts per tile (1: no split)
-  int split_k;  // k per part, a multiple of the stage's k
-};
-
-// Work item i: tile i / splits, k in [k0, k1) of part i % splits.
-struct Item {
-  int tile, part, k0, k1;
-  __device__ Item(const KernelArgs& a, int i)
-      : tile(i / a.splits), part(i % a.splits), k0(part * a.split_k), k1(min(a.k, k0 + a.split_k)) {}
+  L2Prefetch prefetch;
 };
 
 // The producer warp: lane i < 16 R copies row i of the tile's rows, stage
@@ -148,85 +132,30 @@ __device__ void produce(const KernelArgs& a, uint8_t* ring, uint64_t* full, uint
   using S = Stage<R>;
   const uint64_t policy = l2_evict_first_policy();
   uint32_t q = 0;  // stages issued by this block
-  for (int i = blockIdx.x; i < a.tiles * a.splits; i += gridDim.x) {
-    const Item it(a, i);
+  for (int tile = blockIdx.x; tile < a.tiles; tile += gridDim.x) {
     const bf16* src = a.w;
     if (lane < S::kRows) {
       // Rows past n copy a valid row; their outputs are not stored.
-      const int j = min(it.tile * 16 + lane % 16, a.n - 1);
+      const int j = min(tile * 16 + lane % 16, a.n - 1);
       src = a.w + size_t((a.row_ids ? a.row_ids[j] : j) + (lane / 16) * a.pair_offset) * a.k;
     }
-    for (int kk = it.k0; kk < it.k1; kk += S::kK, ++q) {
+    for (int kk = 0; kk < a.k; kk += S::kK, ++q) {
       const uint32_t slot = q % uint32_t(a.stages), round = q / uint32_t(a.stages);
       if (round > 0) mbarrier_wait(&empty[slot], (round - 1) & 1);
-      const uint32_t row_bytes = uint32_t(min(S::kK, it.k1 - kk)) * 2;
+      const uint32_t row_bytes = uint32_t(min(S::kK, a.k - kk)) * 2;
       if (lane == 0) mbarrier_arrive_expect_bytes(&full[slot], row_bytes * S::kRows);
       __syncwarp();
       if (lane < S::kRows)
         bulk_copy_to_shared(ring + size_t(slot) * S::kBytes + lane * S::kRowBytes, src + kk, row_bytes, &full[slot], policy);
     }
   }
+  // The stream of this block is asked for: DRAM has room for the next's start.
+  prefetch_share(a.prefetch, blockIdx.x, gridDim.x, lane);
 }
 
 // Where a block keeps x: m rows of k bf16 after the ring, each row padded to
 // 64 mod 128 bytes like the weight rows.
 __host__ __device__ constexpr int x_row_bytes(int k) { return 2 * k + kRowPadBytes; }
-
-__device__ __forceinline__ void add_to(float4& sum, const float4 p) {
-  sum.x += p.x;
-  sum.y += p.y;
-  sum.z += p.z;
-  sum.w += p.w;
-}
-
-// Split k (warp 0 of a block, its part's sums in v): writes them to the
-// tile's scratch and counts in; the last part's block reads every part back
-// in part order into v, resets the count and returns true.
-template <int R>
-__device__ bool last_part_sums(const KernelArgs& a, const Item& it, float (&v)[R][4], int lane) {
-  float4* parts = reinterpret_cast<float4*>(a.split_partials) + size_t(it.tile) * a.splits * R * 32;
-#pragma unroll
-  for (int r = 0; r < R; ++r) parts[(it.part * R + r) * 32 + lane] = make_float4(v[r][0], v[r][1], v[r][2], v[r][3]);
-  __threadfence();  // this part's sums are visible device-wide before its count
-  __syncwarp();
-  unsigned last = 0;
-  if (lane == 0) last = atomicAdd(&a.split_counts[it.tile], 1u) == unsigned(a.splits - 1);
-  if (!__shfl_sync(0xffffffffu, last, 0)) return false;
-  __threadfence();  // the other parts' sums are seen after their counts
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    float4 sum = __ldcg(&parts[r * 32 + lane]);
-    for (int p = 1; p < a.splits; ++p) add_to(sum, __ldcg(&parts[(p * R + r) * 32 + lane]));
-    v[r][0] = sum.x;
-    v[r][1] = sum.y;
-    v[r][2] = sum.z;
-    v[r][3] = sum.w;
-  }
-  if (lane == 0) a.split_counts[it.tile] = 0u;  // every part has counted in: ready for the next launch
-  return true;
-}
-
-// The epilogue of one tile (warp 0, the tile's sums in v). Element e: output
-// row j = 16 tile + g + 8 (e / 2), batch row b = 2t + e % 2.
-template <int R, GemvEpilogue E>
-__device__ void store_tile(const KernelArgs& a, int tile, const float (&v)[R][4], int g, int t) {
-#pragma unroll
-  for (int e = 0; e < 4; ++e) {
-    const int j = tile * 16 + g + 8 * (e / 2), b = 2 * t + (e % 2);
-    if (j >= a.n || b >= a.m) continue;
-    const size_t o = size_t(b) * a.ldo + j;
-    if constexpr (E == GemvEpilogue::kStoreBf16) {
-      const float bias = a.bias ? __bfloat162float(a.bias[j]) : 0.0f;
-      a.out_bf16[o] = __float2bfloat16_rn(v[0][e] + bias);
-    } else if constexpr (E == GemvEpilogue::kStoreF32) {
-      a.out_f32[o] = v[0][e];
-    } else if constexpr (E == GemvEpilogue::kAddResidual) {
-      a.residual[o] += round_bf16(v[0][e]);
-    } else {
-      a.out_bf16[o] = __float2bfloat16_rn(silu(round_bf16(v[0][e])) * round_bf16(v[R - 1][e]));
-    }
-  }
-}
 
 // The consumer warps: x (the fused norm's output, or the input as is) into
 // shared memory once per block, then per tile the mma over the stages and
@@ -281,18 +210,17 @@ __device__ void consume(const KernelArgs& a, const uint8_t* ring, uint64_t* full
   const uint8_t* xrow = g < a.m ? xs + g * x_row_bytes(a.k) + 16 * t : nullptr;
 
   uint32_t q = 0;  // stages consumed by this block
-  for (int i = blockIdx.x; i < a.tiles * a.splits; i += gridDim.x) {
-    const Item it(a, i);
+  for (int tile = blockIdx.x; tile < a.tiles; tile += gridDim.x) {
     float acc[R][4];
 #pragma unroll
     for (int r = 0; r < R; ++r)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[r][e] = 0.0f;
-    for (int kk = it.k0; kk < it.k1; kk += S::kK, ++q) {
+    for (int kk = 0; kk < a.k; kk += S::kK, ++q) {
       const uint32_t slot = q % uint32_t(a.stages);
       mbarrier_wait(&full[slot], (q / uint32_t(a.stages)) & 1);
       const uint8_t* stage = ring + size_t(slot) * S::kBytes + g * S::kRowBytes + 16 * t;
-      const int slabs = min(S::kK, it.k1 - kk) / kSlabK;
+      const int slabs = min(S::kK, a.k - kk) / kSlabK;
 #pragma unroll
       for (int u = 0; u < S::kK / kSlabK / kConsumerWarps; ++u) {
         const int s = warp + u * kConsumerWarps;
@@ -316,7 +244,7 @@ __device__ void consume(const KernelArgs& a, const uint8_t* ring, uint64_t* full
     }
 
     // Warp partials meet in shared memory, added in warp order by warp 0,
-    // which then runs the epilogue (after the other parts, when k is split).
+    // which then runs the epilogue.
 #pragma unroll
     for (int r = 0; r < R; ++r) partial[warp][r][lane] = make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
     consumer_sync();
@@ -326,13 +254,35 @@ __device__ void consume(const KernelArgs& a, const uint8_t* ring, uint64_t* full
       for (int r = 0; r < R; ++r) {
         float4 sum = partial[0][r][lane];
 #pragma unroll
-        for (int w = 1; w < kConsumerWarps; ++w) add_to(sum, partial[w][r][lane]);
+        for (int w = 1; w < kConsumerWarps; ++w) {
+          const float4 p = partial[w][r][lane];
+          sum.x += p.x;
+          sum.y += p.y;
+          sum.z += p.z;
+          sum.w += p.w;
+        }
         v[r][0] = sum.x;
         v[r][1] = sum.y;
         v[r][2] = sum.z;
         v[r][3] = sum.w;
       }
-      if (a.splits == 1 || last_part_sums<R>(a, it, v, lane)) store_tile<R, E>(a, it.tile, v, g, t);
+      // Element e: output row j = n0 + g + 8 * (e / 2), batch row b = 2t + e % 2.
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = tile * 16 + g + 8 * (e / 2), b = 2 * t + (e % 2);
+        if (j >= a.n || b >= a.m) continue;
+        const size_t o = size_t(b) * a.ldo + j;
+        if constexpr (E == GemvEpilogue::kStoreBf16) {
+          const float bias = a.bias ? __bfloat162float(a.bias[j]) : 0.0f;
+          a.out_bf16[o] = __float2bfloat16_rn(v[0][e] + bias);
+        } else if constexpr (E == GemvEpilogue::kStoreF32) {
+          a.out_f32[o] = v[0][e];
+        } else if constexpr (E == GemvEpilogue::kAddResidual) {
+          a.residual[o] += round_bf16(v[0][e]);
+        } else {
+          a.out_bf16[o] = __float2bfloat16_rn(silu(round_bf16(v[0][e])) * round_bf16(v[R - 1][e]));
+        }
+      }
     }
     consumer_sync();
   }
@@ -387,40 +337,68 @@ const Fit& fit() {
   return f;
 }
 
+// A launch's shape: blocks, and the depth of each block's ring (0: x and
+// two stages do not fit).
+struct Plan {
+  int blocks = 0, stages = 0;
+};
+
+template <int R, GemvEpilogue E>
+Plan plan(const KernelArgs& a, const Fit& f) {
+  using S = Stage<R>;
+  // As many blocks per SM as there are tiles for (at most 3), each with x and
+  // the deepest ring that leaves room for the others (1 KB per block is the
+  // system's; 16 bytes per stage are the barriers).
+  const int x_bytes = a.m * x_row_bytes(a.k);
+  int per_sm = REX_GEMV_BLOCKS_PER_SM > 0 ? REX_GEMV_BLOCKS_PER_SM
+                                          : std::clamp(int(ceil_div(size_t(a.tiles), size_t(f.multiprocessors))), 1, 3);
+  for (; per_sm >= 1; --per_sm) {
+    const int budget = std::min(f.smem_per_block, f.smem_per_sm / per_sm - 1024) - f.static_smem - x_bytes;
+    const int stages = std::min(REX_GEMV_MAX_STAGES, budget / (S::kBytes + 16));
+    if (stages >= 2) return Plan{std::min(a.tiles, per_sm * f.multiprocessors), stages};
+  }
+  return Plan{};
+}
+
 template <int R, GemvEpilogue E>
 Status launch(KernelArgs a, bool overlap, cudaStream_t stream) {
   using S = Stage<R>;
   const Fit& f = fit<R, E>();
   REX_RETURN_IF_ERROR(f.status);
-  // k parts per tile: enough work items for 3 blocks per SM where there is
-  // scratch for it (never with row_ids: the restricted head equals the full
-  // one). A function of n and k alone.
-  const int k_stages = int(ceil_div(size_t(a.k), size_t(S::kK)));
-  a.splits = 1;
-  if (a.split_partials && a.split_counts && !a.row_ids)
-    a.splits = std::clamp(3 * f.multiprocessors / a.tiles, 1, std::min(REX_GEMV_MAX_SPLIT, k_stages));
-  a.split_k = int(ceil_div(size_t(k_stages), size_t(a.splits))) * S::kK;
-  a.splits = int(ceil_div(size_t(a.k), size_t(a.split_k)));  // no empty part
-  const int items = a.tiles * a.splits;
-  // As many blocks per SM as there are work items for (at most 3), each with x and
   const int x_bytes = a.m * x_row_bytes(a.k);
-  const int most_per_sm = REX_GEMV_BLOCKS_PER_SM > 0
-                              ? REX_GEMV_BLOCKS_PER_SM
-                              : std::clamp(int(ceil_div(size_t(items), size_t(f.multiprocessors))), 1, 3);
-  int per_sm = 0, stages = 0;
-  for (int share = REX_GEMV_SMEM_SHARE; share >= 1 && stages < 2; --share)
-    for (per_sm = most_per_sm; per_sm >= 1; --per_sm) {
-      const int budget = std::min(f.smem_per_block, f.smem_per_sm / (per_sm * share) - 1024) - f.static_smem - x_bytes;
-      stages = std::min(REX_GEMV_MAX_STAGES, budget / (S::kBytes + 16));
-      if (stages >= 2) break;
-    }
-  if (stages < 2)
+  const Plan p = plan<R, E>(a, f);
+  if (p.stages < 2)
     return Status(StatusCode::kResourceExhausted,
                   "gemv: expected x (" + std::to_string(x_bytes) + " bytes) and a two-stage ring to fit in shared memory");
-  a.stages = stages;
-  const size_t smem = size_t(stages) * (S::kBytes + 16) + size_t(x_bytes);
-  const dim3 grid(unsigned(std::min(items, per_sm * f.multiprocessors))), block(kThreads);
-  return launch_maybe_overlapped(gemv_kernel<R, E>, grid, block, smem, stream, overlap, "gemv", a);
+  a.stages = p.stages;
+  const size_t smem = size_t(p.stages) * (S::kBytes + 16) + size_t(x_bytes);
+  return launch_maybe_overlapped(gemv_kernel<R, E>, dim3(unsigned(p.blocks)), dim3(kThreads), smem, stream, overlap,
+                                 "gemv", a);
+}
+
+// The first wave of a launch of `a`: its blocks' first tiles, the first run
+// of each row (R = 2: the up rows too).
+template <int R, GemvEpilogue E>
+L2Prefetch first_wave(const KernelArgs& a) {
+  const Fit& f = fit<R, E>();
+  L2Prefetch p;
+  const unsigned long long row_bytes = 2ull * a.k, rows = (unsigned long long)(a.n) * R;
+  if (!f.status.ok() || a.row_ids) return p;
+  p.base = a.w;
+  if (rows * row_bytes <= REX_GEMV_PREFETCH_WHOLE_BYTES) {  // small: all of it
+    p.rows = 1;
+    p.run_bytes = uint32_t(rows * row_bytes);
+    return p;
+  }
+  KernelArgs first = a;
+  first.m = std::min(a.m, kRowsPerCall);
+  const Plan plan_first = plan<R, E>(first, f);
+  p.rows = std::min(a.n, 16 * plan_first.blocks);
+  p.row_stride = row_bytes;
+  p.run_bytes = uint32_t(std::min<unsigned long long>(row_bytes, REX_GEMV_PREFETCH_RUN_BYTES));
+  p.pair_offset = R == 2 ? (unsigned long long)(a.pair_offset) * row_bytes : 0;
+  if (p.run_bytes == 0) p.base = nullptr;
+  return p;
 }
 
 // More than kRowsPerCall rows: one launch per group of rows, so a row's
@@ -444,11 +422,6 @@ Status launch_rows(KernelArgs a, bool overlap, cudaStream_t stream) {
 
 }  // namespace
 
-size_t gemv_split_partial_floats(int n) {
-  return n <= 0 ? 0 : ceil_div(size_t(n), 16) * kMaxSplit * 2 * 32 * 4;  // [tile][part][R <= 2][lane] float4
-}
-size_t gemv_split_count_words(int n) { return n <= 0 ? 0 : ceil_div(size_t(n), 16); }
-
 bool gemv_supports(int m, int k, int n) { return m >= 1 && m <= 64 && k >= kSlabK && k % kSlabK == 0 && n >= 1; }
 
 Status gemv(const GemvArgs& args, cudaStream_t stream) {
@@ -466,7 +439,7 @@ Status gemv(const GemvArgs& args, cudaStream_t stream) {
                      args.m,        args.w,          args.k,           args.n,        args.row_ids,
                      args.pair_offset, args.bias,    args.out_bf16,    args.out_f32,  args.residual,
                      args.ldo > 0 ? args.ldo : args.n, int(ceil_div(size_t(args.n), 16)), 0,
-                     args.split_partials, args.split_counts, 1, args.k};
+                     args.prefetch};
   const bool ov = args.overlap_previous;
   switch (args.epilogue) {
     case GemvEpilogue::kStoreBf16:
@@ -483,6 +456,25 @@ Status gemv(const GemvArgs& args, cudaStream_t stream) {
       return launch_rows<2, GemvEpilogue::kSwiglu>(a, ov, stream);
   }
   return bad("unknown epilogue");
+}
+
+L2Prefetch gemv_first_wave(const GemvArgs& next) {
+  if (!gemv_supports(next.m, next.k, next.n) || !next.w) return L2Prefetch{};
+  KernelArgs a{};
+  a.m = next.m;
+  a.k = next.k;
+  a.n = next.n;
+  a.w = next.w;
+  a.row_ids = next.row_ids;
+  a.pair_offset = next.pair_offset;
+  a.tiles = int(ceil_div(size_t(next.n), 16));
+  switch (next.epilogue) {
+    case GemvEpilogue::kStoreBf16: return first_wave<1, GemvEpilogue::kStoreBf16>(a);
+    case GemvEpilogue::kStoreF32: return first_wave<1, GemvEpilogue::kStoreF32>(a);
+    case GemvEpilogue::kAddResidual: return first_wave<1, GemvEpilogue::kAddResidual>(a);
+    case GemvEpilogue::kSwiglu: return first_wave<2, GemvEpilogue::kSwiglu>(a);
+  }
+  return L2Prefetch{};
 }
 
 }  // namespace rex::cuda

@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "cuda/bf16.cuh"
+#include "cuda/l2_prefetch.cuh"
 #include "rex/status.h"
 
 namespace rex::cuda {
@@ -54,20 +55,15 @@ struct GemvArgs {
   // Launch with programmatic dependent launch: the kernel streams its first
   // weights before waiting on the previous kernel (inside a CUDA graph).
   bool overlap_previous = false;
-  // Split-k scratch (optional; not with row_ids). With it, a shape of few
-  // 16-row tiles (o_proj, down, qkv) splits k over up to 3 blocks per tile,
-  // so every SM streams with several blocks; the last block of a tile adds
-  // the parts in order and runs the epilogue. How k splits depends on n and
-  // k alone (never on m), so rows stay invariant. split_counts must be zero
-  // before the first call, and every call leaves them zero. Launches that
-  // share the scratch must be ordered on one stream.
-  float* split_partials = nullptr;   // gemv_split_partial_floats(n) floats
-  unsigned* split_counts = nullptr;  // gemv_split_count_words(n) words
+  // Pulled into L2 once this launch has asked for its last weights (each
+  // block its share): the next projection's first wave (gemv_first_wave).
+  L2Prefetch prefetch;
 };
 
-// Scratch sizes for GemvArgs::split_partials and split_counts at n outputs.
-size_t gemv_split_partial_floats(int n);
-size_t gemv_split_count_words(int n);
+// What the GEMV `next` reads first: the first run of every row its first
+// wave of blocks starts on (all of it when the weights are small). Empty
+// with row_ids.
+L2Prefetch gemv_first_wave(const GemvArgs& next);
 
 // Whether gemv can take this shape (else use the GEMM).
 bool gemv_supports(int m, int k, int n);

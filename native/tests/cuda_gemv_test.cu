@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -106,25 +107,10 @@ std::vector<float> reference(const Inputs& in) {
 bool float_out(GemvEpilogue e) { return e == GemvEpilogue::kStoreF32 || e == GemvEpilogue::kAddResidual; }
 
 // Runs gemv on rows [row0, row0 + m) of the inputs; returns the m x n outputs as floats.
-// With the split-k scratch (split = true), shapes of few tiles split k.
 struct Runner {
   DeviceArray<uint16_t> out_bf16;
   DeviceArray<float> out_f32;
-  DeviceArray<float> split_partials;
-  DeviceArray<unsigned> split_counts;
-  bool split;
-  explicit Runner(const Inputs& in, bool split_k = true)
-      : out_bf16(size_t(in.p.m) * in.p.n),
-        out_f32(size_t(in.p.m) * in.p.n),
-        split_partials(rex::cuda::gemv_split_partial_floats(in.p.n)),
-        split_counts(std::vector<unsigned>(rex::cuda::gemv_split_count_words(in.p.n), 0u)),
-        split(split_k) {}
-  // Every part counted in and the last one reset the tile's count.
-  bool counts_back_to_zero() {
-    for (unsigned c : split_counts.download())
-      if (c != 0u) return false;
-    return true;
-  }
+  explicit Runner(const Inputs& in) : out_bf16(size_t(in.p.m) * in.p.n), out_f32(size_t(in.p.m) * in.p.n) {}
   GemvArgs args(const Inputs& in, int row0, int m, const int32_t* row_ids = nullptr, int n = -1) {
     GemvArgs a;
     a.epilogue = in.p.epilogue;
@@ -145,10 +131,6 @@ struct Runner {
     a.out_bf16 = out_bf16.as<bf16>();
     a.out_f32 = out_f32.ptr;
     a.residual = out_f32.ptr;
-    if (split) {
-      a.split_partials = split_partials.ptr;
-      a.split_counts = split_counts.ptr;
-    }
     return a;
   }
   // Resets the outputs (poison, or the residual's start values).
@@ -198,14 +180,6 @@ void check_problem(const Problem& p) {
   std::printf("  %-12s%s m %2d k %5d n %6d  rel.err %.2e (tol %.0e)\n", epilogue_name(p.epilogue),
               p.norm ? "+norm" : "     ", p.m, p.k, p.n, err, tol);
   CHECK(err < tol);
-  CHECK(run.counts_back_to_zero());
-  // Without the split-k scratch: the twin's result too (other bits where k splits).
-  {
-    Runner plain(in, false);
-    plain.reset(in, 0, p.m);
-    CHECK_OK(rex::cuda::gemv(plain.args(in, 0, p.m), nullptr));
-    CHECK(relative_error(plain.result(in, p.m), ref) < tol);
-  }
   // The same call again: the same bits.
   run.reset(in, 0, p.m);
   CHECK_OK(rex::cuda::gemv(run.args(in, 0, p.m), nullptr));
@@ -328,6 +302,47 @@ REX_TEST(overlapped_launch_waits_for_its_input) {
   CHECK_CUDA_SYNC();
 }
 
+// gemv_first_wave: small weights whole; large ones the first run of the rows
+// the first wave of blocks starts on (gate and up); none with row_ids. A
+// launch that prefetches gives the same bits as one that does not.
+REX_TEST(first_wave_prefetch) {
+  if (skip_without_gpu()) return;
+  GemvArgs qkv;
+  qkv.m = 1, qkv.k = 2048, qkv.n = 2560, qkv.w = reinterpret_cast<const bf16*>(uintptr_t(1) << 20);
+  const rex::cuda::L2Prefetch whole = rex::cuda::gemv_first_wave(qkv);
+  CHECK(whole.base == qkv.w);
+  CHECK_EQ(whole.bytes(), 2ull * 2048 * 2560);
+  GemvArgs gate_up = qkv;
+  gate_up.epilogue = GemvEpilogue::kSwiglu, gate_up.n = 11008, gate_up.pair_offset = 11008;
+  const rex::cuda::L2Prefetch wave = rex::cuda::gemv_first_wave(gate_up);
+  std::printf("  gate_up first wave: %d rows x %u bytes, pair at %llu bytes: %.1f MB\n", wave.rows, wave.run_bytes,
+              wave.pair_offset, wave.bytes() / 1e6);
+  CHECK(wave.base == gate_up.w);
+  CHECK(wave.rows > 0 && wave.rows <= 11008 && wave.rows % 16 == 0);
+  CHECK_EQ(wave.row_stride, 2ull * 2048);
+  CHECK_EQ(wave.pair_offset, 2ull * 2048 * 11008);
+  CHECK(wave.run_bytes > 0 && wave.run_bytes <= 2u * 2048 && wave.run_bytes % 16 == 0);
+  DeviceArray<int32_t> ids(std::vector<int32_t>{1, 2, 3});
+  GemvArgs restricted = qkv;
+  restricted.row_ids = ids.ptr;
+  CHECK(rex::cuda::gemv_first_wave(restricted).base == nullptr);
+
+  Inputs in({1, 2048, 2048, GemvEpilogue::kAddResidual});
+  Inputs next({1, 2048, 11008, GemvEpilogue::kSwiglu});
+  Runner run(in);
+  run.reset(in, 0, 1);
+  CHECK_OK(rex::cuda::gemv(run.args(in, 0, 1), nullptr));
+  const std::vector<float> plain = run.result(in, 1);
+  GemvArgs a = run.args(in, 0, 1);
+  GemvArgs b;
+  b.epilogue = GemvEpilogue::kSwiglu, b.m = 1, b.k = 2048, b.n = 11008, b.pair_offset = 11008, b.w = next.dw.as<bf16>();
+  a.prefetch = rex::cuda::gemv_first_wave(b);
+  run.reset(in, 0, 1);
+  CHECK_OK(rex::cuda::gemv(a, nullptr));
+  CHECK(same_bits(run.result(in, 1), plain));
+  CHECK_CUDA_SYNC();
+}
+
 REX_TEST(bad_arguments) {
   if (skip_without_gpu()) return;
   Inputs in({1, 128, 128, GemvEpilogue::kStoreBf16});
@@ -409,8 +424,7 @@ REX_TEST(zz_timing) {
 }
 
 // One step's projections as the decode step chains them (norm into qkv and
-// gate_up, residual adds, SwiGLU, the head; split k where the step splits
-// it), each layer with its own weights so nothing stays in L2, captured once
+// gate_up, residual adds, SwiGLU, the head), each layer with its own weights so nothing stays in L2, captured once
 // with programmatic dependent launch and replayed: the time a graphed step
 // spends in its GEMVs, overlaps between kernels included (attention and rope
 // left out). Then subsets of the chain, to place the time.
@@ -422,11 +436,15 @@ REX_TEST(zz_timing_chain) {
   const size_t layer_elems = sizes[0] + sizes[1] + sizes[2] + sizes[3];
   DeviceArray<uint16_t> weights{layer_elems * layers + sizes[4]};
   cudaMemset(weights.ptr, 0x3c, weights.count * sizeof(uint16_t));  // 0x3c3c: a small bf16
-  DeviceArray<float> partials{rex::cuda::gemv_split_partial_floats(inter)};
-  DeviceArray<unsigned> counts{std::vector<unsigned>(rex::cuda::gemv_split_count_words(inter), 0u)};
   enum Part { kQkv = 1, kO = 2, kGateUp = 4, kDown = 8, kHead = 16, kAll = 31 };
-  const std::pair<const char*, int> subsets[] = {
-      {"all", kAll}, {"qkv+o", kQkv | kO}, {"gate_up+down", kGateUp | kDown}, {"gate_up", kGateUp}, {"down", kDown}};
+  struct Subset {
+    const char* name;
+    int mask;
+    bool no_prefetch;
+  };
+  const Subset subsets[] = {{"all", kAll, false},          {"all, no L2 prefetch", kAll, true},
+                            {"qkv+o", kQkv | kO, true},     {"gate_up+down", kGateUp | kDown, true},
+                            {"gate_up", kGateUp, true},     {"down", kDown, true}};
   for (int m : {1, 8}) {
     DeviceArray<float> residual{size_t(m) * hidden}, logits{size_t(m) * vocab};
     DeviceArray<uint16_t> norm_w{size_t(hidden)}, qkv_out{size_t(m) * qkv}, attn{size_t(m) * hidden},
@@ -436,53 +454,63 @@ REX_TEST(zz_timing_chain) {
     cudaMemset(attn.ptr, 0x3c, attn.count * sizeof(uint16_t));
     cudaStream_t s;
     cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
-    for (const auto& subset : subsets) {
-      const char* name = subset.first;
-      const int mask = subset.second;
-      if (m == 8 && mask != kAll) continue;
+    for (const Subset& subset : subsets) {
+      const char* name = subset.name;
+      const int mask = subset.mask;
+      const bool no_prefetch = subset.no_prefetch;
+      if (m == 8 && (mask != kAll || no_prefetch)) continue;
       rex::Status first = rex::Status::Ok();
       bool first_launch = true;
       double bytes = 0;
       auto launch = [&](GemvArgs a, int part, size_t elems) {
         if (!(mask & part)) return;
-        a.m = m;
         a.overlap_previous = !first_launch;
-        if (part != kHead) {
-          a.split_partials = partials.ptr;
-          a.split_counts = counts.ptr;
-        }
         first_launch = false;
         bytes += 2.0 * double(elems);
         const rex::Status st = rex::cuda::gemv(a, s);
         if (first.ok() && !st.ok()) first = st;
       };
+      // As the step: qkv prefetches all of o_proj, o (in the step: attention)
+      // gate_up's first wave, gate_up down's, down the next qkv (the head's
+      // first wave after the last layer).
+      auto args_of = [&](int l) {
+        const bf16* w = weights.as<bf16>() + layer_elems * size_t(l);
+        std::array<GemvArgs, 4> p{};
+        GemvArgs& a = p[0];
+        a.norm_input = residual.ptr, a.norm_weight = norm_w.as<bf16>(), a.lda = hidden, a.k = hidden;
+        a.w = w, a.n = qkv, a.out_bf16 = qkv_out.as<bf16>();
+        w += sizes[0];
+        GemvArgs& o = p[1];
+        o.epilogue = GemvEpilogue::kAddResidual, o.x = attn.as<bf16>(), o.lda = hidden, o.k = hidden;
+        o.w = w, o.n = hidden, o.residual = residual.ptr;
+        w += sizes[1];
+        GemvArgs& g = p[2];
+        g.epilogue = GemvEpilogue::kSwiglu, g.norm_input = residual.ptr, g.norm_weight = norm_w.as<bf16>();
+        g.lda = hidden, g.k = hidden, g.w = w, g.n = inter, g.pair_offset = inter, g.out_bf16 = act.as<bf16>();
+        w += sizes[2];
+        GemvArgs& d = p[3];
+        d.epilogue = GemvEpilogue::kAddResidual, d.x = act.as<bf16>(), d.lda = inter, d.k = inter;
+        d.w = w, d.n = hidden, d.residual = residual.ptr;
+        for (GemvArgs& x : p) x.m = m;
+        return p;
+      };
+      GemvArgs h;
+      h.epilogue = GemvEpilogue::kStoreF32, h.norm_input = residual.ptr, h.norm_weight = norm_w.as<bf16>();
+      h.lda = hidden, h.k = hidden, h.w = weights.as<bf16>() + layer_elems * layers, h.n = vocab, h.m = m;
+      h.out_f32 = logits.ptr;
+      const bool prefetch = mask == kAll && !no_prefetch;
       auto chain = [&] {
-        const bf16* w = weights.as<bf16>();
         for (int l = 0; l < layers; ++l) {
-          GemvArgs a;
-          a.norm_input = residual.ptr, a.norm_weight = norm_w.as<bf16>(), a.lda = hidden, a.k = hidden;
-          a.w = w, a.n = qkv, a.out_bf16 = qkv_out.as<bf16>();
-          launch(a, kQkv, sizes[0]);
-          w += sizes[0];
-          GemvArgs o;
-          o.epilogue = GemvEpilogue::kAddResidual, o.x = attn.as<bf16>(), o.lda = hidden, o.k = hidden;
-          o.w = w, o.n = hidden, o.residual = residual.ptr;
-          launch(o, kO, sizes[1]);
-          w += sizes[1];
-          GemvArgs g;
-          g.epilogue = GemvEpilogue::kSwiglu, g.norm_input = residual.ptr, g.norm_weight = norm_w.as<bf16>();
-          g.lda = hidden, g.k = hidden, g.w = w, g.n = inter, g.pair_offset = inter, g.out_bf16 = act.as<bf16>();
-          launch(g, kGateUp, sizes[2]);
-          w += sizes[2];
-          GemvArgs d;
-          d.epilogue = GemvEpilogue::kAddResidual, d.x = act.as<bf16>(), d.lda = inter, d.k = inter;
-          d.w = w, d.n = hidden, d.residual = residual.ptr;
-          launch(d, kDown, sizes[3]);
-          w += sizes[3];
+          std::array<GemvArgs, 4> p = args_of(l);
+          if (prefetch) {
+            p[0].prefetch = rex::cuda::gemv_first_wave(p[1]);
+            p[1].prefetch = rex::cuda::gemv_first_wave(p[2]);  // the step's attention kernel does this one
+            p[2].prefetch = rex::cuda::gemv_first_wave(p[3]);
+            p[3].prefetch = rex::cuda::gemv_first_wave(l + 1 < layers ? args_of(l + 1)[0] : h);
+          }
+          const int parts[4] = {kQkv, kO, kGateUp, kDown};
+          for (int i = 0; i < 4; ++i) launch(p[size_t(i)], parts[i], sizes[i]);
         }
-        GemvArgs h;
-        h.epilogue = GemvEpilogue::kStoreF32, h.norm_input = residual.ptr, h.norm_weight = norm_w.as<bf16>();
-        h.lda = hidden, h.k = hidden, h.w = w, h.n = vocab, h.out_f32 = logits.ptr;
         launch(h, kHead, sizes[4]);
       };
       cudaGraph_t graph = nullptr;
@@ -493,7 +521,7 @@ REX_TEST(zz_timing_chain) {
       CHECK_OK(first);
       CHECK(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
       const double us = median_us([] {}, [&] { cudaGraphLaunch(exec, s); }, s, true, 20);
-      std::printf("  CHAIN m %d %-12s: graphed %.3f ms, %.3f GB, %.0f GB/s, floor %.3f ms -> %.0f%% of the floor\n", m,
+      std::printf("  CHAIN m %d %-19s: graphed %.3f ms, %.3f GB, %.0f GB/s, floor %.3f ms -> %.0f%% of the floor\n", m,
                   name, us / 1e3, bytes / 1e9, bytes / (us * 1e-6) / 1e9, bytes / kCopyBandwidth * 1e3,
                   100.0 * bytes / kCopyBandwidth * 1e6 / us);
       cudaGraphExecDestroy(exec);
