@@ -6,12 +6,13 @@
 // into several passes, batch_invariant keeps one image per pass; a
 // prefix-cache hit skips the encoder; a bad option is refused. The step is
 // made deterministic with a gate: a text request's prefill blocks the
-// scheduler while the image requests are queued, so all of them are taken
-// in its next step.
+// scheduler while the image requests are submitted, so all of them are
+// taken in its next step.
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
-#include <thread>
+#include <set>
 #include <vector>
 
 #include "cpu/cpu_backend.h"
@@ -100,9 +101,40 @@ class GatedBackend final : public Backend {
   CpuBackend cpu_;
 };
 
+// Collects every request's events (requests submitted with Engine::submit).
+struct Sink : EventSink {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::map<RequestId, GenerationResult> results;
+  std::set<RequestId> done;
+  void on_events(EngineEvents ev) override {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      for (auto& t : ev.tokens) {
+        results[t.request].tokens.push_back(t.token);
+        results[t.request].logprobs.push_back(t.logprob);
+      }
+      for (auto& f : ev.finished) {
+        results[f.request].finish = f;
+        done.insert(f.request);
+      }
+    }
+    cv.notify_all();
+  }
+  bool wait_all(const std::vector<RequestId>& ids) {
+    std::unique_lock<std::mutex> lock(mutex);
+    return cv.wait_for(lock, std::chrono::seconds(60), [&] {
+      for (RequestId id : ids)
+        if (!done.count(id)) return false;
+      return true;
+    });
+  }
+};
+
 struct Fixture {
   std::shared_ptr<RandomModel> model;
   GatedBackend* backend = nullptr;
+  std::shared_ptr<Sink> sink = std::make_shared<Sink>();
   std::unique_ptr<Engine> engine;
   explicit Fixture(EngineOptions eo = {}, size_t kv_bytes = 0) {
     model = std::shared_ptr<RandomModel>(make_random_model().release());
@@ -112,6 +144,7 @@ struct Fixture {
     auto be = std::make_unique<GatedBackend>(bo);
     CHECK(be->prepare(model->config, model->weights).ok());
     backend = be.get();
+    eo.sink = sink;
     auto e = Engine::create_with_backend(model->config, std::move(be), eo, model);
     CHECK(e.ok());
     if (e.ok()) engine = std::move(e).value();
@@ -164,39 +197,40 @@ GenerationRequest text_request(int max_new) {
   return r;
 }
 
-// Runs `requests` so that all of them are admitted in one step (behind a
-// gated text request); returns their results in order.
+// Runs `requests` so that all of them are admitted in one step (queued
+// while a gated text request's prefill holds the scheduler); returns their
+// results in order.
 std::vector<GenerationResult> run_together(Fixture& f, const std::vector<GenerationRequest>& requests) {
   {
     std::lock_guard<std::mutex> lock(f.backend->mutex);
     f.backend->gate = true;
   }
-  std::vector<GenerationResult> results(requests.size());
-  std::thread blocker([&] { (void)f.engine->generate_blocking(text_request(2)); });
+  auto blocker = f.engine->submit(text_request(2));
+  CHECK(blocker.ok());
   CHECK(f.backend->wait_blocked());
-  std::vector<std::thread> threads;
-  std::mutex done_mutex;
-  for (size_t i = 0; i < requests.size(); ++i)
-    threads.emplace_back([&, i] {
-      auto r = f.engine->generate_blocking(requests[i]);
-      CHECK(r.ok());
-      std::lock_guard<std::mutex> lock(done_mutex);
-      if (r.ok()) results[i] = std::move(r).value();
-    });
-  // Every request queued before the gate opens: the queue's length is not
-  // public, so give the submitting threads time (they only enqueue).
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::vector<RequestId> ids;
+  for (const GenerationRequest& r : requests) {
+    auto id = f.engine->submit(r);
+    CHECK(id.ok());
+    if (id.ok()) ids.push_back(id.value());
+  }
   f.backend->open();
-  for (auto& t : threads) t.join();
-  blocker.join();
+  if (blocker.ok()) ids.push_back(blocker.value());
+  CHECK(f.sink->wait_all(ids));
+  std::vector<GenerationResult> results;
+  std::lock_guard<std::mutex> lock(f.sink->mutex);
+  for (size_t i = 0; i < requests.size() && i < ids.size(); ++i) results.push_back(f.sink->results[ids[i]]);
+  results.resize(requests.size());
   return results;
 }
 
 GenerationResult run_alone(const GenerationRequest& r) {
   Fixture f;
-  auto res = f.engine->generate_blocking(r);
-  CHECK(res.ok());
-  return res.ok() ? std::move(res).value() : GenerationResult{};
+  auto id = f.engine->submit(r);
+  CHECK(id.ok());
+  if (!id.ok() || !f.sink->wait_all({id.value()})) return {};
+  std::lock_guard<std::mutex> lock(f.sink->mutex);
+  return f.sink->results[id.value()];
 }
 
 }  // namespace
@@ -269,15 +303,15 @@ REX_TEST(a_prefix_cache_hit_skips_the_encoder) {
   Fixture f(EngineOptions{}, size_t(8) << 20);
   const RandomModel& m = *f.model;
   const GenerationRequest a = rgb_request(m, 120, 90, 1), b = rgb_request(m, 57, 57, 2);
-  auto first = f.engine->generate_blocking(a);
-  CHECK(first.ok());
+  auto first = run_together(f, {a});
+  CHECK(first[0].finish.reason == FinishReason::kLength);
   CHECK(f.backend->rgb_calls == std::vector<int>({1}));
   f.backend->rgb_calls.clear();
   auto together = run_together(f, {a, b});
   CHECK(f.backend->rgb_calls == std::vector<int>({1}));  // b alone: a's prefix came from the cache
   CHECK(together[0].finish.cached_tokens > 0);
   CHECK_EQ(together[1].finish.cached_tokens, 0);
-  if (first.ok()) CHECK(together[0].tokens == first->tokens);
+  CHECK(together[0].tokens == first[0].tokens);
   CHECK(together[1].tokens == run_alone(b).tokens);
 }
 
