@@ -23,18 +23,8 @@
 //    rounded up to 16. A split with no keys writes the neutral partial
 //    (max -inf, sum 0, O 0), which the combine skips. So the two launches can
 //    be captured once in a CUDA graph and replayed at any length.
-//  - The combine runs in the same launch: each CTA writes its partials, then
-//    counts itself in on its (sequence, kv head) word; the last of the
-//    num_splits CTAs to arrive merges the group's partials, one warp per q
-//    head, each lane owning 4 output dims (float4 loads of the partials,
-//    weights exp2(m_s - M)), always in split order, so the bits do not depend
-//    on which CTA came last. A separate combine kernel cost a dependent
-//    launch per layer (~2-3 us of a ~14 us attention in the graphed step).
-//  - Launched with programmatic dependent launch in the decode step: it
-//    waits for the rope kernel before reading q or the cache, and lets the
-//    o_proj GEMV start streaming its weights at once. Before it waits, it
-//    asks L2 for a later projection's first weights (l2_prefetch.cuh): at
-//    batch 1 this kernel is latency-bound and DRAM would idle.
+//  - The combine kernel: one warp per (sequence, q head); each lane owns 4
+//    output dims (float4 loads of the partials), weights exp2(m_s - M).
 #include "cuda/attention_decode.cuh"
 
 #include <climits>
@@ -61,58 +51,14 @@ struct DecodeSmem {
   static constexpr int kBytes = kUnionBytes + 2 * kWarps * kMaxGroup * int(sizeof(float));  // + max, sum
 };
 
-// One q head's merge of its num_splits partials (at base) by one warp, in
-// split order; each lane owns 4 output dims. The partials come from other
-// CTAs of the launch, so they are read through L2 (__ldcg), never L1.
-template <int HD>
-__device__ void combine_head(const float* part_o, const float* part_m, const float* part_l, int64_t base,
-                             int num_splits, int lane, bf16* out_row) {
-  float mx = -INFINITY;
-  for (int s = lane; s < num_splits; s += 32) mx = fmaxf(mx, __ldcg(part_m + base + s));
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-  float sum = 0.f;
-  for (int s = lane; s < num_splits; s += 32) {
-    const float ms = __ldcg(part_m + base + s);
-    if (ms != -INFINITY) sum += exp2f(ms - mx) * __ldcg(part_l + base + s);
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-
-  if (lane * 4 >= HD) return;
-  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  for (int s = 0; s < num_splits; ++s) {
-    const float ms = __ldcg(part_m + base + s);
-    if (ms == -INFINITY) continue;  // a split with no keys
-    const float wt = exp2f(ms - mx);
-    const float4 o = __ldcg(reinterpret_cast<const float4*>(part_o + (base + s) * HD + lane * 4));
-    acc.x += wt * o.x;
-    acc.y += wt * o.y;
-    acc.z += wt * o.z;
-    acc.w += wt * o.w;
-  }
-  const float inv = sum > 0.f ? 1.0f / sum : 0.f;  // no key at all (length 0): zeros
-  uint2 packed;
-  packed.x = pack_bf16x2(acc.x * inv, acc.y * inv);
-  packed.y = pack_bf16x2(acc.z * inv, acc.w * inv);
-  *reinterpret_cast<uint2*>(out_row + lane * 4) = packed;
-}
-
 template <int HD>
 __global__ void __launch_bounds__(kThreads)
     attention_decode_split_kernel(const bf16* __restrict__ q, int q_stride, int q_heads, int group, PagedKv cache,
                                   int block_shift, const int32_t* __restrict__ block_tables, int max_blocks,
                                   const int32_t* __restrict__ seq_lens, int num_splits, float scale_log2,
                                   float* __restrict__ part_o, float* __restrict__ part_m,
-                                  float* __restrict__ part_l, unsigned* __restrict__ done_counts,
-                                  bf16* __restrict__ out, const L2Prefetch prefetch) {
+                                  float* __restrict__ part_l) {
   pdl_launch_dependents();  // lets the next kernel (a GEMV) start streaming its weights
-  {
-    const int cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-    prefetch_share(prefetch, cta * kWarps + int(threadIdx.x) / 32, gridDim.x * gridDim.y * gridDim.z * kWarps,
-                   int(threadIdx.x) % 32);
-  }
-  pdl_wait();  // q and the cache come from the rope kernel
   using Warp = attn::WarpFlash<HD, kKeys>;
   using Smem = DecodeSmem<HD>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -237,21 +183,48 @@ __global__ void __launch_bounds__(kThreads)
       part_l[part] = sum;
     }
   }
+}
 
-  // Count in; the last split of this (sequence, kv head) merges the group.
-  __shared__ bool last;
-  __threadfence();  // this CTA's partials are visible device-wide before its count
-  __syncthreads();
-  unsigned* done = done_counts + int64_t(seq) * cache.kv_heads + kv_head;
-  if (tid == 0) last = atomicAdd(done, 1u) == unsigned(num_splits - 1);
-  __syncthreads();
-  if (!last) return;
-  __threadfence();  // the other CTAs' partials are seen after their counts
-  for (int row = warp; row < group; row += kWarps) {
-    const int64_t item = int64_t(seq) * q_heads + int64_t(kv_head) * group + row;
-    combine_head<HD>(part_o, part_m, part_l, item * num_splits, num_splits, lane, out + item * HD);
+template <int HD>
+__global__ void __launch_bounds__(kThreads)
+    attention_decode_combine_kernel(const float* __restrict__ part_o, const float* __restrict__ part_m,
+                                    const float* __restrict__ part_l, int items, int num_splits,
+                                    bf16* __restrict__ out) {
+  pdl_launch_dependents();  // lets the next kernel (a GEMV) start streaming its weights
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int item = blockIdx.x * kWarps + warp;  // seq * q_heads + head
+  if (item >= items) return;
+  const int64_t base = int64_t(item) * num_splits;
+
+  float mx = -INFINITY;
+  for (int s = lane; s < num_splits; s += 32) mx = fmaxf(mx, part_m[base + s]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  float sum = 0.f;
+  for (int s = lane; s < num_splits; s += 32) {
+    const float ms = part_m[base + s];
+    if (ms != -INFINITY) sum += exp2f(ms - mx) * part_l[base + s];
   }
-  if (tid == 0) *done = 0u;  // every split has counted in: ready for the next launch
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+
+  if (lane * 4 >= HD) return;
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int s = 0; s < num_splits; ++s) {
+    const float ms = part_m[base + s];
+    if (ms == -INFINITY) continue;  // a split with no keys
+    const float wt = exp2f(ms - mx);
+    const float4 o = *reinterpret_cast<const float4*>(part_o + (base + s) * HD + lane * 4);
+    acc.x += wt * o.x;
+    acc.y += wt * o.y;
+    acc.z += wt * o.z;
+    acc.w += wt * o.w;
+  }
+  const float inv = sum > 0.f ? 1.0f / sum : 0.f;  // no key at all (length 0): zeros
+  uint2 packed;
+  packed.x = pack_bf16x2(acc.x * inv, acc.y * inv);
+  packed.y = pack_bf16x2(acc.z * inv, acc.w * inv);
+  *reinterpret_cast<uint2*>(out + int64_t(item) * HD + lane * 4) = packed;
 }
 
 // 68 KB of stages at head_dim 128 (4 warps x 2 stages x K,V x 16 x 136 bf16):
@@ -267,8 +240,7 @@ Status prepare_decode_kernel() {
 template <int HD>
 Status launch_decode(const bf16* q, int q_stride, int batch, int q_heads, const PagedKv& cache, int block_shift,
                      const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
-                     float* workspace, unsigned* done_counts, bf16* out, cudaStream_t stream, bool overlap,
-                     const L2Prefetch& prefetch) {
+                     float* workspace, bf16* out, cudaStream_t stream) {
   REX_RETURN_IF_ERROR((prepare_decode_kernel<HD>()));
   const int64_t parts = int64_t(batch) * q_heads * num_splits;
   float* part_o = workspace;
@@ -276,18 +248,17 @@ Status launch_decode(const bf16* q, int q_stride, int batch, int q_heads, const 
   float* part_l = part_m + parts;
   const dim3 grid(static_cast<unsigned>(num_splits), static_cast<unsigned>(cache.kv_heads),
                   static_cast<unsigned>(batch));
-  return launch_maybe_overlapped(attention_decode_split_kernel<HD>, grid, dim3(kThreads), DecodeSmem<HD>::kBytes,
-                                 stream, overlap, "attention_decode_split_kernel", q, q_stride, q_heads,
-                                 q_heads / cache.kv_heads, cache, block_shift, block_tables, max_blocks, seq_lens,
-                                 num_splits, attn::softmax_scale_log2(HD), part_o, part_m, part_l, done_counts, out,
-                                 prefetch);
+  attention_decode_split_kernel<HD><<<grid, kThreads, DecodeSmem<HD>::kBytes, stream>>>(
+      q, q_stride, q_heads, q_heads / cache.kv_heads, cache, block_shift, block_tables, max_blocks, seq_lens,
+      num_splits, attn::softmax_scale_log2(HD), part_o, part_m, part_l);
+  REX_RETURN_IF_ERROR(check_launch("attention_decode_split_kernel"));
+  const int items = batch * q_heads;
+  attention_decode_combine_kernel<HD><<<ceil_div(size_t(items), kWarps), kThreads, 0, stream>>>(
+      part_o, part_m, part_l, items, num_splits, out);
+  return check_launch("attention_decode_combine_kernel");
 }
 
 }  // namespace
-
-size_t attention_decode_counter_words(int batch, int kv_heads) {
-  return batch <= 0 || kv_heads <= 0 ? 0 : size_t(batch) * size_t(kv_heads);
-}
 
 size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, int num_splits) {
   if (batch <= 0 || q_heads <= 0 || head_dim <= 0 || num_splits <= 0) return 0;
@@ -296,8 +267,7 @@ size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, i
 
 Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
                              const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
-                             float* workspace, unsigned* done_counts, bf16* out, cudaStream_t stream,
-                             bool overlap, const L2Prefetch& prefetch) {
+                             float* workspace, bf16* out, cudaStream_t stream) {
   auto bad = [](const std::string& what) {
     return Status(StatusCode::kInvalidArgument, "attention_decode_bf16: " + what);
   };
@@ -321,9 +291,9 @@ Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads
     return bad("expected q_stride >= q_heads*head_dim (" + std::to_string(q_heads * hd) +
                ") and a multiple of 8 but got " + std::to_string(q_stride));
   if (batch == 0) return Status::Ok();
-  if (!q || !cache.k || !cache.v || !block_tables || !seq_lens || !workspace || !done_counts || !out)
-    return bad("expected non-null q, cache.k, cache.v, block_tables, seq_lens, workspace, done_counts and out but "
-               "got a null pointer");
+  if (!q || !cache.k || !cache.v || !block_tables || !seq_lens || !workspace || !out)
+    return bad("expected non-null q, cache.k, cache.v, block_tables, seq_lens, workspace and out but got a null "
+               "pointer");
   if (!attn::aligned_to(q, 16) || !attn::aligned_to(cache.k, 16) || !attn::aligned_to(cache.v, 16) ||
       !attn::aligned_to(workspace, 16) || !attn::aligned_to(out, 8))
     return bad("expected q, cache.k, cache.v, workspace 16-byte and out 8-byte aligned but got a misaligned pointer");
@@ -331,12 +301,12 @@ Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads
   while ((1 << shift) < bs) ++shift;
   if (hd == 32)  // the small test checkpoints' decoder
     return launch_decode<32>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                             num_splits, workspace, done_counts, out, stream, overlap, prefetch);
+                             num_splits, workspace, out, stream);
   if (hd == 64)
     return launch_decode<64>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                             num_splits, workspace, done_counts, out, stream, overlap, prefetch);
+                             num_splits, workspace, out, stream);
   return launch_decode<128>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                            num_splits, workspace, done_counts, out, stream, overlap, prefetch);
+                            num_splits, workspace, out, stream);
 }
 
 }  // namespace rex::cuda

@@ -101,20 +101,13 @@ Status TextRunner::init(const TextConfig& config, const DeviceWeights* weights, 
   for (int b = 1; b <= max_batch_; b *= 2)
     ws = std::max(ws, attention_decode_workspace_floats(b, config_.num_heads, config_.head_dim(), splits_for(b)));
   REX_RETURN_IF_ERROR(attn_workspace_.allocate(ws, "the decode attention workspace"));
-  const size_t done_words = attention_decode_counter_words(max_batch_, config_.num_kv_heads);
-  REX_RETURN_IF_ERROR(attn_done_.allocate(done_words, "the decode attention's split counts"));
-  REX_CUDA_TRY(cudaMemsetAsync(attn_done_.get(), 0, done_words * sizeof(unsigned), stream_));
   return Status::Ok();
 }
 
 // The decode layers on the GEMV: bias, residual add and SwiGLU in the
 // projections' epilogues, the norms alone. Each GEMV starts streaming its
-// weights while the kernel before it finishes (programmatic dependent launch),
-// and a kernel ahead has pulled its first weights into L2: qkv all of o_proj
-// (rope and attention leave DRAM idle), attention gate_up's first wave,
-// gate_up down's, down the next layer's qkv (after the last layer:
-// `after_layers`, the LM head's first wave).
-Status TextRunner::decode_layers_gemv(int bucket, const L2Prefetch& after_layers) {
+// weights while the kernel before it finishes (programmatic dependent launch).
+Status TextRunner::decode_layers_gemv(int bucket) {
   const TextConfig& c = config_;
   const int hidden = c.hidden_size, hd = c.head_dim(), hq = c.num_heads, hkv = c.num_kv_heads;
   const int qkv_width = (hq + 2 * hkv) * hd, inter = c.intermediate_size;
@@ -141,43 +134,33 @@ Status TextRunner::decode_layers_gemv(int bucket, const L2Prefetch& after_layers
     a.norm_eps = c.rms_norm_eps;
     return a;
   };
-  auto qkv_of = [&](int li) {
+  for (int li = 0; li < c.num_layers; ++li) {
     const DeviceTextLayer& l = w_->text_layers[size_t(li)];
+    mark("qkv_proj", 2.0 * qkv_width * hidden);
     GemvArgs qkv = project_normed(GemvEpilogue::kStoreBf16, l.input_norm, l.qkv_w, qkv_width);
     qkv.bias = l.qkv_b;
     qkv.out_bf16 = dec_.qkv.get();
-    return qkv;
-  };
-  for (int li = 0; li < c.num_layers; ++li) {
-    const DeviceTextLayer& l = w_->text_layers[size_t(li)];
-    GemvArgs o = project(GemvEpilogue::kAddResidual, dec_.attn.get(), hq * hd, l.o_w, hidden);
-    o.residual = dec_.residual.get();
-    GemvArgs gate_up = project_normed(GemvEpilogue::kSwiglu, l.post_norm, l.gate_up_w, inter);
-    gate_up.pair_offset = inter;
-    gate_up.out_bf16 = dec_.act.get();
-    GemvArgs down = project(GemvEpilogue::kAddResidual, dec_.act.get(), inter, l.down_w, hidden);
-    down.residual = dec_.residual.get();
-    down.prefetch = li + 1 < c.num_layers ? gemv_first_wave(qkv_of(li + 1)) : after_layers;
-    gate_up.prefetch = gemv_first_wave(down);
-    GemvArgs qkv = qkv_of(li);
-    qkv.prefetch = gemv_first_wave(o);
-
-    mark("qkv_proj", 2.0 * qkv_width * hidden);
     REX_RETURN_IF_ERROR(gemv(qkv, stream_));
     mark("mrope_kv_write", act * qkv_width * 2);
     REX_RETURN_IF_ERROR(mrope_qkv_to_cache_bf16(dec_.qkv.get(), bucket, hq, hkv, hd, step_positions(), inv_freq_.get(),
-                                                section, step_dest(), arena_.layer(li), stream_, true));
+                                                section, step_dest(), arena_.layer(li), stream_));
     const KvPlane plane = arena_.layer(li);
     PagedKv kv{plane.k, plane.v, arena_.block_size, hkv, hd};
     mark("attention", kv_bytes);
     REX_RETURN_IF_ERROR(attention_decode_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(), max_blocks_,
-                                              step_lengths(), splits, attn_workspace_.get(), attn_done_.get(),
-                                              dec_.attn.get(), stream_, true, gemv_first_wave(gate_up)));
+                                              step_lengths(), splits, attn_workspace_.get(), dec_.attn.get(), stream_));
     mark("o_proj+residual", 2.0 * hq * hd * hidden);
+    GemvArgs o = project(GemvEpilogue::kAddResidual, dec_.attn.get(), hq * hd, l.o_w, hidden);
+    o.residual = dec_.residual.get();
     REX_RETURN_IF_ERROR(gemv(o, stream_));
     mark("gate_up_proj+swiglu", 4.0 * inter * hidden);
+    GemvArgs gate_up = project_normed(GemvEpilogue::kSwiglu, l.post_norm, l.gate_up_w, inter);
+    gate_up.pair_offset = inter;
+    gate_up.out_bf16 = dec_.act.get();
     REX_RETURN_IF_ERROR(gemv(gate_up, stream_));
     mark("down_proj+residual", 2.0 * inter * hidden);
+    GemvArgs down = project(GemvEpilogue::kAddResidual, dec_.act.get(), inter, l.down_w, hidden);
+    down.residual = dec_.residual.get();
     REX_RETURN_IF_ERROR(gemv(down, stream_));
   }
   return Status::Ok();
@@ -273,30 +256,8 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
   // never writes h: the LM head then reads the residual stream too.
   const bool fused = gemv_step(bucket) && !tapping && gemv_supports(bucket, hidden, qkv_width) && gemv_supports(bucket, inter, hidden) &&
                      (c.num_heads * c.head_dim()) % 32 == 0 && hidden % 128 == 0;
-  const bool restricted = output == StepOutput::kSampledRestricted;
-  // The restricted head is the GEMV's alone (it reads 1088 rows, so more
-  // launches of 8 rows cost little); the full head follows the layers' choice.
-  const bool head_gemv = use_gemv_ && (restricted || gemv_step(bucket)) && gemv_supports(bucket, hidden, vocab);
-  if (restricted && !head_gemv) return Status(StatusCode::kInternal, "the restricted LM head needs the GEMV");
-  GemvArgs head;
-  head.epilogue = GemvEpilogue::kStoreF32;
-  head.x = dec_.h.get();
   if (fused) {
-    head.x = nullptr;
-    head.norm_input = dec_.residual.get();
-    head.norm_weight = w_->final_norm;
-    head.norm_eps = c.rms_norm_eps;
-  }
-  head.lda = hidden;
-  head.m = bucket;
-  head.w = w_->lm_head;
-  head.k = hidden;
-  head.n = restricted ? DecodeSampler::kRestrictedRows : vocab;
-  head.row_ids = restricted ? sampler_.head_rows() : nullptr;
-  head.out_f32 = restricted ? dec_head_logits_.get() : dec_logits_.get();
-  head.overlap_previous = true;
-  if (fused) {
-    REX_RETURN_IF_ERROR(decode_layers_gemv(bucket, gemv_first_wave(head)));
+    REX_RETURN_IF_ERROR(decode_layers_gemv(bucket));
   } else {
     const int splits = splits_for(bucket);
     PagedKv kv{nullptr, nullptr, arena_.block_size, c.num_kv_heads, c.head_dim()};
@@ -305,13 +266,39 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
       kv.k = plane.k;
       kv.v = plane.v;
       return attention_decode_bf16(qkv, qkv_width, bucket, c.num_heads, kv, step_tables(), max_blocks_, step_lengths(), splits,
-                                   attn_workspace_.get(), attn_done_.get(), out, stream_);
+                                   attn_workspace_.get(), out, stream_);
     };
     REX_RETURN_IF_ERROR(layers(dec_, bucket, step_positions(), step_dest(), attention, tap));
   }
   if (output != StepOutput::kLogits) REX_RETURN_IF_ERROR(sampler_.mark_rows(step_ids(), step_seen(), bucket));
-  mark(restricted ? "lm_head (restricted)" : "lm_head", 2.0 * hidden * (restricted ? DecodeSampler::kRestrictedRows : vocab));
+  mark(output == StepOutput::kSampledRestricted ? "lm_head (restricted)" : "lm_head",
+       2.0 * hidden * (output == StepOutput::kSampledRestricted ? DecodeSampler::kRestrictedRows : vocab));
+  const bool restricted = output == StepOutput::kSampledRestricted;
+  // The restricted head is the GEMV's alone (it reads 1088 rows, so more
+  // launches of 8 rows cost little); the full head follows the layers' choice.
+  const bool head_gemv = use_gemv_ && (restricted || gemv_step(bucket)) && gemv_supports(bucket, hidden, vocab);
+  auto head_input = [&](GemvArgs& head) {
+    head.x = dec_.h.get();
+    if (fused) {
+      head.x = nullptr;
+      head.norm_input = dec_.residual.get();
+      head.norm_weight = w_->final_norm;
+      head.norm_eps = c.rms_norm_eps;
+    }
+  };
+  if (restricted && !head_gemv) return Status(StatusCode::kInternal, "the restricted LM head needs the GEMV");
   if (head_gemv) {
+    GemvArgs head;
+    head.epilogue = GemvEpilogue::kStoreF32;
+    head_input(head);
+    head.lda = hidden;
+    head.m = bucket;
+    head.w = w_->lm_head;
+    head.k = hidden;
+    head.n = restricted ? DecodeSampler::kRestrictedRows : vocab;
+    head.row_ids = restricted ? sampler_.head_rows() : nullptr;
+    head.out_f32 = restricted ? dec_head_logits_.get() : dec_logits_.get();
+    head.overlap_previous = true;
     REX_RETURN_IF_ERROR(gemv(head, stream_));
   } else {
     if (fused) return Status(StatusCode::kInternal, "the fused decode layers need the GEMV LM head");

@@ -21,7 +21,6 @@
 #include "cuda/decode_sampler.h"
 #include "cuda/device_buffer.h"
 #include "cuda/gemm.cuh"
-#include "cuda/l2_prefetch.cuh"
 #include "cuda/rope.cuh"
 #include "cuda/step_profile.h"
 #include "engine/backend.h"
@@ -118,7 +117,7 @@ class TextRunner {
   Status layers(Buffers& b, int rows, const int32_t* positions_dev, const int32_t* dest_rows_dev,
                 const AttentionFn& attention, const TensorTap* tap);
   Status decode_body(int bucket, StepOutput output, const TensorTap* tap);
-  Status decode_layers_gemv(int bucket, const L2Prefetch& after_layers);
+  Status decode_layers_gemv(int bucket);
   Status run_step(const std::vector<DecodeSequence>& batch, StepOutput output, bool use_graphs, const TensorTap* tap);
   Status profile_step(const std::vector<DecodeSequence>& batch, StepOutput output);
   int bucket_for(int batch) const;
@@ -144,7 +143,6 @@ class TextRunner {
   DeviceBuffer<int32_t> step_;            // ids | positions (3 axes) | dest rows | lengths | seen masks | block tables
   int32_t* step_host_ = nullptr;          // pinned mirror of step_
   DeviceBuffer<float> dec_logits_, dec_head_logits_, attn_workspace_;
-  DeviceBuffer<unsigned> attn_done_;      // the decode attention's split counts (zero between launches)
   float* logits_pinned_ = nullptr;
   std::map<std::pair<int, StepOutput>, cudaGraphExec_t> graphs_;
   DecodeSampler sampler_;

@@ -29,10 +29,6 @@
 //  - Launched with programmatic dependent launch, the producer never waits
 //    for the previous kernel (weights are constant): the first stages stream
 //    while a norm, rope or attention finishes; only the consumers wait.
-//  - Once its producer has asked for its last weights, a launch asks L2 for
-//    the next projection's first ones (GemvArgs::prefetch, l2_prefetch.cuh):
-//    the next launch's blocks find room only as this one's leave, and their
-//    first stages then come from L2 instead of a DRAM round trip each.
 //  - The prologue may do what precedes it: the RMSNorm of the fp32 residual
 //    rows, recomputed by every block from L2 (m x k floats) as it writes x,
 //    so no norm kernel sits between projections.
@@ -68,14 +64,6 @@ constexpr int kRowsPerCall = 8;                      // batch rows per mma (its 
 #endif
 #ifndef REX_GEMV_STAGE_K
 #define REX_GEMV_STAGE_K 512
-#endif
-// gemv_first_wave: bytes of each first-wave row, and the size up to which
-// the whole weight matrix is taken (0 and 0: no prefetch).
-#ifndef REX_GEMV_PREFETCH_RUN_BYTES
-#define REX_GEMV_PREFETCH_RUN_BYTES 1024
-#endif
-#ifndef REX_GEMV_PREFETCH_WHOLE_BYTES
-#define REX_GEMV_PREFETCH_WHOLE_BYTES (16u << 20)
 #endif
 
 
@@ -122,7 +110,6 @@ struct KernelArgs {
   int ldo;
   int tiles;   // ceil(n / 16)
   int stages;  // depth of the ring
-  L2Prefetch prefetch;
 };
 
 // The producer warp: lane i < 16 R copies row i of the tile's rows, stage
@@ -149,8 +136,6 @@ __device__ void produce(const KernelArgs& a, uint8_t* ring, uint64_t* full, uint
         bulk_copy_to_shared(ring + size_t(slot) * S::kBytes + lane * S::kRowBytes, src + kk, row_bytes, &full[slot], policy);
     }
   }
-  // The stream of this block is asked for: DRAM has room for the next's start.
-  prefetch_share(a.prefetch, blockIdx.x, gridDim.x, lane);
 }
 
 // Where a block keeps x: m rows of k bf16 after the ring, each row padded to
@@ -337,68 +322,30 @@ const Fit& fit() {
   return f;
 }
 
-// A launch's shape: blocks, and the depth of each block's ring (0: x and
-// two stages do not fit).
-struct Plan {
-  int blocks = 0, stages = 0;
-};
-
 template <int R, GemvEpilogue E>
-Plan plan(const KernelArgs& a, const Fit& f) {
+Status launch(KernelArgs a, bool overlap, cudaStream_t stream) {
   using S = Stage<R>;
+  const Fit& f = fit<R, E>();
+  REX_RETURN_IF_ERROR(f.status);
   // As many blocks per SM as there are tiles for (at most 3), each with x and
   // the deepest ring that leaves room for the others (1 KB per block is the
   // system's; 16 bytes per stage are the barriers).
   const int x_bytes = a.m * x_row_bytes(a.k);
   int per_sm = REX_GEMV_BLOCKS_PER_SM > 0 ? REX_GEMV_BLOCKS_PER_SM
                                           : std::clamp(int(ceil_div(size_t(a.tiles), size_t(f.multiprocessors))), 1, 3);
+  int stages = 0;
   for (; per_sm >= 1; --per_sm) {
     const int budget = std::min(f.smem_per_block, f.smem_per_sm / per_sm - 1024) - f.static_smem - x_bytes;
-    const int stages = std::min(REX_GEMV_MAX_STAGES, budget / (S::kBytes + 16));
-    if (stages >= 2) return Plan{std::min(a.tiles, per_sm * f.multiprocessors), stages};
+    stages = std::min(REX_GEMV_MAX_STAGES, budget / (S::kBytes + 16));
+    if (stages >= 2) break;
   }
-  return Plan{};
-}
-
-template <int R, GemvEpilogue E>
-Status launch(KernelArgs a, bool overlap, cudaStream_t stream) {
-  using S = Stage<R>;
-  const Fit& f = fit<R, E>();
-  REX_RETURN_IF_ERROR(f.status);
-  const int x_bytes = a.m * x_row_bytes(a.k);
-  const Plan p = plan<R, E>(a, f);
-  if (p.stages < 2)
+  if (stages < 2)
     return Status(StatusCode::kResourceExhausted,
                   "gemv: expected x (" + std::to_string(x_bytes) + " bytes) and a two-stage ring to fit in shared memory");
-  a.stages = p.stages;
-  const size_t smem = size_t(p.stages) * (S::kBytes + 16) + size_t(x_bytes);
-  return launch_maybe_overlapped(gemv_kernel<R, E>, dim3(unsigned(p.blocks)), dim3(kThreads), smem, stream, overlap,
-                                 "gemv", a);
-}
-
-// The first wave of a launch of `a`: its blocks' first tiles, the first run
-// of each row (R = 2: the up rows too).
-template <int R, GemvEpilogue E>
-L2Prefetch first_wave(const KernelArgs& a) {
-  const Fit& f = fit<R, E>();
-  L2Prefetch p;
-  const unsigned long long row_bytes = 2ull * a.k, rows = (unsigned long long)(a.n) * R;
-  if (!f.status.ok() || a.row_ids) return p;
-  p.base = a.w;
-  if (rows * row_bytes <= REX_GEMV_PREFETCH_WHOLE_BYTES) {  // small: all of it
-    p.rows = 1;
-    p.run_bytes = uint32_t(rows * row_bytes);
-    return p;
-  }
-  KernelArgs first = a;
-  first.m = std::min(a.m, kRowsPerCall);
-  const Plan plan_first = plan<R, E>(first, f);
-  p.rows = std::min(a.n, 16 * plan_first.blocks);
-  p.row_stride = row_bytes;
-  p.run_bytes = uint32_t(std::min<unsigned long long>(row_bytes, REX_GEMV_PREFETCH_RUN_BYTES));
-  p.pair_offset = R == 2 ? (unsigned long long)(a.pair_offset) * row_bytes : 0;
-  if (p.run_bytes == 0) p.base = nullptr;
-  return p;
+  a.stages = stages;
+  const size_t smem = size_t(stages) * (S::kBytes + 16) + size_t(x_bytes);
+  const dim3 grid(unsigned(std::min(a.tiles, per_sm * f.multiprocessors))), block(kThreads);
+  return launch_maybe_overlapped(gemv_kernel<R, E>, grid, block, smem, stream, overlap, "gemv", a);
 }
 
 // More than kRowsPerCall rows: one launch per group of rows, so a row's
@@ -438,8 +385,7 @@ Status gemv(const GemvArgs& args, cudaStream_t stream) {
   const KernelArgs a{args.x,        args.norm_input, args.norm_weight, args.norm_eps, args.lda,
                      args.m,        args.w,          args.k,           args.n,        args.row_ids,
                      args.pair_offset, args.bias,    args.out_bf16,    args.out_f32,  args.residual,
-                     args.ldo > 0 ? args.ldo : args.n, int(ceil_div(size_t(args.n), 16)), 0,
-                     args.prefetch};
+                     args.ldo > 0 ? args.ldo : args.n, int(ceil_div(size_t(args.n), 16)), 0};
   const bool ov = args.overlap_previous;
   switch (args.epilogue) {
     case GemvEpilogue::kStoreBf16:
@@ -456,25 +402,6 @@ Status gemv(const GemvArgs& args, cudaStream_t stream) {
       return launch_rows<2, GemvEpilogue::kSwiglu>(a, ov, stream);
   }
   return bad("unknown epilogue");
-}
-
-L2Prefetch gemv_first_wave(const GemvArgs& next) {
-  if (!gemv_supports(next.m, next.k, next.n) || !next.w) return L2Prefetch{};
-  KernelArgs a{};
-  a.m = next.m;
-  a.k = next.k;
-  a.n = next.n;
-  a.w = next.w;
-  a.row_ids = next.row_ids;
-  a.pair_offset = next.pair_offset;
-  a.tiles = int(ceil_div(size_t(next.n), 16));
-  switch (next.epilogue) {
-    case GemvEpilogue::kStoreBf16: return first_wave<1, GemvEpilogue::kStoreBf16>(a);
-    case GemvEpilogue::kStoreF32: return first_wave<1, GemvEpilogue::kStoreF32>(a);
-    case GemvEpilogue::kAddResidual: return first_wave<1, GemvEpilogue::kAddResidual>(a);
-    case GemvEpilogue::kSwiglu: return first_wave<2, GemvEpilogue::kSwiglu>(a);
-  }
-  return L2Prefetch{};
 }
 
 }  // namespace rex::cuda

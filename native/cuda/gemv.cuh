@@ -16,7 +16,6 @@
 #include <cstdint>
 
 #include "cuda/bf16.cuh"
-#include "cuda/l2_prefetch.cuh"
 #include "rex/status.h"
 
 namespace rex::cuda {
@@ -55,15 +54,7 @@ struct GemvArgs {
   // Launch with programmatic dependent launch: the kernel streams its first
   // weights before waiting on the previous kernel (inside a CUDA graph).
   bool overlap_previous = false;
-  // Pulled into L2 once this launch has asked for its last weights (each
-  // block its share): the next projection's first wave (gemv_first_wave).
-  L2Prefetch prefetch;
 };
-
-// What the GEMV `next` reads first: the first run of every row its first
-// wave of blocks starts on (all of it when the weights are small). Empty
-// with row_ids.
-L2Prefetch gemv_first_wave(const GemvArgs& next);
 
 // Whether gemv can take this shape (else use the GEMM).
 bool gemv_supports(int m, int k, int n);

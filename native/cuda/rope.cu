@@ -88,8 +88,7 @@ __global__ void mrope_qkv_to_cache_kernel(bf16* __restrict__ qkv, int rows, int 
                                           const int32_t* __restrict__ positions, const float* __restrict__ inv_freq,
                                           int section_t, int section_th, const int32_t* __restrict__ dest_rows,
                                           bf16* __restrict__ k_cache, bf16* __restrict__ v_cache) {
-  pdl_launch_dependents();  // lets the attention kernel launch (it waits for this one)
-  pdl_wait();               // qkv comes from the previous kernel
+  pdl_launch_dependents();  // lets the next kernel (a GEMV) start streaming its weights
   extern __shared__ float angles[];  // cos[half], sin[half]
   const int half = head_dim / 2;
   float* cs = angles;
@@ -159,7 +158,7 @@ Status vision_rope_bf16(bf16* qkv, int tokens, int heads, int head_dim, const in
 
 Status mrope_qkv_to_cache_bf16(bf16* qkv, int rows, int q_heads, int kv_heads, int head_dim,
                                const int32_t* positions, const float* inv_freq, MropeSection section,
-                               const int32_t* dest_rows, KvPlane cache, cudaStream_t stream, bool overlap) {
+                               const int32_t* dest_rows, KvPlane cache, cudaStream_t stream) {
   const std::string fn = "mrope_qkv_to_cache_bf16";
   if (rows < 0) return invalid(fn + ": expected rows >= 0 but got " + std::to_string(rows));
   if (q_heads <= 0 || kv_heads <= 0)
@@ -184,14 +183,14 @@ Status mrope_qkv_to_cache_bf16(bf16* qkv, int rows, int q_heads, int kv_heads, i
   const int section_th = section.t + section.h;
   if (vec) {
     const int items = (q_heads + kv_heads) * (half / 8) + kv_heads * (head_dim / 8);
-    return launch_maybe_overlapped(mrope_qkv_to_cache_kernel<8>, dim3(unsigned(rows)), dim3(block_threads(items)), smem,
-                                   stream, overlap, "mrope_qkv_to_cache_kernel", qkv, rows, q_heads, kv_heads, head_dim,
-                                   positions, inv_freq, section.t, section_th, dest_rows, cache.k, cache.v);
+    mrope_qkv_to_cache_kernel<8><<<unsigned(rows), block_threads(items), smem, stream>>>(
+        qkv, rows, q_heads, kv_heads, head_dim, positions, inv_freq, section.t, section_th, dest_rows, cache.k, cache.v);
+  } else {
+    const int items = (q_heads + kv_heads) * half + kv_heads * head_dim;
+    mrope_qkv_to_cache_kernel<1><<<unsigned(rows), block_threads(items), smem, stream>>>(
+        qkv, rows, q_heads, kv_heads, head_dim, positions, inv_freq, section.t, section_th, dest_rows, cache.k, cache.v);
   }
-  const int items = (q_heads + kv_heads) * half + kv_heads * head_dim;
-  return launch_maybe_overlapped(mrope_qkv_to_cache_kernel<1>, dim3(unsigned(rows)), dim3(block_threads(items)), smem,
-                                 stream, overlap, "mrope_qkv_to_cache_kernel", qkv, rows, q_heads, kv_heads, head_dim,
-                                 positions, inv_freq, section.t, section_th, dest_rows, cache.k, cache.v);
+  return check_launch("mrope_qkv_to_cache_kernel");
 }
 
 }  // namespace rex::cuda

@@ -38,13 +38,12 @@ struct KvPlane {
 // frequency j (of head_dim/2, inv_freq on the device) takes its position from
 // axis 0, 1 or 2 according to section (e.g. 16, 24, 24).
 // Rotates q in place; writes rotated k and plain v of row r to cache row
-// dest_rows[r] (physical token index). overlap: launched with programmatic
-// dependent launch (it waits for the previous kernel before reading qkv).
+// dest_rows[r] (physical token index).
 struct MropeSection {
   int t = 0, h = 0, w = 0;
 };
 Status mrope_qkv_to_cache_bf16(bf16* qkv, int rows, int q_heads, int kv_heads, int head_dim,
                                const int32_t* positions, const float* inv_freq, MropeSection section,
-                               const int32_t* dest_rows, KvPlane cache, cudaStream_t stream, bool overlap = false);
+                               const int32_t* dest_rows, KvPlane cache, cudaStream_t stream);
 
 }  // namespace rex::cuda

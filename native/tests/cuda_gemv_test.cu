@@ -302,47 +302,6 @@ REX_TEST(overlapped_launch_waits_for_its_input) {
   CHECK_CUDA_SYNC();
 }
 
-// gemv_first_wave: small weights whole; large ones the first run of the rows
-// the first wave of blocks starts on (gate and up); none with row_ids. A
-// launch that prefetches gives the same bits as one that does not.
-REX_TEST(first_wave_prefetch) {
-  if (skip_without_gpu()) return;
-  GemvArgs qkv;
-  qkv.m = 1, qkv.k = 2048, qkv.n = 2560, qkv.w = reinterpret_cast<const bf16*>(uintptr_t(1) << 20);
-  const rex::cuda::L2Prefetch whole = rex::cuda::gemv_first_wave(qkv);
-  CHECK(whole.base == qkv.w);
-  CHECK_EQ(whole.bytes(), 2ull * 2048 * 2560);
-  GemvArgs gate_up = qkv;
-  gate_up.epilogue = GemvEpilogue::kSwiglu, gate_up.n = 11008, gate_up.pair_offset = 11008;
-  const rex::cuda::L2Prefetch wave = rex::cuda::gemv_first_wave(gate_up);
-  std::printf("  gate_up first wave: %d rows x %u bytes, pair at %llu bytes: %.1f MB\n", wave.rows, wave.run_bytes,
-              wave.pair_offset, wave.bytes() / 1e6);
-  CHECK(wave.base == gate_up.w);
-  CHECK(wave.rows > 0 && wave.rows <= 11008 && wave.rows % 16 == 0);
-  CHECK_EQ(wave.row_stride, 2ull * 2048);
-  CHECK_EQ(wave.pair_offset, 2ull * 2048 * 11008);
-  CHECK(wave.run_bytes > 0 && wave.run_bytes <= 2u * 2048 && wave.run_bytes % 16 == 0);
-  DeviceArray<int32_t> ids(std::vector<int32_t>{1, 2, 3});
-  GemvArgs restricted = qkv;
-  restricted.row_ids = ids.ptr;
-  CHECK(rex::cuda::gemv_first_wave(restricted).base == nullptr);
-
-  Inputs in({1, 2048, 2048, GemvEpilogue::kAddResidual});
-  Inputs next({1, 2048, 11008, GemvEpilogue::kSwiglu});
-  Runner run(in);
-  run.reset(in, 0, 1);
-  CHECK_OK(rex::cuda::gemv(run.args(in, 0, 1), nullptr));
-  const std::vector<float> plain = run.result(in, 1);
-  GemvArgs a = run.args(in, 0, 1);
-  GemvArgs b;
-  b.epilogue = GemvEpilogue::kSwiglu, b.m = 1, b.k = 2048, b.n = 11008, b.pair_offset = 11008, b.w = next.dw.as<bf16>();
-  a.prefetch = rex::cuda::gemv_first_wave(b);
-  run.reset(in, 0, 1);
-  CHECK_OK(rex::cuda::gemv(a, nullptr));
-  CHECK(same_bits(run.result(in, 1), plain));
-  CHECK_CUDA_SYNC();
-}
-
 REX_TEST(bad_arguments) {
   if (skip_without_gpu()) return;
   Inputs in({1, 128, 128, GemvEpilogue::kStoreBf16});
@@ -440,11 +399,9 @@ REX_TEST(zz_timing_chain) {
   struct Subset {
     const char* name;
     int mask;
-    bool no_prefetch;
   };
-  const Subset subsets[] = {{"all", kAll, false},          {"all, no L2 prefetch", kAll, true},
-                            {"qkv+o", kQkv | kO, true},     {"gate_up+down", kGateUp | kDown, true},
-                            {"gate_up", kGateUp, true},     {"down", kDown, true}};
+  const Subset subsets[] = {
+      {"all", kAll}, {"qkv+o", kQkv | kO}, {"gate_up+down", kGateUp | kDown}, {"gate_up", kGateUp}, {"down", kDown}};
   for (int m : {1, 8}) {
     DeviceArray<float> residual{size_t(m) * hidden}, logits{size_t(m) * vocab};
     DeviceArray<uint16_t> norm_w{size_t(hidden)}, qkv_out{size_t(m) * qkv}, attn{size_t(m) * hidden},
@@ -457,8 +414,7 @@ REX_TEST(zz_timing_chain) {
     for (const Subset& subset : subsets) {
       const char* name = subset.name;
       const int mask = subset.mask;
-      const bool no_prefetch = subset.no_prefetch;
-      if (m == 8 && (mask != kAll || no_prefetch)) continue;
+      if (m == 8 && mask != kAll) continue;
       rex::Status first = rex::Status::Ok();
       bool first_launch = true;
       double bytes = 0;
@@ -470,9 +426,6 @@ REX_TEST(zz_timing_chain) {
         const rex::Status st = rex::cuda::gemv(a, s);
         if (first.ok() && !st.ok()) first = st;
       };
-      // As the step: qkv prefetches all of o_proj, o (in the step: attention)
-      // gate_up's first wave, gate_up down's, down the next qkv (the head's
-      // first wave after the last layer).
       auto args_of = [&](int l) {
         const bf16* w = weights.as<bf16>() + layer_elems * size_t(l);
         std::array<GemvArgs, 4> p{};
@@ -498,16 +451,9 @@ REX_TEST(zz_timing_chain) {
       h.epilogue = GemvEpilogue::kStoreF32, h.norm_input = residual.ptr, h.norm_weight = norm_w.as<bf16>();
       h.lda = hidden, h.k = hidden, h.w = weights.as<bf16>() + layer_elems * layers, h.n = vocab, h.m = m;
       h.out_f32 = logits.ptr;
-      const bool prefetch = mask == kAll && !no_prefetch;
       auto chain = [&] {
         for (int l = 0; l < layers; ++l) {
           std::array<GemvArgs, 4> p = args_of(l);
-          if (prefetch) {
-            p[0].prefetch = rex::cuda::gemv_first_wave(p[1]);
-            p[1].prefetch = rex::cuda::gemv_first_wave(p[2]);  // the step's attention kernel does this one
-            p[2].prefetch = rex::cuda::gemv_first_wave(p[3]);
-            p[3].prefetch = rex::cuda::gemv_first_wave(l + 1 < layers ? args_of(l + 1)[0] : h);
-          }
           const int parts[4] = {kQkv, kO, kGateUp, kDown};
           for (int i = 0; i < 4; ++i) launch(p[size_t(i)], parts[i], sizes[i]);
         }
@@ -521,7 +467,7 @@ REX_TEST(zz_timing_chain) {
       CHECK_OK(first);
       CHECK(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
       const double us = median_us([] {}, [&] { cudaGraphLaunch(exec, s); }, s, true, 20);
-      std::printf("  CHAIN m %d %-19s: graphed %.3f ms, %.3f GB, %.0f GB/s, floor %.3f ms -> %.0f%% of the floor\n", m,
+      std::printf("  CHAIN m %d %-12s: graphed %.3f ms, %.3f GB, %.0f GB/s, floor %.3f ms -> %.0f%% of the floor\n", m,
                   name, us / 1e3, bytes / 1e9, bytes / (us * 1e-6) / 1e9, bytes / kCopyBandwidth * 1e3,
                   100.0 * bytes / kCopyBandwidth * 1e6 / us);
       cudaGraphExecDestroy(exec);
