@@ -9,12 +9,19 @@
 #   bench   `npm run bench`: ours beside transformers and a graphed PyTorch step
 #   soak    the soak test (benchmarks/soak.ts) on the 3B-shaped checkpoint,
 #           SOAK_MINUTES (default 10) at concurrency 64
+#   soak-start, soak-wait  the same soak in its own process session, so it
+#           outlives the call (a call runs at most 10 minutes; the soak's ten
+#           minutes and its alone references do not fit in one): soak-start
+#           launches it (setsid) writing to $SOAK_DIR (default /tmp/rex-soak),
+#           and soak-wait, in the next call (within the machine's 30 s of
+#           warmth), waits for it (at most SOAK_WAIT_S, default 540 s) and
+#           brings its report to $OUT. Between the two, run nothing timed.
 #   serve-load  the HTTP server's overhead over the engine (benchmarks/serve-load.ts)
 #   concurrency the serving benchmark (benchmarks/concurrency.ts) on the 3B-shaped checkpoint,
 #           concurrency 1..128, 45- and 440-token answers, transformers' batched generate beside
 # Usage (device, repo root, after carrying .devicebundle):
 #   bash scripts/device-check.sh [stage ...]     default: build gpu bench
-#   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one), soak, serve-load, concurrency,
+#   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one), soak, soak-start, soak-wait, serve-load, concurrency,
 #           gpu-fast (all but the 3B parity), gpu-3b, gpu:<file> (one test/gpu file), bench,
 #           kernel-<ctest name> (one kernel test)
 # Logs go to $OUT (the device tool brings them back); the last lines printed
@@ -87,6 +94,18 @@ for stage in "${stages[@]}"; do
       rc=$?
       tail -40 "$OUT/concurrency.log"
       note "concurrency: rc=$rc ($(( $(date +%s) - start )) s)" ;;
+    soak-start)
+      dir=${SOAK_DIR:-/tmp/rex-soak}
+      rm -rf "$dir" && mkdir -p "$dir"
+      setsid bash -c "node dist/benchmarks/soak.js --model 3b --minutes ${SOAK_MINUTES:-10} --concurrency 64 \
+        --out '$dir/soak.json' > '$dir/soak.log' 2>&1; echo \$? > '$dir/rc'" < /dev/null > /dev/null 2>&1 &
+      note "soak-start: launched into $dir" ;;
+    soak-wait)
+      dir=${SOAK_DIR:-/tmp/rex-soak}
+      for ((i = 0; i < ${SOAK_WAIT_S:-540}; i += 5)); do [ -f "$dir/rc" ] && break; sleep 5; done
+      cp "$dir/soak.json" "$dir/soak.log" "$OUT/" 2>/dev/null
+      tail -30 "$dir/soak.log" 2>/dev/null
+      note "soak-wait: rc=$(cat "$dir/rc" 2>/dev/null || echo 'still running') ($(( $(date +%s) - start )) s)" ;;
     serve-load)
       node dist/benchmarks/serve-load.js --model "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --backend cuda --out "$OUT/serve-load.json" > "$OUT/serve-load.log" 2>&1
       rc=$?

@@ -31,6 +31,7 @@ describe('soak (CPU, seconds)', () => {
     expect(report.cancelled + report.deadlines).toBeGreaterThan(0);
     expect(report.prefixCache.hits).toBeGreaterThan(0);
     expect(report.kvUsedBytes.after - report.kvUsedBytes.cacheHeld).toBeLessThanOrEqual(report.kvUsedBytes.before);
+    expect(report.deviceUsedBytes.after - report.deviceUsedBytes.before).toBeLessThanOrEqual(report.deviceUsedBytes.slack);
     expect(report.passed).toBe(true);
   }, 120_000);
 });
