@@ -188,8 +188,11 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
   process.env.REX_OMNI_PROFILE_STEP = profileFile;
   let ours: GpuBenchResult['ours'];
   try {
-    // No prefix cache: every run on the one image takes the full path (vision, prefill).
-    const engine = await Engine.open(dir, { backend: 'cuda', prefixCacheGB: 0 });
+    // No prefix cache: every run on the one image takes the full path (vision,
+    // prefill). Sized for the one request it runs (maxActiveRequests 1: the
+    // KV pool holds one sequence), so peakBytes is batch 1's footprint; the
+    // default engine keeps room for 8.
+    const engine = await Engine.open(dir, { backend: 'cuda', prefixCacheGB: 0, maxActiveRequests: 1 });
     try {
       const request = {
         promptIds: c.promptIds,
