@@ -17,11 +17,13 @@
 #           warmth), waits for it (at most SOAK_WAIT_S, default 540 s) and
 #           brings its report to $OUT. Between the two, run nothing timed.
 #   serve-load  the HTTP server's overhead over the engine (benchmarks/serve-load.ts)
+#   step    the graphed decode step alone (native/bench/decode_step_bench.cu) on
+#           the 3B-shaped checkpoint, batches 1, 8, 64 (seconds, not minutes)
 #   concurrency the serving benchmark (benchmarks/concurrency.ts) on the 3B-shaped checkpoint,
 #           concurrency 1..128, 45- and 440-token answers, transformers' batched generate beside
 # Usage (device, repo root, after carrying .devicebundle):
 #   bash scripts/device-check.sh [stage ...]     default: build gpu bench
-#   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one), soak, soak-start, soak-wait, serve-load, concurrency,
+#   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one), soak, soak-start, soak-wait, serve-load, concurrency, step,
 #           gpu-fast (all but the 3B parity), gpu-3b, gpu:<file> (one test/gpu file), bench,
 #           kernel-<ctest name> (one kernel test)
 # Logs go to $OUT (the device tool brings them back); the last lines printed
@@ -106,6 +108,13 @@ for stage in "${stages[@]}"; do
       cp "$dir/soak.json" "$dir/soak.log" "$OUT/" 2>/dev/null
       tail -30 "$dir/soak.log" 2>/dev/null
       note "soak-wait: rc=$(cat "$dir/rc" 2>/dev/null || echo 'still running') ($(( $(date +%s) - start )) s)" ;;
+    step)
+      node --input-type=module -e "const m = await import('./dist/test/fixtures/gpu-harness.js'); await m.ensure3bCheckpoint();" \
+        > "$OUT/step-checkpoint.log" 2>&1 || { tail -20 "$OUT/step-checkpoint.log"; note "step: checkpoint FAILED"; continue; }
+      { cmake -S . -B build/native-gpu -DREX_BUILD_ADDON=OFF && cmake --build build/native-gpu -j "$REX_OMNI_BUILD_JOBS" --target decode_step_bench; } \
+        > "$OUT/step-build.log" 2>&1 || { grep -E "error" -A3 "$OUT/step-build.log" | head -30; note "step: build FAILED"; continue; }
+      build/native-gpu/decode_step_bench "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --out "$OUT/step.json" 2>&1 | tee "$OUT/step.log"
+      note "step: rc=${PIPESTATUS[0]} ($(( $(date +%s) - start )) s)" ;;
     serve-load)
       node dist/benchmarks/serve-load.js --model "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --backend cuda --out "$OUT/serve-load.json" > "$OUT/serve-load.log" 2>&1
       rc=$?
