@@ -116,22 +116,28 @@ def read_config(ckpt: str) -> dict:
 # 1. bandwidth and roofline
 # ---------------------------------------------------------------------------
 
-def copy_bandwidth(torch, n_bytes: int = 4 << 30, runs: int = 10) -> dict:
-    a = torch.empty(n_bytes, dtype=torch.uint8, device="cuda")
-    a.fill_(7)
-    b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
+def event_times(torch, fn, runs: int, warmup: int = 3) -> list:
+    """fn() `warmup` times, then `runs` times each between two CUDA events: the seconds of each timed run."""
+    for _ in range(warmup):
+        fn()
     torch.cuda.synchronize()
     times = []
     for _ in range(runs):
         s = torch.cuda.Event(enable_timing=True)
         e = torch.cuda.Event(enable_timing=True)
         s.record()
-        b.copy_(a)
+        fn()
         e.record()
         e.synchronize()
         times.append(s.elapsed_time(e) / 1e3)
+    return times
+
+
+def copy_bandwidth(torch, n_bytes: int = 4 << 30, runs: int = 10) -> dict:
+    a = torch.empty(n_bytes, dtype=torch.uint8, device="cuda")
+    a.fill_(7)
+    b = torch.empty_like(a)
+    times = event_times(torch, lambda: b.copy_(a), runs)
     ok = bool(torch.equal(a[:1 << 20], b[:1 << 20]))
     del a, b
     torch.cuda.empty_cache()
@@ -481,18 +487,7 @@ def bench_graphed(torch, ckpt: str, cfg: dict, context: int, new_tokens: int, ru
 def gemm_rate(torch, n: int = 8192, runs: int = 10) -> dict:
     a = torch.randn(n, n, dtype=torch.bfloat16, device="cuda")
     b = torch.randn(n, n, dtype=torch.bfloat16, device="cuda")
-    for _ in range(3):
-        torch.matmul(a, b)
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(runs):
-        s = torch.cuda.Event(enable_timing=True)
-        e = torch.cuda.Event(enable_timing=True)
-        s.record()
-        torch.matmul(a, b)
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) / 1e3)
+    times = event_times(torch, lambda: torch.matmul(a, b), runs)
     del a, b
     torch.cuda.empty_cache()
     t = median(times)
@@ -607,20 +602,40 @@ def bench_concurrency(torch, gm, ckpt: str, case_dirs: list, levels: list, coco_
     return res
 
 
+def gpu_info(torch) -> "dict | None":
+    """GPU 0's name, capability, memory and multiprocessors for a report (None, and logged, without CUDA)."""
+    if not torch.cuda.is_available():
+        log("CUDA is not available to torch")
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return {"name": torch.cuda.get_device_name(0), "capability": f"{props.major}.{props.minor}",
+            "total_memory": int(props.total_memory), "multiprocessors": props.multi_processor_count}
+
+
+def write_report(out: str, report: dict, t_start: float, failed: bool, summary=None) -> int:
+    """Every mode's end: the report (with its total seconds) to `out` as JSON, then the
+    mode's summary lines (summary(report), if given) and where it went; the exit code."""
+    report["seconds"] = round(time.time() - t_start, 1)
+    with open(out, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=1)
+    if summary is not None:
+        summary(report)
+    log(f"wrote {out} in {report['seconds']} s; errors: {report['errors'] or 'none'}")
+    return 1 if failed else 0
+
+
 def main_serving(args) -> int:
     """--mode gemm / concurrency (the serving benchmark's peer)."""
     import torch
 
     t_start = time.time()
-    if not torch.cuda.is_available():
-        log("CUDA is not available to torch")
+    gpu = gpu_info(torch)
+    if gpu is None:
         return 1
-    props = torch.cuda.get_device_properties(0)
     report: dict = {
         "mode": args.mode,
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
-        "gpu": {"name": torch.cuda.get_device_name(0), "capability": f"{props.major}.{props.minor}",
-                "total_memory": int(props.total_memory), "multiprocessors": props.multi_processor_count},
+        "gpu": gpu,
         "errors": {},
     }
     failed = False
@@ -647,11 +662,7 @@ def main_serving(args) -> int:
             traceback.print_exc()
             report["errors"]["concurrency"] = f"{type(e).__name__}: {e}"
             failed = True
-    report["seconds"] = round(time.time() - t_start, 1)
-    with open(args.out, "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=1)
-    log(f"wrote {args.out} in {report['seconds']} s; errors: {report['errors'] or 'none'}")
-    return 1 if failed else 0
+    return write_report(args.out, report, t_start, failed)
 
 
 # ---------------------------------------------------------------------------
@@ -684,15 +695,13 @@ def main(argv=None) -> int:
     import golden_model as gm
 
     t_start = time.time()
-    if not torch.cuda.is_available():
-        log("CUDA is not available to torch")
+    gpu = gpu_info(torch)
+    if gpu is None:
         return 1
-    props = torch.cuda.get_device_properties(0)
     report: dict = {
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__},
-        "gpu": {"name": torch.cuda.get_device_name(0), "capability": f"{props.major}.{props.minor}",
-                "total_memory": int(props.total_memory), "multiprocessors": props.multi_processor_count},
+        "gpu": gpu,
         "new_tokens": args.new_tokens, "runs": args.runs, "errors": {},
     }
     log(f"torch {torch.__version__}, transformers {transformers.__version__}, GPU {report['gpu']}")
@@ -745,20 +754,18 @@ def main(argv=None) -> int:
             report["errors"]["graphed"] = f"{type(e).__name__}: {e}"
             failed = True
 
-    report["seconds"] = round(time.time() - t_start, 1)
-    with open(args.out, "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=1)
-    tf = report.get("transformers", {})
-    gr = report.get("graphed", {})
-    rf = report.get("roofline", {})
-    log("summary:")
-    log(f"  GPU {report['gpu']['name']}, D2D {report.get('bandwidth', {}).get('bytes_per_s', float('nan')) / 1e12:.3f} TB/s")
-    log(f"  transformers: vision {tf.get('vision_ms', float('nan')):.1f} ms, TTFT {tf.get('ttft_ms', float('nan')):.1f} ms, "
-        f"decode {tf.get('decode_tokens_per_s', float('nan')):.1f} tok/s, peak {gib(tf.get('peak_memory_bytes', 0))} GiB")
-    log(f"  graphed PyTorch decode: {gr.get('tokens_per_s', float('nan')):.1f} tok/s")
-    log(f"  roofline: {rf.get('tokens_per_s', float('nan')):.1f} tok/s ({rf.get('step_ms', float('nan')):.3f} ms/step)")
-    log(f"wrote {args.out} in {report['seconds']} s; errors: {report['errors'] or 'none'}")
-    return 1 if failed else 0
+    def log_summary(report: dict) -> None:
+        tf = report.get("transformers", {})
+        gr = report.get("graphed", {})
+        rf = report.get("roofline", {})
+        log("summary:")
+        log(f"  GPU {report['gpu']['name']}, D2D {report.get('bandwidth', {}).get('bytes_per_s', float('nan')) / 1e12:.3f} TB/s")
+        log(f"  transformers: vision {tf.get('vision_ms', float('nan')):.1f} ms, TTFT {tf.get('ttft_ms', float('nan')):.1f} ms, "
+            f"decode {tf.get('decode_tokens_per_s', float('nan')):.1f} tok/s, peak {gib(tf.get('peak_memory_bytes', 0))} GiB")
+        log(f"  graphed PyTorch decode: {gr.get('tokens_per_s', float('nan')):.1f} tok/s")
+        log(f"  roofline: {rf.get('tokens_per_s', float('nan')):.1f} tok/s ({rf.get('step_ms', float('nan')):.3f} ms/step)")
+
+    return write_report(args.out, report, t_start, failed, log_summary)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "engine/encode_batch.h"
 #include "engine/mrope_positions.h"
 
 namespace rex::cpu {
@@ -151,17 +152,7 @@ std::vector<Result<EncodedImage>> CpuBackend::encode_rgb_batch(const std::vector
     auto p = im.options ? preprocess_image(im.rgb, im.width, im.height, *im.options)
                         : Result<PreprocessedImage>(Status(StatusCode::kInvalidArgument,
                                                            "encode_rgb_batch: expected preprocessing options but got none"));
-    if (!p.ok()) {
-      out.push_back(p.status());
-      continue;
-    }
-    EncodedImage e;
-    e.grid_h = p->grid_h;
-    e.grid_w = p->grid_w;
-    e.preprocess_ms = ms(t0, Clock::now());
-    out.push_back(std::move(e));
-    pre.push_back(std::move(p).value());
-    where.push_back(i);
+    keep_preprocessed(std::move(p), i, out, pre, where, ms(t0, Clock::now()));
   }
   std::vector<const PreprocessedImage*> refs;
   for (const PreprocessedImage& p : pre) refs.push_back(&p);

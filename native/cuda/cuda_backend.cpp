@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/bf16_host.h"
+#include "engine/encode_batch.h"
 
 namespace rex::cuda {
 
@@ -273,17 +274,8 @@ std::vector<Result<EncodedImage>> CudaBackend::encode_rgb_batch(const std::vecto
       Status grid = vision_.grid_error(p->grid_h, p->grid_w);
       if (!grid.ok()) p = std::move(grid);
     }
-    if (!p.ok()) {
-      out.push_back(p.status());
-      continue;
-    }
-    EncodedImage e;
-    e.grid_h = p->grid_h;
-    e.grid_w = p->grid_w;
-    out.push_back(std::move(e));
-    grids.push_back(cpu::PatchGrid{p->grid_h, p->grid_w});
-    pre.push_back(std::move(p).value());
-    where.push_back(i);
+    if (keep_preprocessed(std::move(p), i, out, pre, where))
+      grids.push_back(cpu::PatchGrid{pre.back().grid_h, pre.back().grid_w});
   }
   if (where.empty()) return out;
   Status st = Status::Ok();

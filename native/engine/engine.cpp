@@ -700,15 +700,20 @@ void Engine::Impl::flush_starts(EngineEvents& ev) {
   }
   std::vector<EncodedVision> encoded(starting.size());
   std::vector<Status> failed(starting.size());
-  if (!rgb.empty()) {
-    std::vector<Result<EncodedImage>> out;
-    const Status st = guarded("encoding " + std::to_string(rgb.size()) + " images", [&] {
-      out = backend->encode_rgb_batch(rgb);
-      if (out.size() != rgb.size())
-        return Status(StatusCode::kInternal, std::string("backend ") + backend->name() + " encode_rgb_batch: expected " +
-                      std::to_string(rgb.size()) + " results but got " + std::to_string(out.size()));
+  // One guarded backend batch call (`call` names it) of n images into out,
+  // which must then hold one result per image.
+  auto encode_batch = [&](const char* call, size_t n, auto& out, auto&& run) {
+    return guarded("encoding " + std::to_string(n) + " images", [&] {
+      out = run();
+      if (out.size() != n)
+        return Status(StatusCode::kInternal, std::string("backend ") + backend->name() + " " + call + ": expected " +
+                      std::to_string(n) + " results but got " + std::to_string(out.size()));
       return Status::Ok();
     });
+  };
+  if (!rgb.empty()) {
+    std::vector<Result<EncodedImage>> out;
+    const Status st = encode_batch("encode_rgb_batch", rgb.size(), out, [&] { return backend->encode_rgb_batch(rgb); });
     for (size_t j = 0; j < rgb_at.size(); ++j) {
       const size_t i = rgb_at[j];
       if (!st.ok() || !out[j].ok()) {
@@ -722,13 +727,7 @@ void Engine::Impl::flush_starts(EngineEvents& ev) {
   if (!pre.empty()) {
     std::vector<Result<std::unique_ptr<ImageEmbeddings>>> out;
     const auto t0 = Clock::now();
-    const Status st = guarded("encoding " + std::to_string(pre.size()) + " images", [&] {
-      out = backend->encode_image_batch(pre);
-      if (out.size() != pre.size())
-        return Status(StatusCode::kInternal, std::string("backend ") + backend->name() + " encode_image_batch: expected " +
-                      std::to_string(pre.size()) + " results but got " + std::to_string(out.size()));
-      return Status::Ok();
-    });
+    const Status st = encode_batch("encode_image_batch", pre.size(), out, [&] { return backend->encode_image_batch(pre); });
     const double ms = ms_since(t0);
     for (size_t j = 0; j < pre_at.size(); ++j) {
       const size_t i = pre_at[j];
