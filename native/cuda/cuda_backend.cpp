@@ -168,6 +168,7 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   REX_RETURN_IF_ERROR(text_.init(t, &weights_, &gemm_, stream_, arena, int(blocks), step_rows,
                                  (max_sequence_tokens_ + kBlockTokens - 1) / kBlockTokens, sequences));
   text_.set_use_gemv(std::getenv("REX_OMNI_NO_GEMV") == nullptr);
+  text_.set_gemv_chain(std::getenv("REX_OMNI_GEMV_CHAIN") != nullptr);  // A/B until measured (native/cuda/NOTES.md)
   text_.set_gemv_max_rows(options_.batch_invariant ? kGemvRows : kGemvFastRows);
   if (const char* profile = std::getenv("REX_OMNI_PROFILE_STEP")) text_.set_profile_path(profile);
   free_masks_.clear();

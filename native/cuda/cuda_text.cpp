@@ -101,19 +101,25 @@ Status TextRunner::init(const TextConfig& config, const DeviceWeights* weights, 
   for (int b = 1; b <= max_batch_; b *= 2)
     ws = std::max(ws, attention_decode_workspace_floats(b, config_.num_heads, config_.head_dim(), splits_for(b)));
   REX_RETURN_IF_ERROR(attn_workspace_.allocate(ws, "the decode attention workspace"));
+  REX_RETURN_IF_ERROR(gemv_chain_sync_.allocate(gemv_chain_sync_words(), "the GEMV chain's barrier counts"));
+  REX_CUDA_TRY(cudaMemsetAsync(gemv_chain_sync_.get(), 0, gemv_chain_sync_words() * sizeof(unsigned), stream_));
   return Status::Ok();
 }
 
 // The decode layers on the GEMV: bias, residual add and SwiGLU in the
 // projections' epilogues, the norms alone. Each GEMV starts streaming its
 // weights while the kernel before it finishes (programmatic dependent launch).
-Status TextRunner::decode_layers_gemv(int bucket) {
+// With the chain (set_gemv_chain), a layer's o_proj, gate_up, down and the
+// next layer's qkv run as one launch (gemv_chain); the last layer's chain
+// ends with `head` when given (*head_done then says it ran).
+Status TextRunner::decode_layers_gemv(int bucket, const GemvArgs* head, bool* head_done) {
   const TextConfig& c = config_;
   const int hidden = c.hidden_size, hd = c.head_dim(), hq = c.num_heads, hkv = c.num_kv_heads;
   const int qkv_width = (hq + 2 * hkv) * hd, inter = c.intermediate_size;
   const MropeSection section{c.mrope_section[0], c.mrope_section[1], c.mrope_section[2]};
   const int splits = splits_for(bucket);
   const double act = 2.0 * bucket, kv_bytes = double(profile_kv_tokens_) * hkv * hd * 2 * 2;
+  *head_done = false;
   auto project = [&](GemvEpilogue e, const bf16* x, int k, const bf16* w, int n) {
     GemvArgs a;
     a.epilogue = e;
@@ -134,13 +140,23 @@ Status TextRunner::decode_layers_gemv(int bucket) {
     a.norm_eps = c.rms_norm_eps;
     return a;
   };
-  for (int li = 0; li < c.num_layers; ++li) {
+  auto qkv_of = [&](int li) {
     const DeviceTextLayer& l = w_->text_layers[size_t(li)];
-    mark("qkv_proj", 2.0 * qkv_width * hidden);
     GemvArgs qkv = project_normed(GemvEpilogue::kStoreBf16, l.input_norm, l.qkv_w, qkv_width);
     qkv.bias = l.qkv_b;
     qkv.out_bf16 = dec_.qkv.get();
-    REX_RETURN_IF_ERROR(gemv(qkv, stream_));
+    return qkv;
+  };
+  if (gemv_chain_) {
+    mark("qkv_proj", 2.0 * qkv_width * hidden);
+    REX_RETURN_IF_ERROR(gemv(qkv_of(0), stream_));
+  }
+  for (int li = 0; li < c.num_layers; ++li) {
+    const DeviceTextLayer& l = w_->text_layers[size_t(li)];
+    if (!gemv_chain_) {
+      mark("qkv_proj", 2.0 * qkv_width * hidden);
+      REX_RETURN_IF_ERROR(gemv(qkv_of(li), stream_));
+    }
     mark("mrope_kv_write", act * qkv_width * 2);
     REX_RETURN_IF_ERROR(mrope_qkv_to_cache_bf16(dec_.qkv.get(), bucket, hq, hkv, hd, step_positions(), inv_freq_.get(),
                                                 section, step_dest(), arena_.layer(li), stream_));
@@ -149,18 +165,29 @@ Status TextRunner::decode_layers_gemv(int bucket) {
     mark("attention", kv_bytes);
     REX_RETURN_IF_ERROR(attention_decode_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(), max_blocks_,
                                               step_lengths(), splits, attn_workspace_.get(), dec_.attn.get(), stream_));
-    mark("o_proj+residual", 2.0 * hq * hd * hidden);
     GemvArgs o = project(GemvEpilogue::kAddResidual, dec_.attn.get(), hq * hd, l.o_w, hidden);
     o.residual = dec_.residual.get();
-    REX_RETURN_IF_ERROR(gemv(o, stream_));
-    mark("gate_up_proj+swiglu", 4.0 * inter * hidden);
     GemvArgs gate_up = project_normed(GemvEpilogue::kSwiglu, l.post_norm, l.gate_up_w, inter);
     gate_up.pair_offset = inter;
     gate_up.out_bf16 = dec_.act.get();
-    REX_RETURN_IF_ERROR(gemv(gate_up, stream_));
-    mark("down_proj+residual", 2.0 * inter * hidden);
     GemvArgs down = project(GemvEpilogue::kAddResidual, dec_.act.get(), inter, l.down_w, hidden);
     down.residual = dec_.residual.get();
+    if (gemv_chain_) {
+      const bool last = li + 1 == c.num_layers;
+      GemvArgs chain[4] = {o, gate_up, down, last && head ? *head : qkv_of(std::min(li + 1, c.num_layers - 1))};
+      const int count = last && !head ? 3 : 4;
+      mark("o+gate_up+down+next (chain)",
+           2.0 * (hq * hd * hidden + 2.0 * inter * hidden + inter * hidden) +
+               (count == 4 ? 2.0 * double(chain[3].n) * chain[3].k : 0.0));
+      REX_RETURN_IF_ERROR(gemv_chain(chain, count, gemv_chain_sync_.get(), stream_));
+      *head_done = last && head;
+      continue;
+    }
+    mark("o_proj+residual", 2.0 * hq * hd * hidden);
+    REX_RETURN_IF_ERROR(gemv(o, stream_));
+    mark("gate_up_proj+swiglu", 4.0 * inter * hidden);
+    REX_RETURN_IF_ERROR(gemv(gate_up, stream_));
+    mark("down_proj+residual", 2.0 * inter * hidden);
     REX_RETURN_IF_ERROR(gemv(down, stream_));
   }
   return Status::Ok();
@@ -256,8 +283,31 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
   // never writes h: the LM head then reads the residual stream too.
   const bool fused = gemv_step(bucket) && !tapping && gemv_supports(bucket, hidden, qkv_width) && gemv_supports(bucket, inter, hidden) &&
                      (c.num_heads * c.head_dim()) % 32 == 0 && hidden % 128 == 0;
+  const bool restricted = output == StepOutput::kSampledRestricted;
+  // The restricted head is the GEMV's alone (it reads 1088 rows, so more
+  // launches of 8 rows cost little); the full head follows the layers' choice.
+  const bool head_gemv = use_gemv_ && (restricted || gemv_step(bucket)) && gemv_supports(bucket, hidden, vocab);
+  if (restricted && !head_gemv) return Status(StatusCode::kInternal, "the restricted LM head needs the GEMV");
+  GemvArgs head;
+  head.epilogue = GemvEpilogue::kStoreF32;
+  head.x = dec_.h.get();
+  if (fused) {  // the GEMV path normalises in the head's prologue too
+    head.x = nullptr;
+    head.norm_input = dec_.residual.get();
+    head.norm_weight = w_->final_norm;
+    head.norm_eps = c.rms_norm_eps;
+  }
+  head.lda = hidden;
+  head.m = bucket;
+  head.w = w_->lm_head;
+  head.k = hidden;
+  head.n = restricted ? DecodeSampler::kRestrictedRows : vocab;
+  head.row_ids = restricted ? sampler_.head_rows() : nullptr;
+  head.out_f32 = restricted ? dec_head_logits_.get() : dec_logits_.get();
+  head.overlap_previous = true;
+  bool head_done = false;
   if (fused) {
-    REX_RETURN_IF_ERROR(decode_layers_gemv(bucket));
+    REX_RETURN_IF_ERROR(decode_layers_gemv(bucket, head_gemv ? &head : nullptr, &head_done));
   } else {
     const int splits = splits_for(bucket);
     PagedKv kv{nullptr, nullptr, arena_.block_size, c.num_kv_heads, c.head_dim()};
@@ -271,38 +321,14 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
     REX_RETURN_IF_ERROR(layers(dec_, bucket, step_positions(), step_dest(), attention, tap));
   }
   if (output != StepOutput::kLogits) REX_RETURN_IF_ERROR(sampler_.mark_rows(step_ids(), step_seen(), bucket));
-  mark(output == StepOutput::kSampledRestricted ? "lm_head (restricted)" : "lm_head",
-       2.0 * hidden * (output == StepOutput::kSampledRestricted ? DecodeSampler::kRestrictedRows : vocab));
-  const bool restricted = output == StepOutput::kSampledRestricted;
-  // The restricted head is the GEMV's alone (it reads 1088 rows, so more
-  // launches of 8 rows cost little); the full head follows the layers' choice.
-  const bool head_gemv = use_gemv_ && (restricted || gemv_step(bucket)) && gemv_supports(bucket, hidden, vocab);
-  auto head_input = [&](GemvArgs& head) {
-    head.x = dec_.h.get();
-    if (fused) {
-      head.x = nullptr;
-      head.norm_input = dec_.residual.get();
-      head.norm_weight = w_->final_norm;
-      head.norm_eps = c.rms_norm_eps;
+  if (!head_done) {
+    mark(restricted ? "lm_head (restricted)" : "lm_head", 2.0 * hidden * (restricted ? DecodeSampler::kRestrictedRows : vocab));
+    if (head_gemv) {
+      REX_RETURN_IF_ERROR(gemv(head, stream_));
+    } else {
+      if (fused) return Status(StatusCode::kInternal, "the fused decode layers need the GEMV LM head");
+      REX_RETURN_IF_ERROR(gemm_->linear_f32(dec_.h.get(), bucket, hidden, hidden, w_->lm_head, vocab, dec_logits_.get(), stream_));
     }
-  };
-  if (restricted && !head_gemv) return Status(StatusCode::kInternal, "the restricted LM head needs the GEMV");
-  if (head_gemv) {
-    GemvArgs head;
-    head.epilogue = GemvEpilogue::kStoreF32;
-    head_input(head);
-    head.lda = hidden;
-    head.m = bucket;
-    head.w = w_->lm_head;
-    head.k = hidden;
-    head.n = restricted ? DecodeSampler::kRestrictedRows : vocab;
-    head.row_ids = restricted ? sampler_.head_rows() : nullptr;
-    head.out_f32 = restricted ? dec_head_logits_.get() : dec_logits_.get();
-    head.overlap_previous = true;
-    REX_RETURN_IF_ERROR(gemv(head, stream_));
-  } else {
-    if (fused) return Status(StatusCode::kInternal, "the fused decode layers need the GEMV LM head");
-    REX_RETURN_IF_ERROR(gemm_->linear_f32(dec_.h.get(), bucket, hidden, hidden, w_->lm_head, vocab, dec_logits_.get(), stream_));
   }
   mark("sampler", 4.0 * bucket * (output == StepOutput::kSampledRestricted ? DecodeSampler::kRestrictedRows : vocab));
   if (output != StepOutput::kLogits) REX_RETURN_IF_ERROR(sampler_.sample(bucket));
