@@ -58,7 +58,9 @@ __device__ __forceinline__ void grid_barrier(unsigned* finished, unsigned target
   consumer_sync();
 }
 
-__global__ void __launch_bounds__(kThreads) gemv_chain_kernel(const ChainArgs c) {
+// Min blocks per SM in the bounds: the registers must leave room for the
+// whole grid at once (the barrier waits for every block).
+__global__ void __launch_bounds__(kThreads, REX_GEMV_CHAIN_BLOCKS_PER_SM) gemv_chain_kernel(const ChainArgs c) {
   pdl_launch_dependents();
   extern __shared__ __align__(128) uint8_t ring[];
   __shared__ float inv_rms[kRowsPerCall];
@@ -70,8 +72,13 @@ __global__ void __launch_bounds__(kThreads) gemv_chain_kernel(const ChainArgs c)
   if (threadIdx.x == 0) init_ring(full, empty, stages);
   __syncthreads();
   uint32_t q = 0;
+  // The stage loops are unrolled, so c.stage[i] is read from the parameter
+  // space at fixed offsets (a runtime index would copy the arguments to
+  // local memory).
   if (warp == kConsumerWarps) {
-    for (int i = 0; i < c.count; ++i) {
+#pragma unroll
+    for (int i = 0; i < kGemvChainMax; ++i) {
+      if (i >= c.count) break;
       if (c.epilogue[i] == GemvEpilogue::kSwiglu)
         produce<2>(c.stage[i], ring, full, empty, lane, q);
       else
@@ -81,7 +88,9 @@ __global__ void __launch_bounds__(kThreads) gemv_chain_kernel(const ChainArgs c)
   }
   uint8_t* xs = reinterpret_cast<uint8_t*>(empty + stages);
   pdl_wait();  // the first projection's x (and the residual) come from the previous kernel
-  for (int i = 0; i < c.count; ++i) {
+#pragma unroll
+  for (int i = 0; i < kGemvChainMax; ++i) {
+    if (i >= c.count) break;
     const KernelArgs& a = c.stage[i];
     if (int(blockIdx.x) < a.tiles) {  // a block without tiles here stages no x
       stage_x(a, xs, inv_rms, warp, lane);
@@ -142,13 +151,20 @@ Status gemv_chain(const GemvArgs* stages, int count, unsigned* sync, cudaStream_
   if (m > kRowsPerCall) return one_launch_each(stages, count, stream);
   const Fit& f = chain_fit();
   REX_RETURN_IF_ERROR(f.status);
+  // Blocks per SM: the most (up to REX_GEMV_CHAIN_BLOCKS_PER_SM) whose rings
+  // hold two slots and that the device says fit at once.
   int per_sm = REX_GEMV_CHAIN_BLOCKS_PER_SM, ring = 0;
+  size_t smem = 0;
   for (; per_sm >= 1; --per_sm) {
     const int budget = std::min(f.smem_per_block, f.smem_per_sm / per_sm - 1024) - f.static_smem - x_bytes;
     ring = std::min(REX_GEMV_MAX_STAGES, budget / (slot_bytes + 16));
-    if (ring >= 2) break;
+    if (ring < 2) continue;
+    smem = size_t(ring) * (slot_bytes + 16) + size_t(x_bytes);
+    int resident = 0;
+    REX_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, gemv_chain_kernel, kThreads, smem));
+    if (resident >= per_sm) break;
   }
-  if (ring < 2) return one_launch_each(stages, count, stream);
+  if (per_sm < 1) return one_launch_each(stages, count, stream);
   ChainArgs c{};
   for (int i = 0; i < count; ++i) {
     c.stage[i] = kernel_args(stages[i]);
@@ -158,7 +174,6 @@ Status gemv_chain(const GemvArgs* stages, int count, unsigned* sync, cudaStream_
   }
   c.count = count;
   c.sync = sync;
-  const size_t smem = size_t(ring) * (slot_bytes + 16) + size_t(x_bytes);
   return launch_maybe_overlapped(gemv_chain_kernel, dim3(unsigned(per_sm * f.multiprocessors)), dim3(kThreads), smem,
                                  stream, stages[0].overlap_previous, "gemv_chain", c);
 }
