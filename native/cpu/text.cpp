@@ -71,6 +71,10 @@ void TextDecoder::init_cache(KvCache* cache, int capacity_hint) const {
 Status TextDecoder::forward(ThreadPool& pool, std::vector<float> x, const std::vector<TextSegment>& segments,
                             float* logits, const TensorTap* tap, int last_rows) const {
   const TextConfig& c = config_;
+  for (const auto& s : segments)
+    if (last_rows < 0 || last_rows > s.n)
+      return Status(StatusCode::kInvalidArgument, "text forward: expected 0.." + std::to_string(s.n) +
+                    " logit rows but got " + std::to_string(last_rows));
   const int hidden = c.hidden_size, hd = c.head_dim(), hq = c.num_heads, hkv = c.num_kv_heads;
   const int qd = hq * hd, kvd = hkv * hd, inter = c.intermediate_size;
   int rows = 0;
@@ -141,11 +145,8 @@ Status TextDecoder::forward(ThreadPool& pool, std::vector<float> x, const std::v
   for (auto& s : segments) s.cache->length += s.n;
 
   emit("text.final_norm", h.data());  // h = final_norm(x), from the last add_rmsnorm
+  if (last_rows == 0) return Status::Ok();  // a prefill chunk whose logits nobody reads
   // Gather each segment's last rows, then one LM-head matmul for the batch.
-  for (const auto& s : segments)
-    if (last_rows < 1 || last_rows > s.n)
-      return Status(StatusCode::kInvalidArgument, "text forward: expected 1.." + std::to_string(s.n) +
-                    " logit rows but got " + std::to_string(last_rows));
   const size_t per = size_t(last_rows);
   std::vector<float> last(segments.size() * per * size_t(hidden));
   for (size_t i = 0, r = 0; i < segments.size(); ++i) {

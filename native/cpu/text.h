@@ -39,7 +39,8 @@ class TextDecoder {
 
   // x: [sum n, hidden] input embeddings. Appends to each segment's cache and
   // writes logits [segments * last_rows, vocab]: the last last_rows rows of
-  // each segment (1 for decode; more for teacher-forced scoring).
+  // each segment (1 for decode; more for teacher-forced scoring; 0: none,
+  // and logits may be null).
   Status forward(ThreadPool& pool, std::vector<float> x, const std::vector<TextSegment>& segments,
                  float* logits, const TensorTap* tap, int last_rows = 1) const;
 

@@ -225,14 +225,14 @@ Status TextRunner::prefill(const int32_t* ids, int n, const int32_t* positions, 
                            int seen_mask, const TensorTap* tap) {
   const TextConfig& c = config_;
   const int hidden = c.hidden_size, vocab = c.vocab_size, qkv_width = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim();
-  if (n <= 0 || logit_rows < 1 || logit_rows > n)
-    return Status(StatusCode::kInvalidArgument, "cuda prefill: expected 1.." + std::to_string(n) + " logit rows but got " +
+  if (n <= 0 || logit_rows < 0 || logit_rows > n)
+    return Status(StatusCode::kInvalidArgument, "cuda prefill: expected 0.." + std::to_string(n) + " logit rows but got " +
                   std::to_string(logit_rows));
   if (int64_t(blocks.size()) * arena_.block_size < int64_t(past) + n)
     return Status(StatusCode::kInvalidArgument, "cuda prefill: the slot holds " + std::to_string(blocks.size() * arena_.block_size) +
                   " tokens; expected at most that many but got " + std::to_string(past + n));
   REX_RETURN_IF_ERROR(pre_blocks_.upload(blocks.data(), blocks.size(), stream_, "the block table"));
-  REX_RETURN_IF_ERROR(pre_logits_.ensure(size_t(logit_rows) * vocab, "the prefill logits"));
+  if (logit_rows > 0) REX_RETURN_IF_ERROR(pre_logits_.ensure(size_t(logit_rows) * vocab, "the prefill logits"));
   const int first_logit = n - logit_rows;
   for (int start = 0; start < n; start += kPrefillChunk) {
     const int rows = std::min(kPrefillChunk, n - start), at = past + start;
@@ -264,6 +264,7 @@ Status TextRunner::prefill(const int32_t* ids, int n, const int32_t* positions, 
                                             vocab, pre_logits_.get() + size_t(lo - first_logit) * vocab, stream_));
     }
   }
+  if (logit_rows == 0) return cuda_status(cudaStreamSynchronize(stream_), "cuda prefill");  // no logits asked for
   if (!logits_host) return Status::Ok();  // sampled on the device next (sample_prefill)
   REX_CUDA_TRY(cudaMemcpyAsync(logits_host, pre_logits_.get(), size_t(logit_rows) * vocab * sizeof(float),
                                cudaMemcpyDeviceToHost, stream_));

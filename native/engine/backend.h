@@ -73,8 +73,9 @@ struct PrefillInput {
   // exist. Otherwise (image_part false) they take all of them, exactly.
   bool image_part = false;
   int image_offset = 0;
-  // Logits for the last logit_rows tokens (1..n), row by row: teacher-forced
-  // scoring asks for every continuation position at once.
+  // Logits for the last logit_rows tokens (0..n), row by row: teacher-forced
+  // scoring asks for every continuation position at once; a prefill chunk
+  // before the prompt's end asks for none (0: no LM head, logits_out unused).
   int logit_rows = 1;
 };
 

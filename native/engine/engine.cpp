@@ -860,8 +860,8 @@ Status Engine::Impl::prefill_chunk(Sequence& s, EngineEvents& ev) {
   }
   const int vocab = backend->vocab_size();
   if (to < n || s.resumed) {
-    logits.resize(size_t(vocab));
-    REX_RETURN_IF_ERROR(backend->prefill(in, logits.data()));
+    in.logit_rows = 0;  // nobody reads a chunk's logits: no LM head, no copy to the host
+    REX_RETURN_IF_ERROR(backend->prefill(in, nullptr));
     s.timings.prefill_ms += ms_since(t0);
     s.prefilled = to;
     if (to == s.prefix_tokens && s.cached_tokens == 0 && backend->caches_prefixes()) {

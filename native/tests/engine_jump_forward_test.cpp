@@ -86,6 +86,7 @@ class RecordingBackend final : public Backend {
   std::vector<std::vector<DecodeRow>> calls;
   // Every prefill and decode call in order: +n a prefill of n tokens, -n a decode of n rows.
   std::vector<int> log;
+  std::vector<int> prefill_logit_rows;      // each prefill's logit_rows, in order
   int max_step_rows() const override { return step_rows; }
 
   const char* name() const override { return device_ ? "cpu-as-device" : "cpu-recording"; }
@@ -107,6 +108,7 @@ class RecordingBackend final : public Backend {
   int slot_length(SlotId slot) const override { return cpu_.slot_length(slot); }
   Status prefill(const PrefillInput& in, float* logits) override {
     log.push_back(in.n);
+    prefill_logit_rows.push_back(in.logit_rows);
     return cpu_.prefill(in, logits);
   }
   Status decode(const std::vector<DecodeRow>& rows, float* logits) override {
@@ -495,6 +497,10 @@ REX_TEST(a_long_prompt_is_prefilled_in_chunks_between_decode_steps) {
   if (!reference.ok() || !alone.ok()) return;
   CHECK(alone->tokens == reference->tokens);
   CHECK(same_bits(alone->logprobs, reference->logprobs));
+  // Only the last chunk asks for logits (the others skip the LM head).
+  const std::vector<int> rows = f.backend->prefill_logit_rows;
+  CHECK_EQ(rows.size(), size_t(8));
+  for (size_t i = 0; i < rows.size(); ++i) CHECK_EQ(rows[i], i + 1 == rows.size() ? 1 : 0);
   // Beside a running request: its decode steps come between the chunks.
   f.backend->log.clear();
   GenerationRequest runner = request(phrases_grammar(4), false, 1, 40, false);
