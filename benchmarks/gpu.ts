@@ -87,6 +87,9 @@ export interface GpuBenchResult {
   decode: DecodeBench | { error: string } | undefined;
   /** One eager batch-1 step, kernel by kernel, against each kernel's bytes (step_profile.h). */
   stepProfile: StepProfile | undefined;
+  /** The same for one step of 8 and of 64 rows (the aggregate runs' 1200-token contexts). */
+  stepProfileBatch8: StepProfile | undefined;
+  stepProfileBatch64: StepProfile | undefined;
   peersErrors: Record<string, string>;
   peersFailure?: string;
 }
@@ -261,7 +264,10 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
     decode = { error: (error as Error).message };
   }
   const roofTps = peers.roofline?.tokens_per_s;
-  const stepProfile = existsSync(profileFile) ? (JSON.parse(readFileSync(profileFile, 'utf8')) as StepProfile) : undefined;
+  const readProfile = (file: string) => (existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as StepProfile) : undefined);
+  const stepProfile = readProfile(profileFile);
+  const stepProfileBatch8 = readProfile(profileFile.replace(/\.json$/, '.batch8.json'));
+  const stepProfileBatch64 = readProfile(profileFile.replace(/\.json$/, '.batch64.json'));
   const fractionOfRoofline =
     roofTps && decode && 'textSteps' in decode
       ? { textSteps: decode.textSteps.decodeTokensPerSecond / roofTps, coordinateSteps: decode.coordinateStepsCoordinateHead.decodeTokensPerSecond / roofTps }
@@ -283,6 +289,8 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
     fractionOfRoofline,
     decode,
     stepProfile,
+    stepProfileBatch8,
+    stepProfileBatch64,
     peersErrors: peers.errors ?? {},
     ...(peersFailure ? { peersFailure } : {}),
   };
@@ -361,11 +369,12 @@ export function printGpuTable(r: GpuBenchResult): void {
     );
   } else if (d) console.log(`decode benchmark failed: ${d.error}`);
   const bw = r.gpu.copyBandwidthBytesPerSecond;
-  if (r.stepProfile)
+  const printProfile = (rows: number, p: StepProfile | undefined) => {
+    if (!p) return;
     console.log(
-      `one batch-1 step, eager, kernel by kernel (total ${num(r.stepProfile.total_us / 1e3, 3)} ms):\n` +
+      `one batch-${rows} step, eager, kernel by kernel (total ${num(p.total_us / 1e3, 3)} ms):\n` +
         textTable(
-          r.stepProfile.kernels.map((k) => ({
+          p.kernels.map((k) => ({
             kernel: k.kind,
             launches: String(k.launches),
             'us': num(k.us),
@@ -375,6 +384,10 @@ export function printGpuTable(r: GpuBenchResult): void {
           })),
         ),
     );
+  };
+  printProfile(1, r.stepProfile);
+  printProfile(8, r.stepProfileBatch8);
+  printProfile(64, r.stepProfileBatch64);
   if ('median' in r.ours && r.ours.tokensMatchingTransformers)
     console.log(
       `ours vs transformers greedy tokens: ${r.ours.tokensMatchingTransformers.matching}/${r.newTokens} equal, common prefix ${r.ours.tokensMatchingTransformers.commonPrefix}`,

@@ -202,18 +202,30 @@ Status TextRunner::layers(Buffers& b, int rows, const int32_t* positions_dev, co
   REX_RETURN_IF_ERROR(tap_rows(tap, "text.embed", b.residual.get(), rows, hidden, stream_));
   REX_RETURN_IF_ERROR(rmsnorm_bf16(b.residual.get(), rows, hidden, w_->text_layers[0].input_norm, c.rms_norm_eps,
                                    b.h.get(), stream_));
+  // The marks name the kernels of a profiled decode step (step_profile.h);
+  // bytes: weights once, plus the rows' activations (bf16) in and out.
+  const double act = 2.0 * rows, kv_bytes = double(profile_kv_tokens_) * hkv * hd * 2 * 2;
   for (int li = 0; li < c.num_layers; ++li) {
     const DeviceTextLayer& l = w_->text_layers[size_t(li)];
+    mark("qkv_proj (cuBLASLt)", 2.0 * qkv_width * hidden + act * (hidden + qkv_width));
     REX_RETURN_IF_ERROR(gemm_->linear_bf16(b.h.get(), rows, hidden, hidden, l.qkv_w, l.qkv_b, qkv_width, b.qkv.get(), stream_));
+    mark("mrope_kv_write", act * qkv_width * 2);
     REX_RETURN_IF_ERROR(mrope_qkv_to_cache_bf16(b.qkv.get(), rows, hq, hkv, hd, positions_dev, inv_freq_.get(), section,
                                                 dest_rows_dev, arena_.layer(li), stream_));
+    mark("attention", kv_bytes);
     REX_RETURN_IF_ERROR(attention(li, b.qkv.get(), b.attn.get()));
+    mark("o_proj (cuBLASLt)", 2.0 * hq * hd * hidden + act * 2 * hidden);
     REX_RETURN_IF_ERROR(gemm_->linear_bf16(b.attn.get(), rows, hq * hd, hq * hd, l.o_w, nullptr, hidden, b.o.get(), stream_));
+    mark("add_rmsnorm", act * hidden * 5);
     REX_RETURN_IF_ERROR(add_rmsnorm_bf16(b.residual.get(), b.o.get(), rows, hidden, l.post_norm, c.rms_norm_eps, b.h.get(), stream_));
+    mark("gate_up_proj (cuBLASLt)", 4.0 * inter * hidden + act * (hidden + 2 * inter));
     REX_RETURN_IF_ERROR(gemm_->linear_bf16(b.h.get(), rows, hidden, hidden, l.gate_up_w, nullptr, 2 * inter, b.gate_up.get(), stream_));
+    mark("swiglu", act * 3 * inter);
     REX_RETURN_IF_ERROR(swiglu_bf16(b.gate_up.get(), rows, inter, b.act.get(), false, stream_));
+    mark("down_proj (cuBLASLt)", 2.0 * inter * hidden + act * (inter + hidden));
     REX_RETURN_IF_ERROR(gemm_->linear_bf16(b.act.get(), rows, inter, inter, l.down_w, nullptr, hidden, b.down.get(), stream_));
     const bf16* next_norm = li + 1 < c.num_layers ? w_->text_layers[size_t(li + 1)].input_norm : w_->final_norm;
+    mark("add_rmsnorm", act * hidden * 5);
     REX_RETURN_IF_ERROR(add_rmsnorm_bf16(b.residual.get(), b.down.get(), rows, hidden, next_norm, c.rms_norm_eps, b.h.get(), stream_));
     if (tap && *tap) REX_RETURN_IF_ERROR(tap_rows(tap, "text.layer." + std::to_string(li), b.residual.get(), rows, hidden, stream_));
   }
@@ -376,7 +388,8 @@ Status TextRunner::run_step(const std::vector<DecodeSequence>& batch, StepOutput
   const size_t ints = size_t(7) * max_batch_ + size_t(bucket) * max_blocks_;
   REX_CUDA_TRY(cudaMemcpyAsync(step_.get(), step_host_, ints * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   const bool tapping = tap && *tap;
-  if (!profile_path_.empty() && n == 1 && ++batch1_steps_ == 32) return profile_step(batch, output);
+  if (!profile_path_.empty() && (bucket == 1 || bucket == 8 || bucket == 64) && ++profiled_steps_[bucket] == 32)
+    return profile_step(batch, bucket, output);
   if (!use_graphs || tapping) return decode_body(bucket, output, tap);  // taps copy to the host: no graph
   const auto key = std::make_pair(bucket, output);
   auto it = graphs_.find(key);
@@ -405,16 +418,29 @@ Status TextRunner::run_step(const std::vector<DecodeSequence>& batch, StepOutput
   return Status::Ok();
 }
 
-// One eager batch-1 step with events around every kernel (step_profile.h).
-Status TextRunner::profile_step(const std::vector<DecodeSequence>& batch, StepOutput output) {
+// One eager step with events around every kernel (step_profile.h), written
+// to the profile path at batch 1 and beside it (".batch8.json", ...) for
+// the other buckets.
+Status TextRunner::profile_step(const std::vector<DecodeSequence>& batch, int bucket, StepOutput output) {
+  // The same step once unprofiled first: the first eager launch of a kernel
+  // that so far ran only in graphs pays its lazy module load (it put 1.7 ms
+  // on the sampler's line). Running a step twice is harmless: it writes the
+  // same K/V rows and marks, and samples from the same inputs.
+  REX_RETURN_IF_ERROR(decode_body(bucket, output, nullptr));
   StepProfile profile(stream_);
   profile_ = &profile;
-  profile_kv_tokens_ = batch[0].length + 1;
-  Status st = decode_body(1, output, nullptr);
+  profile_kv_tokens_ = 0;
+  for (const DecodeSequence& s : batch) profile_kv_tokens_ += s.length + 1;
+  Status st = decode_body(bucket, output, nullptr);
   profile_ = nullptr;
   REX_RETURN_IF_ERROR(st);
   REX_CUDA_TRY(cudaStreamSynchronize(stream_));
-  if (FILE* f = std::fopen(profile_path_.c_str(), "w")) {
+  std::string path = profile_path_;
+  if (bucket != 1) {
+    const size_t dot = path.rfind(".json");
+    path = (dot == std::string::npos ? path : path.substr(0, dot)) + ".batch" + std::to_string(bucket) + ".json";
+  }
+  if (FILE* f = std::fopen(path.c_str(), "w")) {
     const std::string json = profile.json();
     std::fwrite(json.data(), 1, json.size(), f);
     std::fclose(f);

@@ -124,7 +124,7 @@ class TextRunner {
   Status decode_body(int bucket, StepOutput output, const TensorTap* tap);
   Status decode_layers_gemv(int bucket, const GemvArgs* head, bool* head_done);
   Status run_step(const std::vector<DecodeSequence>& batch, StepOutput output, bool use_graphs, const TensorTap* tap);
-  Status profile_step(const std::vector<DecodeSequence>& batch, StepOutput output);
+  Status profile_step(const std::vector<DecodeSequence>& batch, int bucket, StepOutput output);
   int bucket_for(int batch) const;
   int splits_for(int bucket) const;
 
@@ -157,7 +157,7 @@ class TextRunner {
   int gemv_max_rows_ = 8;
   bool gemv_step(int bucket) const { return use_gemv_ && bucket <= gemv_max_rows_; }
   std::string profile_path_;
-  int batch1_steps_ = 0;
+  std::map<int, int> profiled_steps_;  // decode steps seen per bucket (the 32nd of 1, 8 and 64 is profiled)
   StepProfile* profile_ = nullptr;  // set during the profiled step
   int64_t profile_kv_tokens_ = 0;
   void mark(const char* kind, double bytes) {

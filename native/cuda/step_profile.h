@@ -3,7 +3,9 @@
 // bytes each kind must move, so the table sets time against its floor.
 // Turned on by REX_OMNI_PROFILE_STEP=<file>: the CUDA backend profiles its
 // 32nd decode step at batch 1 and writes the table there as JSON (the
-// benchmark reads it). Eager launches pay their launch gaps, so the sum is
+// benchmark reads it), and its 32nd of 8 and of 64 rows beside it
+// (<file>.batch8.json, .batch64.json), each after the same step run once
+// unprofiled (so no kernel's first eager launch pays its module load). Eager launches pay their launch gaps, so the sum is
 // above a graphed step; the split between kernels is what it is for.
 #pragma once
 
