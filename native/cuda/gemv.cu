@@ -24,6 +24,11 @@
 //    memory loads and mmas only, never a wait on L2 (the version that read x
 //    from L2 in the loop streamed at a third of the bandwidth with one block
 //    per SM: NOTES.md, gemv).
+//  - x that would crowd the ring out (down_proj at 3 to 8 rows: up to 176 KB)
+//    is staged in segments of k (x_segment_k, at most ~64 KB), each just
+//    before its stages: at 8 rows down_proj had a 3-stage ring and took
+//    52 us against 19 at one row. The values and their order are the same,
+//    so the bits are too.
 //  - Four consumer warps take the 32-k slabs of a stage in turn (slab s to
 //    warp s mod 4); their partial sums meet in shared memory in warp order.
 //    A row's bits therefore depend on k alone: not on m, n, the grid or the
@@ -93,7 +98,7 @@ KernelArgs kernel_args(const GemvArgs& args) {
   return KernelArgs{args.x,        args.norm_input, args.norm_weight, args.norm_eps, args.lda,
                     args.m,        args.w,          args.k,           args.n,        args.row_ids,
                     args.pair_offset, args.bias,    args.out_bf16,    args.out_f32,  args.residual,
-                    args.ldo > 0 ? args.ldo : args.n, int(ceil_div(size_t(args.n), 16)), 0, 0};
+                    args.ldo > 0 ? args.ldo : args.n, int(ceil_div(size_t(args.n), 16)), 0, 0, args.k};
 }
 
 }  // namespace gemv_detail
@@ -120,7 +125,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const KernelArgs a) {
     uint8_t* xs = reinterpret_cast<uint8_t*>(empty + a.stages);
     pdl_wait();  // x (and the residual) come from the previous kernel
     stage_x(a, xs, inv_rms, warp, lane);
-    consume_tiles<R, E>(a, ring, full, empty, xs, partial, warp, lane, q);
+    consume_tiles<R, E>(a, ring, full, empty, xs, inv_rms, partial, warp, lane, q);
   }
 }
 
@@ -138,7 +143,8 @@ Status launch(KernelArgs a, bool overlap, cudaStream_t stream) {
   // As many blocks per SM as there are tiles for (at most 3), each with x and
   // the deepest ring that leaves room for the others (1 KB per block is the
   // system's; 16 bytes per stage are the barriers).
-  const int x_bytes = a.m * x_row_bytes(a.k);
+  a.x_seg_k = x_segment_k(a.m, a.k, S::kK);
+  const int x_bytes = a.m * x_row_bytes(a.x_seg_k);
   int per_sm = REX_GEMV_BLOCKS_PER_SM > 0 ? REX_GEMV_BLOCKS_PER_SM
                                           : std::clamp(int(ceil_div(size_t(a.tiles), size_t(f.multiprocessors))), 1, 3);
   int stages = 0;

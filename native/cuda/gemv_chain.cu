@@ -96,16 +96,16 @@ __global__ void __launch_bounds__(kThreads, REX_GEMV_CHAIN_BLOCKS_PER_SM) gemv_c
       stage_x(a, xs, inv_rms, warp, lane);
       switch (c.epilogue[i]) {
         case GemvEpilogue::kStoreBf16:
-          consume_tiles<1, GemvEpilogue::kStoreBf16>(a, ring, full, empty, xs, partial, warp, lane, q);
+          consume_tiles<1, GemvEpilogue::kStoreBf16>(a, ring, full, empty, xs, inv_rms, partial, warp, lane, q);
           break;
         case GemvEpilogue::kStoreF32:
-          consume_tiles<1, GemvEpilogue::kStoreF32>(a, ring, full, empty, xs, partial, warp, lane, q);
+          consume_tiles<1, GemvEpilogue::kStoreF32>(a, ring, full, empty, xs, inv_rms, partial, warp, lane, q);
           break;
         case GemvEpilogue::kAddResidual:
-          consume_tiles<1, GemvEpilogue::kAddResidual>(a, ring, full, empty, xs, partial, warp, lane, q);
+          consume_tiles<1, GemvEpilogue::kAddResidual>(a, ring, full, empty, xs, inv_rms, partial, warp, lane, q);
           break;
         case GemvEpilogue::kSwiglu:
-          consume_tiles<2, GemvEpilogue::kSwiglu>(a, ring, full, empty, xs, partial, warp, lane, q);
+          consume_tiles<2, GemvEpilogue::kSwiglu>(a, ring, full, empty, xs, inv_rms, partial, warp, lane, q);
           break;
       }
     }

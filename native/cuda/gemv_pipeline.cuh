@@ -77,7 +77,20 @@ struct KernelArgs {
   int tiles;       // ceil(n / 16)
   int stages;      // depth of the ring
   int slot_bytes;  // bytes between ring slots (Stage<R>::kBytes, or the largest of a chain's)
+  int x_seg_k;     // k of x in shared memory at once: k, or a multiple of the stage's k (x_segment_k)
 };
+
+// x too large to sit in shared memory beside a deep ring (down_proj's 11008
+// k at 8 rows: 176 KB) is staged in segments of k, each before its stages:
+// the same values in the same order, so the same bits.
+constexpr int kWholeXMaxBytes = 64 << 10;
+inline int x_segment_k(int m, int k, int stage_k) {
+  const long long whole = (long long)m * (2LL * k + kRowPadBytes);
+  if (whole <= kWholeXMaxBytes) return k;
+  const int segments = int((whole + kWholeXMaxBytes - 1) / kWholeXMaxBytes);
+  const int stages_k = (k + stage_k - 1) / stage_k;
+  return ((stages_k + segments - 1) / segments) * stage_k;
+}
 
 inline int rows_per_tile_pair(GemvEpilogue e) { return e == GemvEpilogue::kSwiglu ? 2 : 1; }
 
@@ -136,29 +149,32 @@ __device__ void produce(const KernelArgs& a, uint8_t* ring, uint64_t* full, uint
   }
 }
 
-// The consumer warps, before a projection's tiles: x (the fused norm's
-// output, or the input as is) into shared memory, ending with a consumer_sync.
-// inv_rms: kRowsPerCall floats of shared memory.
-__device__ __forceinline__ void stage_x(const KernelArgs& a, uint8_t* xs, float* inv_rms, int warp, int lane) {
-  const int tid = warp * 32 + lane;
-  if (a.norm_input) {
-    for (int row = warp; row < a.m; row += kConsumerWarps) {
-      const float* r = a.norm_input + size_t(row) * a.lda;
-      float ss = 0.0f;
-      for (int i = lane * 4; i < a.k; i += 128) {
-        const float4 v = __ldcg(reinterpret_cast<const float4*>(r + i));
-        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-      }
-#pragma unroll
-      for (int off = 16; off > 0; off /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, off);
-      if (lane == 0) inv_rms[row] = rsqrtf(ss / float(a.k) + a.norm_eps);
+// The consumer warps, before a projection's x: with the fused norm, each
+// row's 1 / rms into inv_rms (kRowsPerCall floats of shared memory).
+__device__ __forceinline__ void norm_scales(const KernelArgs& a, float* inv_rms, int warp, int lane) {
+  if (!a.norm_input) return;
+  for (int row = warp; row < a.m; row += kConsumerWarps) {
+    const float* r = a.norm_input + size_t(row) * a.lda;
+    float ss = 0.0f;
+    for (int i = lane * 4; i < a.k; i += 128) {
+      const float4 v = __ldcg(reinterpret_cast<const float4*>(r + i));
+      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
     }
-    consumer_sync();
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+    if (lane == 0) inv_rms[row] = rsqrtf(ss / float(a.k) + a.norm_eps);
   }
-  // x row by row, 8 k per thread: with the fused norm,
-  // x = bf16(bf16(r * inv_rms) * norm_weight).
+  consumer_sync();
+}
+
+// x[:, k0:k1] (the fused norm's output, or the input as is) into shared
+// memory, rows x_row_bytes(x_seg_k) apart, 8 k per thread; ends with a
+// consumer_sync. With the fused norm, x = bf16(bf16(r * inv_rms) * norm_weight).
+__device__ __forceinline__ void stage_x_range(const KernelArgs& a, uint8_t* xs, const float* inv_rms, int k0, int k1,
+                                              int warp, int lane) {
+  const int tid = warp * 32 + lane;
   for (int row = 0; row < a.m; ++row)
-    for (int k = tid * 8; k < a.k; k += kConsumerWarps * 32 * 8) {
+    for (int k = k0 + tid * 8; k < k1; k += kConsumerWarps * 32 * 8) {
       uint4 v;
       if (!a.norm_input) {
         v = __ldcg(reinterpret_cast<const uint4*>(a.x + size_t(row) * a.lda + k));
@@ -176,22 +192,31 @@ __device__ __forceinline__ void stage_x(const KernelArgs& a, uint8_t* xs, float*
                                round_bf16(round_bf16(f[2 * i + 1] * inv) * bf16_hi(wwords[i])));
         v = make_uint4(out[0], out[1], out[2], out[3]);
       }
-      *reinterpret_cast<uint4*>(xs + row * x_row_bytes(a.k) + 2 * k) = v;
+      *reinterpret_cast<uint4*>(xs + row * x_row_bytes(a.x_seg_k) + 2 * (k - k0)) = v;
     }
   consumer_sync();
 }
 
-// The consumer warps over a projection's tiles (x staged): per tile the mma
-// over its stages, then the epilogue. partial: kConsumerWarps * 2 * 32
-// float4 of shared memory. q: ring positions consumed so far (advanced).
+// Before a projection's tiles: the norm's scales, and all of x when it sits
+// in shared memory whole (else consume_tiles stages each segment).
+__device__ __forceinline__ void stage_x(const KernelArgs& a, uint8_t* xs, float* inv_rms, int warp, int lane) {
+  norm_scales(a, inv_rms, warp, lane);
+  if (a.x_seg_k >= a.k) stage_x_range(a, xs, inv_rms, 0, a.k, warp, lane);
+}
+
+// The consumer warps over a projection's tiles (after stage_x): per tile the
+// mma over its stages (staging each segment of x first when x is segmented),
+// then the epilogue. partial: kConsumerWarps * 2 * 32 float4 of shared
+// memory. q: ring positions consumed so far (advanced).
 template <int R, GemvEpilogue E>
-__device__ void consume_tiles(const KernelArgs& a, const uint8_t* ring, uint64_t* full, uint64_t* empty,
-                              const uint8_t* xs, float4* partial, int warp, int lane, uint32_t& q) {
+__device__ void consume_tiles(const KernelArgs& a, const uint8_t* ring, uint64_t* full, uint64_t* empty, uint8_t* xs,
+                              const float* inv_rms, float4* partial, int warp, int lane, uint32_t& q) {
   using S = Stage<R>;
   const int g = lane / 4, t = lane % 4;
+  const bool segmented = a.x_seg_k < a.k;
   auto part = [&](int w, int r, int l) -> float4& { return partial[(w * 2 + r) * 32 + l]; };
   // This lane's x row (g) as the mma's B fragment wants it; rows past m are zeros.
-  const uint8_t* xrow = g < a.m ? xs + g * x_row_bytes(a.k) + 16 * t : nullptr;
+  const uint8_t* xrow = g < a.m ? xs + g * x_row_bytes(a.x_seg_k) + 16 * t : nullptr;
   for (int tile = blockIdx.x; tile < a.tiles; tile += gridDim.x) {
     float acc[R][4];
 #pragma unroll
@@ -199,6 +224,11 @@ __device__ void consume_tiles(const KernelArgs& a, const uint8_t* ring, uint64_t
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[r][e] = 0.0f;
     for (int kk = 0; kk < a.k; kk += S::kK, ++q) {
+      const int seg0 = segmented ? kk / a.x_seg_k * a.x_seg_k : 0;  // where this stage's x segment starts
+      if (segmented && kk == seg0) {
+        consumer_sync();  // every warp is done with the last segment
+        stage_x_range(a, xs, inv_rms, seg0, min(a.k, seg0 + a.x_seg_k), warp, lane);
+      }
       const uint32_t slot = q % uint32_t(a.stages);
       mbarrier_wait(&full[slot], (q / uint32_t(a.stages)) & 1);
       const uint8_t* stage = ring + size_t(slot) * a.slot_bytes + g * S::kRowBytes + 16 * t;
@@ -213,7 +243,8 @@ __device__ void consume_tiles(const KernelArgs& a, const uint8_t* ring, uint64_t
 #pragma unroll
             for (int h = 0; h < 2; ++h)
               wv[r][h] = *reinterpret_cast<const uint4*>(stage + (r * 16 + 8 * h) * S::kRowBytes + s * 64);
-          const uint4 xv = xrow ? *reinterpret_cast<const uint4*>(xrow + 2 * (kk + s * kSlabK)) : make_uint4(0, 0, 0, 0);
+          const uint4 xv =
+              xrow ? *reinterpret_cast<const uint4*>(xrow + 2 * (kk - seg0 + s * kSlabK)) : make_uint4(0, 0, 0, 0);
 #pragma unroll
           for (int r = 0; r < R; ++r) {
             mma_bf16(acc[r], wv[r][0].x, wv[r][1].x, wv[r][0].y, wv[r][1].y, xv.x, xv.y);
