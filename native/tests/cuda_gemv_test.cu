@@ -211,6 +211,8 @@ REX_TEST(decode_shapes_against_the_twin) {
   }
   check_problem({2, 2048, 151936, GemvEpilogue::kStoreF32, false, true});
   check_problem({3, 128, 256, GemvEpilogue::kStoreBf16, true, true});
+  // The norm's scales reused across x's segments (k 11008 at 5 rows: x in two segments).
+  check_problem({5, 11008, 2048, GemvEpilogue::kAddResidual, false, true});
 }
 
 REX_TEST(tiny_and_ragged_shapes) {
