@@ -114,10 +114,10 @@ for stage in "${stages[@]}"; do
         > "$OUT/step-checkpoint.log" 2>&1 || { tail -20 "$OUT/step-checkpoint.log"; note "step: checkpoint FAILED"; continue; }
       { cmake -S . -B build/native-gpu -DREX_BUILD_ADDON=OFF && cmake --build build/native-gpu -j "$REX_OMNI_BUILD_JOBS" --target decode_step_bench; } \
         > "$OUT/step-build.log" 2>&1 || { grep -E "error" -A3 "$OUT/step-build.log" | head -30; note "step: build FAILED"; continue; }
-      build/native-gpu/decode_step_bench "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --out "$OUT/step.json" 2>&1 | tee "$OUT/step.log"
+      timeout 300 build/native-gpu/decode_step_bench "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --out "$OUT/step.json" 2>&1 | tee "$OUT/step.log"
       rc=${PIPESTATUS[0]}
       echo "-- with the GEMV chain (REX_OMNI_GEMV_CHAIN=1)"
-      REX_OMNI_GEMV_CHAIN=1 build/native-gpu/decode_step_bench "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" \
+      REX_OMNI_GEMV_CHAIN=1 timeout 300 build/native-gpu/decode_step_bench "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" \
         --out "$OUT/step-chain.json" 2>&1 | tee "$OUT/step-chain.log"
       note "step: rc=$rc, chain rc=${PIPESTATUS[0]} ($(( $(date +%s) - start )) s)" ;;
     serve-load)

@@ -46,13 +46,26 @@ __device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
   return v;
 }
 
-// The consumer warps of every block meet: `finished` reaches target.
+__device__ __forceinline__ uint64_t global_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+  return t;
+}
+
+// The consumer warps of every block meet: `finished` reaches target. A
+// block that never arrives (the grid not resident at once after all) would
+// hang the device; after 2 s the kernel traps instead, so the launch fails
+// with an error rather than never returning.
 __device__ __forceinline__ void grid_barrier(unsigned* finished, unsigned target) {
   consumer_sync();
   if (threadIdx.x == 0) {
     __threadfence();
     atomicAdd(finished, 1u);
-    while (load_acquire(finished) < target) __nanosleep(32);
+    const uint64_t start = global_ns();
+    while (load_acquire(finished) < target) {
+      __nanosleep(32);
+      if (global_ns() - start > 2000000000ull) __trap();
+    }
     __threadfence();
   }
   consumer_sync();
