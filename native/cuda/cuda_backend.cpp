@@ -352,35 +352,35 @@ AdmissionCheck CudaBackend::check_admission_for(int tokens, const PrefixKey* key
 }
 
 Result<SlotId> CudaBackend::acquire_slot(int capacity) {
-  if (!prepared_) return not_prepared();
-  if (free_masks_.empty()) return Status(StatusCode::kOutOfMemory, "cuda backend: all " + std::to_string(std::max(1, options_.max_active_requests)) +
-                                        " sequence slots are in use (maxActiveRequests)");
-  const AdmissionCheck fit = check_admission(std::max(capacity, 1));
-  if (fit.verdict != Admission::kNow) return Status(StatusCode::kOutOfMemory, fit.detail);
-  auto reservation = kv_->reserve(std::max(capacity, 1), nullptr);  // cannot fail after kNow: one thread
-  if (!reservation.ok()) return reservation.status();
-  auto slot = add_slot(std::move(reservation).value());
-  drop_uncached_prefixes();  // reserving may have evicted
-  return slot;
+  int prefix_tokens = 0;
+  return new_slot(capacity, nullptr, &prefix_tokens);
 }
 
 Result<SlotId> CudaBackend::acquire_slot_with_prefix(int capacity, const PrefixKey& key, int* prefix_tokens) {
+  return new_slot(capacity, &key, prefix_tokens);
+}
+
+// A slot of `capacity` tokens; with a key, starting from the cached prefix
+// when there is one (*prefix_tokens: its length, 0 on a miss).
+Result<SlotId> CudaBackend::new_slot(int capacity, const PrefixKey* key, int* prefix_tokens) {
   *prefix_tokens = 0;
   if (!prepared_) return not_prepared();
-  if (free_masks_.empty()) return acquire_slot(capacity);  // its error
-  const AdmissionCheck fit = check_admission_for(std::max(capacity, 1), &key);
-  if (fit.verdict != Admission::kNow) return Status(StatusCode::kOutOfMemory, fit.detail);
-  auto reservation = kv_->reserve(std::max(capacity, 1), &key);
+  if (free_masks_.empty()) return Status(StatusCode::kOutOfMemory, "cuda backend: all " + std::to_string(std::max(1, options_.max_active_requests)) +
+                                        " sequence slots are in use (maxActiveRequests)");
+  capacity = std::max(capacity, 1);
+  // The sequence limit is this backend's; the KV budget's own check is reserve()'s.
+  if (capacity > max_sequence_tokens_) return Status(StatusCode::kOutOfMemory, check_admission_for(capacity, key).detail);
+  auto reservation = kv_->reserve(capacity, key);
   if (!reservation.ok()) return reservation.status();
   const int cached = reservation->prefix_tokens;
   const CowCopy copy = reservation->copy;
   auto id = add_slot(std::move(reservation).value());
   if (!id.ok() || cached == 0) {
-    drop_uncached_prefixes();
+    drop_uncached_prefixes();  // reserving may have evicted
     return id;
   }
   Slot& slot = slots_[id.value()];
-  auto ids = prefix_ids_.find(key);
+  auto ids = prefix_ids_.find(*key);
   if (ids == prefix_ids_.end() || int(ids->second.size()) != cached) {
     release(id.value());
     return Status(StatusCode::kInternal, "cuda backend: the prefix cache holds blocks for a prefix whose tokens are missing");

@@ -80,6 +80,7 @@ class CudaBackend final : public BudgetedBackend {
   Status decode_batch(const std::vector<DecodeRow>& rows, std::vector<DecodeSequence>* batch, std::vector<Slot*>* stepped);
   Status prefill_impl(const PrefillInput& input, float* logits_out);
   AdmissionCheck check_admission_for(int tokens, const PrefixKey* key) const;
+  Result<SlotId> new_slot(int capacity, const PrefixKey* key, int* prefix_tokens);
   Result<SlotId> add_slot(SlotReservation reservation);
   void drop_uncached_prefixes();
 

@@ -190,13 +190,9 @@ Status gemv(const GemvArgs& args, cudaStream_t stream) {
   REX_RETURN_IF_ERROR(check_args(args));
   const KernelArgs a = kernel_args(args);
   const bool ov = args.overlap_previous;
-  switch (args.epilogue) {
-    case GemvEpilogue::kStoreBf16: return launch_rows<1, GemvEpilogue::kStoreBf16>(a, ov, stream);
-    case GemvEpilogue::kStoreF32: return launch_rows<1, GemvEpilogue::kStoreF32>(a, ov, stream);
-    case GemvEpilogue::kAddResidual: return launch_rows<1, GemvEpilogue::kAddResidual>(a, ov, stream);
-    case GemvEpilogue::kSwiglu: return launch_rows<2, GemvEpilogue::kSwiglu>(a, ov, stream);
-  }
-  return Status(StatusCode::kInvalidArgument, "gemv: unknown epilogue");
+  return with_epilogue(args.epilogue, [&](auto kind) {
+    return launch_rows<decltype(kind)::R, decltype(kind)::E>(a, ov, stream);
+  });
 }
 
 }  // namespace rex::cuda

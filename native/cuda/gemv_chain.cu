@@ -92,10 +92,7 @@ __global__ void __launch_bounds__(kThreads, REX_GEMV_CHAIN_BLOCKS_PER_SM) gemv_c
 #pragma unroll
     for (int i = 0; i < kGemvChainMax; ++i) {
       if (i >= c.count) break;
-      if (c.epilogue[i] == GemvEpilogue::kSwiglu)
-        produce<2>(c.stage[i], ring, full, empty, lane, q);
-      else
-        produce<1>(c.stage[i], ring, full, empty, lane, q);
+      with_epilogue(c.epilogue[i], [&](auto kind) { produce<decltype(kind)::R>(c.stage[i], ring, full, empty, lane, q); });
     }
     return;
   }
@@ -107,20 +104,9 @@ __global__ void __launch_bounds__(kThreads, REX_GEMV_CHAIN_BLOCKS_PER_SM) gemv_c
     const KernelArgs& a = c.stage[i];
     if (int(blockIdx.x) < a.tiles) {  // a block without tiles here stages no x
       stage_x(a, xs, inv_rms, warp, lane);
-      switch (c.epilogue[i]) {
-        case GemvEpilogue::kStoreBf16:
-          consume_tiles<1, GemvEpilogue::kStoreBf16>(a, ring, full, empty, xs, inv_rms, partial, warp, lane, q);
-          break;
-        case GemvEpilogue::kStoreF32:
-          consume_tiles<1, GemvEpilogue::kStoreF32>(a, ring, full, empty, xs, inv_rms, partial, warp, lane, q);
-          break;
-        case GemvEpilogue::kAddResidual:
-          consume_tiles<1, GemvEpilogue::kAddResidual>(a, ring, full, empty, xs, inv_rms, partial, warp, lane, q);
-          break;
-        case GemvEpilogue::kSwiglu:
-          consume_tiles<2, GemvEpilogue::kSwiglu>(a, ring, full, empty, xs, inv_rms, partial, warp, lane, q);
-          break;
-      }
+      with_epilogue(c.epilogue[i], [&](auto kind) {
+        consume_tiles<decltype(kind)::R, decltype(kind)::E>(a, ring, full, empty, xs, inv_rms, partial, warp, lane, q);
+      });
     }
     if (i + 1 < c.count) grid_barrier(&c.sync[0], unsigned(i + 1) * gridDim.x);
   }
@@ -159,7 +145,7 @@ Status gemv_chain(const GemvArgs* stages, int count, unsigned* sync, cudaStream_
       return bad("expected every stage's m to be " + std::to_string(m) + " but stage " + std::to_string(i) + " has " +
                  std::to_string(stages[i].m));
     x_bytes = std::max(x_bytes, m * x_row_bytes(stages[i].k));
-    slot_bytes = std::max(slot_bytes, stages[i].epilogue == GemvEpilogue::kSwiglu ? Stage<2>::kBytes : Stage<1>::kBytes);
+    slot_bytes = std::max(slot_bytes, with_epilogue(stages[i].epilogue, [](auto kind) { return Stage<decltype(kind)::R>::kBytes; }));
   }
   if (m > kRowsPerCall) return one_launch_each(stages, count, stream);
   const Fit& f = chain_fit();

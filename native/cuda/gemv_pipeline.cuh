@@ -92,7 +92,27 @@ inline int x_segment_k(int m, int k, int stage_k) {
   return ((stages_k + segments - 1) / segments) * stage_k;
 }
 
-inline int rows_per_tile_pair(GemvEpilogue e) { return e == GemvEpilogue::kSwiglu ? 2 : 1; }
+// An epilogue as compile-time constants: R weight-row tiles per output tile
+// (2: gate and up), E the epilogue.
+template <int R_, GemvEpilogue E_>
+struct EpilogueKind {
+  static constexpr int R = R_;
+  static constexpr GemvEpilogue E = E_;
+};
+
+// f(EpilogueKind<R, E>{}) for the runtime epilogue e: the one place a
+// runtime epilogue picks its template instantiation (host launches and the
+// chain kernel's stages alike). An unknown value is rejected by check_args.
+#pragma nv_exec_check_disable
+template <typename F>
+__host__ __device__ __forceinline__ auto with_epilogue(GemvEpilogue e, F&& f) {
+  switch (e) {
+    case GemvEpilogue::kStoreF32: return f(EpilogueKind<1, GemvEpilogue::kStoreF32>{});
+    case GemvEpilogue::kAddResidual: return f(EpilogueKind<1, GemvEpilogue::kAddResidual>{});
+    case GemvEpilogue::kSwiglu: return f(EpilogueKind<2, GemvEpilogue::kSwiglu>{});
+    default: return f(EpilogueKind<1, GemvEpilogue::kStoreBf16>{});
+  }
+}
 
 #ifdef __CUDACC__
 __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
