@@ -163,37 +163,52 @@ class CreateEngineWorker : public PromiseWorker {
   std::unique_ptr<rex::Engine> engine_;
 };
 
+// createEngine's options, one reader per value kind: an option given with
+// its kind replaces the default; anything else leaves the default.
+void read_string(const Napi::Object& o, const char* name, std::string* out) {
+  Napi::Value v = o.Get(name);
+  if (v.IsString()) *out = v.As<Napi::String>().Utf8Value();
+}
+void read_bool(const Napi::Object& o, const char* name, bool* out) {
+  Napi::Value v = o.Get(name);
+  if (v.IsBoolean()) *out = v.As<Napi::Boolean>().Value();
+}
+void read_int32(const Napi::Object& o, const char* name, int* out) {
+  Napi::Value v = o.Get(name);
+  if (v.IsNumber()) *out = v.As<Napi::Number>().Int32Value();
+}
+void read_double(const Napi::Object& o, const char* name, double* out) {
+  Napi::Value v = o.Get(name);
+  if (v.IsNumber()) *out = v.As<Napi::Number>().DoubleValue();
+}
+void read_int64(const Napi::Object& o, const char* name, int64_t* out) {
+  Napi::Value v = o.Get(name);
+  if (v.IsNumber()) *out = static_cast<int64_t>(v.As<Napi::Number>().DoubleValue());
+}
+// A byte count: negative numbers read as 0.
+void read_bytes(const Napi::Object& o, const char* name, size_t* out) {
+  Napi::Value v = o.Get(name);
+  if (v.IsNumber()) *out = static_cast<size_t>(std::max(0.0, v.As<Napi::Number>().DoubleValue()));
+}
+
 rex::EngineOptions engine_options_from_js(Napi::Env env, Napi::Value value) {
   rex::EngineOptions options;
   if (value.IsUndefined()) return options;
   if (!value.IsObject()) throw invalid_argument(env, "createEngine options: expected an object");
   Napi::Object o = value.As<Napi::Object>();
-  Napi::Value backend = o.Get("backend");
-  if (backend.IsString()) options.backend = backend.As<Napi::String>().Utf8Value();
-  Napi::Value threads = o.Get("threads");
-  if (threads.IsNumber()) options.threads = threads.As<Napi::Number>().Int32Value();
-  Napi::Value max_active = o.Get("maxActiveRequests");
-  if (max_active.IsNumber()) options.max_active_requests = max_active.As<Napi::Number>().Int32Value();
-  Napi::Value max_queued = o.Get("maxQueuedRequests");
-  if (max_queued.IsNumber()) options.max_queued_requests = max_queued.As<Napi::Number>().Int32Value();
-  Napi::Value kv = o.Get("kvCacheBytes");
-  if (kv.IsNumber()) options.kv_cache_bytes = static_cast<size_t>(std::max(0.0, kv.As<Napi::Number>().DoubleValue()));
-  Napi::Value fraction = o.Get("gpuMemoryFraction");
-  if (fraction.IsNumber()) options.gpu_memory_fraction = fraction.As<Napi::Number>().DoubleValue();
-  Napi::Value emulate = o.Get("emulateBf16");
-  if (emulate.IsBoolean()) options.emulate_bf16 = emulate.As<Napi::Boolean>().Value();
-  Napi::Value reserve = o.Get("reserveGeneration");
-  if (reserve.IsBoolean()) options.reserve_generation = reserve.As<Napi::Boolean>().Value();
-  Napi::Value chunk = o.Get("prefillChunkTokens");
-  if (chunk.IsNumber()) options.prefill_chunk_tokens = chunk.As<Napi::Number>().Int32Value();
-  Napi::Value vision_batch = o.Get("visionBatchPatches");
-  if (vision_batch.IsNumber()) options.vision_batch_patches = vision_batch.As<Napi::Number>().Int32Value();
-  Napi::Value prefix_cache = o.Get("prefixCacheBytes");
-  if (prefix_cache.IsNumber()) options.prefix_cache_bytes = static_cast<int64_t>(prefix_cache.As<Napi::Number>().DoubleValue());
-  Napi::Value invariant = o.Get("batchInvariant");
-  if (invariant.IsBoolean()) options.batch_invariant = invariant.As<Napi::Boolean>().Value();
-  Napi::Value device = o.Get("device");
-  if (device.IsNumber()) options.device = device.As<Napi::Number>().Int32Value();
+  read_string(o, "backend", &options.backend);
+  read_int32(o, "threads", &options.threads);
+  read_int32(o, "maxActiveRequests", &options.max_active_requests);
+  read_int32(o, "maxQueuedRequests", &options.max_queued_requests);
+  read_bytes(o, "kvCacheBytes", &options.kv_cache_bytes);
+  read_double(o, "gpuMemoryFraction", &options.gpu_memory_fraction);
+  read_bool(o, "emulateBf16", &options.emulate_bf16);
+  read_bool(o, "reserveGeneration", &options.reserve_generation);
+  read_int32(o, "prefillChunkTokens", &options.prefill_chunk_tokens);
+  read_int32(o, "visionBatchPatches", &options.vision_batch_patches);
+  read_int64(o, "prefixCacheBytes", &options.prefix_cache_bytes);
+  read_bool(o, "batchInvariant", &options.batch_invariant);
+  read_int32(o, "device", &options.device);
   return options;
 }
 
