@@ -343,13 +343,6 @@ std::vector<int32_t> position_range(const MropePositions& pos, int from, int to)
   return out;
 }
 
-// One image out of a vision batch, for finish_start.
-struct EncodedVision {
-  std::unique_ptr<ImageEmbeddings> embeddings;
-  int grid_h = 0, grid_w = 0;
-  double preprocess_ms = 0, vision_ms = 0;
-};
-
 // Patch rows a request's image takes in the vision encoder (0 when its size
 // is unusable: the encoder then reports why).
 int image_patches(const GenerationRequest& r) {
@@ -423,7 +416,7 @@ struct Engine::Impl {
   Status take_rows(Sequence& s, size_t begin, size_t end, const std::vector<RowSampling>& sampling,
                    const SampledToken* device, EngineEvents& ev);
   Status begin_start(Sequence& s, bool* needs_vision);
-  Status finish_start(Sequence& s, EncodedVision* vision, EngineEvents& ev, bool* finished);
+  Status finish_start(Sequence& s, EncodedImage* vision, EngineEvents& ev, bool* finished);
   void flush_starts(EngineEvents& ev);
   void admit(std::unique_ptr<Sequence> s, EngineEvents& ev);
   int chunk_end(const Sequence& s) const;
@@ -565,7 +558,7 @@ Status Engine::Impl::begin_start(Sequence& s, bool* needs_vision) {
 // The rest of a start, once its image is encoded (`vision`; null when it
 // needs none: no image, or a prefix-cache hit): positions, then a scoring
 // request's one prefill, or a generating one's state for the chunked prefill.
-Status Engine::Impl::finish_start(Sequence& s, EncodedVision* vision, EngineEvents& ev, bool* finished) {
+Status Engine::Impl::finish_start(Sequence& s, EncodedImage* vision, EngineEvents& ev, bool* finished) {
   GenerationRequest& r = s.request;
   *finished = false;
   std::unique_ptr<ImageEmbeddings> embeddings;
@@ -575,10 +568,6 @@ Status Engine::Impl::finish_start(Sequence& s, EncodedVision* vision, EngineEven
     merged_h = s.prefix_key.grid_h / m;
     merged_w = s.prefix_key.grid_w / m;
     s.image_tokens = int(std::count(r.prompt_ids.begin(), r.prompt_ids.end(), config.image_token_id));
-    if (!growing) {
-      r.raw_image.reset();
-      r.image.reset();
-    }
   } else if (vision) {
     embeddings = std::move(vision->embeddings);
     if (!embeddings) return Status(StatusCode::kInternal, "the vision encoder returned no embeddings");
@@ -587,10 +576,10 @@ Status Engine::Impl::finish_start(Sequence& s, EncodedVision* vision, EngineEven
     s.image_tokens = embeddings->tokens();
     s.timings.preprocess_ms = vision->preprocess_ms;
     s.timings.vision_ms = vision->vision_ms;
-    if (!growing) {  // growing: kept, a preempted request encodes it again
-      r.raw_image.reset();
-      r.image.reset();
-    }
+  }
+  if (!growing) {  // the image is no longer needed (growing: kept, a preempted request encodes it again)
+    r.raw_image.reset();
+    r.image.reset();
   }
   auto pos = mrope_positions(r.prompt_ids, config.image_token_id, merged_h, merged_w);
   if (!pos.ok()) return pos.status();
@@ -698,7 +687,7 @@ void Engine::Impl::flush_starts(EngineEvents& ev) {
       pre_at.push_back(i);
     }
   }
-  std::vector<EncodedVision> encoded(starting.size());
+  std::vector<EncodedImage> encoded(starting.size());
   std::vector<Status> failed(starting.size());
   // One guarded backend batch call (`call` names it) of n images into out,
   // which must then hold one result per image.
@@ -720,8 +709,7 @@ void Engine::Impl::flush_starts(EngineEvents& ev) {
         failed[i] = st.ok() ? out[j].status() : st;
         continue;
       }
-      EncodedImage& e = out[j].value();
-      encoded[i] = EncodedVision{std::move(e.embeddings), e.grid_h, e.grid_w, e.preprocess_ms, e.vision_ms};
+      encoded[i] = std::move(out[j]).value();
     }
   }
   if (!pre.empty()) {
@@ -735,7 +723,7 @@ void Engine::Impl::flush_starts(EngineEvents& ev) {
         failed[i] = st.ok() ? out[j].status() : st;
         continue;
       }
-      encoded[i] = EncodedVision{std::move(out[j]).value(), pre[j]->grid_h, pre[j]->grid_w, 0.0, ms};
+      encoded[i] = EncodedImage{std::move(out[j]).value(), pre[j]->grid_h, pre[j]->grid_w, 0.0, ms};
     }
   }
   std::vector<std::unique_ptr<Sequence>> started;
@@ -829,12 +817,8 @@ Status Engine::Impl::make_room(size_t index) {
 // or beside others: every prefill_chunk_tokens tokens, and the end of the
 // image prefix (cache or none, so the tokens do not depend on the cache).
 int Engine::Impl::chunk_end(const Sequence& s) const {
-  const int n = s.positions.n;
-  if (s.prefix_tokens > 0 && s.prefilled < s.prefix_tokens) {
-    const int end = chunk_tokens > 0 ? std::min(s.prefix_tokens, s.prefilled + chunk_tokens) : s.prefix_tokens;
-    return end;
-  }
-  return chunk_tokens > 0 ? std::min(n, s.prefilled + chunk_tokens) : n;
+  const int limit = s.prefix_tokens > 0 && s.prefilled < s.prefix_tokens ? s.prefix_tokens : s.positions.n;
+  return chunk_tokens > 0 ? std::min(limit, s.prefilled + chunk_tokens) : limit;
 }
 
 // Prefills the next chunk of s. The last one also chooses the first token
@@ -907,14 +891,7 @@ void Engine::Impl::prefill_step(EngineEvents& ev) {
     Sequence& s = *sp;
     while (s.prefilling && s.slot >= 0 && (!decoding || budget > 0)) {
       const int tokens = chunk_end(s) - s.prefilled;
-      Status st;
-      try {
-        st = prefill_chunk(s, ev);
-      } catch (const std::bad_alloc&) {
-        st = Status(StatusCode::kOutOfMemory, "out of memory while prefilling request " + std::to_string(s.id));
-      } catch (const std::exception& e) {
-        st = Status(StatusCode::kInternal, std::string("prefill failed: ") + e.what());
-      }
+      const Status st = guarded("prefilling request " + std::to_string(s.id), [&] { return prefill_chunk(s, ev); });
       if (!st.ok()) finish(s, FinishReason::kError, st, ev);
       budget -= tokens;
     }
