@@ -20,9 +20,8 @@ int KvBudget::fresh_blocks(int tokens, const std::optional<PrefixHit>& hit) cons
 AdmissionCheck KvBudget::check(int tokens, const PrefixKey* key) const {
   std::optional<PrefixHit> hit;
   if (key && cache_) hit = cache_->peek(*key);
-  if (!hit && !caches_prefixes()) return pool_->check(tokens);
   AdmissionCheck result = pool_->check(tokens);
-  if (result.verdict == Admission::kNever) return result;
+  if (result.verdict == Admission::kNever || (!hit && !caches_prefixes())) return result;
   // Free blocks, and those the cache alone holds (eviction returns them),
   // less the hit's own (the slot is about to share them).
   int reclaimable = cache_->reclaimable_blocks();
@@ -61,14 +60,11 @@ Result<SlotReservation> KvBudget::reserve(int tokens, const PrefixKey* key) {
     }
     r.copy = copy.value();
   }
-  const int more = pool_->blocks_for(tokens) - int(r.blocks.size());
-  if (more > 0) {
-    auto blocks = pool_->allocate(more * pool_->block_size());
-    if (!blocks.ok()) {
-      pool_->release(&r.blocks);
-      return blocks.status();
-    }
-    r.blocks.insert(r.blocks.end(), blocks->begin(), blocks->end());
+  // The rest fresh (what grow() does; the room is free already, so it evicts nothing).
+  const Status grown = grow(&r.blocks, tokens);
+  if (!grown.ok()) {
+    pool_->release(&r.blocks);
+    return grown;
   }
   return r;
 }

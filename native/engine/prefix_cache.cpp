@@ -37,15 +37,18 @@ size_t PrefixKeyHash::operator()(const PrefixKey& key) const {
 
 PrefixCache::PrefixCache(KvBlockPool* pool, int max_blocks) : pool_(pool), max_blocks_(std::max(max_blocks, 0)) {}
 
-std::optional<PrefixHit> PrefixCache::peek(const PrefixKey& key) const {
-  auto found = index_.find(key);
-  if (found == index_.end()) return std::nullopt;
-  const Entry& entry = *found->second;
+PrefixHit PrefixCache::hit_of(const Entry& entry) const {
   PrefixHit hit;
   hit.blocks = entry.blocks;
   hit.tokens = entry.tokens;
   hit.last_block_partial = entry.tokens % pool_->block_size() != 0;
   return hit;
+}
+
+std::optional<PrefixHit> PrefixCache::peek(const PrefixKey& key) const {
+  auto found = index_.find(key);
+  if (found == index_.end()) return std::nullopt;
+  return hit_of(*found->second);
 }
 
 std::optional<PrefixHit> PrefixCache::lookup(const PrefixKey& key) {
@@ -56,7 +59,7 @@ std::optional<PrefixHit> PrefixCache::lookup(const PrefixKey& key) {
   }
   ++counters_.hits;
   touch(found->second);
-  return peek(key);
+  return hit_of(*found->second);
 }
 
 Result<bool> PrefixCache::insert(const PrefixKey& key, const std::vector<int32_t>& blocks, int tokens) {

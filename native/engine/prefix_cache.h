@@ -104,6 +104,7 @@ class PrefixCache {
   };
   using EntryList = std::list<Entry>;
 
+  PrefixHit hit_of(const Entry& entry) const;
   void touch(EntryList::iterator it);
   void evict(EntryList::iterator it);
 
