@@ -298,13 +298,12 @@ function runPeers(
   dir: string,
   cases: ImageCase[],
   levels: number[],
-  answers: AnswerShape[],
+  { coco, dense }: ReturnType<typeof cocoAndDense>,
   log: (line: string) => void,
 ): { report: Record<string, unknown> | undefined; failure?: string } {
   const root = scratchDir('concurrency');
   const caseDirs = cases.map((c) => writeCaseDir(root, c.built));
   const out = join(root, 'peers-concurrency.json');
-  const { coco, dense } = cocoAndDense(answers);
   const args = ['--mode', o.peer === 'transformers' ? 'concurrency' : 'gemm', '--checkpoint', dir, '--out', out];
   if (o.peer === 'transformers') {
     args.push('--cases', caseDirs.join(','), '--levels', levels.join(','), '--coco-tokens', String(coco.tokens));
@@ -357,6 +356,7 @@ export async function runConcurrency(o: ConcurrencyOptions): Promise<Concurrency
   const answers = o.answers ?? [COCO_LIKE, DENSE];
   const sizes = o.imageSizes ?? DEFAULT_IMAGE_SIZES;
   const requestsAt = o.requests ?? requestsFor;
+  const shapes = cocoAndDense(answers);
   const errors: string[] = [];
 
   const tokenizer = await RexTokenizer.fromDir(o.model);
@@ -393,7 +393,7 @@ export async function runConcurrency(o: ConcurrencyOptions): Promise<Concurrency
   let peerRaw: Record<string, unknown> | undefined;
   let peerFailure: string | undefined;
   if (backend === 'cuda' && (o.peer ?? 'none') !== 'none' && o.gemmFlopsPerSecond === undefined) {
-    ({ report: peerRaw, failure: peerFailure } = runPeers(o, o.model, cases, levels, answers, log));
+    ({ report: peerRaw, failure: peerFailure } = runPeers(o, o.model, cases, levels, shapes, log));
     if (peerFailure) errors.push(`peers.py: ${peerFailure}`);
   }
   const peerGemm = peerRaw?.gemm as { flops_per_s?: number } | undefined;
@@ -449,8 +449,8 @@ export async function runConcurrency(o: ConcurrencyOptions): Promise<Concurrency
   }
 
   const level = (answer: string, c: number) => results.find((r) => r.answer === answer && r.concurrency === c);
-  const coco = cocoAndDense(answers).coco.name;
-  const denseName = cocoAndDense(answers).dense?.name;
+  const coco = shapes.coco.name;
+  const denseName = shapes.dense?.name;
   const at64 = level(coco, 64);
   const denseBest = denseName
     ? results.filter((r) => r.answer === denseName).sort((a, b) => b.generatedTokensPerSecond - a.generatedTokensPerSecond)[0]
@@ -497,8 +497,8 @@ export async function runConcurrency(o: ConcurrencyOptions): Promise<Concurrency
       peer:
         o.peer === 'transformers'
           ? `transformers' batched generate (benchmarks/gpu/peers.py --mode concurrency) at the same batch sizes on the same checkpoint, ` +
-            `images and prompts, run first in this call; COCO-like at ${cocoAndDense(answers).coco.tokens} tokens, dense at ` +
-            `${Math.min(cocoAndDense(answers).dense?.tokens ?? 0, o.peerDenseTokens ?? 64)} tokens (fewer than ours, for time: ` +
+            `images and prompts, run first in this call; COCO-like at ${shapes.coco.tokens} tokens, dense at ` +
+            `${Math.min(shapes.dense?.tokens ?? 0, o.peerDenseTokens ?? 64)} tokens (fewer than ours, for time: ` +
             'per-token figures, msPerDecodeStep, and extrapolations to our lengths), levels past its time budget skipped'
           : o.peer === 'gemm'
             ? 'the GEMM rate only (benchmarks/gpu/peers.py --mode gemm)'

@@ -94,7 +94,6 @@ export async function benchmarkDecode(
   const isCoordinate = (id: number) => coordinateIds.has(id);
   const polygon = await fixedLengthGrammar(tokenizer);
   const detection = JSON.stringify(await compileGrammar({ syntax: 'groups', kind: 'box', phrases: categories }, tokenizer));
-  const greedy = GREEDY;
 
   const engine = await Engine.open(dir, { backend: 'cuda', maxActiveRequests: 64, prefixCacheGB: 0 });
   try {
@@ -104,7 +103,7 @@ export async function benchmarkDecode(
       for (let i = 0; i < n; ++i) runs.push(await runOne(engine, request, isCoordinate));
       return best(runs);
     };
-    const text = await repeat({ ...base, maxNewTokens: 256, stopTokenIds: [], sampling: greedy });
+    const text = await repeat({ ...base, maxNewTokens: 256, stopTokenIds: [], sampling: GREEDY });
     log(`decode: text steps ${text.decodeTokensPerSecond.toFixed(1)} tok/s`);
     const polygonRequest = (maxNewTokens: number, scores: boolean): Request =>
       fixedLengthRequest(base, polygon, maxNewTokens, { scores, jumpForward: false });
@@ -144,7 +143,7 @@ export async function benchmarkDecode(
 
     const aggregate = [];
     for (const batch of [1, 8, 32, 64]) {
-      const request = { ...base, maxNewTokens: 128, stopTokenIds: [] as number[], sampling: greedy };
+      const request = { ...base, maxNewTokens: 128, stopTokenIds: [] as number[], sampling: GREEDY };
       const firsts: number[] = [];
       const stamps: number[][] = [];
       await Promise.all(

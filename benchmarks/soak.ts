@@ -65,7 +65,6 @@ const TASKS: { name: string; spec: TaskSpec }[] = [
   { name: 'gui', spec: { task: 'gui_grounding', element: 'search bar' } },
 ];
 
-
 /** How far the device's used memory may end above its start (graphs captured during the run). */
 export const DEVICE_SLACK_BYTES = 256 * 2 ** 20;
 
@@ -102,6 +101,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     const one = async (): Promise<void> => {
       const image = Math.floor(rand() * images.length);
       const task = Math.floor(rand() * TASKS.length);
+      const pixels = images[image]!;
+      const { name, spec } = TASKS[task]!;
       // Three answer lengths, so the alone references stay few (images x tasks x 3).
       const n = [Math.max(4, maxNew >> 2), Math.max(6, maxNew >> 1), maxNew][Math.floor(rand() * 3)]!;
       const roll = rand();
@@ -109,23 +110,23 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       report.requests++;
       try {
         if (fault === 'corrupt') {
-          await model.run(Buffer.from([0xff, 0xd8, 0xff, 0x00, 1, 2, 3]), TASKS[task]!.spec, options(n));
+          await model.run(Buffer.from([0xff, 0xd8, 0xff, 0x00, 1, 2, 3]), spec, options(n));
           report.unexpectedErrors.push('a corrupt image was accepted');
         } else if (fault === 'bad-option') {
-          await model.run(images[image]!, TASKS[task]!.spec, { ...options(n), maxNewTokens: -3 });
+          await model.run(pixels, spec, { ...options(n), maxNewTokens: -3 });
           report.unexpectedErrors.push('maxNewTokens -3 was accepted');
         } else if (fault === 'cancel') {
           const controller = new AbortController();
           setTimeout(() => controller.abort(new Error('soak cancel')), Math.floor(rand() * 40));
-          const r = await model.run(images[image]!, TASKS[task]!.spec, { ...options(n), signal: controller.signal });
+          const r = await model.run(pixels, spec, { ...options(n), signal: controller.signal });
           count(r);  // finished before the cancel landed: still a completed run, not compared
         } else if (fault === 'deadline') {
-          const r = await model.run(images[image]!, TASKS[task]!.spec, { ...options(n), deadlineMs: 1 + Math.floor(rand() * 30) });
+          const r = await model.run(pixels, spec, { ...options(n), deadlineMs: 1 + Math.floor(rand() * 30) });
           count(r);
         } else {
-          const r = await model.run(images[image]!, TASKS[task]!.spec, options(n));
+          const r = await model.run(pixels, spec, options(n));
           count(r);
-          finished.push({ key: `${image}/${TASKS[task]!.name}/${n}`, image, task, n, tokens: r.outputTokenIds });
+          finished.push({ key: `${image}/${name}/${n}`, image, task, n, tokens: r.outputTokenIds });
         }
       } catch (error) {
         const code = (error as { code?: string }).code;

@@ -124,6 +124,9 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
     if (typeof value !== 'number' || !Number.isInteger(value)) throw invalidType(`options.${name}`, 'an integer', value);
     if (value < min) throw outOfRange(`options.${name}`, `an integer >= ${min}`, value);
   };
+  const boolean = (name: string, value: boolean | undefined): void => {
+    if (value !== undefined && typeof value !== 'boolean') throw invalidType(`options.${name}`, 'a boolean', value);
+  };
   integer('threads', threads, 0);
   integer('maxActiveRequests', maxActiveRequests, 1);
   integer('maxQueuedRequests', maxQueuedRequests, 0);
@@ -134,13 +137,11 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
     throw outOfRange('options.kvCacheGB', 'a positive number of GiB', kvCacheGB);
   if (gpuMemoryFraction !== undefined && (typeof gpuMemoryFraction !== 'number' || !(gpuMemoryFraction > 0 && gpuMemoryFraction <= 1)))
     throw outOfRange('options.gpuMemoryFraction', 'a number in (0, 1]', gpuMemoryFraction);
-  if (emulateBf16 !== undefined && typeof emulateBf16 !== 'boolean') throw invalidType('options.emulateBf16', 'a boolean', emulateBf16);
+  boolean('emulateBf16', emulateBf16);
   if (prefixCacheGB !== undefined && (typeof prefixCacheGB !== 'number' || !(prefixCacheGB >= 0) || !Number.isFinite(prefixCacheGB)))
     throw outOfRange('options.prefixCacheGB', 'a number of GiB >= 0', prefixCacheGB);
-  if (reserveGeneration !== undefined && typeof reserveGeneration !== 'boolean')
-    throw invalidType('options.reserveGeneration', 'a boolean', reserveGeneration);
-  if (batchInvariant !== undefined && typeof batchInvariant !== 'boolean')
-    throw invalidType('options.batchInvariant', 'a boolean', batchInvariant);
+  boolean('reserveGeneration', reserveGeneration);
+  boolean('batchInvariant', batchInvariant);
   const out: NativeEngineOptions = { backend: resolveBackend(backend) };
   if (emulateBf16 && out.backend !== 'cpu')
     throw invalidType('options.emulateBf16', 'the CPU backend (the CUDA backend is bf16 already)', out.backend);

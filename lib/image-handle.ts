@@ -4,17 +4,18 @@
 // first: later tasks skip the decode, the vision encoder and the image's
 // prefill. The cache works without a handle too (any input that decodes to
 // the same pixels); the handle saves the decode and keeps the pixels alive.
-import type { ImageInput, RawImage } from './image/index.js';
-import type { RexOmniEvent, RexOmniResult } from './rex-omni.js';
+import type { RawImage } from './image/index.js';
+import type { RexOmni, RexOmniEvent, RexOmniResult } from './rex-omni.js';
 import type { RunOptions } from './run-options.js';
 import type { KeypointType, OcrGranularity, PixelBox, TaskSpec } from './tasks/index.js';
 
-/** What a handle needs from the model: its run and stream. */
-export interface TaskRunner {
-  run(image: ImageInput, task: TaskSpec, options?: RunOptions): Promise<RexOmniResult>;
-  stream(image: ImageInput, task: TaskSpec, options?: RunOptions): AsyncGenerator<RexOmniEvent, void, undefined>;
-}
+/** What a handle needs from the model: its run and stream, and the task methods it forwards to. */
+export type TaskRunner = Pick<
+  RexOmni,
+  'run' | 'stream' | 'detect' | 'point' | 'visualPrompt' | 'keypoints' | 'ocrBoxes' | 'ocrPolygons' | 'guiGround' | 'guiPoint'
+>;
 
+/** The model's task methods on these pixels: each forwards to the model's own, so a task's spec is built in one place. */
 export class RexImage {
   readonly #model: TaskRunner;
   readonly #pixels: RawImage;
@@ -39,28 +40,29 @@ export class RexImage {
   }
 
   detect(categories: string[], options?: RunOptions): Promise<RexOmniResult> {
-    return this.run({ task: 'detection', categories }, options);
+    return this.#model.detect(this.#pixels, categories, options);
   }
   point(categories: string[], options?: RunOptions): Promise<RexOmniResult> {
-    return this.run({ task: 'pointing', categories }, options);
+    return this.#model.point(this.#pixels, categories, options);
   }
   visualPrompt(boxes: PixelBox[], options?: RunOptions): Promise<RexOmniResult> {
-    return this.run({ task: 'visual_prompting', boxes }, options);
+    return this.#model.visualPrompt(this.#pixels, boxes, options);
   }
   keypoints(keypointType: KeypointType, options?: RunOptions & { categories?: string[] }): Promise<RexOmniResult> {
-    const { categories, ...rest } = options ?? {};
-    return this.run({ task: 'keypoint', keypointType, ...(categories ? { categories } : {}) }, rest);
+    return this.#model.keypoints(this.#pixels, keypointType, options);
   }
-  ocrBoxes(granularity: OcrGranularity = 'text line', options?: RunOptions): Promise<RexOmniResult> {
-    return this.run({ task: 'ocr_box', granularity }, options);
+  /** granularity: default 'text line' (the model's). */
+  ocrBoxes(granularity?: OcrGranularity, options?: RunOptions): Promise<RexOmniResult> {
+    return this.#model.ocrBoxes(this.#pixels, granularity, options);
   }
-  ocrPolygons(granularity: OcrGranularity = 'text line', options?: RunOptions): Promise<RexOmniResult> {
-    return this.run({ task: 'ocr_polygon', granularity }, options);
+  /** granularity: default 'text line' (the model's). */
+  ocrPolygons(granularity?: OcrGranularity, options?: RunOptions): Promise<RexOmniResult> {
+    return this.#model.ocrPolygons(this.#pixels, granularity, options);
   }
   guiGround(element: string, options?: RunOptions): Promise<RexOmniResult> {
-    return this.run({ task: 'gui_grounding', element }, options);
+    return this.#model.guiGround(this.#pixels, element, options);
   }
   guiPoint(element: string, options?: RunOptions): Promise<RexOmniResult> {
-    return this.run({ task: 'gui_pointing', element }, options);
+    return this.#model.guiPoint(this.#pixels, element, options);
   }
 }

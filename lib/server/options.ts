@@ -87,9 +87,10 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
     limits[key] = integer(key, options[key], min, DEFAULT_SERVER_LIMITS[key]);
   }
   // The default shrinks to the queue's capacity; a larger explicit value could never be admitted.
-  if (options.maxBatchImages === undefined) limits.maxBatchImages = Math.min(limits.maxBatchImages, limits.maxActiveRequests + limits.maxQueuedRequests);
-  if (limits.maxBatchImages > limits.maxActiveRequests + limits.maxQueuedRequests)
-    throw outOfRange('server options.maxBatchImages', `at most maxActiveRequests + maxQueuedRequests (${limits.maxActiveRequests + limits.maxQueuedRequests})`, limits.maxBatchImages);
+  const capacity = limits.maxActiveRequests + limits.maxQueuedRequests;
+  if (options.maxBatchImages === undefined) limits.maxBatchImages = Math.min(limits.maxBatchImages, capacity);
+  if (limits.maxBatchImages > capacity)
+    throw outOfRange('server options.maxBatchImages', `at most maxActiveRequests + maxQueuedRequests (${capacity})`, limits.maxBatchImages);
   const token = options.token ?? (env.REX_OMNI_TOKEN || undefined);
   if (token !== undefined && (typeof token !== 'string' || token.length === 0)) throw invalidType('server options.token', 'a non-empty string', token);
   const cors = options.cors ?? false;

@@ -45,6 +45,14 @@ async function* taskStream(events: AsyncIterable<RexOmniEvent>, log: FastifyBase
   }
 }
 
+/** Runs the events to their end: the run's result (runEvents' return value). */
+async function resultOf(events: AsyncGenerator<RexOmniEvent, RexOmniResult>): Promise<RexOmniResult> {
+  for (;;) {
+    const step = await events.next();
+    if (step.done) return step.value;
+  }
+}
+
 async function handleTask(ctx: RouteContext, route: TaskRoute, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
   const state = stateOf(request);
   const type = negotiate(request);
@@ -55,8 +63,7 @@ async function handleTask(ctx: RouteContext, route: TaskRoute, request: FastifyR
   const prepared = await prepareRun(images[0]!, route, fields, ctx.options);
   const events = runEvents(model, prepared, runOptionsOf(fields, maxNewTokens, ctx.options), state, ctx.metrics);
   if (type !== 'application/json') return sendStream(reply, type, taskStream(events, request.log, ctx.metrics));
-  for await (const event of events) if (event.type === 'done') return event.result;
-  throw new HttpError(500, 'ERR_REX_INTERNAL', 'the run ended without a result');
+  return resultOf(events);
 }
 
 type BatchItem = { type: 'result'; index: number; result: RexOmniResult } | { type: 'error'; index: number; code: string; message: string };
@@ -83,9 +90,7 @@ async function handleBatch(ctx: RouteContext, request: FastifyRequest, reply: Fa
   images.forEach(async (bytes, index) => {
     try {
       const prepared = await prepareRun(bytes, route, taskFields, ctx.options);
-      let result: RexOmniResult | undefined;
-      for await (const event of runEvents(model, prepared, options, state, ctx.metrics)) if (event.type === 'done') result = event.result;
-      finished.push({ type: 'result', index, result: result! });
+      finished.push({ type: 'result', index, result: await resultOf(runEvents(model, prepared, options, state, ctx.metrics)) });
     } catch (error) {
       const e = httpErrorOf(error);
       ctx.metrics.error(e.code);
