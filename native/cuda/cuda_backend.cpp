@@ -169,7 +169,10 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
                                  (max_sequence_tokens_ + kBlockTokens - 1) / kBlockTokens, sequences));
   text_.set_use_gemv(std::getenv("REX_OMNI_NO_GEMV") == nullptr);
   text_.set_gemv_chain(std::getenv("REX_OMNI_GEMV_CHAIN") != nullptr);  // A/B until measured (native/cuda/NOTES.md)
-  text_.set_gemv_max_rows(options_.batch_invariant ? kGemvRows : kGemvFastRows);
+  // REX_OMNI_GEMV_FAST_ROWS: an A/B knob for the threshold (decode_step_bench).
+  const char* fast_rows = std::getenv("REX_OMNI_GEMV_FAST_ROWS");
+  const int gemv_fast_rows = fast_rows ? std::clamp(std::atoi(fast_rows), 0, kGemvRows) : kGemvFastRows;
+  text_.set_gemv_max_rows(options_.batch_invariant ? kGemvRows : gemv_fast_rows);
   if (const char* profile = std::getenv("REX_OMNI_PROFILE_STEP")) text_.set_profile_path(profile);
   free_masks_.clear();
   for (int m = sequences - 1; m >= 0; --m) free_masks_.push_back(m);
@@ -469,7 +472,9 @@ int CudaBackend::slot_length(SlotId slot) const {
 }
 
 Status CudaBackend::prefill(const PrefillInput& in, float* logits_out) {
-  if (!logits_out) return Status(StatusCode::kInvalidArgument, "prefill: expected a logits buffer but got none");
+  if (!logits_out && in.logit_rows > 0)
+    return Status(StatusCode::kInvalidArgument, "prefill: expected a logits buffer for " + std::to_string(in.logit_rows) +
+                                                    " rows but got none");
   return prefill_impl(in, logits_out);
 }
 
