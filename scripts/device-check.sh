@@ -18,8 +18,7 @@
 #           brings its report to $OUT. Between the two, run nothing timed.
 #   serve-load  the HTTP server's overhead over the engine (benchmarks/serve-load.ts)
 #   step    the graphed decode step alone (native/bench/decode_step_bench.cu) on
-#           the 3B-shaped checkpoint, batches 1, 8, 64 (seconds, not minutes),
-#           as it is and with the GEMV chain (REX_OMNI_GEMV_CHAIN=1)
+#           the 3B-shaped checkpoint, batches 1, 8, 64 (seconds, not minutes)
 #   concurrency the serving benchmark (benchmarks/concurrency.ts) on the 3B-shaped checkpoint,
 #           concurrency 1..128, 45- and 440-token answers, transformers' batched generate beside
 # Usage (device, repo root, after carrying .devicebundle):
@@ -115,11 +114,7 @@ for stage in "${stages[@]}"; do
       { cmake -S . -B build/native-gpu -DREX_BUILD_ADDON=OFF && cmake --build build/native-gpu -j "$REX_OMNI_BUILD_JOBS" --target decode_step_bench; } \
         > "$OUT/step-build.log" 2>&1 || { grep -E "error" -A3 "$OUT/step-build.log" | head -30; note "step: build FAILED"; continue; }
       timeout 300 build/native-gpu/decode_step_bench "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --out "$OUT/step.json" 2>&1 | tee "$OUT/step.log"
-      rc=${PIPESTATUS[0]}
-      echo "-- with the GEMV chain (REX_OMNI_GEMV_CHAIN=1)"
-      REX_OMNI_GEMV_CHAIN=1 timeout 300 build/native-gpu/decode_step_bench "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" \
-        --out "$OUT/step-chain.json" 2>&1 | tee "$OUT/step-chain.log"
-      note "step: rc=$rc, chain rc=${PIPESTATUS[0]} ($(( $(date +%s) - start )) s)" ;;
+      note "step: rc=${PIPESTATUS[0]} ($(( $(date +%s) - start )) s)" ;;
     serve-load)
       node dist/benchmarks/serve-load.js --model "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --backend cuda --out "$OUT/serve-load.json" > "$OUT/serve-load.log" 2>&1
       rc=$?

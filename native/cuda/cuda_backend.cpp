@@ -170,7 +170,6 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   REX_RETURN_IF_ERROR(text_.init(t, &weights_, &gemm_, stream_, arena, int(blocks), step_rows,
                                  (max_sequence_tokens_ + kBlockTokens - 1) / kBlockTokens, sequences));
   text_.set_use_gemv(std::getenv("REX_OMNI_NO_GEMV") == nullptr);
-  text_.set_gemv_chain(std::getenv("REX_OMNI_GEMV_CHAIN") != nullptr);  // A/B until measured (native/cuda/NOTES.md)
   // REX_OMNI_GEMV_FAST_ROWS: an A/B knob for the threshold (decode_step_bench).
   const char* fast_rows = std::getenv("REX_OMNI_GEMV_FAST_ROWS");
   const int gemv_fast_rows = fast_rows ? std::clamp(std::atoi(fast_rows), 0, kGemvRows) : kGemvFastRows;

@@ -101,25 +101,19 @@ Status TextRunner::init(const TextConfig& config, const DeviceWeights* weights, 
   for (int b = 1; b <= max_batch_; b *= 2)
     ws = std::max(ws, attention_decode_workspace_floats(b, config_.num_heads, config_.head_dim(), splits_for(b)));
   REX_RETURN_IF_ERROR(attn_workspace_.allocate(ws, "the decode attention workspace"));
-  REX_RETURN_IF_ERROR(gemv_chain_sync_.allocate(gemv_chain_sync_words(), "the GEMV chain's barrier counts"));
-  REX_CUDA_TRY(cudaMemsetAsync(gemv_chain_sync_.get(), 0, gemv_chain_sync_words() * sizeof(unsigned), stream_));
   return Status::Ok();
 }
 
 // The decode layers on the GEMV: bias, residual add and SwiGLU in the
 // projections' epilogues, the norms alone. Each GEMV starts streaming its
 // weights while the kernel before it finishes (programmatic dependent launch).
-// With the chain (set_gemv_chain), a layer's o_proj, gate_up, down and the
-// next layer's qkv run as one launch (gemv_chain); the last layer's chain
-// ends with `head` when given (*head_done then says it ran).
-Status TextRunner::decode_layers_gemv(int bucket, const GemvArgs* head, bool* head_done) {
+Status TextRunner::decode_layers_gemv(int bucket) {
   const TextConfig& c = config_;
   const int hidden = c.hidden_size, hd = c.head_dim(), hq = c.num_heads, hkv = c.num_kv_heads;
   const int qkv_width = (hq + 2 * hkv) * hd, inter = c.intermediate_size;
   const MropeSection section{c.mrope_section[0], c.mrope_section[1], c.mrope_section[2]};
   const int splits = splits_for(bucket);
   const double act = 2.0 * bucket, kv_bytes = double(profile_kv_tokens_) * hkv * hd * 2 * 2;
-  *head_done = false;
   auto project = [&](GemvEpilogue e, const bf16* x, int k, const bf16* w, int n) {
     GemvArgs a;
     a.epilogue = e;
@@ -147,16 +141,10 @@ Status TextRunner::decode_layers_gemv(int bucket, const GemvArgs* head, bool* he
     qkv.out_bf16 = dec_.qkv.get();
     return qkv;
   };
-  if (gemv_chain_) {
-    mark("qkv_proj", 2.0 * qkv_width * hidden);
-    REX_RETURN_IF_ERROR(gemv(qkv_of(0), stream_));
-  }
   for (int li = 0; li < c.num_layers; ++li) {
     const DeviceTextLayer& l = w_->text_layers[size_t(li)];
-    if (!gemv_chain_) {
-      mark("qkv_proj", 2.0 * qkv_width * hidden);
-      REX_RETURN_IF_ERROR(gemv(qkv_of(li), stream_));
-    }
+    mark("qkv_proj", 2.0 * qkv_width * hidden);
+    REX_RETURN_IF_ERROR(gemv(qkv_of(li), stream_));
     mark("mrope_kv_write", act * qkv_width * 2);
     REX_RETURN_IF_ERROR(mrope_qkv_to_cache_bf16(dec_.qkv.get(), bucket, hq, hkv, hd, step_positions(), inv_freq_.get(),
                                                 section, step_dest(), arena_.layer(li), stream_));
@@ -172,17 +160,6 @@ Status TextRunner::decode_layers_gemv(int bucket, const GemvArgs* head, bool* he
     gate_up.out_bf16 = dec_.act.get();
     GemvArgs down = project(GemvEpilogue::kAddResidual, dec_.act.get(), inter, l.down_w, hidden);
     down.residual = dec_.residual.get();
-    if (gemv_chain_) {
-      const bool last = li + 1 == c.num_layers;
-      GemvArgs chain[4] = {o, gate_up, down, last && head ? *head : qkv_of(std::min(li + 1, c.num_layers - 1))};
-      const int count = last && !head ? 3 : 4;
-      mark("o+gate_up+down+next (chain)",
-           2.0 * (hq * hd * hidden + 2.0 * inter * hidden + inter * hidden) +
-               (count == 4 ? 2.0 * double(chain[3].n) * chain[3].k : 0.0));
-      REX_RETURN_IF_ERROR(gemv_chain(chain, count, gemv_chain_sync_.get(), stream_));
-      *head_done = last && head;
-      continue;
-    }
     mark("o_proj+residual", 2.0 * hq * hd * hidden);
     REX_RETURN_IF_ERROR(gemv(o, stream_));
     mark("gate_up_proj+swiglu", 4.0 * inter * hidden);
@@ -318,9 +295,8 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
   head.row_ids = restricted ? sampler_.head_rows() : nullptr;
   head.out_f32 = restricted ? dec_head_logits_.get() : dec_logits_.get();
   head.overlap_previous = true;
-  bool head_done = false;
   if (fused) {
-    REX_RETURN_IF_ERROR(decode_layers_gemv(bucket, head_gemv ? &head : nullptr, &head_done));
+    REX_RETURN_IF_ERROR(decode_layers_gemv(bucket));
   } else {
     const int splits = splits_for(bucket);
     PagedKv kv{nullptr, nullptr, arena_.block_size, c.num_kv_heads, c.head_dim()};
@@ -334,14 +310,12 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
     REX_RETURN_IF_ERROR(layers(dec_, bucket, step_positions(), step_dest(), attention, tap));
   }
   if (output != StepOutput::kLogits) REX_RETURN_IF_ERROR(sampler_.mark_rows(step_ids(), step_seen(), bucket));
-  if (!head_done) {
-    mark(restricted ? "lm_head (restricted)" : "lm_head", 2.0 * hidden * (restricted ? DecodeSampler::kRestrictedRows : vocab));
-    if (head_gemv) {
-      REX_RETURN_IF_ERROR(gemv(head, stream_));
-    } else {
-      if (fused) return Status(StatusCode::kInternal, "the fused decode layers need the GEMV LM head");
-      REX_RETURN_IF_ERROR(gemm_->linear_f32(dec_.h.get(), bucket, hidden, hidden, w_->lm_head, vocab, dec_logits_.get(), stream_));
-    }
+  mark(restricted ? "lm_head (restricted)" : "lm_head", 2.0 * hidden * (restricted ? DecodeSampler::kRestrictedRows : vocab));
+  if (head_gemv) {
+    REX_RETURN_IF_ERROR(gemv(head, stream_));
+  } else {
+    if (fused) return Status(StatusCode::kInternal, "the fused decode layers need the GEMV LM head");
+    REX_RETURN_IF_ERROR(gemm_->linear_f32(dec_.h.get(), bucket, hidden, hidden, w_->lm_head, vocab, dec_logits_.get(), stream_));
   }
   mark("sampler", 4.0 * bucket * (output == StepOutput::kSampledRestricted ? DecodeSampler::kRestrictedRows : vocab));
   if (output != StepOutput::kLogits) REX_RETURN_IF_ERROR(sampler_.sample(bucket));

@@ -28,8 +28,6 @@
 
 namespace rex::cuda {
 
-struct GemvArgs;
-
 // The paged KV cache: per layer a K and a V plane of `tokens` rows.
 struct KvArena {
   bf16* base = nullptr;
@@ -97,9 +95,6 @@ class TextRunner {
 
   // Decode-step projections through the GEMV (default) or cuBLASLt.
   void set_use_gemv(bool on) { use_gemv_ = on; }
-  // A layer's o_proj, gate_up, down and the next qkv (the last: the LM head)
-  // in one launch (gemv_chain) instead of four; off by default until measured.
-  void set_gemv_chain(bool on) { gemv_chain_ = on; }
   // The most rows a step decodes on the GEMV; larger steps take cuBLASLt
   // (BackendOptions::batch_invariant keeps them all on the GEMV).
   void set_gemv_max_rows(int rows) { gemv_max_rows_ = rows; }
@@ -122,7 +117,7 @@ class TextRunner {
   Status layers(Buffers& b, int rows, const int32_t* positions_dev, const int32_t* dest_rows_dev,
                 const AttentionFn& attention, const TensorTap* tap);
   Status decode_body(int bucket, StepOutput output, const TensorTap* tap);
-  Status decode_layers_gemv(int bucket, const GemvArgs* head, bool* head_done);
+  Status decode_layers_gemv(int bucket);
   Status run_step(const std::vector<DecodeSequence>& batch, StepOutput output, bool use_graphs, const TensorTap* tap);
   Status profile_step(const std::vector<DecodeSequence>& batch, int bucket, StepOutput output);
   int bucket_for(int batch) const;
@@ -152,8 +147,6 @@ class TextRunner {
   std::map<std::pair<int, StepOutput>, cudaGraphExec_t> graphs_;
   DecodeSampler sampler_;
   bool use_gemv_ = true;
-  bool gemv_chain_ = false;
-  DeviceBuffer<unsigned> gemv_chain_sync_;  // gemv_chain's barrier counts (zero between launches)
   int gemv_max_rows_ = 8;
   bool gemv_step(int bucket) const { return use_gemv_ && bucket <= gemv_max_rows_; }
   std::string profile_path_;

@@ -1,6 +1,5 @@
 // Decode-step projections (gemv.cuh), one launch per projection; the pieces
-// (ring, producer, consumers) are in gemv_pipeline.cuh, shared with
-// gemv_chain.cu (several projections in one launch). Why this shape:
+// (ring, producer, consumers) are in gemv_pipeline.cuh. Why this shape:
 //  - A decode step is weight streaming: 16 bytes of W per 16 multiply-adds
 //    per row, so the kernel is as fast as the bytes it keeps in flight. One
 //    producer warp per block streams W with the copy engine (1-D bulk copies,
@@ -98,7 +97,7 @@ KernelArgs kernel_args(const GemvArgs& args) {
   return KernelArgs{args.x,        args.norm_input, args.norm_weight, args.norm_eps, args.lda,
                     args.m,        args.w,          args.k,           args.n,        args.row_ids,
                     args.pair_offset, args.bias,    args.out_bf16,    args.out_f32,  args.residual,
-                    args.ldo > 0 ? args.ldo : args.n, int(ceil_div(size_t(args.n), 16)), 0, 0, args.k};
+                    args.ldo > 0 ? args.ldo : args.n, int(ceil_div(size_t(args.n), 16)), 0, args.k};
 }
 
 }  // namespace gemv_detail
@@ -113,19 +112,18 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const KernelArgs a) {
   extern __shared__ __align__(128) uint8_t ring[];
   __shared__ float inv_rms[kRowsPerCall];
   __shared__ float4 partial[kConsumerWarps * 2 * 32];
-  uint64_t* full = reinterpret_cast<uint64_t*>(ring + size_t(a.stages) * a.slot_bytes);
+  uint64_t* full = reinterpret_cast<uint64_t*>(ring + size_t(a.stages) * Stage<R>::kBytes);
   uint64_t* empty = full + a.stages;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (threadIdx.x == 0) init_ring(full, empty, a.stages);
   __syncthreads();
-  uint32_t q = 0;
   if (warp == kConsumerWarps) {
-    produce<R>(a, ring, full, empty, lane, q);
+    produce<R>(a, ring, full, empty, lane);
   } else {
     uint8_t* xs = reinterpret_cast<uint8_t*>(empty + a.stages);
     pdl_wait();  // x (and the residual) come from the previous kernel
     stage_x(a, xs, inv_rms, warp, lane);
-    consume_tiles<R, E>(a, ring, full, empty, xs, inv_rms, partial, warp, lane, q);
+    consume_tiles<R, E>(a, ring, full, empty, xs, inv_rms, partial, warp, lane);
   }
 }
 
@@ -157,7 +155,6 @@ Status launch(KernelArgs a, bool overlap, cudaStream_t stream) {
     return Status(StatusCode::kResourceExhausted,
                   "gemv: expected x (" + std::to_string(x_bytes) + " bytes) and a two-stage ring to fit in shared memory");
   a.stages = stages;
-  a.slot_bytes = S::kBytes;
   const size_t smem = size_t(stages) * (S::kBytes + 16) + size_t(x_bytes);
   const dim3 grid(unsigned(std::min(a.tiles, per_sm * f.multiprocessors))), block(kThreads);
   return launch_maybe_overlapped(gemv_kernel<R, E>, grid, block, smem, stream, overlap, "gemv", a);

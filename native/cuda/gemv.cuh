@@ -61,20 +61,4 @@ bool gemv_supports(int m, int k, int n);
 
 Status gemv(const GemvArgs& args, cudaStream_t stream);
 
-// Several projections in one persistent launch, in order, each free to read
-// what the ones before it wrote (a decode layer's o_proj -> gate_up -> down
-// -> the next layer's qkv). The producer warps stream the next projection's
-// weights while the consumers finish the current one, so the weight stream
-// does not drain between projections (between separate launches it did,
-// ~4 us each: native/cuda/NOTES.md); the consumers meet at a grid-wide
-// barrier between projections. Outputs are bit for bit those of gemv() on
-// each in turn. Every stage takes the same m; stages[0].overlap_previous
-// applies to the launch. sync: gemv_chain_sync_words() words, zero before
-// the first call, left zero by every call; calls sharing it must be ordered
-// on one stream. Where the chain does not fit one launch (m > 8, x too
-// large for shared memory), it runs as one gemv() per stage.
-constexpr int kGemvChainMax = 4;
-size_t gemv_chain_sync_words();
-Status gemv_chain(const GemvArgs* stages, int count, unsigned* sync, cudaStream_t stream);
-
 }  // namespace rex::cuda

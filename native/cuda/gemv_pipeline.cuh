@@ -1,15 +1,13 @@
-// The decode GEMV's pieces (gemv.cu launches one projection with them,
-// gemv_chain.cu several in one persistent launch): the ring of shared-memory
-// stages, the producer warp that streams W into it, and the consumer warps
-// that stage x, multiply on the tensor cores and run the epilogue. Why they
-// are shaped this way is in gemv.cu's note; here, what each piece promises:
-//  - produce / consume_tiles walk the same (tile, k) sequence of a
-//    projection for this block, from and advancing one ring position q, so
-//    a launch may run several projections back to back through one ring;
+// The decode GEMV's pieces (gemv.cu launches one projection with them): the
+// ring of shared-memory stages, the producer warp that streams W into it, and
+// the consumer warps that stage x, multiply on the tensor cores and run the
+// epilogue. Why they are shaped this way is in gemv.cu's note; here, what
+// each piece promises:
+//  - produce / consume_tiles walk the same (tile, k) sequence of the
+//    projection for this block, through ring positions counted from 0;
 //  - a row's bits depend on k alone (fixed slab order, fixed reduction);
 //  - activations (x, the norm's input, the residual) are read through L2
-//    (ld.global.cg), never L1: inside a chained launch other blocks wrote
-//    them after this block may have cached the lines.
+//    (ld.global.cg), not L1.
 // Internal to native/cuda (namespace gemv_detail).
 #pragma once
 
@@ -52,7 +50,6 @@ struct Stage {
   static constexpr int kRowBytes = 2 * kK + kRowPadBytes;
   static constexpr int kBytes = kRows * kRowBytes;
 };
-constexpr int kMaxStageBytes = Stage<1>::kBytes > Stage<2>::kBytes ? Stage<1>::kBytes : Stage<2>::kBytes;
 
 // Where a block keeps x: m rows of k bf16 after the ring, each row padded to
 // 64 mod 128 bytes like the weight rows.
@@ -74,10 +71,9 @@ struct KernelArgs {
   float* out_f32;
   float* residual;
   int ldo;
-  int tiles;       // ceil(n / 16)
-  int stages;      // depth of the ring
-  int slot_bytes;  // bytes between ring slots (Stage<R>::kBytes, or the largest of a chain's)
-  int x_seg_k;     // k of x in shared memory at once: k, or a multiple of the stage's k (x_segment_k)
+  int tiles;    // ceil(n / 16)
+  int stages;   // depth of the ring
+  int x_seg_k;  // k of x in shared memory at once: k, or a multiple of the stage's k (x_segment_k)
 };
 
 // x too large to sit in shared memory beside a deep ring (down_proj's 11008
@@ -101,11 +97,10 @@ struct EpilogueKind {
 };
 
 // f(EpilogueKind<R, E>{}) for the runtime epilogue e: the one place a
-// runtime epilogue picks its template instantiation (host launches and the
-// chain kernel's stages alike). An unknown value is rejected by check_args.
-#pragma nv_exec_check_disable
+// runtime epilogue picks its template instantiation. An unknown value is
+// rejected by check_args.
 template <typename F>
-__host__ __device__ __forceinline__ auto with_epilogue(GemvEpilogue e, F&& f) {
+inline auto with_epilogue(GemvEpilogue e, F&& f) {
   switch (e) {
     case GemvEpilogue::kStoreF32: return f(EpilogueKind<1, GemvEpilogue::kStoreF32>{});
     case GemvEpilogue::kAddResidual: return f(EpilogueKind<1, GemvEpilogue::kAddResidual>{});
@@ -144,11 +139,11 @@ __device__ __forceinline__ void init_ring(uint64_t* full, uint64_t* empty, int s
 
 // The producer warp: lane i < 16 R copies row i of the tile's rows, stage
 // after stage, tile after tile, waiting only for a free slot of the ring.
-// q: ring positions issued by this block so far (advanced).
 template <int R>
-__device__ void produce(const KernelArgs& a, uint8_t* ring, uint64_t* full, uint64_t* empty, int lane, uint32_t& q) {
+__device__ void produce(const KernelArgs& a, uint8_t* ring, uint64_t* full, uint64_t* empty, int lane) {
   using S = Stage<R>;
   const uint64_t policy = l2_evict_first_policy();
+  uint32_t q = 0;  // ring positions issued by this block
   for (int tile = blockIdx.x; tile < a.tiles; tile += gridDim.x) {
     const bf16* src = a.w;
     if (lane < S::kRows) {
@@ -163,7 +158,7 @@ __device__ void produce(const KernelArgs& a, uint8_t* ring, uint64_t* full, uint
       if (lane == 0) mbarrier_arrive_expect_bytes(&full[slot], row_bytes * S::kRows);
       __syncwarp();
       if (lane < S::kRows)
-        bulk_copy_to_shared(ring + size_t(slot) * a.slot_bytes + lane * S::kRowBytes, src + kk, row_bytes, &full[slot],
+        bulk_copy_to_shared(ring + size_t(slot) * S::kBytes + lane * S::kRowBytes, src + kk, row_bytes, &full[slot],
                             policy);
     }
   }
@@ -227,16 +222,17 @@ __device__ __forceinline__ void stage_x(const KernelArgs& a, uint8_t* xs, float*
 // The consumer warps over a projection's tiles (after stage_x): per tile the
 // mma over its stages (staging each segment of x first when x is segmented),
 // then the epilogue. partial: kConsumerWarps * 2 * 32 float4 of shared
-// memory. q: ring positions consumed so far (advanced).
+// memory.
 template <int R, GemvEpilogue E>
 __device__ void consume_tiles(const KernelArgs& a, const uint8_t* ring, uint64_t* full, uint64_t* empty, uint8_t* xs,
-                              const float* inv_rms, float4* partial, int warp, int lane, uint32_t& q) {
+                              const float* inv_rms, float4* partial, int warp, int lane) {
   using S = Stage<R>;
   const int g = lane / 4, t = lane % 4;
   const bool segmented = a.x_seg_k < a.k;
   auto part = [&](int w, int r, int l) -> float4& { return partial[(w * 2 + r) * 32 + l]; };
   // This lane's x row (g) as the mma's B fragment wants it; rows past m are zeros.
   const uint8_t* xrow = g < a.m ? xs + g * x_row_bytes(a.x_seg_k) + 16 * t : nullptr;
+  uint32_t q = 0;  // ring positions consumed by this block
   for (int tile = blockIdx.x; tile < a.tiles; tile += gridDim.x) {
     float acc[R][4];
 #pragma unroll
@@ -251,7 +247,7 @@ __device__ void consume_tiles(const KernelArgs& a, const uint8_t* ring, uint64_t
       }
       const uint32_t slot = q % uint32_t(a.stages);
       mbarrier_wait(&full[slot], (q / uint32_t(a.stages)) & 1);
-      const uint8_t* stage = ring + size_t(slot) * a.slot_bytes + g * S::kRowBytes + 16 * t;
+      const uint8_t* stage = ring + size_t(slot) * S::kBytes + g * S::kRowBytes + 16 * t;
       const int slabs = min(S::kK, a.k - kk) / kSlabK;
 #pragma unroll
       for (int u = 0; u < S::kK / kSlabK / kConsumerWarps; ++u) {

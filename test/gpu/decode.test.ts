@@ -15,9 +15,6 @@
 //  - Growing slots (reserveGeneration: false, batchInvariant): four image
 //    requests outgrow eight KV blocks; the newest are preempted and resume;
 //    those never preempted give their tokens alone, and the KV ends empty.
-//  - The GEMV chain (REX_OMNI_GEMV_CHAIN: o_proj, gate_up, down and the next
-//    qkv or the LM head in one launch): the tokens and scores of separate
-//    launches, greedy and seeded, coordinate head included, alone and eight at once.
 //  - The CPU backend, sampling on the host, gives the same greedy tokens on
 //    the first steps (bf16 against fp32: the first tokens only).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -190,37 +187,6 @@ describe('CUDA decode', () => {
       expect(info.memory.kvCacheUsedBytes - info.prefixCache.heldBytes).toBe(0);
     } finally {
       await growing.close();
-    }
-  });
-  it('the GEMV chain: the tokens and scores of one launch per projection', async () => {
-    const requests = (m: RexOmni) =>
-      Promise.all(
-        [0, 1, 2, 3, 4, 5, 6, 7].map((seed) =>
-          m.detect(IMAGE, CATEGORIES, {
-            maxNewTokens: 48,
-            sampling: seed % 2 ? { temperature: 0.9, topP: 0.95, seed } : { temperature: 0 },
-            scores: seed % 4 !== 3,  // some requests on the coordinate head
-          }),
-        ),
-      );
-    const separate = [await model.detect(IMAGE, CATEGORIES, { maxNewTokens: 48 }), ...(await requests(model))];
-    process.env.REX_OMNI_GEMV_CHAIN = '1';
-    let chained: RexOmni | undefined;
-    try {
-      chained = await RexOmni.load(await ensureTinyCheckpoint(), {
-        backend: 'cuda',
-        maxActiveRequests: 8,
-        batchInvariant: true,
-        defaults: { maxPixels: 64 * 28 * 28 },
-      });
-      const results = [await chained.detect(IMAGE, CATEGORIES, { maxNewTokens: 48 }), ...(await requests(chained))];
-      for (let i = 0; i < results.length; ++i) {
-        expect(results[i]!.outputTokenIds).toEqual(separate[i]!.outputTokenIds);
-        expect(results[i]!.predictions).toEqual(separate[i]!.predictions);
-      }
-    } finally {
-      delete process.env.REX_OMNI_GEMV_CHAIN;
-      await chained?.close();
     }
   });
 });
