@@ -87,7 +87,8 @@ constexpr int kGemvRows = 64;
 // Past this many rows a step is faster on cuBLASLt than on the GEMV (which
 // reads the weights once per 8 rows): on the H200 the graphed step at 1 / 2 /
 // 4 / 8 rows took 2.57 / 2.79 / 3.31 / 4.24 ms on the GEMV and 2.75 / 2.78 /
-// 2.82 / 2.89 ms on cuBLASLt (NOTES.md §9).
+// 2.82 / 2.89 ms on cuBLASLt (NOTES.md §8). A step of one sequence (a lone
+// request's jump-forward rows) stays on the GEMV whatever its rows.
 constexpr int kGemvFastRows = 2;
 }  // namespace
 

@@ -63,6 +63,14 @@ TextRunner::~TextRunner() {
   if (logits_pinned_) cudaFreeHost(logits_pinned_);
 }
 
+bool TextRunner::on_gemv(const std::vector<DecodeSequence>& batch, int bucket) const {
+  if (!use_gemv_) return false;
+  if (bucket <= gemv_max_rows_) return true;
+  for (const DecodeSequence& s : batch)
+    if (s.blocks != batch.front().blocks) return false;
+  return !batch.empty();
+}
+
 int TextRunner::bucket_for(int batch) const {
   int b = 1;
   while (b < batch) b *= 2;
@@ -262,7 +270,7 @@ Status TextRunner::prefill(const int32_t* ids, int n, const int32_t* positions, 
 }
 
 // The decode step over the fixed buffers, for `bucket` rows: what a graph captures.
-Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* tap) {
+Status TextRunner::decode_body(int bucket, bool gemv_path, StepOutput output, const TensorTap* tap) {
   const TextConfig& c = config_;
   const int hidden = c.hidden_size, vocab = c.vocab_size, qkv_width = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim();
   mark("embed", 2.0 * bucket * hidden * 3);
@@ -271,12 +279,12 @@ Status TextRunner::decode_body(int bucket, StepOutput output, const TensorTap* t
   const int inter = c.intermediate_size;
   // The GEMV path normalises inside the projections (k a multiple of 128) and
   // never writes h: the LM head then reads the residual stream too.
-  const bool fused = gemv_step(bucket) && !tapping && gemv_supports(bucket, hidden, qkv_width) && gemv_supports(bucket, inter, hidden) &&
+  const bool fused = gemv_path && !tapping && gemv_supports(bucket, hidden, qkv_width) && gemv_supports(bucket, inter, hidden) &&
                      (c.num_heads * c.head_dim()) % 32 == 0 && hidden % 128 == 0;
   const bool restricted = output == StepOutput::kSampledRestricted;
   // The restricted head is the GEMV's alone (it reads 1088 rows, so more
   // launches of 8 rows cost little); the full head follows the layers' choice.
-  const bool head_gemv = use_gemv_ && (restricted || gemv_step(bucket)) && gemv_supports(bucket, hidden, vocab);
+  const bool head_gemv = use_gemv_ && (restricted || gemv_path) && gemv_supports(bucket, hidden, vocab);
   if (restricted && !head_gemv) return Status(StatusCode::kInternal, "the restricted LM head needs the GEMV");
   GemvArgs head;
   head.epilogue = GemvEpilogue::kStoreF32;
@@ -362,10 +370,11 @@ Status TextRunner::run_step(const std::vector<DecodeSequence>& batch, StepOutput
   const size_t ints = size_t(7) * max_batch_ + size_t(bucket) * max_blocks_;
   REX_CUDA_TRY(cudaMemcpyAsync(step_.get(), step_host_, ints * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   const bool tapping = tap && *tap;
+  const bool gemv_path = on_gemv(batch, bucket);
   if (!profile_path_.empty() && (bucket == 1 || bucket == 8 || bucket == 64) && ++profiled_steps_[bucket] == 32)
-    return profile_step(batch, bucket, output);
-  if (!use_graphs || tapping) return decode_body(bucket, output, tap);  // taps copy to the host: no graph
-  const auto key = std::make_pair(bucket, output);
+    return profile_step(batch, bucket, gemv_path, output);
+  if (!use_graphs || tapping) return decode_body(bucket, gemv_path, output, tap);  // taps copy to the host: no graph
+  const auto key = std::make_tuple(bucket, gemv_path, output);
   auto it = graphs_.find(key);
   if (it != graphs_.end()) {
     REX_CUDA_TRY(cudaGraphLaunch(it->second, stream_));
@@ -373,11 +382,11 @@ Status TextRunner::run_step(const std::vector<DecodeSequence>& batch, StepOutput
   }
   // First step of this kind: run it eagerly (it also warms every GEMM's
   // cached plan), then capture the same work for the steps after.
-  REX_RETURN_IF_ERROR(decode_body(bucket, output, nullptr));
+  REX_RETURN_IF_ERROR(decode_body(bucket, gemv_path, output, nullptr));
   const std::string what = "the decode graph (batch " + std::to_string(bucket) + ")";
   cudaGraph_t graph = nullptr;
   REX_CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-  Status body = decode_body(bucket, output, nullptr);
+  Status body = decode_body(bucket, gemv_path, output, nullptr);
   cudaError_t end = cudaStreamEndCapture(stream_, &graph);
   if (!body.ok()) {
     if (graph) cudaGraphDestroy(graph);
@@ -395,17 +404,17 @@ Status TextRunner::run_step(const std::vector<DecodeSequence>& batch, StepOutput
 // One eager step with events around every kernel (step_profile.h), written
 // to the profile path at batch 1 and beside it (".batch8.json", ...) for
 // the other buckets.
-Status TextRunner::profile_step(const std::vector<DecodeSequence>& batch, int bucket, StepOutput output) {
+Status TextRunner::profile_step(const std::vector<DecodeSequence>& batch, int bucket, bool gemv_path, StepOutput output) {
   // The same step once unprofiled first: the first eager launch of a kernel
   // that so far ran only in graphs pays its lazy module load (it put 1.7 ms
   // on the sampler's line). Running a step twice is harmless: it writes the
   // same K/V rows and marks, and samples from the same inputs.
-  REX_RETURN_IF_ERROR(decode_body(bucket, output, nullptr));
+  REX_RETURN_IF_ERROR(decode_body(bucket, gemv_path, output, nullptr));
   StepProfile profile(stream_);
   profile_ = &profile;
   profile_kv_tokens_ = 0;
   for (const DecodeSequence& s : batch) profile_kv_tokens_ += s.length + 1;
-  Status st = decode_body(bucket, output, nullptr);
+  Status st = decode_body(bucket, gemv_path, output, nullptr);
   profile_ = nullptr;
   REX_RETURN_IF_ERROR(st);
   REX_CUDA_TRY(cudaStreamSynchronize(stream_));

@@ -13,6 +13,7 @@
 
 #include <functional>
 #include <map>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -116,10 +117,11 @@ class TextRunner {
   using AttentionFn = std::function<Status(int layer, const bf16* qkv, bf16* out)>;
   Status layers(Buffers& b, int rows, const int32_t* positions_dev, const int32_t* dest_rows_dev,
                 const AttentionFn& attention, const TensorTap* tap);
-  Status decode_body(int bucket, StepOutput output, const TensorTap* tap);
+  // gemv_path: the projections on the row-invariant GEMV (else cuBLASLt), chosen per step by on_gemv().
+  Status decode_body(int bucket, bool gemv_path, StepOutput output, const TensorTap* tap);
   Status decode_layers_gemv(int bucket);
   Status run_step(const std::vector<DecodeSequence>& batch, StepOutput output, bool use_graphs, const TensorTap* tap);
-  Status profile_step(const std::vector<DecodeSequence>& batch, int bucket, StepOutput output);
+  Status profile_step(const std::vector<DecodeSequence>& batch, int bucket, bool gemv_path, StepOutput output);
   int bucket_for(int batch) const;
   int splits_for(int bucket) const;
 
@@ -144,11 +146,14 @@ class TextRunner {
   int32_t* step_host_ = nullptr;          // pinned mirror of step_
   DeviceBuffer<float> dec_logits_, dec_head_logits_, attn_workspace_;
   float* logits_pinned_ = nullptr;
-  std::map<std::pair<int, StepOutput>, cudaGraphExec_t> graphs_;
+  std::map<std::tuple<int, bool, StepOutput>, cudaGraphExec_t> graphs_;  // (bucket, gemv_path, output)
   DecodeSampler sampler_;
   bool use_gemv_ = true;
   int gemv_max_rows_ = 8;
-  bool gemv_step(int bucket) const { return use_gemv_ && bucket <= gemv_max_rows_; }
+  // A step's projections take the GEMV up to gemv_max_rows_ rows, and at any
+  // size when all its rows are one sequence's (a lone request's jump-forward
+  // rows then give step-by-step decoding's bits).
+  bool on_gemv(const std::vector<DecodeSequence>& batch, int bucket) const;
   std::string profile_path_;
   std::map<int, int> profiled_steps_;  // decode steps seen per bucket (the 32nd of 1, 8 and 64 is profiled)
   StepProfile* profile_ = nullptr;  // set during the profiled step
