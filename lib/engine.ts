@@ -44,10 +44,11 @@ export interface EngineOptions {
    */
   emulateBf16?: boolean;
   /**
-   * Same bits alone or batched. The CUDA backend decodes up to 8 rows per step
-   * on its own row-invariant GEMV; larger steps take cuBLASLt, whose sums
-   * depend on the batch, so a request's tokens may differ (rarely, by a near
-   * tie) between running alone and among many. true keeps every step on the
+   * Same bits alone or batched. The CUDA backend decodes steps of up to 2
+   * rows, and a lone request's jump-forward steps, on its own row-invariant
+   * GEMV; larger steps take cuBLASLt, whose sums depend on the batch, so a
+   * request's tokens may differ (rarely, by a near tie) between running alone
+   * and among many. true keeps every step on the
    * GEMV: identical output at any concurrency, but large batches read the
    * weights once per 8 rows. Default false. The CPU backend is invariant either way.
    */

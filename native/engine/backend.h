@@ -293,9 +293,10 @@ struct BackendOptions {
   // holds them (cpu/gemm.h), to see on a CPU what bf16 does to a checkpoint.
   bool emulate_bf16 = false;
   // CUDA backend: decode every step on the row-invariant GEMV, so a request
-  // gives the same bits alone or in any batch. Off: steps of more than 8 rows
-  // take cuBLASLt, whose sums depend on the number of rows (faster for many
-  // requests at once). The CPU backend is row-invariant either way.
+  // gives the same bits alone or in any batch. Off: steps of more than 2 rows
+  // of two or more sequences take cuBLASLt, whose sums depend on the number
+  // of rows (faster for many requests at once). The CPU backend is
+  // row-invariant either way.
   bool batch_invariant = false;
   // The image prefix cache's share of the KV budget, in bytes: < 0 the
   // default (a quarter of the budget), 0 none. The CPU backend keeps one only
