@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <set>
 
 #include "engine/encode_batch.h"
 #include "engine/mrope_positions.h"
@@ -282,7 +283,9 @@ int CpuBackend::slot_length(SlotId slot) const {
   return it == slots_.end() ? -1 : it->second.cache.length;
 }
 
-Status CpuBackend::prefill(const PrefillInput& in, float* logits_out) {
+// One prefill's input rows (its embeddings, the image's scattered in) and
+// its segment, checked; nothing changes yet.
+Status CpuBackend::prefill_rows(const PrefillInput& in, std::vector<float>* x, TextSegment* seg) {
   if (!prepared_) return not_prepared();
   auto it = slots_.find(in.slot);
   if (it == slots_.end())
@@ -290,8 +293,8 @@ Status CpuBackend::prefill(const PrefillInput& in, float* logits_out) {
   if (in.n <= 0 || !in.token_ids || !in.positions)
     return Status(StatusCode::kInvalidArgument, "prefill: expected at least one token with positions");
   const int hidden = config_.text.hidden_size;
-  std::vector<float> x(size_t(in.n) * hidden);
-  REX_RETURN_IF_ERROR(text_.embed(in.token_ids, in.n, x.data()));
+  x->resize(size_t(in.n) * hidden);
+  REX_RETURN_IF_ERROR(text_.embed(in.token_ids, in.n, x->data()));
 
   int image_tokens = 0;
   for (int i = 0; i < in.n; ++i) image_tokens += in.token_ids[i] == in.image_token_id;
@@ -301,7 +304,7 @@ Status CpuBackend::prefill(const PrefillInput& in, float* logits_out) {
     REX_RETURN_IF_ERROR(in.image->copy_to_host(&host));
     for (int i = 0, j = in.image_part ? in.image_offset : 0; i < in.n; ++i)
       if (in.token_ids[i] == in.image_token_id)
-        std::copy_n(&host[size_t(j++) * hidden], hidden, &x[size_t(i) * hidden]);
+        std::copy_n(&host[size_t(j++) * hidden], hidden, &(*x)[size_t(i) * hidden]);
   } else if (image_tokens > 0 && in.image_token_id >= 0) {
     return Status(StatusCode::kInvalidArgument, "prefill: the prompt has " + std::to_string(image_tokens) +
                   " image tokens but no image");
@@ -310,9 +313,34 @@ Status CpuBackend::prefill(const PrefillInput& in, float* logits_out) {
     return Status(StatusCode::kInvalidArgument, "prefill: slot " + std::to_string(in.slot) + " holds " +
                   std::to_string(it->second.capacity) + " tokens; expected at most " +
                   std::to_string(it->second.capacity - it->second.cache.length) + " more but got " + std::to_string(in.n));
-  TextSegment seg{&it->second.cache, in.n, in.positions};
+  if (in.logit_rows < 0 || in.logit_rows > in.n)
+    return Status(StatusCode::kInvalidArgument, "prefill: expected 0.." + std::to_string(in.n) + " logit rows but got " +
+                  std::to_string(in.logit_rows));
+  *seg = TextSegment{&it->second.cache, in.n, in.positions, in.logit_rows};
+  return Status::Ok();
+}
+
+Status CpuBackend::prefill(const PrefillInput& in, float* logits_out) { return prefill_batch({in}, logits_out); }
+
+// Every input's rows, checked first (all or nothing), then one forward pass.
+Status CpuBackend::prefill_batch(const std::vector<PrefillInput>& inputs, float* logits_out) {
+  std::vector<float> x, rows;
+  std::vector<TextSegment> segments(inputs.size());
+  std::set<SlotId> slots;
+  int logit_rows = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!slots.insert(inputs[i].slot).second)
+      return Status(StatusCode::kInvalidArgument, "prefill: expected one input per slot but got slot " +
+                    std::to_string(inputs[i].slot) + " twice");
+    REX_RETURN_IF_ERROR(prefill_rows(inputs[i], &rows, &segments[i]));
+    x.insert(x.end(), rows.begin(), rows.end());
+    logit_rows += inputs[i].logit_rows;
+  }
+  if (logit_rows > 0 && !logits_out)
+    return Status(StatusCode::kInvalidArgument, "prefill: expected a logits buffer for " + std::to_string(logit_rows) +
+                  " rows but got none");
   const TensorTap* tap = tap_ ? &tap_ : nullptr;
-  return text_.forward(pool_, std::move(x), {seg}, logits_out, tap, in.logit_rows);
+  return text_.forward(pool_, std::move(x), segments, logits_out, tap);
 }
 
 // Rows come in runs: consecutive rows of one slot at consecutive positions,

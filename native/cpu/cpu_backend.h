@@ -47,6 +47,8 @@ class CpuBackend final : public BudgetedBackend {
   void release(SlotId slot) override;
   int slot_length(SlotId slot) const override;
   Status prefill(const PrefillInput& input, float* logits_out) override;
+  bool batches_prefills() const override { return true; }
+  Status prefill_batch(const std::vector<PrefillInput>& inputs, float* logits_out) override;
   Status decode(const std::vector<DecodeRow>& rows, float* logits_out) override;
   void set_tap(TensorTap tap) override { tap_ = std::move(tap); }
   BackendInfo info() const override;
@@ -65,6 +67,7 @@ class CpuBackend final : public BudgetedBackend {
     std::vector<int32_t> blocks;    // reserved from pool_ (budget only)
   };
   Status check_image(const PreprocessedImage& image) const;
+  Status prefill_rows(const PrefillInput& input, std::vector<float>* x, TextSegment* segment);
   Result<SlotId> add_slot(int capacity, SlotReservation reservation);
   void drop_uncached_prefixes();
 

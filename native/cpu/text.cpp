@@ -71,10 +71,14 @@ void TextDecoder::init_cache(KvCache* cache, int capacity_hint) const {
 Status TextDecoder::forward(ThreadPool& pool, std::vector<float> x, const std::vector<TextSegment>& segments,
                             float* logits, const TensorTap* tap, int last_rows) const {
   const TextConfig& c = config_;
-  for (const auto& s : segments)
-    if (last_rows < 0 || last_rows > s.n)
+  auto logit_rows = [&](const TextSegment& s) { return s.logit_rows >= 0 ? s.logit_rows : last_rows; };
+  int head_rows = 0;
+  for (const auto& s : segments) {
+    if (logit_rows(s) < 0 || logit_rows(s) > s.n)
       return Status(StatusCode::kInvalidArgument, "text forward: expected 0.." + std::to_string(s.n) +
-                    " logit rows but got " + std::to_string(last_rows));
+                    " logit rows but got " + std::to_string(logit_rows(s)));
+    head_rows += logit_rows(s);
+  }
   const int hidden = c.hidden_size, hd = c.head_dim(), hq = c.num_heads, hkv = c.num_kv_heads;
   const int qd = hq * hd, kvd = hkv * hd, inter = c.intermediate_size;
   int rows = 0;
@@ -145,16 +149,17 @@ Status TextDecoder::forward(ThreadPool& pool, std::vector<float> x, const std::v
   for (auto& s : segments) s.cache->length += s.n;
 
   emit("text.final_norm", h.data());  // h = final_norm(x), from the last add_rmsnorm
-  if (last_rows == 0) return Status::Ok();  // a prefill chunk whose logits nobody reads
+  if (head_rows == 0) return Status::Ok();  // prefill chunks whose logits nobody reads
   // Gather each segment's last rows, then one LM-head matmul for the batch.
-  const size_t per = size_t(last_rows);
-  std::vector<float> last(segments.size() * per * size_t(hidden));
-  for (size_t i = 0, r = 0; i < segments.size(); ++i) {
+  std::vector<float> last(size_t(head_rows) * hidden);
+  for (size_t i = 0, r = 0, at = 0; i < segments.size(); ++i) {
     r += size_t(segments[i].n);
-    std::copy_n(&h[(r - per) * hidden], per * hidden, &last[i * per * hidden]);
+    const size_t per = size_t(logit_rows(segments[i]));
+    std::copy_n(&h[(r - per) * hidden], per * hidden, &last[at * hidden]);
+    at += per;
   }
-  matmul_bias(pool, last.data(), int(segments.size() * per), hidden, lm_head(), nullptr, c.vocab_size, logits,
-              precision_, ActivationPrecision::kFp32);
+  matmul_bias(pool, last.data(), head_rows, hidden, lm_head(), nullptr, c.vocab_size, logits, precision_,
+              ActivationPrecision::kFp32);
   return Status::Ok();
 }
 

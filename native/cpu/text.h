@@ -25,6 +25,7 @@ struct TextSegment {
   KvCache* cache = nullptr;
   int n = 0;                      // new tokens; their rows are consecutive in the call's input
   const int32_t* positions = nullptr;  // axis-major [t(n), h(n), w(n)]
+  int logit_rows = -1;            // its last rows with logits; -1: the call's last_rows
 };
 
 class TextDecoder {
@@ -38,9 +39,10 @@ class TextDecoder {
   Status embed(const int32_t* ids, int n, float* out) const;
 
   // x: [sum n, hidden] input embeddings. Appends to each segment's cache and
-  // writes logits [segments * last_rows, vocab]: the last last_rows rows of
-  // each segment (1 for decode; more for teacher-forced scoring; 0: none,
-  // and logits may be null).
+  // writes logits [sum of logit rows, vocab], segment by segment: the last
+  // last_rows rows of each (1 for decode; more for teacher-forced scoring;
+  // 0: none), or the segment's own logit_rows (a batch of prefill chunks).
+  // With no logit rows at all logits may be null.
   Status forward(ThreadPool& pool, std::vector<float> x, const std::vector<TextSegment>& segments,
                  float* logits, const TensorTap* tap, int last_rows = 1) const;
 

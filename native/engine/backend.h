@@ -229,6 +229,20 @@ class Backend {
                                 std::vector<SampledToken>* out);
   // As prefill() (logit_rows must be 1), then the token after the last one.
   virtual Status prefill_sampled(const PrefillInput& input, const RowSampling& sampling, SampledToken* out);
+  // Several slots' prefill chunks in one forward pass, their rows
+  // concatenated, so that each GEMM sees them all at once. Backends that can
+  // (batches_prefills) do what prefill() on each input in turn does, with
+  // inputs[i]'s logit rows after those of inputs[0..i) in logits_out (null
+  // when no input asks for any), and all or nothing: on an error no slot has
+  // changed. No two inputs may share a slot. The engine batches only when the
+  // backend says so (a batch-invariant CUDA backend does not: a GEMM's sums
+  // depend on its rows there).
+  virtual bool batches_prefills() const { return false; }
+  virtual Status prefill_batch(const std::vector<PrefillInput>& inputs, float* logits_out);
+  // As prefill_batch(), sampling on the device: one SampledToken per input
+  // whose logit_rows is 1 (the others ask for 0), in order, by sampling[j].
+  virtual Status prefill_batch_sampled(const std::vector<PrefillInput>& inputs, const std::vector<RowSampling>& sampling,
+                                       std::vector<SampledToken>* out);
   // The most rows one decode call takes (sequences plus their jump-forward rows).
   virtual int max_step_rows() const { return 1 << 20; }
 

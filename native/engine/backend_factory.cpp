@@ -77,4 +77,13 @@ Status Backend::prefill_sampled(const PrefillInput&, const RowSampling&, Sampled
   return Status(StatusCode::kInternal, std::string("backend ") + name() + " does not sample on its device");
 }
 
+Status Backend::prefill_batch(const std::vector<PrefillInput>&, float*) {
+  return Status(StatusCode::kInternal, std::string("backend ") + name() + " does not batch prefills");
+}
+
+Status Backend::prefill_batch_sampled(const std::vector<PrefillInput>&, const std::vector<RowSampling>&,
+                                      std::vector<SampledToken>*) {
+  return Status(StatusCode::kInternal, std::string("backend ") + name() + " does not batch prefills on its device");
+}
+
 }  // namespace rex

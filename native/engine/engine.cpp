@@ -71,6 +71,7 @@
 #include <new>
 #include <set>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include "engine/backend.h"
@@ -423,7 +424,19 @@ struct Engine::Impl {
   int reserve_now(const Sequence& s) const;
   Status resume(Sequence& s, MropePositions prompt, std::unique_ptr<ImageEmbeddings> embeddings);
   Status make_room(size_t index);
-  Status prefill_chunk(Sequence& s, EngineEvents& ev);
+  // One prefill chunk: s's tokens [from, to) (the last: the prompt's end, which chooses the first token).
+  struct Chunk {
+    Sequence* s = nullptr;
+    int from = 0, to = 0;
+    std::vector<int32_t> positions;
+    int images_before = 0, images_in = 0;  // image tokens before the chunk, and in it
+    bool last = false;
+  };
+  const std::vector<int32_t>& chunk_ids(const Sequence& s) const { return s.resumed ? s.resume_ids : s.request.prompt_ids; }
+  Chunk next_chunk(Sequence& s) const;
+  PrefillInput chunk_input(const Chunk& c) const;
+  Status after_chunk(const Chunk& c, const SampledToken* first, double ms, EngineEvents& ev);
+  Status prefill_chunks(const std::vector<Chunk>& chunks, EngineEvents& ev);
   void prefill_step(EngineEvents& ev);
   int owed_rows();
   int rows_taken() const;
@@ -821,81 +834,169 @@ int Engine::Impl::chunk_end(const Sequence& s) const {
   return chunk_tokens > 0 ? std::min(limit, s.prefilled + chunk_tokens) : limit;
 }
 
-// Prefills the next chunk of s. The last one also chooses the first token
-// (then s decodes from the next step); the one that completes the image
-// prefix keeps it in the backend's prefix cache.
-Status Engine::Impl::prefill_chunk(Sequence& s, EngineEvents& ev) {
-  auto t0 = Clock::now();
-  const std::vector<int32_t>& ids = s.resumed ? s.resume_ids : s.request.prompt_ids;
-  const int from = s.prefilled, to = chunk_end(s), n = s.positions.n;
-  const std::vector<int32_t> positions = position_range(s.positions, from, to);
+// The next prefill chunk of s: its tokens [from, to), with their positions
+// and where its image's embeddings stand.
+Engine::Impl::Chunk Engine::Impl::next_chunk(Sequence& s) const {
+  Chunk c;
+  c.s = &s;
+  c.from = s.prefilled;
+  c.to = chunk_end(s);
+  c.positions = position_range(s.positions, c.from, c.to);
+  const std::vector<int32_t>& ids = chunk_ids(s);
+  c.images_before = int(std::count(ids.begin(), ids.begin() + c.from, config.image_token_id));
+  c.images_in = int(std::count(ids.begin() + c.from, ids.begin() + c.to, config.image_token_id));
+  // The prompt's last chunk chooses the first token; a resumed sequence's
+  // KV is whole again at its end and it decodes from its last token.
+  c.last = c.to == s.positions.n && !s.resumed;
+  return c;
+}
+
+PrefillInput Engine::Impl::chunk_input(const Chunk& c) const {
+  const Sequence& s = *c.s;
   PrefillInput in;
   in.slot = s.slot;
-  in.token_ids = ids.data() + from;
-  in.n = to - from;
-  in.positions = positions.data();
+  in.token_ids = chunk_ids(s).data() + c.from;
+  in.n = c.to - c.from;
+  in.positions = c.positions.data();
   in.image_token_id = config.image_token_id;
-  const int images_before = int(std::count(ids.begin(), ids.begin() + from, config.image_token_id));
-  const int images_in = int(std::count(ids.begin() + from, ids.begin() + to, config.image_token_id));
-  if (images_in > 0) {
+  if (c.images_in > 0) {
     in.image = s.embeddings.get();
     in.image_part = true;
-    in.image_offset = images_before;
+    in.image_offset = c.images_before;
   }
-  const int vocab = backend->vocab_size();
-  if (to < n || s.resumed) {
-    in.logit_rows = 0;  // nobody reads a chunk's logits: no LM head, no copy to the host
-    REX_RETURN_IF_ERROR(backend->prefill(in, nullptr));
-    s.timings.prefill_ms += ms_since(t0);
-    s.prefilled = to;
-    if (to == s.prefix_tokens && s.cached_tokens == 0 && backend->caches_prefixes()) {
-      auto kept = backend->cache_prefix(s.slot, s.prefix_key, s.prefix_tokens);
-      if (!kept.ok()) return kept.status();
-    }
-    if (s.embeddings && images_before + images_in == s.embeddings->tokens()) s.embeddings.reset();
-    if (to == n) {  // a resumed sequence's KV is whole again: it decodes from its last token
-      s.prefilling = false;
-      s.resumed = false;
-      s.resume_ids.clear();
-    }
-    return Status::Ok();
+  in.logit_rows = c.last ? 1 : 0;  // nobody reads an earlier chunk's logits: no LM head, no copy to the host
+  return in;
+}
+
+// What a prefilled chunk leaves: the one that completes the image prefix
+// keeps it in the backend's prefix cache; the last one takes its first token
+// (first; then s decodes from the next step).
+Status Engine::Impl::after_chunk(const Chunk& c, const SampledToken* first, double ms, EngineEvents& ev) {
+  Sequence& s = *c.s;
+  s.timings.prefill_ms += ms;
+  s.prefilled = c.to;
+  if (c.last) {
+    s.prefilling = false;
+    s.embeddings.reset();
+    return accept_sampled(s, *first, ev);
   }
+  if (c.to == s.prefix_tokens && s.cached_tokens == 0 && backend->caches_prefixes()) {
+    auto kept = backend->cache_prefix(s.slot, s.prefix_key, s.prefix_tokens);
+    if (!kept.ok()) return kept.status();
+  }
+  if (s.embeddings && c.images_before + c.images_in == s.embeddings->tokens()) s.embeddings.reset();
+  if (c.to == s.positions.n) {  // a resumed sequence's KV is whole again: it decodes from its last token
+    s.prefilling = false;
+    s.resumed = false;
+    s.resume_ids.clear();
+  }
+  return Status::Ok();
+}
+
+// Prefills chunks (one backend call; several only on a backend that batches
+// prefills, one chunk per slot), then takes each one's results in order.
+Status Engine::Impl::prefill_chunks(const std::vector<Chunk>& chunks, EngineEvents& ev) {
+  auto t0 = Clock::now();
+  std::vector<PrefillInput> inputs;
+  for (const Chunk& c : chunks) inputs.push_back(chunk_input(c));
   const bool on_device = backend->samples_on_device();
-  const RowSampling first = row_sampling(s, sampled_mask(s), on_device);
-  SampledToken tok;
-  if (on_device) {
-    REX_RETURN_IF_ERROR(backend->prefill_sampled(in, first, &tok));
-  } else {
-    logits.resize(size_t(vocab));
-    REX_RETURN_IF_ERROR(backend->prefill(in, logits.data()));
-    tok = sample_token(logits.data(), vocab, first.params, s.history, s.rng, first.mask);
+  std::vector<RowSampling> sampling;
+  // What choosing a first token consumes (a draw, a pending mask), as it
+  // was: a failed call, retried alone, leaves them unchanged.
+  std::vector<std::pair<Pcg32, const TokenMask*>> before;
+  for (const Chunk& c : chunks) {
+    if (!c.last) continue;
+    before.emplace_back(c.s->rng, c.s->next_mask);
+    sampling.push_back(row_sampling(*c.s, sampled_mask(*c.s), on_device));
   }
-  s.timings.prefill_ms += ms_since(t0);
-  s.prefilled = n;
-  s.prefilling = false;
-  s.embeddings.reset();
-  return accept_sampled(s, tok, ev);
+  auto restore = [&] {
+    for (size_t i = 0, j = 0; i < chunks.size(); ++i)
+      if (chunks[i].last) std::tie(chunks[i].s->rng, chunks[i].s->next_mask) = before[j++];
+  };
+  const int vocab = backend->vocab_size();
+  std::vector<SampledToken> first;
+  Status call;
+  if (on_device && !sampling.empty()) {
+    call = inputs.size() == 1 ? backend->prefill_sampled(inputs[0], sampling[0], &first.emplace_back())
+                              : backend->prefill_batch_sampled(inputs, sampling, &first);
+  } else {
+    logits.resize(sampling.size() * size_t(vocab));
+    float* out = sampling.empty() ? nullptr : logits.data();
+    call = inputs.size() == 1 ? backend->prefill(inputs[0], out) : backend->prefill_batch(inputs, out);
+  }
+  if (!call.ok()) {
+    restore();
+    return call;
+  }
+  if (!on_device || sampling.empty()) {
+    for (size_t i = 0, j = 0; i < chunks.size(); ++i) {
+      if (!chunks[i].last) continue;
+      Sequence& s = *chunks[i].s;
+      first.push_back(sample_token(&logits[j * size_t(vocab)], vocab, sampling[j].params, s.history, s.rng, sampling[j].mask));
+      ++j;
+    }
+  }
+  if (first.size() != sampling.size())
+    return Status(StatusCode::kInternal, "prefill: expected " + std::to_string(sampling.size()) + " first tokens but got " +
+                  std::to_string(first.size()));
+  const double ms = ms_since(t0);  // each chunk's request waited for the whole call
+  for (size_t i = 0, j = 0; i < chunks.size(); ++i) {
+    const Chunk& c = chunks[i];
+    const std::string what = "prefilling request " + std::to_string(c.s->id);
+    const Status st = guarded(what, [&] { return after_chunk(c, c.last ? &first[j] : nullptr, ms, ev); });
+    j += c.last;
+    if (!st.ok()) finish(*c.s, FinishReason::kError, st, ev);
+  }
+  return Status::Ok();
 }
 
 // The prefill chunks of one step: while any sequence decodes, chunks up to
 // prefill_chunk_tokens in all (oldest sequence first), so a long prompt never
 // holds the others' next token back for more than one chunk; with nothing
-// decoding, every prefill runs to its end.
+// decoding, every prefill runs to its end. A backend that batches prefills
+// takes them in rounds of one chunk per sequence, each round one call; if a
+// round fails, its chunks run alone, so a failure is its own request's.
 void Engine::Impl::prefill_step(EngineEvents& ev) {
   const bool decoding = std::any_of(active.begin(), active.end(), [](const auto& s) { return !s->prefilling; });
   int budget = chunk_tokens > 0 ? chunk_tokens : 1 << 30;
   // A sequence whose prefill ends here decodes in the next step: its row is
   // owed already (one per prefilling sequence); its forced tokens take spare rows.
   spare_rows = std::max(0, step_rows - rows_taken() - (owed_rows() - int(active.size())));
-  for (auto& sp : active) {
-    Sequence& s = *sp;
-    while (s.prefilling && s.slot >= 0 && (!decoding || budget > 0)) {
-      const int tokens = chunk_end(s) - s.prefilled;
-      const Status st = guarded("prefilling request " + std::to_string(s.id), [&] { return prefill_chunk(s, ev); });
-      if (!st.ok()) finish(s, FinishReason::kError, st, ev);
-      budget -= tokens;
+  auto alone = [&](Sequence& s) {
+    const int tokens = chunk_end(s) - s.prefilled;
+    const Status st = guarded("prefilling request " + std::to_string(s.id), [&] { return prefill_chunks({next_chunk(s)}, ev); });
+    if (!st.ok()) finish(s, FinishReason::kError, st, ev);
+    budget -= tokens;
+  };
+  if (!backend->batches_prefills()) {
+    for (auto& sp : active) {
+      while (sp->prefilling && sp->slot >= 0 && (!decoding || budget > 0)) alone(*sp);
+      if (decoding && budget <= 0) break;
     }
-    if (decoding && budget <= 0) break;
+  } else {
+    for (bool more = true; more && (!decoding || budget > 0);) {
+      std::vector<Chunk> round;
+      for (auto& sp : active) {
+        if (!sp->prefilling || sp->slot < 0) continue;
+        if (decoding && budget <= 0) break;
+        round.push_back(next_chunk(*sp));
+        budget -= round.back().to - round.back().from;
+      }
+      more = !round.empty();
+      if (!more) break;
+      const Status st = guarded("a batch of " + std::to_string(round.size()) + " prefills", [&] { return prefill_chunks(round, ev); });
+      if (!st.ok()) {
+        if (round.size() == 1) {
+          finish(*round[0].s, FinishReason::kError, st, ev);
+          continue;
+        }
+        for (Chunk& c : round) {
+          const int before = budget;
+          if (c.s->slot >= 0) alone(*c.s);
+          budget = before;  // counted in the round already
+        }
+      }
+    }
   }
   active.erase(std::remove_if(active.begin(), active.end(), [](auto& s) { return s->slot < 0; }), active.end());
 }
