@@ -10,15 +10,21 @@
 //  - ours (Engine, backend 'cuda'): preprocess, vision, prefill, TTFT (the
 //    finish event's timings and the wall clock), batch-1 decode tokens/s over
 //    256 unconstrained greedy tokens (repetition penalty 1.05, no stop tokens),
-//    peak GPU memory (engine.info()).
+//    peak GPU memory (engine.info());
+//  - kernel by kernel (native/cuda/step_profile.h, benchmarks/kernel-profile.ts):
+//    one eager decode step at batch 1, 8 and 64 (REX_OMNI_PROFILE_STEP), the
+//    second prefill call of 512+ rows and the second vision pass of 1024+
+//    patches of our engine's runs (REX_OMNI_PROFILE_PREFILL), each kind's
+//    time against its bytes and FLOPs.
 // One warm-up, then the median of 3. A benchmark, not a test: nothing asserts
 // a speed; the numbers are printed and returned for run.ts's JSON.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 
 import { Engine, type EngineInfo } from '../lib/engine.js';
 import { benchmarkDecode, type DecodeBench } from './gpu-decode.js';
+import { formatKernelProfile, profileSibling, readKernelProfile, type KernelProfile } from './kernel-profile.js';
 import { loadImage } from '../lib/image/index.js';
 import { loadAddon } from '../lib/native.js';
 import { RexTokenizer } from '../lib/tokenizer.js';
@@ -90,14 +96,17 @@ export interface GpuBenchResult {
   /** The same for one step of 8 and of 64 rows (the aggregate runs' 1200-token contexts). */
   stepProfileBatch8: StepProfile | undefined;
   stepProfileBatch64: StepProfile | undefined;
+  /** One prefill call of our runs (the warm-up's first 512+-row call warms it), kernel by kernel, with FLOPs (rows, past: its shape). */
+  prefillProfile: KernelProfile | undefined;
+  /** One vision encoder pass of our runs (the second of 1024+ patches), kernel by kernel, with FLOPs. */
+  visionProfile: KernelProfile | undefined;
+  /** Where the profiles were to be written (a missing one is reported, not fatal). */
+  profileFiles: { step: string; prefill: string; vision: string };
   peersErrors: Record<string, string>;
   peersFailure?: string;
 }
 
-interface StepProfile {
-  kernels: { kind: string; us: number; launches: number; bytes: number }[];
-  total_us: number;
-}
+type StepProfile = KernelProfile;
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -186,9 +195,16 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
     errors?: Record<string, string>;
   };
 
-  // Ours. The backend profiles one batch-1 step of the warm-up (step_profile.h).
+  // Ours. The backend profiles one batch-1 step of the warm-up, its second
+  // prefill call of 512+ rows and its second vision pass (step_profile.h).
+  // Stale profiles of an earlier run go first: a missing one must read as missing.
   const profileFile = join(caseDir, 'step-profile.json');
+  const prefillProfileFile = join(caseDir, 'prefill-profile.json');
+  const visionProfileFile = profileSibling(prefillProfileFile, '.vision');
+  for (const f of [profileFile, profileSibling(profileFile, '.batch8'), profileSibling(profileFile, '.batch64'), prefillProfileFile, visionProfileFile])
+    rmSync(f, { force: true });
   process.env.REX_OMNI_PROFILE_STEP = profileFile;
+  process.env.REX_OMNI_PROFILE_PREFILL = prefillProfileFile;
   let ours: GpuBenchResult['ours'];
   try {
     // No prefix cache: every run on the one image takes the full path (vision,
@@ -255,6 +271,9 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
     log(`ours failed: ${(error as Error).stack ?? String(error)}`);
     ours = { error: (error as Error).message };
   }
+  // The prefill and vision profiles are this engine's (one request, past 0);
+  // the decode benchmark's engines would write theirs over them.
+  delete process.env.REX_OMNI_PROFILE_PREFILL;
 
   let decode: GpuBenchResult['decode'];
   try {
@@ -264,10 +283,11 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
     decode = { error: (error as Error).message };
   }
   const roofTps = peers.roofline?.tokens_per_s;
-  const readProfile = (file: string) => (existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as StepProfile) : undefined);
-  const stepProfile = readProfile(profileFile);
-  const stepProfileBatch8 = readProfile(profileFile.replace(/\.json$/, '.batch8.json'));
-  const stepProfileBatch64 = readProfile(profileFile.replace(/\.json$/, '.batch64.json'));
+  const stepProfile = readKernelProfile(profileFile);
+  const stepProfileBatch8 = readKernelProfile(profileSibling(profileFile, '.batch8'));
+  const stepProfileBatch64 = readKernelProfile(profileSibling(profileFile, '.batch64'));
+  const prefillProfile = readKernelProfile(prefillProfileFile);
+  const visionProfile = readKernelProfile(visionProfileFile);
   const fractionOfRoofline =
     roofTps && decode && 'textSteps' in decode
       ? { textSteps: decode.textSteps.decodeTokensPerSecond / roofTps, coordinateSteps: decode.coordinateStepsCoordinateHead.decodeTokensPerSecond / roofTps }
@@ -291,11 +311,32 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
     stepProfile,
     stepProfileBatch8,
     stepProfileBatch64,
+    prefillProfile,
+    visionProfile,
+    profileFiles: { step: profileFile, prefill: prefillProfileFile, vision: visionProfileFile },
     peersErrors: peers.errors ?? {},
     ...(peersFailure ? { peersFailure } : {}),
   };
   printGpuTable(result);
   return result;
+}
+
+/** The kernel-by-kernel tables: the decode steps, then the prefill call and the vision pass. */
+export function printKernelProfiles(
+  r: Pick<GpuBenchResult, 'stepProfile' | 'stepProfileBatch8' | 'stepProfileBatch64' | 'prefillProfile' | 'visionProfile'> & {
+    gpu: Pick<GpuBenchResult['gpu'], 'copyBandwidthBytesPerSecond'>;
+    profileFiles?: GpuBenchResult['profileFiles'];
+  },
+): void {
+  const bw = r.gpu.copyBandwidthBytesPerSecond;
+  const files = r.profileFiles;
+  const step = (rows: number, p: StepProfile | undefined, file: string | undefined) =>
+    console.log(formatKernelProfile(`one batch-${rows} step, eager, kernel by kernel`, p, { file, copyBandwidthBytesPerSecond: bw }));
+  step(1, r.stepProfile, files?.step);
+  step(8, r.stepProfileBatch8, files && profileSibling(files.step, '.batch8'));
+  step(64, r.stepProfileBatch64, files && profileSibling(files.step, '.batch64'));
+  console.log(formatKernelProfile('one prefill call, eager, kernel by kernel', r.prefillProfile, { file: files?.prefill, copyBandwidthBytesPerSecond: bw }));
+  console.log(formatKernelProfile('one vision pass, eager, kernel by kernel', r.visionProfile, { file: files?.vision, copyBandwidthBytesPerSecond: bw }));
 }
 
 const num = (v: unknown, digits = 1): string => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(digits) : '-');
@@ -368,26 +409,7 @@ export function printGpuTable(r: GpuBenchResult): void {
         `cached ${pc.cachedTtftMs.map((t) => num(t)).join(' / ')} ms (${pc.cachedTokens} tokens from the cache), x${num(pc.secondTaskSpeedup)} from the second on`,
     );
   } else if (d) console.log(`decode benchmark failed: ${d.error}`);
-  const bw = r.gpu.copyBandwidthBytesPerSecond;
-  const printProfile = (rows: number, p: StepProfile | undefined) => {
-    if (!p) return;
-    console.log(
-      `one batch-${rows} step, eager, kernel by kernel (total ${num(p.total_us / 1e3, 3)} ms):\n` +
-        textTable(
-          p.kernels.map((k) => ({
-            kernel: k.kind,
-            launches: String(k.launches),
-            'us': num(k.us),
-            'MB': num(k.bytes / 1e6, 2),
-            'GB/s': num(k.bytes / (k.us * 1e-6) / 1e9, 0),
-            'floor us': bw ? num((k.bytes / bw) * 1e6) : '-',
-          })),
-        ),
-    );
-  };
-  printProfile(1, r.stepProfile);
-  printProfile(8, r.stepProfileBatch8);
-  printProfile(64, r.stepProfileBatch64);
+  printKernelProfiles(r);
   if ('median' in r.ours && r.ours.tokensMatchingTransformers)
     console.log(
       `ours vs transformers greedy tokens: ${r.ours.tokensMatchingTransformers.matching}/${r.newTokens} equal, common prefix ${r.ours.tokensMatchingTransformers.commonPrefix}`,

@@ -176,6 +176,11 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   const int gemv_fast_rows = fast_rows ? std::clamp(std::atoi(fast_rows), 0, kGemvRows) : kGemvFastRows;
   text_.set_gemv_max_rows(options_.batch_invariant ? kGemvRows : gemv_fast_rows);
   if (const char* profile = std::getenv("REX_OMNI_PROFILE_STEP")) text_.set_profile_path(profile);
+  // One prefill call and one vision pass, kernel by kernel (step_profile.h).
+  if (const char* profile = std::getenv("REX_OMNI_PROFILE_PREFILL"); profile && *profile) {
+    text_.set_prefill_profile_path(profile);
+    vision_.set_profile_path(profile_sibling(profile, ".vision"));
+  }
   free_masks_.clear();
   for (int m = sequences - 1; m >= 0; --m) free_masks_.push_back(m);
   REX_CUDA_TRY(cudaStreamSynchronize(stream_));

@@ -121,7 +121,9 @@ Status TextRunner::decode_layers_gemv(int bucket) {
   const int qkv_width = (hq + 2 * hkv) * hd, inter = c.intermediate_size;
   const MropeSection section{c.mrope_section[0], c.mrope_section[1], c.mrope_section[2]};
   const int splits = splits_for(bucket);
+  // Marks as in layers(): bytes the weights once (the GEMV's floor), FLOPs 2·rows·k·n.
   const double act = 2.0 * bucket, kv_bytes = double(profile_kv_tokens_) * hkv * hd * 2 * 2;
+  const double rows = bucket, attention_flops = 4.0 * hq * hd * double(profile_attention_keys_);
   auto project = [&](GemvEpilogue e, const bf16* x, int k, const bf16* w, int n) {
     GemvArgs a;
     a.epilogue = e;
@@ -151,14 +153,14 @@ Status TextRunner::decode_layers_gemv(int bucket) {
   };
   for (int li = 0; li < c.num_layers; ++li) {
     const DeviceTextLayer& l = w_->text_layers[size_t(li)];
-    mark("qkv_proj", 2.0 * qkv_width * hidden);
+    mark("qkv_proj", 2.0 * qkv_width * hidden, 2 * rows * hidden * qkv_width);
     REX_RETURN_IF_ERROR(gemv(qkv_of(li), stream_));
     mark("mrope_kv_write", act * qkv_width * 2);
     REX_RETURN_IF_ERROR(mrope_qkv_to_cache_bf16(dec_.qkv.get(), bucket, hq, hkv, hd, step_positions(), inv_freq_.get(),
                                                 section, step_dest(), arena_.layer(li), stream_));
     const KvPlane plane = arena_.layer(li);
     PagedKv kv{plane.k, plane.v, arena_.block_size, hkv, hd};
-    mark("attention", kv_bytes);
+    mark("attention", kv_bytes, attention_flops);
     REX_RETURN_IF_ERROR(attention_decode_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(), max_blocks_,
                                               step_lengths(), splits, attn_workspace_.get(), dec_.attn.get(), stream_));
     GemvArgs o = project(GemvEpilogue::kAddResidual, dec_.attn.get(), hq * hd, l.o_w, hidden);
@@ -168,11 +170,11 @@ Status TextRunner::decode_layers_gemv(int bucket) {
     gate_up.out_bf16 = dec_.act.get();
     GemvArgs down = project(GemvEpilogue::kAddResidual, dec_.act.get(), inter, l.down_w, hidden);
     down.residual = dec_.residual.get();
-    mark("o_proj+residual", 2.0 * hq * hd * hidden);
+    mark("o_proj+residual", 2.0 * hq * hd * hidden, 2 * rows * hq * hd * hidden);
     REX_RETURN_IF_ERROR(gemv(o, stream_));
-    mark("gate_up_proj+swiglu", 4.0 * inter * hidden);
+    mark("gate_up_proj+swiglu", 4.0 * inter * hidden, 2 * rows * hidden * 2 * inter);
     REX_RETURN_IF_ERROR(gemv(gate_up, stream_));
-    mark("down_proj+residual", 2.0 * inter * hidden);
+    mark("down_proj+residual", 2.0 * inter * hidden, 2 * rows * inter * hidden);
     REX_RETURN_IF_ERROR(gemv(down, stream_));
   }
   return Status::Ok();
@@ -184,33 +186,42 @@ Status TextRunner::layers(Buffers& b, int rows, const int32_t* positions_dev, co
   const int hidden = c.hidden_size, hd = c.head_dim(), hq = c.num_heads, hkv = c.num_kv_heads;
   const int qkv_width = (hq + 2 * hkv) * hd, inter = c.intermediate_size;
   const MropeSection section{c.mrope_section[0], c.mrope_section[1], c.mrope_section[2]};
+  // The marks name the kernels of a profiled decode step or prefill
+  // (step_profile.h). Bytes: weights once, plus the rows' activations (bf16;
+  // the residual stream fp32) in and out. FLOPs, 2 per multiply-add: a GEMM
+  // 2·rows·k·n (biases, norms, rope and activations not counted);
+  // attention 4·heads·head_dim·(keys each row sees, summed over the rows):
+  // QK^T and PV, 2·head_dim each per (query, key) pair and head. A causal
+  // prefill chunk of r rows after `past` cached tokens sees
+  // r·past + r(r+1)/2 keys, a decode row its length (the masked halves of
+  // the diagonal tiles the kernel computes are not counted).
+  const double act = 2.0 * rows, kv_bytes = double(profile_kv_tokens_) * hkv * hd * 2 * 2;
+  const double m = rows, attention_flops = 4.0 * hq * hd * double(profile_attention_keys_);
   REX_RETURN_IF_ERROR(tap_rows(tap, "text.embed", b.residual.get(), rows, hidden, stream_));
+  mark("rmsnorm", act * hidden * 3);
   REX_RETURN_IF_ERROR(rmsnorm_bf16(b.residual.get(), rows, hidden, w_->text_layers[0].input_norm, c.rms_norm_eps,
                                    b.h.get(), stream_));
-  // The marks name the kernels of a profiled decode step (step_profile.h);
-  // bytes: weights once, plus the rows' activations (bf16) in and out.
-  const double act = 2.0 * rows, kv_bytes = double(profile_kv_tokens_) * hkv * hd * 2 * 2;
   for (int li = 0; li < c.num_layers; ++li) {
     const DeviceTextLayer& l = w_->text_layers[size_t(li)];
-    mark("qkv_proj (cuBLASLt)", 2.0 * qkv_width * hidden + act * (hidden + qkv_width));
+    mark("qkv_proj (cuBLASLt)", 2.0 * qkv_width * hidden + act * (hidden + qkv_width), 2 * m * hidden * qkv_width);
     REX_RETURN_IF_ERROR(gemm_->linear_bf16(b.h.get(), rows, hidden, hidden, l.qkv_w, l.qkv_b, qkv_width, b.qkv.get(), stream_));
     mark("mrope_kv_write", act * qkv_width * 2);
     REX_RETURN_IF_ERROR(mrope_qkv_to_cache_bf16(b.qkv.get(), rows, hq, hkv, hd, positions_dev, inv_freq_.get(), section,
                                                 dest_rows_dev, arena_.layer(li), stream_));
-    mark("attention", kv_bytes);
+    mark("attention", kv_bytes + act * 2 * hq * hd, attention_flops);  // + q in, out
     REX_RETURN_IF_ERROR(attention(li, b.qkv.get(), b.attn.get()));
-    mark("o_proj (cuBLASLt)", 2.0 * hq * hd * hidden + act * 2 * hidden);
+    mark("o_proj (cuBLASLt)", 2.0 * hq * hd * hidden + act * (hq * hd + hidden), 2 * m * hq * hd * hidden);
     REX_RETURN_IF_ERROR(gemm_->linear_bf16(b.attn.get(), rows, hq * hd, hq * hd, l.o_w, nullptr, hidden, b.o.get(), stream_));
-    mark("add_rmsnorm", act * hidden * 5);
+    mark("add_rmsnorm", act * hidden * 6);  // residual fp32 in and out, the addend in, h out
     REX_RETURN_IF_ERROR(add_rmsnorm_bf16(b.residual.get(), b.o.get(), rows, hidden, l.post_norm, c.rms_norm_eps, b.h.get(), stream_));
-    mark("gate_up_proj (cuBLASLt)", 4.0 * inter * hidden + act * (hidden + 2 * inter));
+    mark("gate_up_proj (cuBLASLt)", 4.0 * inter * hidden + act * (hidden + 2 * inter), 2 * m * hidden * 2 * inter);
     REX_RETURN_IF_ERROR(gemm_->linear_bf16(b.h.get(), rows, hidden, hidden, l.gate_up_w, nullptr, 2 * inter, b.gate_up.get(), stream_));
     mark("swiglu", act * 3 * inter);
     REX_RETURN_IF_ERROR(swiglu_bf16(b.gate_up.get(), rows, inter, b.act.get(), false, stream_));
-    mark("down_proj (cuBLASLt)", 2.0 * inter * hidden + act * (inter + hidden));
+    mark("down_proj (cuBLASLt)", 2.0 * inter * hidden + act * (inter + hidden), 2 * m * inter * hidden);
     REX_RETURN_IF_ERROR(gemm_->linear_bf16(b.act.get(), rows, inter, inter, l.down_w, nullptr, hidden, b.down.get(), stream_));
     const bf16* next_norm = li + 1 < c.num_layers ? w_->text_layers[size_t(li + 1)].input_norm : w_->final_norm;
-    mark("add_rmsnorm", act * hidden * 5);
+    mark("add_rmsnorm", act * hidden * 6);  // residual fp32 in and out, the addend in, h out
     REX_RETURN_IF_ERROR(add_rmsnorm_bf16(b.residual.get(), b.down.get(), rows, hidden, next_norm, c.rms_norm_eps, b.h.get(), stream_));
     if (tap && *tap) REX_RETURN_IF_ERROR(tap_rows(tap, "text.layer." + std::to_string(li), b.residual.get(), rows, hidden, stream_));
   }
@@ -220,14 +231,37 @@ Status TextRunner::layers(Buffers& b, int rows, const int32_t* positions_dev, co
 Status TextRunner::prefill(const int32_t* ids, int n, const int32_t* positions, int past, const std::vector<int32_t>& blocks,
                            const bf16* image, const std::vector<int32_t>& image_row, int logit_rows, float* logits_host,
                            int seen_mask, const TensorTap* tap) {
-  const TextConfig& c = config_;
-  const int hidden = c.hidden_size, vocab = c.vocab_size, qkv_width = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim();
   if (n <= 0 || logit_rows < 0 || logit_rows > n)
     return Status(StatusCode::kInvalidArgument, "cuda prefill: expected 0.." + std::to_string(n) + " logit rows but got " +
                   std::to_string(logit_rows));
   if (int64_t(blocks.size()) * arena_.block_size < int64_t(past) + n)
     return Status(StatusCode::kInvalidArgument, "cuda prefill: the slot holds " + std::to_string(blocks.size() * arena_.block_size) +
                   " tokens; expected at most that many but got " + std::to_string(past + n));
+  // The second call of kProfilePrefillRows rows or more is profiled (the
+  // first warmed the kernels' module loads and cuBLASLt's plans); taps copy
+  // to the host between kernels, so a tapped call neither counts nor is profiled.
+  const bool profiled = !prefill_profile_path_.empty() && !(tap && *tap) && n >= kProfilePrefillRows &&
+                        ++profiled_prefills_ == 2;
+  if (!profiled)
+    return prefill_chunks(ids, n, positions, past, blocks, image, image_row, logit_rows, logits_host, seen_mask, tap);
+  StepProfile profile(stream_);
+  profile.field("rows", n);
+  profile.field("past", past);
+  profile_ = &profile;
+  Status st = prefill_chunks(ids, n, positions, past, blocks, image, image_row, logit_rows, logits_host, seen_mask, tap);
+  profile_ = nullptr;
+  REX_RETURN_IF_ERROR(st);
+  profile.write(prefill_profile_path_);
+  return Status::Ok();
+}
+
+Status TextRunner::prefill_chunks(const int32_t* ids, int n, const int32_t* positions, int past,
+                                  const std::vector<int32_t>& blocks, const bf16* image,
+                                  const std::vector<int32_t>& image_row, int logit_rows, float* logits_host,
+                                  int seen_mask, const TensorTap* tap) {
+  const TextConfig& c = config_;
+  const int hidden = c.hidden_size, vocab = c.vocab_size, qkv_width = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim();
+  mark("inputs (H2D)", 4.0 * blocks.size());
   REX_RETURN_IF_ERROR(pre_blocks_.upload(blocks.data(), blocks.size(), stream_, "the block table"));
   if (logit_rows > 0) REX_RETURN_IF_ERROR(pre_logits_.ensure(size_t(logit_rows) * vocab, "the prefill logits"));
   const int first_logit = n - logit_rows;
@@ -239,11 +273,19 @@ Status TextRunner::prefill(const int32_t* ids, int n, const int32_t* positions, 
       std::copy_n(positions + size_t(a) * n + start, rows, &pos[size_t(a) * rows]);
     for (int i = 0; i < rows; ++i) dest[size_t(i)] = int32_t(paged_row(blocks.data(), arena_.block_size, at + i));
     if (image) std::copy_n(image_row.begin() + start, rows, img.begin());
+    mark("inputs (H2D)", 4.0 * rows * 6);  // ids, 3 position axes, cache rows, image rows
     REX_RETURN_IF_ERROR(pre_ids_.upload(ids + start, size_t(rows), stream_, "the prefill ids"));
-    if (seen_mask >= 0) REX_RETURN_IF_ERROR(sampler_.mark(seen_mask, pre_ids_.get(), rows));
     REX_RETURN_IF_ERROR(pre_positions_.upload(pos.data(), pos.size(), stream_, "the prefill positions"));
     REX_RETURN_IF_ERROR(pre_dest_.upload(dest.data(), dest.size(), stream_, "the prefill cache rows"));
     REX_RETURN_IF_ERROR(pre_image_row_.upload(img.data(), img.size(), stream_, "the image rows"));
+    if (seen_mask >= 0) {
+      mark("mark_seen", 4.0 * rows);
+      REX_RETURN_IF_ERROR(sampler_.mark(seen_mask, pre_ids_.get(), rows));
+    }
+    // A row of the embedding table or of the image (bf16) in, a residual row (fp32) out.
+    mark("embed (+image rows)", 6.0 * rows * hidden);
+    profile_kv_tokens_ = int64_t(at) + rows;  // the cache rows the chunk's attention reads
+    profile_attention_keys_ = int64_t(rows) * at + int64_t(rows) * (rows + 1) / 2;  // causal
     REX_RETURN_IF_ERROR(embed_rows(pre_ids_.get(), image ? pre_image_row_.get() : nullptr, rows, w_->embed_tokens, vocab,
                                    image, hidden, pre_.residual.get(), stream_));
     PagedKv kv{nullptr, nullptr, arena_.block_size, c.num_kv_heads, c.head_dim()};
@@ -257,10 +299,13 @@ Status TextRunner::prefill(const int32_t* ids, int n, const int32_t* positions, 
     // LM head over the logit rows that fall in this chunk.
     const int lo = std::max(first_logit, start), hi = start + rows;
     if (lo < hi) {
+      mark("lm_head (cuBLASLt, fp32)", 2.0 * vocab * hidden + double(hi - lo) * (2.0 * hidden + 4.0 * vocab),
+           2.0 * (hi - lo) * hidden * vocab);
       REX_RETURN_IF_ERROR(gemm_->linear_f32(pre_.h.get() + size_t(lo - start) * hidden, hi - lo, hidden, hidden, w_->lm_head,
                                             vocab, pre_logits_.get() + size_t(lo - first_logit) * vocab, stream_));
     }
   }
+  if (profile_) profile_->end();  // the logits' copy to the host is not a kernel
   if (logit_rows == 0) return cuda_status(cudaStreamSynchronize(stream_), "cuda prefill");  // no logits asked for
   if (!logits_host) return Status::Ok();  // sampled on the device next (sample_prefill)
   REX_CUDA_TRY(cudaMemcpyAsync(logits_host, pre_logits_.get(), size_t(logit_rows) * vocab * sizeof(float),
@@ -318,7 +363,8 @@ Status TextRunner::decode_body(int bucket, bool gemv_path, StepOutput output, co
     REX_RETURN_IF_ERROR(layers(dec_, bucket, step_positions(), step_dest(), attention, tap));
   }
   if (output != StepOutput::kLogits) REX_RETURN_IF_ERROR(sampler_.mark_rows(step_ids(), step_seen(), bucket));
-  mark(restricted ? "lm_head (restricted)" : "lm_head", 2.0 * hidden * (restricted ? DecodeSampler::kRestrictedRows : vocab));
+  const double head_rows = restricted ? DecodeSampler::kRestrictedRows : vocab;
+  mark(restricted ? "lm_head (restricted)" : "lm_head", 2.0 * hidden * head_rows, 2.0 * bucket * hidden * head_rows);
   if (head_gemv) {
     REX_RETURN_IF_ERROR(gemv(head, stream_));
   } else {
@@ -411,23 +457,17 @@ Status TextRunner::profile_step(const std::vector<DecodeSequence>& batch, int bu
   // same K/V rows and marks, and samples from the same inputs.
   REX_RETURN_IF_ERROR(decode_body(bucket, gemv_path, output, nullptr));
   StepProfile profile(stream_);
+  profile.field("rows", bucket);
   profile_ = &profile;
   profile_kv_tokens_ = 0;
   for (const DecodeSequence& s : batch) profile_kv_tokens_ += s.length + 1;
+  profile_attention_keys_ = profile_kv_tokens_;  // each row sees its sequence's keys
   Status st = decode_body(bucket, gemv_path, output, nullptr);
   profile_ = nullptr;
   REX_RETURN_IF_ERROR(st);
+  profile.end();
   REX_CUDA_TRY(cudaStreamSynchronize(stream_));
-  std::string path = profile_path_;
-  if (bucket != 1) {
-    const size_t dot = path.rfind(".json");
-    path = (dot == std::string::npos ? path : path.substr(0, dot)) + ".batch" + std::to_string(bucket) + ".json";
-  }
-  if (FILE* f = std::fopen(path.c_str(), "w")) {
-    const std::string json = profile.json();
-    std::fwrite(json.data(), 1, json.size(), f);
-    std::fclose(f);
-  }
+  profile.write(bucket == 1 ? profile_path_ : profile_sibling(profile_path_, ".batch" + std::to_string(bucket)));
   return Status::Ok();
 }
 

@@ -101,6 +101,10 @@ class TextRunner {
   void set_gemv_max_rows(int rows) { gemv_max_rows_ = rows; }
   // Profiles one batch-1 step into this JSON file (step_profile.h); empty: off.
   void set_profile_path(std::string path) { profile_path_ = std::move(path); }
+  // Profiles one prefill call into this JSON file: the second of at least
+  // kProfilePrefillRows rows (step_profile.h); empty: off.
+  void set_prefill_profile_path(std::string path) { prefill_profile_path_ = std::move(path); }
+  static constexpr int kProfilePrefillRows = 512;
 
   size_t workspace_bytes() const;
   ~TextRunner();
@@ -115,6 +119,10 @@ class TextRunner {
   };
   // Attention for layer l: reads q inside qkv (row stride qkv width), writes attn.
   using AttentionFn = std::function<Status(int layer, const bf16* qkv, bf16* out)>;
+  // prefill() past its argument checks: the chunks, each a layers() pass.
+  Status prefill_chunks(const int32_t* ids, int n, const int32_t* positions, int past, const std::vector<int32_t>& blocks,
+                        const bf16* image, const std::vector<int32_t>& image_row, int logit_rows, float* logits_host,
+                        int seen_mask, const TensorTap* tap);
   Status layers(Buffers& b, int rows, const int32_t* positions_dev, const int32_t* dest_rows_dev,
                 const AttentionFn& attention, const TensorTap* tap);
   // gemv_path: the projections on the row-invariant GEMV (else cuBLASLt), chosen per step by on_gemv().
@@ -156,10 +164,15 @@ class TextRunner {
   bool on_gemv(const std::vector<DecodeSequence>& batch, int bucket) const;
   std::string profile_path_;
   std::map<int, int> profiled_steps_;  // decode steps seen per bucket (the 32nd of 1, 8 and 64 is profiled)
-  StepProfile* profile_ = nullptr;  // set during the profiled step
+  std::string prefill_profile_path_;
+  int profiled_prefills_ = 0;       // prefill calls of at least kProfilePrefillRows rows seen (the 2nd is profiled)
+  StepProfile* profile_ = nullptr;  // set during the profiled step or prefill
+  // The profiled call's attention, per layer: the cache rows it reads once
+  // (bytes), and the keys its rows see, summed over the rows (FLOPs).
   int64_t profile_kv_tokens_ = 0;
-  void mark(const char* kind, double bytes) {
-    if (profile_) profile_->next(kind, bytes);
+  int64_t profile_attention_keys_ = 0;
+  void mark(const char* kind, double bytes, double flops = 0) {
+    if (profile_) profile_->next(kind, bytes, flops);
   }
   int32_t* step_ids() const { return step_.get(); }
   int32_t* step_positions() const { return step_.get() + max_batch_; }

@@ -15,6 +15,7 @@
 
 #include <cuda_runtime.h>
 
+#include <string>
 #include <vector>
 
 #include "cuda/bf16.cuh"
@@ -22,6 +23,7 @@
 #include "cuda/device_buffer.h"
 #include "cpu/vision.h"
 #include "cuda/gemm.cuh"
+#include "cuda/step_profile.h"
 #include "engine/backend.h"
 #include "model/config.h"
 
@@ -46,8 +48,15 @@ class VisionRunner {
   // Why this grid cannot be encoded (ok when it can).
   Status grid_error(int grid_h, int grid_w) const;
   size_t workspace_bytes() const;
+  // Profiles one pass into this JSON file: the second of at least
+  // kProfilePatches patches (step_profile.h); empty: off.
+  void set_profile_path(std::string path) { profile_path_ = std::move(path); }
+  static constexpr int kProfilePatches = 1024;
 
  private:
+  // forward_batch() past the profile's choice.
+  Result<std::vector<VisionOutput>> encode(const bf16* pixels, const std::vector<cpu::PatchGrid>& grids,
+                                           const TensorTap* tap);
   Status ensure_buffers(int rows);
   Status emit(const TensorTap* tap, const std::string& name, const float* f32, const bf16* b16, int rows, int cols);
 
@@ -59,6 +68,13 @@ class VisionRunner {
   DeviceBuffer<bf16> patch_, h_, qkv_, attn_, proj_, gate_up_, act_, mid_;
   DeviceBuffer<bf16> merged_;  // a batch's merger output, before it is split per image
   DeviceBuffer<int32_t> gather_, pos_rows_, pos_cols_, cu_windows_, cu_full_;
+
+  std::string profile_path_;
+  int profiled_passes_ = 0;         // passes of at least kProfilePatches patches seen (the 2nd is profiled)
+  StepProfile* profile_ = nullptr;  // set during the profiled pass
+  void mark(const char* kind, double bytes, double flops = 0) {
+    if (profile_) profile_->next(kind, bytes, flops);
+  }
 };
 
 }  // namespace rex::cuda
