@@ -15,6 +15,18 @@
 //    share that group's K/V tiles in L2), y = query tile, issued from the
 //    last (longest) tile down so the long CTAs start first and the short ones
 //    fill the tail.
+//  - Varlen (several sequences' prefill chunks in one pass, their rows
+//    concatenated so the layer's GEMMs see more rows): y walks a tile list,
+//    one 16-byte PrefillTile per CTA (first row, rows, position of the first
+//    row, block-table offset), built on the host once per batch
+//    (PrefillPlan) and sorted by keys seen, longest first. Tiles of
+//    different segments differ in length and count, so y cannot be split
+//    arithmetically; with the list, a CTA's work is exactly the one-sequence
+//    kernel's for that tile (same keys, same order, same masks), so each
+//    segment's output is the one-sequence call's bit for bit. The
+//    one-sequence entry is the same kernel with no list: it works out tile
+//    gridDim.y - 1 - blockIdx.y of its one segment in place, so it uploads
+//    nothing per call.
 //  - K/V rows are gathered from the paged cache with 16-byte cp.async, one
 //    block-table lookup per row (block_size a power of two: shift and mask);
 //    q rows are read in place at q_stride (the fused qkv GEMM output).
@@ -22,8 +34,10 @@
 //    128, so the limit is raised once with cudaFuncSetAttribute.
 #include "cuda/attention_prefill.cuh"
 
+#include <algorithm>
 #include <climits>
 #include <string>
+#include <vector>
 
 #include "cuda/attention_mma.cuh"
 #include "cuda/cuda_check.h"
@@ -32,43 +46,60 @@ namespace rex::cuda {
 namespace {
 
 constexpr int kWarps = 4, kThreads = kWarps * 32, kRows = kWarps * 16, kKeyTile = 64;
+static_assert(kRows == kPrefillTileRows, "a PrefillTile is one CTA's rows");
+constexpr int kMaxGridY = 65535;
 
-// head_dim 64 fits 3 CTAs per SM without spills; 128 needs ~190 registers (2 per SM).
+// head_dim 64 fits 3 CTAs per SM without spills; 128 needs ~210 registers (2 per SM).
 template <int HD>
 constexpr int prefill_min_blocks() {
   return HD == 128 ? 2 : 3;
 }
 
+// CTA (head blockIdx.x, tile blockIdx.y). tiles: the plan's list (varlen), or
+// null for one segment of n rows after past cached tokens, rows 0 .. n-1 of
+// q/out and blocks block_tables[0 ...], whose tile gridDim.y - 1 - blockIdx.y
+// (longest first) is worked out here. Everything below is relative to the
+// tile: row r of it is q/out row row0 + r at position pos0 + r.
 template <int HD>
 __global__ void __launch_bounds__(kThreads, prefill_min_blocks<HD>())
-    attention_prefill_kernel(const bf16* __restrict__ q, int q_stride, int n, int past, int group, PagedKv cache,
-                             int block_shift, const int32_t* __restrict__ block_table, float scale_log2,
-                             bf16* __restrict__ out, int out_stride) {
+    attention_prefill_kernel(const bf16* __restrict__ q, int q_stride, const PrefillTile* __restrict__ tiles, int n,
+                             int past, int group, PagedKv cache, int block_shift,
+                             const int32_t* __restrict__ block_tables, float scale_log2, bf16* __restrict__ out,
+                             int out_stride) {
   using Warp = attn::WarpFlash<HD, kKeyTile>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
 
+  PrefillTile tile;
+  if (tiles != nullptr) {
+    tile = tiles[blockIdx.y];
+  } else {
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * kRows;
+    tile = PrefillTile{q0, min(kRows, n - q0), past + q0, 0};
+  }
+  const int rows = tile.rows, pos0 = tile.pos0;
+  const int table_offset = tile.table_offset;  // an index, not a pointer: one register fewer
+
   const int head = blockIdx.x;
-  const int tile = gridDim.y - 1 - blockIdx.y;  // longest first
-  const int q0 = tile * kRows;
   const int kv_head = head / group;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
 
-  // Keys this CTA can see: 0 .. past + (its last valid row), exclusive end.
-  const int kv_end = past + min(q0 + kRows, n);
+  // Keys this CTA can see: 0 .. pos0 + (its last row), exclusive end.
+  const int kv_end = pos0 + rows;
   const int64_t kv_row = int64_t(cache.kv_heads) * HD;
-  const bf16* q_base = q + int64_t(head) * HD;
+  const bf16* q_base = q + int64_t(tile.row0) * q_stride + int64_t(head) * HD;
   const bf16* k_base = cache.k + int64_t(kv_head) * HD;
   const bf16* v_base = cache.v + int64_t(kv_head) * HD;
   auto q_offset = [q_stride](int t) { return int64_t(t) * q_stride; };
-  auto kv_offset = [block_table, block_shift, kv_row](int t) {
-    return attn::paged_row_pow2(block_table, block_shift, t) * kv_row;
+  auto kv_offset = [block_tables, table_offset, block_shift, kv_row](int t) {
+    const int64_t block = block_tables[table_offset + (t >> block_shift)];
+    return ((block << block_shift) + (t & ((1 << block_shift) - 1))) * kv_row;
   };
   const attn::FlashPass<HD, kKeyTile, kRows, kThreads> pass(smem_raw, tid);
-  pass.prologue(q_base, q0, n, q_offset, k_base, v_base, kv_end, kv_offset);
+  pass.prologue(q_base, 0, rows, q_offset, k_base, v_base, kv_end, kv_offset);
 
-  // This thread's two rows (absolute query index) and the warp's first row.
+  // This thread's two rows and the warp's first row (tile rows).
   const int g = lane / 4;
-  const int warp_row0 = q0 + warp * 16;
+  const int warp_row0 = warp * 16;
   const int r0 = warp_row0 + g, r1 = r0 + 8;
 
   Warp w;
@@ -79,13 +110,13 @@ __global__ void __launch_bounds__(kThreads, prefill_min_blocks<HD>())
     pass.begin_tile(w, j, k0, warp, lane, v_base, kv_end, kv_offset);
 
     // Warp-uniform: does any row of this warp see any key of this tile?
-    const bool active = warp_row0 < n && k0 <= past + warp_row0 + 15;
+    const bool active = warp_row0 < rows && k0 <= pos0 + warp_row0 + 15;
     float s[Warp::kSTiles][4];
     if (active) {
       w.scores(s, pass.sk, lane);
-      // Key k0 + c is visible to row r iff k0 + c <= past + r (and k0 + c < kv_end).
-      if (k0 + kKeyTile - 1 > past + warp_row0 || k0 + kKeyTile > kv_end)
-        w.mask(s, kv_end - k0, past + r0 - k0, past + r1 - k0, lane);
+      // Key k0 + c is visible to row r iff k0 + c <= pos0 + r (and k0 + c < kv_end).
+      if (k0 + kKeyTile - 1 > pos0 + warp_row0 || k0 + kKeyTile > kv_end)
+        w.mask(s, kv_end - k0, pos0 + r0 - k0, pos0 + r1 - k0, lane);
       w.softmax(s, scale_log2);
     }
 
@@ -94,8 +125,8 @@ __global__ void __launch_bounds__(kThreads, prefill_min_blocks<HD>())
   }
 
   w.reduce_sums();
-  bf16* o_base = out + int64_t(head) * HD;
-  w.store(o_base + int64_t(r0) * out_stride, o_base + int64_t(r1) * out_stride, r0 < n, r1 < n, lane);
+  bf16* o_base = out + int64_t(tile.row0) * out_stride + int64_t(head) * HD;
+  w.store(o_base + int64_t(r0) * out_stride, o_base + int64_t(r1) * out_stride, r0 < rows, r1 < rows, lane);
 }
 
 template <int HD>
@@ -112,55 +143,170 @@ Status prepare_prefill_kernel() {
   return cuda_status(err, "cudaFuncSetAttribute(attention_prefill_kernel)");
 }
 
+// The one launch of both entry points: num_tiles CTAs per q head, from the
+// list `tiles` or (null) from the one segment (n, past).
 template <int HD>
-Status launch_prefill(const bf16* q, int q_stride, int n, int past, int q_heads, const PagedKv& cache,
-                      int block_shift, const int32_t* block_table, bf16* out, cudaStream_t stream) {
+Status launch_prefill(const bf16* q, int q_stride, const PrefillTile* tiles, int num_tiles, int n, int past,
+                      int q_heads, const PagedKv& cache, int block_shift, const int32_t* block_tables, bf16* out,
+                      cudaStream_t stream) {
   REX_RETURN_IF_ERROR((prepare_prefill_kernel<HD>()));
-  const int tiles = (n + kRows - 1) / kRows;
-  const dim3 grid(static_cast<unsigned>(q_heads), static_cast<unsigned>(tiles));
+  const dim3 grid(static_cast<unsigned>(q_heads), static_cast<unsigned>(num_tiles));
   attention_prefill_kernel<HD><<<grid, kThreads, prefill_smem_bytes<HD>(), stream>>>(
-      q, q_stride, n, past, q_heads / cache.kv_heads, cache, block_shift, block_table,
+      q, q_stride, tiles, n, past, q_heads / cache.kv_heads, cache, block_shift, block_tables,
       attn::softmax_scale_log2(HD), out, q_heads * HD);
   return check_launch("attention_prefill_kernel");
+}
+
+Status launch_for_head_dim(const bf16* q, int q_stride, const PrefillTile* tiles, int num_tiles, int n, int past,
+                           int q_heads, const PagedKv& cache, const int32_t* block_tables, bf16* out,
+                           cudaStream_t stream) {
+  int shift = 0;
+  while ((1 << shift) < cache.block_size) ++shift;
+  // 32: the small test checkpoints' decoder.
+  if (cache.head_dim == 32)
+    return launch_prefill<32>(q, q_stride, tiles, num_tiles, n, past, q_heads, cache, shift, block_tables, out, stream);
+  if (cache.head_dim == 64)
+    return launch_prefill<64>(q, q_stride, tiles, num_tiles, n, past, q_heads, cache, shift, block_tables, out, stream);
+  return launch_prefill<128>(q, q_stride, tiles, num_tiles, n, past, q_heads, cache, shift, block_tables, out, stream);
+}
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+Status invalid(const char* fn, const std::string& what) {
+  return Status(StatusCode::kInvalidArgument, std::string(fn) + ": " + what);
+}
+
+bool power_of_two(int v) { return v > 0 && (v & (v - 1)) == 0; }
+
+// The checks both entry points share: head layout, cache shape, q_stride.
+Status check_layout(const char* fn, int q_stride, int q_heads, const PagedKv& cache) {
+  auto bad = [fn](const std::string& what) { return invalid(fn, what); };
+  const int hd = cache.head_dim;
+  if (hd != 32 && hd != 64 && hd != 128) return bad("expected head_dim 32, 64 or 128 but got " + str(hd));
+  if (cache.kv_heads <= 0) return bad("expected kv_heads >= 1 but got " + str(cache.kv_heads));
+  if (q_heads <= 0 || q_heads > 65535 || q_heads % cache.kv_heads != 0)
+    return bad("expected q_heads in 1..65535, a multiple of kv_heads " + str(cache.kv_heads) + ", but got " +
+               str(q_heads));
+  if (!power_of_two(cache.block_size))
+    return bad("expected block_size a power of two but got " + str(cache.block_size));
+  if (q_stride < q_heads * hd || q_stride % 8 != 0)
+    return bad("expected q_stride >= q_heads*head_dim (" + str(q_heads * hd) + ") and a multiple of 8 but got " +
+               str(q_stride));
+  return Status::Ok();
+}
+
+// Pointers, checked only when there is work.
+Status check_pointers(const char* fn, const bf16* q, const PagedKv& cache, const int32_t* block_tables,
+                      const bf16* out) {
+  auto bad = [fn](const std::string& what) { return invalid(fn, what); };
+  if (!q || !cache.k || !cache.v || !block_tables || !out)
+    return bad("expected non-null q, cache.k, cache.v, block_table and out but got a null pointer");
+  if (!attn::aligned_to(q, 16) || !attn::aligned_to(cache.k, 16) || !attn::aligned_to(cache.v, 16))
+    return bad("expected q, cache.k and cache.v 16-byte aligned but got a misaligned pointer");
+  if (!attn::aligned_to(out, 4)) return bad("expected out 4-byte aligned but got a misaligned pointer");
+  return Status::Ok();
 }
 
 }  // namespace
 
 Status attention_prefill_bf16(const bf16* q, int q_stride, int n, int past, int q_heads, PagedKv cache,
                               const int32_t* block_table, bf16* out, cudaStream_t stream) {
-  auto bad = [](const std::string& what) {
-    return Status(StatusCode::kInvalidArgument, "attention_prefill_bf16: " + what);
-  };
+  const char* fn = "attention_prefill_bf16";
+  auto bad = [fn](const std::string& what) { return invalid(fn, what); };
   const int hd = cache.head_dim;
-  if (hd != 32 && hd != 64 && hd != 128) return bad("expected head_dim 32, 64 or 128 but got " + std::to_string(hd));
-  if (n < 0) return bad("expected n >= 0 but got " + std::to_string(n));
-  if (past < 0) return bad("expected past >= 0 but got " + std::to_string(past));
+  if (hd != 32 && hd != 64 && hd != 128) return bad("expected head_dim 32, 64 or 128 but got " + str(hd));
+  if (n < 0) return bad("expected n >= 0 but got " + str(n));
+  if (past < 0) return bad("expected past >= 0 but got " + str(past));
   if (int64_t(past) + n > INT_MAX)
-    return bad("expected past + n <= " + std::to_string(INT_MAX) + " but got " + std::to_string(int64_t(past) + n));
-  if (cache.kv_heads <= 0) return bad("expected kv_heads >= 1 but got " + std::to_string(cache.kv_heads));
-  if (q_heads <= 0 || q_heads > 65535 || q_heads % cache.kv_heads != 0)
-    return bad("expected q_heads in 1..65535, a multiple of kv_heads " + std::to_string(cache.kv_heads) +
-               ", but got " + std::to_string(q_heads));
-  const int bs = cache.block_size;
-  if (bs <= 0 || (bs & (bs - 1)) != 0)
-    return bad("expected block_size a power of two but got " + std::to_string(bs));
-  if (q_stride < q_heads * hd || q_stride % 8 != 0)
-    return bad("expected q_stride >= q_heads*head_dim (" + std::to_string(q_heads * hd) +
-               ") and a multiple of 8 but got " + std::to_string(q_stride));
-  if ((n + kRows - 1) / kRows > 65535)
-    return bad("expected n <= " + std::to_string(65535 * kRows) + " but got " + std::to_string(n));
+    return bad("expected past + n <= " + str(INT_MAX) + " but got " + str(int64_t(past) + n));
+  REX_RETURN_IF_ERROR(check_layout(fn, q_stride, q_heads, cache));
+  const int tiles = (n + kRows - 1) / kRows;
+  if (tiles > kMaxGridY) return bad("expected n <= " + str(int64_t(kMaxGridY) * kRows) + " but got " + str(n));
   if (n == 0) return Status::Ok();
-  if (!q || !cache.k || !cache.v || !block_table || !out)
-    return bad("expected non-null q, cache.k, cache.v, block_table and out but got a null pointer");
-  if (!attn::aligned_to(q, 16) || !attn::aligned_to(cache.k, 16) || !attn::aligned_to(cache.v, 16))
-    return bad("expected q, cache.k and cache.v 16-byte aligned but got a misaligned pointer");
-  if (!attn::aligned_to(out, 4)) return bad("expected out 4-byte aligned but got a misaligned pointer");
-  int shift = 0;
-  while ((1 << shift) < bs) ++shift;
-  // 32: the small test checkpoints' decoder.
-  if (hd == 32) return launch_prefill<32>(q, q_stride, n, past, q_heads, cache, shift, block_table, out, stream);
-  if (hd == 64) return launch_prefill<64>(q, q_stride, n, past, q_heads, cache, shift, block_table, out, stream);
-  return launch_prefill<128>(q, q_stride, n, past, q_heads, cache, shift, block_table, out, stream);
+  REX_RETURN_IF_ERROR(check_pointers(fn, q, cache, block_table, out));
+  return launch_for_head_dim(q, q_stride, nullptr, tiles, n, past, q_heads, cache, block_table, out, stream);
+}
+
+Status plan_prefill_tiles(const PrefillSegment* segments, int num_segments, int rows, int block_size,
+                          int table_entries, std::vector<PrefillTile>* tiles) {
+  auto bad = [](const std::string& what) { return invalid("plan_prefill_tiles", what); };
+  if (!tiles) return bad("expected a tile vector but got a null pointer");
+  tiles->clear();
+  if (num_segments < 0) return bad("expected num_segments >= 0 but got " + str(num_segments));
+  if (rows < 0) return bad("expected rows >= 0 but got " + str(rows));
+  if (!power_of_two(block_size)) return bad("expected block_size a power of two but got " + str(block_size));
+  if (table_entries < 0) return bad("expected table_entries >= 0 but got " + str(table_entries));
+  if (num_segments > 0 && !segments)
+    return bad("expected " + str(num_segments) + " segments but got a null pointer");
+  int64_t prev_end = 0, count = 0;
+  for (int s = 0; s < num_segments; ++s) {
+    const PrefillSegment& g = segments[s];
+    auto seg_bad = [&](const std::string& what) { return bad("segment " + str(s) + ": " + what); };
+    if (g.n <= 0) return seg_bad("expected n >= 1 but got " + str(g.n));
+    if (g.past < 0) return seg_bad("expected past >= 0 but got " + str(g.past));
+    if (int64_t(g.past) + g.n > INT_MAX)
+      return seg_bad("expected past + n <= " + str(INT_MAX) + " but got " + str(int64_t(g.past) + g.n));
+    if (g.row_start < prev_end)
+      return seg_bad("expected row_start >= " + str(prev_end) +
+                     (s ? " (the end of segment " + str(s - 1) + "; segments go up the rows without overlap)" : "") +
+                     " but got " + str(g.row_start));
+    if (int64_t(g.row_start) + g.n > rows)
+      return seg_bad("expected row_start + n <= rows " + str(rows) + " but got " + str(int64_t(g.row_start) + g.n));
+    if (g.table_offset < 0) return seg_bad("expected table_offset >= 0 but got " + str(g.table_offset));
+    const int64_t blocks = (int64_t(g.past) + g.n + block_size - 1) / block_size;
+    if (g.table_offset + blocks > table_entries)
+      return seg_bad("expected table_offset + its " + str(blocks) + " blocks (past + n = " +
+                     str(int64_t(g.past) + g.n) + " tokens of " + str(block_size) + ") <= table_entries " +
+                     str(table_entries) + " but got " + str(g.table_offset + blocks));
+    prev_end = int64_t(g.row_start) + g.n;
+    count += (g.n + kRows - 1) / kRows;
+  }
+  if (count > kMaxGridY)
+    return bad("expected at most " + str(kMaxGridY) + " tiles of " + str(kRows) + " rows but got " + str(count));
+  tiles->reserve(size_t(count));
+  for (int s = 0; s < num_segments; ++s) {
+    const PrefillSegment& g = segments[s];
+    for (int q0 = 0; q0 < g.n; q0 += kRows)
+      tiles->push_back(PrefillTile{g.row_start + q0, std::min(kRows, g.n - q0), g.past + q0, g.table_offset});
+  }
+  // Longest first: a CTA walks ceil((pos0 + rows) / 64) key tiles.
+  std::stable_sort(tiles->begin(), tiles->end(), [](const PrefillTile& a, const PrefillTile& b) {
+    return a.pos0 + a.rows > b.pos0 + b.rows;
+  });
+  return Status::Ok();
+}
+
+Status PrefillPlan::build(const PrefillSegment* segments, int num_segments, int rows, int block_size,
+                          int table_entries, cudaStream_t stream) {
+  built_ = false;
+  REX_RETURN_IF_ERROR(plan_prefill_tiles(segments, num_segments, rows, block_size, table_entries, &tiles_));
+  if (!tiles_.empty())
+    REX_RETURN_IF_ERROR(device_.upload(tiles_.data(), tiles_.size(), stream, "the prefill tile list"));
+  rows_ = rows;
+  block_size_ = block_size;
+  built_ = true;
+  return Status::Ok();
+}
+
+Status PrefillPlan::reserve(int max_tiles) {
+  if (max_tiles < 0 || max_tiles > kMaxGridY)
+    return invalid("PrefillPlan::reserve", "expected max_tiles in 0.." + str(kMaxGridY) + " but got " + str(max_tiles));
+  return device_.ensure(size_t(max_tiles), "the prefill tile list");
+}
+
+Status attention_prefill_varlen_bf16(const bf16* q, int q_stride, const PrefillPlan& plan, int q_heads,
+                                     PagedKv cache, const int32_t* block_tables, bf16* out, cudaStream_t stream) {
+  const char* fn = "attention_prefill_varlen_bf16";
+  auto bad = [fn](const std::string& what) { return invalid(fn, what); };
+  if (!plan.built()) return bad("expected a built PrefillPlan but got one whose last build failed or never ran");
+  REX_RETURN_IF_ERROR(check_layout(fn, q_stride, q_heads, cache));
+  if (cache.block_size != plan.block_size())
+    return bad("expected cache.block_size " + str(plan.block_size()) + " (the plan's) but got " +
+               str(cache.block_size));
+  if (plan.num_tiles() == 0) return Status::Ok();
+  REX_RETURN_IF_ERROR(check_pointers(fn, q, cache, block_tables, out));
+  return launch_for_head_dim(q, q_stride, plan.device_tiles(), plan.num_tiles(), 0, 0, q_heads, cache, block_tables,
+                             out, stream);
 }
 
 }  // namespace rex::cuda

@@ -1,7 +1,8 @@
 // CPU op families against naive double-precision formulas: thread pool
 // coverage, matmul, rmsnorm, activations, rotary (rotate_half, M-RoPE axis
-// sections), varlen attention vs block-diagonal masked attention, causal GQA,
-// batched decode attention vs causal GQA's last row, and bf16/f16 widening.
+// sections), varlen attention vs block-diagonal masked attention, causal GQA
+// (and its varlen form vs one call per segment), batched decode attention vs
+// causal GQA's last row, and bf16/f16 widening.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -218,6 +219,38 @@ REX_TEST(causal_gqa_matches_naive) {
         CHECK_NEAR(out[size_t((i * hq + h) * d + e)], o, 1e-5);
       }
     }
+}
+
+// attention_causal_gqa_varlen is attention_causal_gqa on each segment alone,
+// bit for bit (segments of mixed lengths and pasts, each with its own cache,
+// unused rows between them left unwritten), over pools of 1 and 3 threads.
+REX_TEST(causal_gqa_varlen_is_per_segment_causal_gqa) {
+  const int hq = 4, hkv = 2, d = 8, qd = hq * d, kvd = hkv * d;
+  struct Seg { int row_start, n, past; };
+  const std::vector<Seg> segs = {{0, 1, 0}, {1, 5, 3}, {8, 17, 0}, {25, 1, 9}, {26, 9, 40}};  // rows 6, 7 unused
+  const int rows = 35;
+  auto q = random_vec(size_t(rows) * qd, 50);
+  std::vector<std::vector<float>> ks, vs;
+  std::vector<CausalSegment> cs;
+  for (size_t s = 0; s < segs.size(); ++s) {
+    ks.push_back(random_vec(size_t(segs[s].past + segs[s].n) * kvd, 51 + 2 * s));
+    vs.push_back(random_vec(size_t(segs[s].past + segs[s].n) * kvd, 52 + 2 * s));
+  }
+  for (size_t s = 0; s < segs.size(); ++s)
+    cs.push_back({segs[s].row_start, segs[s].n, segs[s].past, ks[s].data(), vs[s].data()});
+  for (int threads : {1, 3}) {
+    ThreadPool pool(threads);
+    std::vector<float> out(q.size(), -7.0f);
+    attention_causal_gqa_varlen(pool, q.data(), cs, hq, hkv, d, out.data());
+    for (size_t s = 0; s < segs.size(); ++s) {
+      std::vector<float> alone(size_t(segs[s].n) * qd);
+      attention_causal_gqa(pool, &q[size_t(segs[s].row_start) * qd], segs[s].n, segs[s].past, ks[s].data(),
+                           vs[s].data(), hq, hkv, d, alone.data());
+      for (size_t e = 0; e < alone.size(); ++e) CHECK_EQ(out[size_t(segs[s].row_start) * qd + e], alone[e]);
+    }
+    for (int r : {6, 7})
+      for (int e = 0; e < qd; ++e) CHECK_EQ(out[size_t(r) * qd + size_t(e)], -7.0f);
+  }
 }
 
 // attention_decode is attention_causal_gqa's last row, per sequence of a batch
