@@ -171,6 +171,7 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   REX_RETURN_IF_ERROR(text_.init(t, &weights_, &gemm_, stream_, arena, int(blocks), step_rows,
                                  (max_sequence_tokens_ + kBlockTokens - 1) / kBlockTokens, sequences));
   text_.set_use_gemv(std::getenv("REX_OMNI_NO_GEMV") == nullptr);
+  batch_prefills_ = !options_.batch_invariant && std::getenv("REX_OMNI_PREFILL_BATCH") != nullptr;
   // REX_OMNI_GEMV_FAST_ROWS: an A/B knob for the threshold (decode_step_bench).
   const char* fast_rows = std::getenv("REX_OMNI_GEMV_FAST_ROWS");
   const int gemv_fast_rows = fast_rows ? std::clamp(std::atoi(fast_rows), 0, kGemvRows) : kGemvFastRows;
@@ -478,62 +479,107 @@ int CudaBackend::slot_length(SlotId slot) const {
   return it == slots_.end() ? -1 : it->second.length;
 }
 
-Status CudaBackend::prefill(const PrefillInput& in, float* logits_out) {
-  if (!logits_out && in.logit_rows > 0)
-    return Status(StatusCode::kInvalidArgument, "prefill: expected a logits buffer for " + std::to_string(in.logit_rows) +
-                                                    " rows but got none");
-  return prefill_impl(in, logits_out);
-}
+Status CudaBackend::prefill(const PrefillInput& in, float* logits_out) { return prefill_batch({in}, logits_out); }
 
 Status CudaBackend::prefill_sampled(const PrefillInput& in, const RowSampling& sampling, SampledToken* out) {
-  if (in.logit_rows != 1)
-    return Status(StatusCode::kInvalidArgument, "prefill_sampled: expected 1 logit row but got " + std::to_string(in.logit_rows));
-  REX_RETURN_IF_ERROR(prefill_impl(in, nullptr));
-  return text_.sample_prefill(sampling, slots_[in.slot].seen_mask, out);
+  std::vector<SampledToken> one;
+  REX_RETURN_IF_ERROR(prefill_batch_sampled({in}, {sampling}, &one));
+  *out = one[0];
+  return Status::Ok();
 }
 
-Status CudaBackend::prefill_impl(const PrefillInput& in, float* logits_out) {
+Status CudaBackend::prefill_batch(const std::vector<PrefillInput>& inputs, float* logits_out) {
+  int logit_rows = 0;
+  for (const PrefillInput& in : inputs) logit_rows += in.logit_rows;
+  if (!logits_out && logit_rows > 0)
+    return Status(StatusCode::kInvalidArgument, "prefill: expected a logits buffer for " + std::to_string(logit_rows) +
+                                                    " rows but got none");
+  return prefill_impl(inputs, logits_out);
+}
+
+Status CudaBackend::prefill_batch_sampled(const std::vector<PrefillInput>& inputs, const std::vector<RowSampling>& sampling,
+                                          std::vector<SampledToken>* out) {
+  std::vector<int> masks;
+  for (const PrefillInput& in : inputs) {
+    if (in.logit_rows != 0 && in.logit_rows != 1)
+      return Status(StatusCode::kInvalidArgument, "prefill_sampled: expected 0 or 1 logit rows but got " +
+                                                      std::to_string(in.logit_rows));
+    if (in.logit_rows == 1) {
+      auto it = slots_.find(in.slot);
+      masks.push_back(it == slots_.end() ? -1 : it->second.seen_mask);
+    }
+  }
+  if (masks.size() != sampling.size())
+    return Status(StatusCode::kInvalidArgument, "prefill_sampled: expected a sampling per logit row (" +
+                                                    std::to_string(masks.size()) + ") but got " + std::to_string(sampling.size()));
+  REX_RETURN_IF_ERROR(prefill_impl(inputs, nullptr));
+  if (masks.empty()) {
+    out->clear();
+    return Status::Ok();
+  }
+  return text_.sample_prefill(sampling, masks, out);
+}
+
+// Every input checked first (all or nothing), then one prefill of all their rows.
+Status CudaBackend::prefill_impl(const std::vector<PrefillInput>& inputs, float* logits_out) {
   if (!prepared_) return not_prepared();
   REX_RETURN_IF_ERROR(use_device());
-  auto it = slots_.find(in.slot);
-  if (it == slots_.end()) return Status(StatusCode::kInvalidArgument, "prefill: unknown slot " + std::to_string(in.slot));
-  if (in.n <= 0 || !in.token_ids || !in.positions)
-    return Status(StatusCode::kInvalidArgument, "prefill: expected at least one token with positions");
-  Slot& slot = it->second;
-  if (slot.length + in.n > slot.capacity)
-    return Status(StatusCode::kInvalidArgument, "prefill: slot " + std::to_string(in.slot) + " holds " +
-                  std::to_string(slot.capacity) + " tokens; expected at most " + std::to_string(slot.capacity - slot.length) +
-                  " more but got " + std::to_string(in.n));
+  if (inputs.empty()) return Status(StatusCode::kInvalidArgument, "prefill: expected 1 or more inputs but got none");
   const int vocab = config_.text.vocab_size, hidden = config_.text.hidden_size;
-  for (int i = 0; i < in.n; ++i)
-    if (in.token_ids[i] < 0 || in.token_ids[i] >= vocab)
-      return Status(StatusCode::kInvalidArgument, "token id " + std::to_string(in.token_ids[i]) + " at index " +
-                    std::to_string(i) + " is outside the vocabulary (" + std::to_string(vocab) + ")");
-
-  int image_tokens = 0;
-  for (int i = 0; i < in.n; ++i) image_tokens += in.token_ids[i] == in.image_token_id;
-  const bf16* image = nullptr;
-  std::vector<int32_t> image_row;
-  UploadedEmbeddings uploaded;
-  if (in.image) {
-    REX_RETURN_IF_ERROR(check_prefill_image(in, image_tokens, hidden));
-    const auto* resident = dynamic_cast<const CudaImageEmbeddings*>(in.image);
-    if (!resident) REX_RETURN_IF_ERROR(uploaded.from(*in.image, stream_));
-    image = resident ? resident->device_rows() : uploaded.rows.get();
-    image_row.assign(size_t(in.n), -1);
-    for (int i = 0, j = in.image_part ? in.image_offset : 0; i < in.n; ++i)
-      if (in.token_ids[i] == in.image_token_id) {
-        image_row[size_t(i)] = resident ? resident->row_of(j) : j;
-        ++j;
-      }
-  } else if (image_tokens > 0 && in.image_token_id >= 0) {
-    return Status(StatusCode::kInvalidArgument, "prefill: the prompt has " + std::to_string(image_tokens) + " image tokens but no image");
+  std::vector<TextRunner::PrefillPart> parts(inputs.size());
+  std::vector<Slot*> slots;
+  std::vector<UploadedEmbeddings> uploaded(inputs.size());
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    const PrefillInput& in = inputs[k];
+    auto it = slots_.find(in.slot);
+    if (it == slots_.end()) return Status(StatusCode::kInvalidArgument, "prefill: unknown slot " + std::to_string(in.slot));
+    if (std::find(slots.begin(), slots.end(), &it->second) != slots.end())
+      return Status(StatusCode::kInvalidArgument, "prefill: expected one input per slot but got slot " +
+                                                      std::to_string(in.slot) + " twice");
+    if (in.n <= 0 || !in.token_ids || !in.positions)
+      return Status(StatusCode::kInvalidArgument, "prefill: expected at least one token with positions");
+    Slot& slot = it->second;
+    if (slot.length + in.n > slot.capacity)
+      return Status(StatusCode::kInvalidArgument, "prefill: slot " + std::to_string(in.slot) + " holds " +
+                    std::to_string(slot.capacity) + " tokens; expected at most " +
+                    std::to_string(slot.capacity - slot.length) + " more but got " + std::to_string(in.n));
+    for (int i = 0; i < in.n; ++i)
+      if (in.token_ids[i] < 0 || in.token_ids[i] >= vocab)
+        return Status(StatusCode::kInvalidArgument, "token id " + std::to_string(in.token_ids[i]) + " at index " +
+                      std::to_string(i) + " is outside the vocabulary (" + std::to_string(vocab) + ")");
+    TextRunner::PrefillPart& part = parts[k];
+    int image_tokens = 0;
+    for (int i = 0; i < in.n; ++i) image_tokens += in.token_ids[i] == in.image_token_id;
+    if (in.image) {
+      REX_RETURN_IF_ERROR(check_prefill_image(in, image_tokens, hidden));
+      const auto* resident = dynamic_cast<const CudaImageEmbeddings*>(in.image);
+      if (!resident) REX_RETURN_IF_ERROR(uploaded[k].from(*in.image, stream_));
+      part.image = resident ? resident->device_rows() : uploaded[k].rows.get();
+      part.image_row.assign(size_t(in.n), -1);
+      for (int i = 0, j = in.image_part ? in.image_offset : 0; i < in.n; ++i)
+        if (in.token_ids[i] == in.image_token_id) {
+          part.image_row[size_t(i)] = resident ? resident->row_of(j) : j;
+          ++j;
+        }
+    } else if (image_tokens > 0 && in.image_token_id >= 0) {
+      return Status(StatusCode::kInvalidArgument, "prefill: the prompt has " + std::to_string(image_tokens) +
+                                                      " image tokens but no image");
+    }
+    part.ids = in.token_ids;
+    part.n = in.n;
+    part.positions = in.positions;
+    part.past = slot.length;
+    part.blocks = &slot.blocks;
+    part.logit_rows = in.logit_rows;
+    part.seen_mask = slot.seen_mask;
+    slots.push_back(&slot);
   }
   const TensorTap* tap = tap_ ? &tap_ : nullptr;
-  REX_RETURN_IF_ERROR(text_.prefill(in.token_ids, in.n, in.positions, slot.length, slot.blocks, image, image_row,
-                                    in.logit_rows, logits_out, slot.seen_mask, tap));
-  slot.length += in.n;
-  slot.ids.insert(slot.ids.end(), in.token_ids, in.token_ids + in.n);  // a prefix may be kept (cache_prefix)
+  REX_RETURN_IF_ERROR(text_.prefill(parts, logits_out, tap));
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    slots[k]->length += inputs[k].n;
+    slots[k]->ids.insert(slots[k]->ids.end(), inputs[k].token_ids, inputs[k].token_ids + inputs[k].n);  // a prefix may be kept
+  }
   return Status::Ok();
 }
 

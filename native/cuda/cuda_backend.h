@@ -54,6 +54,13 @@ class CudaBackend final : public BudgetedBackend {
   Status decode_sampled(const std::vector<DecodeRow>& rows, const std::vector<RowSampling>& sampling,
                         std::vector<SampledToken>* out) override;
   Status prefill_sampled(const PrefillInput& input, const RowSampling& sampling, SampledToken* out) override;
+  // Prefills batched across requests: not under batch_invariant (a GEMM's
+  // sums depend on its rows), and until measured on a device only with
+  // REX_OMNI_PREFILL_BATCH=1 (NOTES.md §9).
+  bool batches_prefills() const override { return batch_prefills_; }
+  Status prefill_batch(const std::vector<PrefillInput>& inputs, float* logits_out) override;
+  Status prefill_batch_sampled(const std::vector<PrefillInput>& inputs, const std::vector<RowSampling>& sampling,
+                               std::vector<SampledToken>* out) override;
   int max_step_rows() const override { return text_.max_rows(); }
   void set_tap(TensorTap tap) override { tap_ = std::move(tap); }
   BackendInfo info() const override;
@@ -78,7 +85,7 @@ class CudaBackend final : public BudgetedBackend {
   };
   // The decode rows as the text runner takes them (rows of one slot consecutive).
   Status decode_batch(const std::vector<DecodeRow>& rows, std::vector<DecodeSequence>* batch, std::vector<Slot*>* stepped);
-  Status prefill_impl(const PrefillInput& input, float* logits_out);
+  Status prefill_impl(const std::vector<PrefillInput>& inputs, float* logits_out);
   AdmissionCheck check_admission_for(int tokens, const PrefixKey* key) const;
   Result<SlotId> new_slot(int capacity, const PrefixKey* key, int* prefix_tokens);
   Result<SlotId> add_slot(SlotReservation reservation);
@@ -86,6 +93,7 @@ class CudaBackend final : public BudgetedBackend {
 
   BackendOptions options_;
   bool use_graphs_ = true;
+  bool batch_prefills_ = false;
   bool prepared_ = false;
   ModelConfig config_;
   cudaStream_t stream_ = nullptr;

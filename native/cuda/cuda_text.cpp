@@ -228,81 +228,193 @@ Status TextRunner::layers(Buffers& b, int rows, const int32_t* positions_dev, co
   return Status::Ok();
 }
 
-Status TextRunner::prefill(const int32_t* ids, int n, const int32_t* positions, int past, const std::vector<int32_t>& blocks,
-                           const bf16* image, const std::vector<int32_t>& image_row, int logit_rows, float* logits_host,
-                           int seen_mask, const TensorTap* tap) {
-  if (n <= 0 || logit_rows < 0 || logit_rows > n)
-    return Status(StatusCode::kInvalidArgument, "cuda prefill: expected 0.." + std::to_string(n) + " logit rows but got " +
-                  std::to_string(logit_rows));
-  if (int64_t(blocks.size()) * arena_.block_size < int64_t(past) + n)
-    return Status(StatusCode::kInvalidArgument, "cuda prefill: the slot holds " + std::to_string(blocks.size() * arena_.block_size) +
-                  " tokens; expected at most that many but got " + std::to_string(past + n));
+Status TextRunner::prefill(const std::vector<PrefillPart>& parts, float* logits_host, const TensorTap* tap) {
+  int rows = 0, logit_rows = 0, past = 0;
+  for (const PrefillPart& p : parts) {
+    if (p.n <= 0 || p.logit_rows < 0 || p.logit_rows > p.n || !p.ids || !p.positions || !p.blocks)
+      return Status(StatusCode::kInvalidArgument, "cuda prefill: expected 1 or more tokens with positions, blocks and 0.." +
+                    std::to_string(std::max(p.n, 0)) + " logit rows but got " + std::to_string(p.n) + " tokens and " +
+                    std::to_string(p.logit_rows) + " logit rows");
+    if (int64_t(p.blocks->size()) * arena_.block_size < int64_t(p.past) + p.n)
+      return Status(StatusCode::kInvalidArgument, "cuda prefill: the slot holds " +
+                    std::to_string(p.blocks->size() * arena_.block_size) + " tokens; expected at most that many but got " +
+                    std::to_string(p.past + p.n));
+    if (p.image && p.image_row.size() != size_t(p.n))
+      return Status(StatusCode::kInvalidArgument, "cuda prefill: expected an image row per token (" + std::to_string(p.n) +
+                    ") but got " + std::to_string(p.image_row.size()));
+    rows += p.n;
+    logit_rows += p.logit_rows;
+    past = p.past;
+  }
+  if (parts.empty()) return Status(StatusCode::kInvalidArgument, "cuda prefill: expected 1 or more parts but got none");
   // The second call of kProfilePrefillRows rows or more is profiled (the
   // first warmed the kernels' module loads and cuBLASLt's plans); taps copy
   // to the host between kernels, so a tapped call neither counts nor is profiled.
-  const bool profiled = !prefill_profile_path_.empty() && !(tap && *tap) && n >= kProfilePrefillRows &&
+  const bool profiled = !prefill_profile_path_.empty() && !(tap && *tap) && rows >= kProfilePrefillRows &&
                         ++profiled_prefills_ == 2;
-  if (!profiled)
-    return prefill_chunks(ids, n, positions, past, blocks, image, image_row, logit_rows, logits_host, seen_mask, tap);
+  if (!profiled) return prefill_passes(parts, rows, logit_rows, logits_host, tap);
   StepProfile profile(stream_);
-  profile.field("rows", n);
-  profile.field("past", past);
+  profile.field("rows", rows);
+  profile.field("past", parts.size() == 1 ? past : -1);
+  profile.field("sequences", int(parts.size()));
   profile_ = &profile;
-  Status st = prefill_chunks(ids, n, positions, past, blocks, image, image_row, logit_rows, logits_host, seen_mask, tap);
+  Status st = prefill_passes(parts, rows, logit_rows, logits_host, tap);
   profile_ = nullptr;
   REX_RETURN_IF_ERROR(st);
   profile.write(prefill_profile_path_);
   return Status::Ok();
 }
 
-Status TextRunner::prefill_chunks(const int32_t* ids, int n, const int32_t* positions, int past,
-                                  const std::vector<int32_t>& blocks, const bf16* image,
-                                  const std::vector<int32_t>& image_row, int logit_rows, float* logits_host,
-                                  int seen_mask, const TensorTap* tap) {
+// The parts' rows one after another, cut into passes of kPrefillChunk rows;
+// each pass one layers() pass, its attention varlen over the parts' pieces in it.
+Status TextRunner::prefill_passes(const std::vector<PrefillPart>& parts, int rows, int logit_rows, float* logits_host,
+                                  const TensorTap* tap) {
   const TextConfig& c = config_;
   const int hidden = c.hidden_size, vocab = c.vocab_size, qkv_width = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim();
-  mark("inputs (H2D)", 4.0 * blocks.size());
-  REX_RETURN_IF_ERROR(pre_blocks_.upload(blocks.data(), blocks.size(), stream_, "the block table"));
+  // Every part's block table, one after another (one upload).
+  std::vector<int32_t> tables, table_offset;
+  for (const PrefillPart& p : parts) {
+    table_offset.push_back(int32_t(tables.size()));
+    tables.insert(tables.end(), p.blocks->begin(), p.blocks->end());
+  }
+  mark("inputs (H2D)", 4.0 * tables.size());
+  REX_RETURN_IF_ERROR(pre_blocks_.upload(tables.data(), tables.size(), stream_, "the block tables"));
   if (logit_rows > 0) REX_RETURN_IF_ERROR(pre_logits_.ensure(size_t(logit_rows) * vocab, "the prefill logits"));
-  const int first_logit = n - logit_rows;
-  for (int start = 0; start < n; start += kPrefillChunk) {
-    const int rows = std::min(kPrefillChunk, n - start), at = past + start;
-    REX_RETURN_IF_ERROR(pre_.ensure(c, rows));
-    std::vector<int32_t> pos(static_cast<size_t>(3 * rows)), dest(static_cast<size_t>(rows)), img(static_cast<size_t>(rows), -1);
-    for (int a = 0; a < 3; ++a)
-      std::copy_n(positions + size_t(a) * n + start, rows, &pos[size_t(a) * rows]);
-    for (int i = 0; i < rows; ++i) dest[size_t(i)] = int32_t(paged_row(blocks.data(), arena_.block_size, at + i));
-    if (image) std::copy_n(image_row.begin() + start, rows, img.begin());
-    mark("inputs (H2D)", 4.0 * rows * 6);  // ids, 3 position axes, cache rows, image rows
-    REX_RETURN_IF_ERROR(pre_ids_.upload(ids + start, size_t(rows), stream_, "the prefill ids"));
+  size_t part = 0;
+  int in_part = 0;   // rows of parts[part] done in earlier passes
+  int logits_done = 0;
+  for (int start = 0; start < rows; start += kPrefillChunk) {
+    const int pass = std::min(kPrefillChunk, rows - start);
+    REX_RETURN_IF_ERROR(pre_.ensure(c, pass));
+    // The pass's pieces: consecutive rows of one part each.
+    struct Piece {
+      size_t part;
+      int from, n, row;  // the part's rows [from, from + n) at pass row `row`
+    };
+    std::vector<Piece> pieces;
+    for (int row = 0; row < pass;) {
+      const PrefillPart& p = parts[part];
+      const int n = std::min(p.n - in_part, pass - row);
+      pieces.push_back({part, in_part, n, row});
+      row += n;
+      in_part += n;
+      if (in_part == p.n) {
+        ++part;
+        in_part = 0;
+      }
+    }
+    const size_t pass_rows = size_t(pass);
+    std::vector<int32_t> ids(pass_rows), pos(3 * pass_rows), dest(pass_rows), img(pass_rows, -1);
+    std::vector<PrefillSegment> segments;
+    const bf16* image = nullptr;  // the pass's one image, or the staged rows of several
+    bool images_staged = false;
+    for (const Piece& q : pieces) {
+      const PrefillPart& p = parts[q.part];
+      if (p.image && image && p.image != image) images_staged = true;
+      if (p.image && !image) image = p.image;
+    }
+    int staged = 0;
+    for (const Piece& q : pieces) {
+      const PrefillPart& p = parts[q.part];
+      std::copy_n(p.ids + q.from, q.n, &ids[size_t(q.row)]);
+      for (int a = 0; a < 3; ++a) std::copy_n(p.positions + size_t(a) * p.n + q.from, q.n, &pos[size_t(a) * pass + q.row]);
+      for (int i = 0; i < q.n; ++i)
+        dest[size_t(q.row + i)] = int32_t(paged_row(p.blocks->data(), arena_.block_size, p.past + q.from + i));
+      segments.push_back({q.row, q.n, p.past + q.from, table_offset[q.part]});
+      if (!p.image) continue;
+      if (!images_staged) {
+        std::copy_n(p.image_row.begin() + q.from, q.n, img.begin() + q.row);
+        continue;
+      }
+      // Several images in the pass: their rows copied into one staging
+      // buffer, a run of consecutive image rows per copy.
+      REX_RETURN_IF_ERROR(pre_image_rows_.ensure(size_t(pass) * hidden, "the staged image rows"));
+      for (int i = 0; i < q.n;) {
+        const int32_t first = p.image_row[size_t(q.from + i)];
+        if (first < 0) {
+          ++i;
+          continue;
+        }
+        int run = 1;
+        while (i + run < q.n && p.image_row[size_t(q.from + i + run)] == first + run) ++run;
+        REX_CUDA_TRY(cudaMemcpyAsync(pre_image_rows_.get() + size_t(staged) * hidden, p.image + size_t(first) * hidden,
+                                     size_t(run) * hidden * sizeof(bf16), cudaMemcpyDeviceToDevice, stream_));
+        for (int r = 0; r < run; ++r) img[size_t(q.row + i + r)] = staged + r;
+        staged += run;
+        i += run;
+      }
+    }
+    if (images_staged) image = pre_image_rows_.get();
+    mark("inputs (H2D)", 4.0 * pass * 6);  // ids, 3 position axes, cache rows, image rows
+    REX_RETURN_IF_ERROR(pre_ids_.upload(ids.data(), ids.size(), stream_, "the prefill ids"));
     REX_RETURN_IF_ERROR(pre_positions_.upload(pos.data(), pos.size(), stream_, "the prefill positions"));
     REX_RETURN_IF_ERROR(pre_dest_.upload(dest.data(), dest.size(), stream_, "the prefill cache rows"));
     REX_RETURN_IF_ERROR(pre_image_row_.upload(img.data(), img.size(), stream_, "the image rows"));
-    if (seen_mask >= 0) {
-      mark("mark_seen", 4.0 * rows);
-      REX_RETURN_IF_ERROR(sampler_.mark(seen_mask, pre_ids_.get(), rows));
-    }
+    for (const Piece& q : pieces)
+      if (parts[q.part].seen_mask >= 0) {
+        mark("mark_seen", 4.0 * q.n);
+        REX_RETURN_IF_ERROR(sampler_.mark(parts[q.part].seen_mask, pre_ids_.get() + q.row, q.n));
+      }
     // A row of the embedding table or of the image (bf16) in, a residual row (fp32) out.
-    mark("embed (+image rows)", 6.0 * rows * hidden);
-    profile_kv_tokens_ = int64_t(at) + rows;  // the cache rows the chunk's attention reads
-    profile_attention_keys_ = int64_t(rows) * at + int64_t(rows) * (rows + 1) / 2;  // causal
-    REX_RETURN_IF_ERROR(embed_rows(pre_ids_.get(), image ? pre_image_row_.get() : nullptr, rows, w_->embed_tokens, vocab,
+    mark("embed (+image rows)", 6.0 * pass * hidden);
+    profile_kv_tokens_ = 0;
+    profile_attention_keys_ = 0;
+    for (const PrefillSegment& g : segments) {
+      profile_kv_tokens_ += int64_t(g.past) + g.n;  // the cache rows the pass's attention reads
+      profile_attention_keys_ += int64_t(g.n) * g.past + int64_t(g.n) * (g.n + 1) / 2;  // causal
+    }
+    REX_RETURN_IF_ERROR(embed_rows(pre_ids_.get(), image ? pre_image_row_.get() : nullptr, pass, w_->embed_tokens, vocab,
                                    image, hidden, pre_.residual.get(), stream_));
+    // One piece: the one-sequence attention (no plan to upload); several: varlen.
+    if (pieces.size() > 1)
+      REX_RETURN_IF_ERROR(pre_plan_.build(segments.data(), int(segments.size()), pass, arena_.block_size, int(tables.size()),
+                                          stream_));
     PagedKv kv{nullptr, nullptr, arena_.block_size, c.num_kv_heads, c.head_dim()};
+    const PrefillSegment one = segments.front();
     auto attention = [&](int layer, const bf16* qkv, bf16* out) {
       const KvPlane plane = arena_.layer(layer);
       kv.k = plane.k;
       kv.v = plane.v;
-      return attention_prefill_bf16(qkv, qkv_width, rows, at, c.num_heads, kv, pre_blocks_.get(), out, stream_);
+      if (pieces.size() > 1)
+        return attention_prefill_varlen_bf16(qkv, qkv_width, pre_plan_, c.num_heads, kv, pre_blocks_.get(), out, stream_);
+      return attention_prefill_bf16(qkv, qkv_width, one.n, one.past, c.num_heads, kv, pre_blocks_.get() + one.table_offset,
+                                    out, stream_);
     };
-    REX_RETURN_IF_ERROR(layers(pre_, rows, pre_positions_.get(), pre_dest_.get(), attention, tap));
-    // LM head over the logit rows that fall in this chunk.
-    const int lo = std::max(first_logit, start), hi = start + rows;
-    if (lo < hi) {
-      mark("lm_head (cuBLASLt, fp32)", 2.0 * vocab * hidden + double(hi - lo) * (2.0 * hidden + 4.0 * vocab),
-           2.0 * (hi - lo) * hidden * vocab);
-      REX_RETURN_IF_ERROR(gemm_->linear_f32(pre_.h.get() + size_t(lo - start) * hidden, hi - lo, hidden, hidden, w_->lm_head,
-                                            vocab, pre_logits_.get() + size_t(lo - first_logit) * vocab, stream_));
+    REX_RETURN_IF_ERROR(layers(pre_, pass, pre_positions_.get(), pre_dest_.get(), attention, tap));
+    // The LM head over the logit rows that end a part in this pass (a
+    // part's logit rows are its last): gathered when they are not one run.
+    int head_rows = 0, head_first = -1;
+    bool one_run = true;
+    for (const Piece& q : pieces) {
+      const PrefillPart& p = parts[q.part];
+      const int lo = std::max(p.n - p.logit_rows, q.from), hi = q.from + q.n;
+      if (lo >= hi) continue;
+      const int at = q.row + (lo - q.from);
+      if (head_first < 0) head_first = at;
+      one_run &= at == head_first + head_rows;
+      head_rows += hi - lo;
+    }
+    if (head_rows > 0) {
+      const bf16* head_in = pre_.h.get() + size_t(head_first) * hidden;
+      if (!one_run) {
+        REX_RETURN_IF_ERROR(pre_head_rows_.ensure(size_t(head_rows) * hidden, "the prefill LM head rows"));
+        int gathered = 0;
+        for (const Piece& q : pieces) {
+          const PrefillPart& p = parts[q.part];
+          const int lo = std::max(p.n - p.logit_rows, q.from), hi = q.from + q.n;
+          if (lo >= hi) continue;
+          REX_CUDA_TRY(cudaMemcpyAsync(pre_head_rows_.get() + size_t(gathered) * hidden,
+                                       pre_.h.get() + size_t(q.row + lo - q.from) * hidden,
+                                       size_t(hi - lo) * hidden * sizeof(bf16), cudaMemcpyDeviceToDevice, stream_));
+          gathered += hi - lo;
+        }
+        head_in = pre_head_rows_.get();
+      }
+      mark("lm_head (cuBLASLt, fp32)", 2.0 * vocab * hidden + double(head_rows) * (2.0 * hidden + 4.0 * vocab),
+           2.0 * head_rows * hidden * vocab);
+      REX_RETURN_IF_ERROR(gemm_->linear_f32(head_in, head_rows, hidden, hidden, w_->lm_head, vocab,
+                                            pre_logits_.get() + size_t(logits_done) * vocab, stream_));
+      logits_done += head_rows;
     }
   }
   if (profile_) profile_->end();  // the logits' copy to the host is not a kernel
@@ -520,18 +632,31 @@ Status TextRunner::mark_seen(int seen_mask, const int32_t* ids, int n) {
   return Status::Ok();
 }
 
-Status TextRunner::sample_prefill(const RowSampling& sampling, int seen_mask, SampledToken* out) {
-  bool restricted = false;
-  RowSampling full = sampling;
-  full.model_logprob = true;  // the prefill's logits are the full head's
-  REX_RETURN_IF_ERROR(sampler_.plan({full}, {seen_mask}, 1, pre_logits_.get(), nullptr, &restricted));
-  REX_RETURN_IF_ERROR(sampler_.sample(1));
-  REX_RETURN_IF_ERROR(sampler_.queue_download(1));
-  REX_CUDA_TRY(cudaStreamSynchronize(stream_));
-  std::vector<SampledToken> one;
-  REX_RETURN_IF_ERROR(sampler_.read(1, &one));
-  *out = one[0];
-  if (!sampling.model_logprob) out->model_logprob = NAN;
+Status TextRunner::sample_prefill(const std::vector<RowSampling>& sampling, const std::vector<int>& seen_masks,
+                                  std::vector<SampledToken>* out) {
+  const int rows = int(sampling.size());
+  if (rows == 0 || seen_masks.size() != sampling.size())
+    return Status(StatusCode::kInvalidArgument, "cuda sample_prefill: expected a seen mask per row (" + std::to_string(rows) +
+                  ") but got " + std::to_string(seen_masks.size()));
+  out->clear();
+  // In groups of the sampler's rows (a step's).
+  for (int first = 0; first < rows; first += max_batch_) {
+    const int n = std::min(max_batch_, rows - first);
+    std::vector<RowSampling> full(sampling.begin() + first, sampling.begin() + first + n);
+    for (RowSampling& r : full) r.model_logprob = true;  // the prefill's logits are the full head's
+    const std::vector<int> masks(seen_masks.begin() + first, seen_masks.begin() + first + n);
+    bool restricted = false;
+    REX_RETURN_IF_ERROR(sampler_.plan(full, masks, n, pre_logits_.get() + size_t(first) * config_.vocab_size, nullptr,
+                                      &restricted));
+    REX_RETURN_IF_ERROR(sampler_.sample(n));
+    REX_RETURN_IF_ERROR(sampler_.queue_download(n));
+    REX_CUDA_TRY(cudaStreamSynchronize(stream_));
+    std::vector<SampledToken> group;
+    REX_RETURN_IF_ERROR(sampler_.read(n, &group));
+    out->insert(out->end(), group.begin(), group.end());
+  }
+  for (int i = 0; i < rows; ++i)
+    if (!sampling[size_t(i)].model_logprob) (*out)[size_t(i)].model_logprob = NAN;
   return Status::Ok();
 }
 

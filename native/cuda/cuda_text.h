@@ -13,10 +13,11 @@
 
 #include <functional>
 #include <map>
-#include <tuple>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "cuda/attention_prefill.cuh"
 #include "cuda/bf16.cuh"
 #include "cuda/cuda_weights.h"
 #include "cuda/decode_sampler.h"
@@ -67,15 +68,28 @@ class TextRunner {
   // The most rows one decode step takes (graph buckets go up to it).
   int max_rows() const { return max_batch_; }
 
-  // Appends n tokens at cache positions past..past+n-1 of the sequence
-  // holding `blocks`. positions: host, axis-major [3][n]. image: device
-  // embeddings (may be null); image_row[i] >= 0 picks the image row for token
-  // i. Writes the last logit_rows rows' logits (fp32) to logits_host, or
+  // One sequence's tokens of a prefill: n tokens at cache positions
+  // past..past+n-1 of the sequence holding `blocks`. positions: host,
+  // axis-major [3][n]. image: device embeddings (may be null); image_row[i]
+  // >= 0 picks the image row for token i. seen_mask >= 0: the ids are marked
+  // in that repetition-penalty bitmask. Its last logit_rows rows get logits.
+  struct PrefillPart {
+    const int32_t* ids = nullptr;
+    int n = 0;
+    const int32_t* positions = nullptr;
+    int past = 0;
+    const std::vector<int32_t>* blocks = nullptr;
+    const bf16* image = nullptr;
+    std::vector<int32_t> image_row;
+    int logit_rows = 0;
+    int seen_mask = -1;
+  };
+  // Appends every part's tokens to its sequence (no two parts of one
+  // sequence), their rows concatenated and run in passes of up to
+  // kPrefillChunk rows, so the GEMMs see several sequences' rows at once.
+  // Writes the parts' logit rows (fp32), part after part, to logits_host, or
   // leaves them on the device when it is null (sample_prefill reads them).
-  // seen_mask >= 0: the ids are marked in that repetition-penalty bitmask.
-  Status prefill(const int32_t* ids, int n, const int32_t* positions, int past, const std::vector<int32_t>& blocks,
-                 const bf16* image, const std::vector<int32_t>& image_row, int logit_rows, float* logits_host,
-                 int seen_mask, const TensorTap* tap);
+  Status prefill(const std::vector<PrefillPart>& parts, float* logits_host, const TensorTap* tap);
 
   // One token for each sequence; logits_host: [batch, vocab].
   Status decode(const std::vector<DecodeSequence>& batch, float* logits_host, bool use_graphs, const TensorTap* tap);
@@ -85,9 +99,11 @@ class TextRunner {
   Status decode_sampled(const std::vector<DecodeSequence>& batch, const std::vector<RowSampling>& sampling,
                         bool use_graphs, std::vector<SampledToken>* out);
 
-  // After prefill(): the token after the prefill's last row, sampled on the
-  // device from its logits (the slot's seen bitmask already marked).
-  Status sample_prefill(const RowSampling& sampling, int seen_mask, SampledToken* out);
+  // After prefill(): for each of its parts with one logit row, in order, the
+  // token after its last row, sampled on the device from its logits by
+  // sampling[j] (the slot's seen bitmask seen_masks[j] already marked).
+  Status sample_prefill(const std::vector<RowSampling>& sampling, const std::vector<int>& seen_masks,
+                        std::vector<SampledToken>* out);
   // Marks n host ids in a seen bitmask (a slot that starts from a cached prefix).
   Status mark_seen(int seen_mask, const int32_t* ids, int n);
 
@@ -119,10 +135,9 @@ class TextRunner {
   };
   // Attention for layer l: reads q inside qkv (row stride qkv width), writes attn.
   using AttentionFn = std::function<Status(int layer, const bf16* qkv, bf16* out)>;
-  // prefill() past its argument checks: the chunks, each a layers() pass.
-  Status prefill_chunks(const int32_t* ids, int n, const int32_t* positions, int past, const std::vector<int32_t>& blocks,
-                        const bf16* image, const std::vector<int32_t>& image_row, int logit_rows, float* logits_host,
-                        int seen_mask, const TensorTap* tap);
+  // prefill() past its argument checks: the passes, each a layers() pass.
+  Status prefill_passes(const std::vector<PrefillPart>& parts, int rows, int logit_rows, float* logits_host,
+                        const TensorTap* tap);
   Status layers(Buffers& b, int rows, const int32_t* positions_dev, const int32_t* dest_rows_dev,
                 const AttentionFn& attention, const TensorTap* tap);
   // gemv_path: the projections on the row-invariant GEMV (else cuBLASLt), chosen per step by on_gemv().
@@ -147,6 +162,8 @@ class TextRunner {
   Buffers pre_;
   DeviceBuffer<int32_t> pre_ids_, pre_positions_, pre_dest_, pre_image_row_, pre_blocks_;
   DeviceBuffer<float> pre_logits_;
+  DeviceBuffer<bf16> pre_image_rows_, pre_head_rows_;  // a pass's image rows from several images; its LM head's rows
+  PrefillPlan pre_plan_;                               // a pass's varlen attention tiles
 
   // Decode (fixed at init: graphs point into these).
   Buffers dec_;
