@@ -50,6 +50,16 @@ using namespace rex_test::attn;
 
 uint64_t g_seed = 0x7072;  // advanced per draw
 
+// One launch into a poisoned output: its bits.
+template <class Launch>
+std::vector<uint16_t> poisoned_run(DeviceArray<uint16_t>& out, const Launch& launch) {
+  out.poison();
+  CHECK_CUDA_SYNC();
+  CHECK_OK(launch());
+  CHECK_CUDA_SYNC();
+  return out.download();
+}
+
 struct PrefillShape {
   int n = 0, past = 0, q_heads = 16, kv_heads = 2, hd = 128, block_size = 64;
   int q_stride = 0;  // 0: q_heads*hd (contiguous)
@@ -119,21 +129,13 @@ void check_prefill(const PrefillShape& sh, bool time_it, const std::string& name
                                              dout.as<bf16>(), stream);
   };
   const std::string what = (name.empty() ? "" : name + ": ") + sh.label();
-  dout.poison();
-  CHECK_CUDA_SYNC();
-  CHECK_OK(launch());
-  CHECK_CUDA_SYNC();
-  const std::vector<uint16_t> bits = dout.download();
+  const std::vector<uint16_t> bits = poisoned_run(dout, launch);
   const double err = check_close(what, from_bf16_bits(bits), ref, kBf16Tolerance, [&](size_t i) {
     const int row = int(i / size_t(qd)), h = int(i % size_t(qd)) / hd, d = int(i % size_t(qd)) % hd;
     return "row " + std::to_string(row) + " (pos " + std::to_string(past + row) + ") head " + std::to_string(h) +
            " dim " + std::to_string(d);
   });
-  dout.poison();
-  CHECK_CUDA_SYNC();
-  CHECK_OK(launch());
-  CHECK_CUDA_SYNC();
-  check_same_bits(what, bits, dout.download());
+  check_same_bits(what, bits, poisoned_run(dout, launch));
   if (time_it && !quick()) {
     const Timing t = time_launch([&] { (void)launch(); }, stream);
     CHECK_CUDA_SYNC();
@@ -359,11 +361,7 @@ void check_varlen(const VarlenCase& vc, bool time_it, const std::string& name = 
     return rex::cuda::attention_prefill_varlen_bf16(dq.as<bf16>(), q_stride, plan, vc.q_heads, cache, dtables.ptr,
                                                     dout.as<bf16>(), stream);
   };
-  dout.poison();
-  CHECK_CUDA_SYNC();
-  CHECK_OK(launch());
-  CHECK_CUDA_SYNC();
-  const std::vector<uint16_t> bits = dout.download();
+  const std::vector<uint16_t> bits = poisoned_run(dout, launch);
   const std::vector<float> got = from_bf16_bits(bits);
 
   // (a) every segment against the CPU twin; rows in no segment stay poisoned.
@@ -412,11 +410,7 @@ void check_varlen(const VarlenCase& vc, bool time_it, const std::string& name = 
     check_rows_same_bits(seg_what + " (one-segment plan)", bits, g.row_start, dalone.download(), g.row_start, g.n, qd);
   }
 
-  dout.poison();
-  CHECK_CUDA_SYNC();
-  CHECK_OK(launch());
-  CHECK_CUDA_SYNC();
-  check_same_bits(what, bits, dout.download());
+  check_same_bits(what, bits, poisoned_run(dout, launch));
 
   if (time_it && !quick()) {
     const Timing t = time_launch([&] { (void)launch(); }, stream);

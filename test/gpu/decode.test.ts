@@ -47,6 +47,24 @@ afterAll(async () => {
 
 const settings = JUMP_SAMPLINGS;
 
+
+/**
+ * Sixteen greedy detections, alone on `model` and then all at once on
+ * `other`. Other sums (bf16 logits, another order) may break a near tie: the
+ * first four tokens must agree for nearly all. Returns the alone results.
+ */
+async function sixteenBeginAsAlone(other: RexOmni, label: string, images: { data: Uint8Array; width: number; height: number }[]) {
+  const options = { maxNewTokens: 8, sampling: { temperature: 0 }, jumpForward: false };
+  const requests = Array.from({ length: 16 }, (_, i) => [images[i % images.length]!, CATEGORIES.slice(0, 1 + (i % 3))] as const);
+  const alone = [];
+  for (const [image, categories] of requests) alone.push(await model.detect(image, [...categories], options));
+  const together = await Promise.all(requests.map(([image, categories]) => other.detect(image, [...categories], options)));
+  const agree = together.filter((r, i) => r.outputTokenIds.slice(0, 4).join() === alone[i]!.outputTokenIds.slice(0, 4).join());
+  console.log(`${label}, 16 at once: ${agree.length}/16 begin as alone`);
+  expect(agree.length).toBeGreaterThanOrEqual(14);
+  return { alone, requests, options };
+}
+
 describe('CUDA decode', () => {
   it.each(settings)('jump-forward, %s: the same output in fewer decode steps', async (_name, sampling) => {
     let stepsOff = 0, stepsOn = 0, forced = 0;
@@ -95,17 +113,8 @@ describe('CUDA decode', () => {
       defaults: { maxPixels: 64 * 28 * 28 },
     });
     try {
-      const options = { maxNewTokens: 8, sampling: { temperature: 0 }, jumpForward: false };
       const images = [0, 1, 2, 3].map((seed) => ({ data: syntheticRgb(112, 112, seed), width: 112, height: 112 }));
-      const requests = Array.from({ length: 16 }, (_, i) => [images[i % 4]!, CATEGORIES.slice(0, 1 + (i % 3))] as const);
-      const alone = [];
-      for (const [image, categories] of requests) alone.push(await model.detect(image, [...categories], options));
-      const batch = await Promise.all(requests.map(([image, categories]) => fast.detect(image, [...categories], options)));
-      // Different sums (bf16 logits, another order) may break a near tie: the
-      // first four tokens must agree for nearly all.
-      const agree = batch.filter((r, i) => r.outputTokenIds.slice(0, 4).join() === alone[i]!.outputTokenIds.slice(0, 4).join());
-      console.log(`default mode, 16 at once: ${agree.length}/16 begin as alone`);
-      expect(agree.length).toBeGreaterThanOrEqual(14);
+      await sixteenBeginAsAlone(fast, 'default mode', images);
       expect(fast.info().backend).toBe('cuda');
     } finally {
       await fast.close();
@@ -129,17 +138,8 @@ describe('CUDA decode', () => {
       delete process.env.REX_OMNI_PREFILL_BATCH;
     }
     try {
-      const options = { maxNewTokens: 8, sampling: { temperature: 0 }, jumpForward: false };
       const images = Array.from({ length: 16 }, (_, i) => ({ data: syntheticRgb(112, 112, 40 + i), width: 112, height: 112 }));
-      const requests = images.map((image, i) => [image, CATEGORIES.slice(0, 1 + (i % 3))] as const);
-      const alone = [];
-      for (const [image, categories] of requests) alone.push(await model.detect(image, [...categories], options));
-      const together = await Promise.all(requests.map(([image, categories]) => batched.detect(image, [...categories], options)));
-      // Other GEMM shapes (bf16 sums in another order) may break a near tie:
-      // the first four tokens must agree for nearly all.
-      const agree = together.filter((r, i) => r.outputTokenIds.slice(0, 4).join() === alone[i]!.outputTokenIds.slice(0, 4).join());
-      console.log(`batched prefill, 16 at once: ${agree.length}/16 begin as alone`);
-      expect(agree.length).toBeGreaterThanOrEqual(14);
+      const { alone, requests, options } = await sixteenBeginAsAlone(batched, 'batched prefill', images);
       // Alone on the batching engine: one request per pass, the tokens of a plain engine.
       const one = await batched.detect(images[0]!, [...requests[0]![1]], options);
       expect(one.outputTokenIds).toEqual(alone[0]!.outputTokenIds);
