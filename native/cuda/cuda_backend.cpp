@@ -494,7 +494,10 @@ Status CudaBackend::prefill_batch(const std::vector<PrefillInput>& inputs, float
   if (!logits_out && logit_rows > 0)
     return Status(StatusCode::kInvalidArgument, "prefill: expected a logits buffer for " + std::to_string(logit_rows) +
                                                     " rows but got none");
-  return prefill_impl(inputs, logits_out);
+  std::vector<Slot*> slots;
+  REX_RETURN_IF_ERROR(prefill_run(inputs, logits_out, &slots));
+  prefill_commit(inputs, slots);
+  return Status::Ok();
 }
 
 Status CudaBackend::prefill_batch_sampled(const std::vector<PrefillInput>& inputs, const std::vector<RowSampling>& sampling,
@@ -512,28 +515,31 @@ Status CudaBackend::prefill_batch_sampled(const std::vector<PrefillInput>& input
   if (masks.size() != sampling.size())
     return Status(StatusCode::kInvalidArgument, "prefill_sampled: expected a sampling per logit row (" +
                                                     std::to_string(masks.size()) + ") but got " + std::to_string(sampling.size()));
-  REX_RETURN_IF_ERROR(prefill_impl(inputs, nullptr));
-  if (masks.empty()) {
-    out->clear();
-    return Status::Ok();
-  }
-  return text_.sample_prefill(sampling, masks, out);
+  std::vector<Slot*> slots;
+  REX_RETURN_IF_ERROR(prefill_run(inputs, nullptr, &slots));
+  out->clear();
+  if (!masks.empty()) REX_RETURN_IF_ERROR(text_.sample_prefill(sampling, masks, out));
+  prefill_commit(inputs, slots);  // only now: a failed sampling leaves every slot as it was
+  return Status::Ok();
 }
 
-// Every input checked first (all or nothing), then one prefill of all their rows.
-Status CudaBackend::prefill_impl(const std::vector<PrefillInput>& inputs, float* logits_out) {
+// Every input checked first, then one prefill of all their rows; *slots:
+// their slots, in order, for prefill_commit once all else succeeded (till
+// then no slot has changed: its new KV rows lie past its length).
+Status CudaBackend::prefill_run(const std::vector<PrefillInput>& inputs, float* logits_out, std::vector<Slot*>* slots) {
+  slots->clear();
   if (!prepared_) return not_prepared();
   REX_RETURN_IF_ERROR(use_device());
   if (inputs.empty()) return Status(StatusCode::kInvalidArgument, "prefill: expected 1 or more inputs but got none");
   const int vocab = config_.text.vocab_size, hidden = config_.text.hidden_size;
   std::vector<TextRunner::PrefillPart> parts(inputs.size());
-  std::vector<Slot*> slots;
   std::vector<UploadedEmbeddings> uploaded(inputs.size());
+  bool any_uploaded = false;
   for (size_t k = 0; k < inputs.size(); ++k) {
     const PrefillInput& in = inputs[k];
     auto it = slots_.find(in.slot);
     if (it == slots_.end()) return Status(StatusCode::kInvalidArgument, "prefill: unknown slot " + std::to_string(in.slot));
-    if (std::find(slots.begin(), slots.end(), &it->second) != slots.end())
+    if (std::find(slots->begin(), slots->end(), &it->second) != slots->end())
       return Status(StatusCode::kInvalidArgument, "prefill: expected one input per slot but got slot " +
                                                       std::to_string(in.slot) + " twice");
     if (in.n <= 0 || !in.token_ids || !in.positions)
@@ -554,6 +560,7 @@ Status CudaBackend::prefill_impl(const std::vector<PrefillInput>& inputs, float*
       REX_RETURN_IF_ERROR(check_prefill_image(in, image_tokens, hidden));
       const auto* resident = dynamic_cast<const CudaImageEmbeddings*>(in.image);
       if (!resident) REX_RETURN_IF_ERROR(uploaded[k].from(*in.image, stream_));
+      any_uploaded |= !resident;
       part.image = resident ? resident->device_rows() : uploaded[k].rows.get();
       part.image_row.assign(size_t(in.n), -1);
       for (int i = 0, j = in.image_part ? in.image_offset : 0; i < in.n; ++i)
@@ -572,15 +579,20 @@ Status CudaBackend::prefill_impl(const std::vector<PrefillInput>& inputs, float*
     part.blocks = &slot.blocks;
     part.logit_rows = in.logit_rows;
     part.seen_mask = slot.seen_mask;
-    slots.push_back(&slot);
+    slots->push_back(&slot);
   }
   const TensorTap* tap = tap_ ? &tap_ : nullptr;
-  REX_RETURN_IF_ERROR(text_.prefill(parts, logits_out, tap));
+  Status st = text_.prefill(parts, logits_out, tap);
+  // The sampled path returns before its stream is synchronised: the uploaded rows must outlive their reads.
+  if (any_uploaded) REX_RETURN_IF_ERROR(cuda_status(cudaStreamSynchronize(stream_), "cuda prefill"));
+  return st;
+}
+
+void CudaBackend::prefill_commit(const std::vector<PrefillInput>& inputs, const std::vector<Slot*>& slots) {
   for (size_t k = 0; k < inputs.size(); ++k) {
     slots[k]->length += inputs[k].n;
     slots[k]->ids.insert(slots[k]->ids.end(), inputs[k].token_ids, inputs[k].token_ids + inputs[k].n);  // a prefix may be kept
   }
-  return Status::Ok();
 }
 
 Status CudaBackend::decode_batch(const std::vector<DecodeRow>& rows, std::vector<DecodeSequence>* batch,

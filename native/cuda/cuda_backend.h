@@ -85,7 +85,8 @@ class CudaBackend final : public BudgetedBackend {
   };
   // The decode rows as the text runner takes them (rows of one slot consecutive).
   Status decode_batch(const std::vector<DecodeRow>& rows, std::vector<DecodeSequence>* batch, std::vector<Slot*>* stepped);
-  Status prefill_impl(const std::vector<PrefillInput>& inputs, float* logits_out);
+  Status prefill_run(const std::vector<PrefillInput>& inputs, float* logits_out, std::vector<Slot*>* slots);
+  static void prefill_commit(const std::vector<PrefillInput>& inputs, const std::vector<Slot*>& slots);
   AdmissionCheck check_admission_for(int tokens, const PrefixKey* key) const;
   Result<SlotId> new_slot(int capacity, const PrefixKey* key, int* prefix_tokens);
   Result<SlotId> add_slot(SlotReservation reservation);

@@ -54,7 +54,8 @@ size_t TextRunner::Buffers::bytes() const {
 }
 
 size_t TextRunner::workspace_bytes() const {
-  return pre_.bytes() + dec_.bytes() + step_.bytes() + dec_logits_.bytes() + attn_workspace_.bytes() + pre_logits_.bytes();
+  return pre_.bytes() + dec_.bytes() + step_.bytes() + dec_logits_.bytes() + attn_workspace_.bytes() + pre_logits_.bytes() +
+         pre_head_rows_.bytes();
 }
 
 TextRunner::~TextRunner() {
@@ -280,6 +281,12 @@ Status TextRunner::prefill_passes(const std::vector<PrefillPart>& parts, int row
   mark("inputs (H2D)", 4.0 * tables.size());
   REX_RETURN_IF_ERROR(pre_blocks_.upload(tables.data(), tables.size(), stream_, "the block tables"));
   if (logit_rows > 0) REX_RETURN_IF_ERROR(pre_logits_.ensure(size_t(logit_rows) * vocab, "the prefill logits"));
+  // Sized once here, so nothing a queued pass reads is reallocated by a later one.
+  if (parts.size() > 1) {
+    REX_RETURN_IF_ERROR(pre_plan_.reserve(kPrefillChunk / kPrefillTileRows + int(parts.size())));
+    if (logit_rows > 0)
+      REX_RETURN_IF_ERROR(pre_head_rows_.ensure(size_t(std::min(logit_rows, kPrefillChunk)) * hidden, "the prefill LM head rows"));
+  }
   size_t part = 0;
   int in_part = 0;   // rows of parts[part] done in earlier passes
   int logits_done = 0;
@@ -306,14 +313,8 @@ Status TextRunner::prefill_passes(const std::vector<PrefillPart>& parts, int row
     const size_t pass_rows = size_t(pass);
     std::vector<int32_t> ids(pass_rows), pos(3 * pass_rows), dest(pass_rows), img(pass_rows, -1);
     std::vector<PrefillSegment> segments;
-    const bf16* image = nullptr;  // the pass's one image, or the staged rows of several
-    bool images_staged = false;
-    for (const Piece& q : pieces) {
-      const PrefillPart& p = parts[q.part];
-      if (p.image && image && p.image != image) images_staged = true;
-      if (p.image && !image) image = p.image;
-    }
-    int staged = 0;
+    const bf16* image = nullptr;  // the pass's one image (several: each piece's own, below)
+    bool several_images = false;
     for (const Piece& q : pieces) {
       const PrefillPart& p = parts[q.part];
       std::copy_n(p.ids + q.from, q.n, &ids[size_t(q.row)]);
@@ -322,29 +323,10 @@ Status TextRunner::prefill_passes(const std::vector<PrefillPart>& parts, int row
         dest[size_t(q.row + i)] = int32_t(paged_row(p.blocks->data(), arena_.block_size, p.past + q.from + i));
       segments.push_back({q.row, q.n, p.past + q.from, table_offset[q.part]});
       if (!p.image) continue;
-      if (!images_staged) {
-        std::copy_n(p.image_row.begin() + q.from, q.n, img.begin() + q.row);
-        continue;
-      }
-      // Several images in the pass: their rows copied into one staging
-      // buffer, a run of consecutive image rows per copy.
-      REX_RETURN_IF_ERROR(pre_image_rows_.ensure(size_t(pass) * hidden, "the staged image rows"));
-      for (int i = 0; i < q.n;) {
-        const int32_t first = p.image_row[size_t(q.from + i)];
-        if (first < 0) {
-          ++i;
-          continue;
-        }
-        int run = 1;
-        while (i + run < q.n && p.image_row[size_t(q.from + i + run)] == first + run) ++run;
-        REX_CUDA_TRY(cudaMemcpyAsync(pre_image_rows_.get() + size_t(staged) * hidden, p.image + size_t(first) * hidden,
-                                     size_t(run) * hidden * sizeof(bf16), cudaMemcpyDeviceToDevice, stream_));
-        for (int r = 0; r < run; ++r) img[size_t(q.row + i + r)] = staged + r;
-        staged += run;
-        i += run;
-      }
+      std::copy_n(p.image_row.begin() + q.from, q.n, img.begin() + q.row);
+      several_images |= image && p.image != image;
+      image = p.image;
     }
-    if (images_staged) image = pre_image_rows_.get();
     mark("inputs (H2D)", 4.0 * pass * 6);  // ids, 3 position axes, cache rows, image rows
     REX_RETURN_IF_ERROR(pre_ids_.upload(ids.data(), ids.size(), stream_, "the prefill ids"));
     REX_RETURN_IF_ERROR(pre_positions_.upload(pos.data(), pos.size(), stream_, "the prefill positions"));
@@ -363,8 +345,17 @@ Status TextRunner::prefill_passes(const std::vector<PrefillPart>& parts, int row
       profile_kv_tokens_ += int64_t(g.past) + g.n;  // the cache rows the pass's attention reads
       profile_attention_keys_ += int64_t(g.n) * g.past + int64_t(g.n) * (g.n + 1) / 2;  // causal
     }
-    REX_RETURN_IF_ERROR(embed_rows(pre_ids_.get(), image ? pre_image_row_.get() : nullptr, pass, w_->embed_tokens, vocab,
-                                   image, hidden, pre_.residual.get(), stream_));
+    if (!several_images) {
+      REX_RETURN_IF_ERROR(embed_rows(pre_ids_.get(), image ? pre_image_row_.get() : nullptr, pass, w_->embed_tokens, vocab,
+                                     image, hidden, pre_.residual.get(), stream_));
+    } else {  // one launch per piece, each with its own image (the same rows as one launch would write)
+      for (const Piece& q : pieces) {
+        const bf16* own = parts[q.part].image;
+        REX_RETURN_IF_ERROR(embed_rows(pre_ids_.get() + q.row, own ? pre_image_row_.get() + q.row : nullptr, q.n,
+                                       w_->embed_tokens, vocab, own, hidden, pre_.residual.get() + size_t(q.row) * hidden,
+                                       stream_));
+      }
+    }
     // One piece: the one-sequence attention (no plan to upload); several: varlen.
     if (pieces.size() > 1)
       REX_RETURN_IF_ERROR(pre_plan_.build(segments.data(), int(segments.size()), pass, arena_.block_size, int(tables.size()),
@@ -397,7 +388,6 @@ Status TextRunner::prefill_passes(const std::vector<PrefillPart>& parts, int row
     if (head_rows > 0) {
       const bf16* head_in = pre_.h.get() + size_t(head_first) * hidden;
       if (!one_run) {
-        REX_RETURN_IF_ERROR(pre_head_rows_.ensure(size_t(head_rows) * hidden, "the prefill LM head rows"));
         int gathered = 0;
         for (const Piece& q : pieces) {
           const PrefillPart& p = parts[q.part];

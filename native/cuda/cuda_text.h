@@ -162,7 +162,7 @@ class TextRunner {
   Buffers pre_;
   DeviceBuffer<int32_t> pre_ids_, pre_positions_, pre_dest_, pre_image_row_, pre_blocks_;
   DeviceBuffer<float> pre_logits_;
-  DeviceBuffer<bf16> pre_image_rows_, pre_head_rows_;  // a pass's image rows from several images; its LM head's rows
+  DeviceBuffer<bf16> pre_head_rows_;                   // a pass's LM head rows, gathered
   PrefillPlan pre_plan_;                               // a pass's varlen attention tiles
 
   // Decode (fixed at init: graphs point into these).

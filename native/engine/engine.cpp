@@ -928,17 +928,26 @@ Status Engine::Impl::prefill_chunks(const std::vector<Chunk>& chunks, EngineEven
     restore();
     return call;
   }
-  if (!on_device || sampling.empty()) {
-    for (size_t i = 0, j = 0; i < chunks.size(); ++i) {
-      if (!chunks[i].last) continue;
-      Sequence& s = *chunks[i].s;
-      first.push_back(sample_token(&logits[j * size_t(vocab)], vocab, sampling[j].params, s.history, s.rng, sampling[j].mask));
-      ++j;
+  // From here the slots hold the chunks: an error ends the chunks' requests
+  // (a retry would prefill them twice).
+  const Status sampled = guarded("sampling the first tokens", [&] {
+    if (!on_device || sampling.empty()) {
+      for (size_t i = 0, j = 0; i < chunks.size(); ++i) {
+        if (!chunks[i].last) continue;
+        Sequence& s = *chunks[i].s;
+        first.push_back(sample_token(&logits[j * size_t(vocab)], vocab, sampling[j].params, s.history, s.rng, sampling[j].mask));
+        ++j;
+      }
     }
+    if (first.size() != sampling.size())
+      return Status(StatusCode::kInternal, "prefill: expected " + std::to_string(sampling.size()) + " first tokens but got " +
+                    std::to_string(first.size()));
+    return Status::Ok();
+  });
+  if (!sampled.ok()) {
+    for (const Chunk& c : chunks) finish(*c.s, FinishReason::kError, sampled, ev);
+    return Status::Ok();
   }
-  if (first.size() != sampling.size())
-    return Status(StatusCode::kInternal, "prefill: expected " + std::to_string(sampling.size()) + " first tokens but got " +
-                  std::to_string(first.size()));
   const double ms = ms_since(t0);  // each chunk's request waited for the whole call
   for (size_t i = 0, j = 0; i < chunks.size(); ++i) {
     const Chunk& c = chunks[i];
