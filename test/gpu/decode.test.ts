@@ -10,7 +10,7 @@
 //  - The default mode: steps of more than 2 rows run on cuBLASLt; sixteen
 //    greedy requests at once begin as they do alone.
 //  - Batched prefill (REX_OMNI_PREFILL_BATCH=1): sixteen requests whose
-//    prompts share prefill passes (images staged together, varlen attention,
+//    prompts share prefill passes (several images a pass, varlen attention,
 //    one LM head, first tokens sampled together) begin as they do alone; one
 //    alone gives a plain engine's tokens.
 //  - The image prefix cache: later tasks on an image read its KV (no vision,
@@ -122,9 +122,9 @@ describe('CUDA decode', () => {
   });
 
   it('batched prefill (REX_OMNI_PREFILL_BATCH=1): sixteen requests prefilled together begin as they do alone', async () => {
-    // Sixteen requests admitted together share each prefill pass: their
-    // images staged into one buffer, varlen attention, one LM head for the
-    // prompts that end in the pass, their first tokens sampled together.
+    // Sixteen requests admitted together share each prefill pass: several
+    // images in it, varlen attention, one LM head for the prompts that end
+    // in the pass, their first tokens sampled together.
     process.env.REX_OMNI_PREFILL_BATCH = '1';
     let batched: RexOmni;
     try {
