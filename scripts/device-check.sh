@@ -21,9 +21,11 @@
 #           the 3B-shaped checkpoint, batches 1, 8, 64 (seconds, not minutes)
 #   concurrency the serving benchmark (benchmarks/concurrency.ts) on the 3B-shaped checkpoint,
 #           concurrency 1..128, 45- and 440-token answers, transformers' batched generate beside
+#   concurrency-ab  the same, ours alone, without and with batched prefill (REX_OMNI_PREFILL_BATCH=1)
 # Usage (device, repo root, after carrying .devicebundle):
 #   bash scripts/device-check.sh [stage ...]     default: build gpu bench
-#   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one), soak, soak-start, soak-wait, serve-load, concurrency, step,
+#   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one), soak, soak-start, soak-wait, serve-load, concurrency,
+#           concurrency-ab, step,
 #           gpu-fast (all but the 3B parity), gpu-3b, gpu:<file> (one test/gpu file), bench,
 #           kernel-<ctest name> (one kernel test)
 # Logs go to $OUT (the device tool brings them back); the last lines printed
@@ -96,6 +98,18 @@ for stage in "${stages[@]}"; do
       rc=$?
       tail -40 "$OUT/concurrency.log"
       note "concurrency: rc=$rc ($(( $(date +%s) - start )) s)" ;;
+    concurrency-ab)
+      # Ours alone (no peer; the GEMM rate still measured), without and with
+      # batched prefill (REX_OMNI_PREFILL_BATCH=1), one after the other.
+      for variant in plain prefill-batch; do
+        if [ "$variant" = prefill-batch ]; then export REX_OMNI_PREFILL_BATCH=1; else unset REX_OMNI_PREFILL_BATCH; fi
+        node dist/benchmarks/concurrency.js --model 3b --backend cuda --out "$OUT/concurrency-$variant.json" \
+          > "$OUT/concurrency-$variant.log" 2>&1
+        echo "-- $variant: rc=$?"
+        grep -E "targets:|x(1|8|64|128):" "$OUT/concurrency-$variant.log" | tail -12
+      done
+      unset REX_OMNI_PREFILL_BATCH
+      note "concurrency-ab: ($(( $(date +%s) - start )) s)" ;;
     soak-start)
       dir=${SOAK_DIR:-/tmp/rex-soak}
       rm -rf "$dir" && mkdir -p "$dir"
