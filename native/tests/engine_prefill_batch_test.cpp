@@ -10,7 +10,8 @@
 //    and each gives, greedy and seeded, the tokens it gives alone;
 //  - a round that fails is retried one chunk at a time, so only the request
 //    whose input the backend refuses fails, and the others give their
-//    tokens as alone.
+//    tokens as alone; an error after the call succeeded (its first tokens)
+//    ends the round's requests and prefills nothing twice.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -173,6 +174,9 @@ class PoisonableBackend final : public Backend {
     gate_.notify_all();
   }
   bool waiting() const { return waiting_; }
+  // "Samples on the device" and returns one first token too few: an error
+  // after the prefill itself succeeded (the slots hold the chunks).
+  std::atomic<bool> short_samples{false};
 
   const char* name() const override { return "cpu-poisonable"; }
   Status prepare(const ModelConfig& c, const ModelWeights& w) override { return cpu_.prepare(c, w); }
@@ -201,6 +205,21 @@ class PoisonableBackend final : public Backend {
     }
     if (poisoned) return Status(StatusCode::kInvalidArgument, "prefill: expected no poisoned prompt but got one");
     return cpu_.prefill_batch(inputs, logits);
+  }
+  bool samples_on_device() const override { return short_samples; }
+  Status prefill_batch_sampled(const std::vector<PrefillInput>& inputs, const std::vector<RowSampling>& sampling,
+                               std::vector<SampledToken>* out) override {
+    std::vector<float> logits(sampling.size() * size_t(vocab_size()));
+    REX_RETURN_IF_ERROR(prefill_batch(inputs, logits.data()));
+    out->assign(sampling.size() - 1, SampledToken{});
+    return Status::Ok();
+  }
+  Status prefill_sampled(const PrefillInput& in, const RowSampling& rs, SampledToken* out) override {
+    std::vector<SampledToken> one;
+    REX_RETURN_IF_ERROR(prefill_batch_sampled({in}, {rs}, &one));
+    if (one.empty()) return Status::Ok();  // the engine sees no token: *out untouched
+    *out = one[0];
+    return Status::Ok();
   }
   Status decode(const std::vector<DecodeRow>& rows, float* logits) override { return cpu_.decode(rows, logits); }
   void set_tap(TensorTap tap) override { cpu_.set_tap(std::move(tap)); }
@@ -353,3 +372,34 @@ REX_TEST(a_failed_round_is_retried_alone_and_fails_only_its_request) {
   if (later.ok()) CHECK(later->tokens == alone[0]);
 }
 
+REX_TEST(an_error_after_a_batched_prefill_ends_its_requests_without_a_retry) {
+  Fixture f(/*chunk_tokens=*/2048);
+  std::vector<GenerationRequest> requests;
+  for (int i = 0; i < 4; ++i) requests.push_back(request(i, false));
+  f.backend->short_samples = true;
+  f.backend->calls.clear();
+  auto results = run_together(f, requests);
+  f.backend->short_samples = false;
+  // A round of several requests came back one first token short: each of its
+  // requests ends with the error, and none of its chunks is prefilled again.
+  // (The first request, alone behind the gate, gets its one token and then
+  // fails in decode: this backend samples nothing else on its "device".)
+  size_t failed = 0;
+  for (const auto& r : results) {
+    CHECK(r.ok());
+    if (r.ok() && r->finish.reason == FinishReason::kError &&
+        r->finish.status.message().find("first tokens") != std::string::npos)
+      ++failed;
+  }
+  CHECK(failed >= 2);
+  // Every prompt prefilled exactly once.
+  size_t prompt_tokens = 0, prefilled = 0;
+  for (const auto& r : requests) prompt_tokens += r.prompt_ids.size();
+  for (const auto& call : f.backend->calls)
+    for (const auto& [slot, n] : call) prefilled += size_t(n);
+  CHECK_EQ(prefilled, prompt_tokens);
+  // The engine goes on.
+  auto later = f.engine->generate_blocking(requests[1]);
+  CHECK(later.ok());
+  if (later.ok()) CHECK(later->finish.reason != FinishReason::kError);
+}
