@@ -971,19 +971,20 @@ void Engine::Impl::prefill_step(EngineEvents& ev) {
   // A sequence whose prefill ends here decodes in the next step: its row is
   // owed already (one per prefilling sequence); its forced tokens take spare rows.
   spare_rows = std::max(0, step_rows - rows_taken() - (owed_rows() - int(active.size())));
+  // s's next chunk alone; returns its tokens.
   auto alone = [&](Sequence& s) {
     const int tokens = chunk_end(s) - s.prefilled;
     const Status st = guarded("prefilling request " + std::to_string(s.id), [&] { return prefill_chunks({next_chunk(s)}, ev); });
     if (!st.ok()) finish(s, FinishReason::kError, st, ev);
-    budget -= tokens;
+    return tokens;
   };
   if (!backend->batches_prefills()) {
     for (auto& sp : active) {
-      while (sp->prefilling && sp->slot >= 0 && (!decoding || budget > 0)) alone(*sp);
+      while (sp->prefilling && sp->slot >= 0 && (!decoding || budget > 0)) budget -= alone(*sp);
       if (decoding && budget <= 0) break;
     }
   } else {
-    for (bool more = true; more && (!decoding || budget > 0);) {
+    while (!decoding || budget > 0) {
       std::vector<Chunk> round;
       for (auto& sp : active) {
         if (!sp->prefilling || sp->slot < 0) continue;
@@ -991,20 +992,15 @@ void Engine::Impl::prefill_step(EngineEvents& ev) {
         round.push_back(next_chunk(*sp));
         budget -= round.back().to - round.back().from;
       }
-      more = !round.empty();
-      if (!more) break;
+      if (round.empty()) break;
       const Status st = guarded("a batch of " + std::to_string(round.size()) + " prefills", [&] { return prefill_chunks(round, ev); });
-      if (!st.ok()) {
-        if (round.size() == 1) {
-          finish(*round[0].s, FinishReason::kError, st, ev);
-          continue;
-        }
-        for (Chunk& c : round) {
-          const int before = budget;
-          if (c.s->slot >= 0) alone(*c.s);
-          budget = before;  // counted in the round already
-        }
+      if (st.ok()) continue;
+      if (round.size() == 1) {
+        finish(*round[0].s, FinishReason::kError, st, ev);
+        continue;
       }
+      for (Chunk& c : round)  // counted in the budget already
+        if (c.s->slot >= 0) alone(*c.s);
     }
   }
   active.erase(std::remove_if(active.begin(), active.end(), [](auto& s) { return s->slot < 0; }), active.end());
