@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
+#include <type_traits>
 
 #include "addon_data.h"
 #include "backend_info.h"
@@ -163,32 +165,23 @@ class CreateEngineWorker : public PromiseWorker {
   std::unique_ptr<rex::Engine> engine_;
 };
 
-// createEngine's options, one reader per value kind: an option given with
-// its kind replaces the default; anything else leaves the default.
-void read_string(const Napi::Object& o, const char* name, std::string* out) {
+// One createEngine option: given with its kind (a string, a boolean, a
+// number), it replaces the default; anything else leaves the default. A
+// size_t is a byte count: negative numbers read as 0.
+template <class T>
+void read_option(const Napi::Object& o, const char* name, T* out) {
   Napi::Value v = o.Get(name);
-  if (v.IsString()) *out = v.As<Napi::String>().Utf8Value();
-}
-void read_bool(const Napi::Object& o, const char* name, bool* out) {
-  Napi::Value v = o.Get(name);
-  if (v.IsBoolean()) *out = v.As<Napi::Boolean>().Value();
-}
-void read_int32(const Napi::Object& o, const char* name, int* out) {
-  Napi::Value v = o.Get(name);
-  if (v.IsNumber()) *out = v.As<Napi::Number>().Int32Value();
-}
-void read_double(const Napi::Object& o, const char* name, double* out) {
-  Napi::Value v = o.Get(name);
-  if (v.IsNumber()) *out = v.As<Napi::Number>().DoubleValue();
-}
-void read_int64(const Napi::Object& o, const char* name, int64_t* out) {
-  Napi::Value v = o.Get(name);
-  if (v.IsNumber()) *out = static_cast<int64_t>(v.As<Napi::Number>().DoubleValue());
-}
-// A byte count: negative numbers read as 0.
-void read_bytes(const Napi::Object& o, const char* name, size_t* out) {
-  Napi::Value v = o.Get(name);
-  if (v.IsNumber()) *out = static_cast<size_t>(std::max(0.0, v.As<Napi::Number>().DoubleValue()));
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (v.IsString()) *out = v.As<Napi::String>().Utf8Value();
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (v.IsBoolean()) *out = v.As<Napi::Boolean>().Value();
+  } else if constexpr (std::is_same_v<T, int>) {
+    if (v.IsNumber()) *out = v.As<Napi::Number>().Int32Value();
+  } else if constexpr (std::is_same_v<T, size_t>) {
+    if (v.IsNumber()) *out = static_cast<size_t>(std::max(0.0, v.As<Napi::Number>().DoubleValue()));
+  } else {  // double, int64_t
+    if (v.IsNumber()) *out = static_cast<T>(v.As<Napi::Number>().DoubleValue());
+  }
 }
 
 rex::EngineOptions engine_options_from_js(Napi::Env env, Napi::Value value) {
@@ -196,19 +189,19 @@ rex::EngineOptions engine_options_from_js(Napi::Env env, Napi::Value value) {
   if (value.IsUndefined()) return options;
   if (!value.IsObject()) throw invalid_argument(env, "createEngine options: expected an object");
   Napi::Object o = value.As<Napi::Object>();
-  read_string(o, "backend", &options.backend);
-  read_int32(o, "threads", &options.threads);
-  read_int32(o, "maxActiveRequests", &options.max_active_requests);
-  read_int32(o, "maxQueuedRequests", &options.max_queued_requests);
-  read_bytes(o, "kvCacheBytes", &options.kv_cache_bytes);
-  read_double(o, "gpuMemoryFraction", &options.gpu_memory_fraction);
-  read_bool(o, "emulateBf16", &options.emulate_bf16);
-  read_bool(o, "reserveGeneration", &options.reserve_generation);
-  read_int32(o, "prefillChunkTokens", &options.prefill_chunk_tokens);
-  read_int32(o, "visionBatchPatches", &options.vision_batch_patches);
-  read_int64(o, "prefixCacheBytes", &options.prefix_cache_bytes);
-  read_bool(o, "batchInvariant", &options.batch_invariant);
-  read_int32(o, "device", &options.device);
+  read_option(o, "backend", &options.backend);
+  read_option(o, "threads", &options.threads);
+  read_option(o, "maxActiveRequests", &options.max_active_requests);
+  read_option(o, "maxQueuedRequests", &options.max_queued_requests);
+  read_option(o, "kvCacheBytes", &options.kv_cache_bytes);
+  read_option(o, "gpuMemoryFraction", &options.gpu_memory_fraction);
+  read_option(o, "emulateBf16", &options.emulate_bf16);
+  read_option(o, "reserveGeneration", &options.reserve_generation);
+  read_option(o, "prefillChunkTokens", &options.prefill_chunk_tokens);
+  read_option(o, "visionBatchPatches", &options.vision_batch_patches);
+  read_option(o, "prefixCacheBytes", &options.prefix_cache_bytes);
+  read_option(o, "batchInvariant", &options.batch_invariant);
+  read_option(o, "device", &options.device);
   return options;
 }
 
