@@ -213,8 +213,6 @@ Status attention_prefill_bf16(const bf16* q, int q_stride, int n, int past, int 
                               const int32_t* block_table, bf16* out, cudaStream_t stream) {
   const char* fn = "attention_prefill_bf16";
   auto bad = [fn](const std::string& what) { return invalid(fn, what); };
-  const int hd = cache.head_dim;
-  if (hd != 32 && hd != 64 && hd != 128) return bad("expected head_dim 32, 64 or 128 but got " + str(hd));
   if (n < 0) return bad("expected n >= 0 but got " + str(n));
   if (past < 0) return bad("expected past >= 0 but got " + str(past));
   if (int64_t(past) + n > INT_MAX)
@@ -282,7 +280,6 @@ Status PrefillPlan::build(const PrefillSegment* segments, int num_segments, int 
   REX_RETURN_IF_ERROR(plan_prefill_tiles(segments, num_segments, rows, block_size, table_entries, &tiles_));
   if (!tiles_.empty())
     REX_RETURN_IF_ERROR(device_.upload(tiles_.data(), tiles_.size(), stream, "the prefill tile list"));
-  rows_ = rows;
   block_size_ = block_size;
   built_ = true;
   return Status::Ok();

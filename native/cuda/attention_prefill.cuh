@@ -86,22 +86,20 @@ class PrefillPlan {
 
   bool built() const { return built_; }
   int num_tiles() const { return static_cast<int>(tiles_.size()); }
-  int rows() const { return rows_; }
   int block_size() const { return block_size_; }
-  const std::vector<PrefillTile>& tiles() const { return tiles_; }  // host copy of the list
   const PrefillTile* device_tiles() const { return device_.get(); }
 
  private:
   std::vector<PrefillTile> tiles_;
   DeviceBuffer<PrefillTile> device_;
-  int rows_ = 0, block_size_ = 0;
+  int block_size_ = 0;
   bool built_ = false;
 };
 
 // Varlen prefill attention over a built plan: q rows at q_stride as above,
-// plan.rows() of them; block_tables (device): the segments' tables, at their
-// table_offsets; cache.block_size must be the plan's. out: [plan.rows(),
-// q_heads*head_dim] bf16; rows in no segment are not written. One launch,
+// the `rows` the plan was built for; block_tables (device): the segments'
+// tables, at their table_offsets; cache.block_size must be the plan's. out:
+// [rows, q_heads*head_dim] bf16; rows in no segment are not written. One launch,
 // the grid's y axis walking the plan's tiles.
 Status attention_prefill_varlen_bf16(const bf16* q, int q_stride, const PrefillPlan& plan, int q_heads,
                                      PagedKv cache, const int32_t* block_tables, bf16* out, cudaStream_t stream);

@@ -502,21 +502,21 @@ Status CudaBackend::prefill_batch(const std::vector<PrefillInput>& inputs, float
 
 Status CudaBackend::prefill_batch_sampled(const std::vector<PrefillInput>& inputs, const std::vector<RowSampling>& sampling,
                                           std::vector<SampledToken>* out) {
-  std::vector<int> masks;
+  size_t logit_rows = 0;
   for (const PrefillInput& in : inputs) {
     if (in.logit_rows != 0 && in.logit_rows != 1)
       return Status(StatusCode::kInvalidArgument, "prefill_sampled: expected 0 or 1 logit rows but got " +
                                                       std::to_string(in.logit_rows));
-    if (in.logit_rows == 1) {
-      auto it = slots_.find(in.slot);
-      masks.push_back(it == slots_.end() ? -1 : it->second.seen_mask);
-    }
+    logit_rows += size_t(in.logit_rows);
   }
-  if (masks.size() != sampling.size())
+  if (logit_rows != sampling.size())
     return Status(StatusCode::kInvalidArgument, "prefill_sampled: expected a sampling per logit row (" +
-                                                    std::to_string(masks.size()) + ") but got " + std::to_string(sampling.size()));
+                                                    std::to_string(logit_rows) + ") but got " + std::to_string(sampling.size()));
   std::vector<Slot*> slots;
   REX_RETURN_IF_ERROR(prefill_run(inputs, nullptr, &slots));
+  std::vector<int> masks;  // the seen bitmask of each input that asks for its next token
+  for (size_t k = 0; k < inputs.size(); ++k)
+    if (inputs[k].logit_rows == 1) masks.push_back(slots[k]->seen_mask);
   out->clear();
   if (!masks.empty()) REX_RETURN_IF_ERROR(text_.sample_prefill(sampling, masks, out));
   prefill_commit(inputs, slots);  // only now: a failed sampling leaves every slot as it was

@@ -230,7 +230,7 @@ Status TextRunner::layers(Buffers& b, int rows, const int32_t* positions_dev, co
 }
 
 Status TextRunner::prefill(const std::vector<PrefillPart>& parts, float* logits_host, const TensorTap* tap) {
-  int rows = 0, logit_rows = 0, past = 0;
+  int rows = 0, logit_rows = 0;
   for (const PrefillPart& p : parts) {
     if (p.n <= 0 || p.logit_rows < 0 || p.logit_rows > p.n || !p.ids || !p.positions || !p.blocks)
       return Status(StatusCode::kInvalidArgument, "cuda prefill: expected 1 or more tokens with positions, blocks and 0.." +
@@ -245,7 +245,6 @@ Status TextRunner::prefill(const std::vector<PrefillPart>& parts, float* logits_
                     ") but got " + std::to_string(p.image_row.size()));
     rows += p.n;
     logit_rows += p.logit_rows;
-    past = p.past;
   }
   if (parts.empty()) return Status(StatusCode::kInvalidArgument, "cuda prefill: expected 1 or more parts but got none");
   // The second call of kProfilePrefillRows rows or more is profiled (the
@@ -256,7 +255,7 @@ Status TextRunner::prefill(const std::vector<PrefillPart>& parts, float* logits_
   if (!profiled) return prefill_passes(parts, rows, logit_rows, logits_host, tap);
   StepProfile profile(stream_);
   profile.field("rows", rows);
-  profile.field("past", parts.size() == 1 ? past : -1);
+  profile.field("past", parts.size() == 1 ? parts[0].past : -1);
   profile.field("sequences", int(parts.size()));
   profile_ = &profile;
   Status st = prefill_passes(parts, rows, logit_rows, logits_host, tap);
@@ -374,29 +373,30 @@ Status TextRunner::prefill_passes(const std::vector<PrefillPart>& parts, int row
     REX_RETURN_IF_ERROR(layers(pre_, pass, pre_positions_.get(), pre_dest_.get(), attention, tap));
     // The LM head over the logit rows that end a part in this pass (a
     // part's logit rows are its last): gathered when they are not one run.
-    int head_rows = 0, head_first = -1;
-    bool one_run = true;
+    struct Run {
+      int row, n;  // pass rows [row, row + n)
+    };
+    std::vector<Run> runs;  // the logit rows that end a part in this pass, in part order
+    int head_rows = 0;
     for (const Piece& q : pieces) {
       const PrefillPart& p = parts[q.part];
       const int lo = std::max(p.n - p.logit_rows, q.from), hi = q.from + q.n;
       if (lo >= hi) continue;
       const int at = q.row + (lo - q.from);
-      if (head_first < 0) head_first = at;
-      one_run &= at == head_first + head_rows;
+      if (!runs.empty() && runs.back().row + runs.back().n == at)
+        runs.back().n += hi - lo;
+      else
+        runs.push_back({at, hi - lo});
       head_rows += hi - lo;
     }
     if (head_rows > 0) {
-      const bf16* head_in = pre_.h.get() + size_t(head_first) * hidden;
-      if (!one_run) {
+      const bf16* head_in = pre_.h.get() + size_t(runs.front().row) * hidden;
+      if (runs.size() > 1) {  // gathered into one block of rows
         int gathered = 0;
-        for (const Piece& q : pieces) {
-          const PrefillPart& p = parts[q.part];
-          const int lo = std::max(p.n - p.logit_rows, q.from), hi = q.from + q.n;
-          if (lo >= hi) continue;
-          REX_CUDA_TRY(cudaMemcpyAsync(pre_head_rows_.get() + size_t(gathered) * hidden,
-                                       pre_.h.get() + size_t(q.row + lo - q.from) * hidden,
-                                       size_t(hi - lo) * hidden * sizeof(bf16), cudaMemcpyDeviceToDevice, stream_));
-          gathered += hi - lo;
+        for (const Run& r : runs) {
+          REX_CUDA_TRY(cudaMemcpyAsync(pre_head_rows_.get() + size_t(gathered) * hidden, pre_.h.get() + size_t(r.row) * hidden,
+                                       size_t(r.n) * hidden * sizeof(bf16), cudaMemcpyDeviceToDevice, stream_));
+          gathered += r.n;
         }
         head_in = pre_head_rows_.get();
       }
@@ -473,7 +473,7 @@ Status TextRunner::decode_body(int bucket, bool gemv_path, StepOutput output, co
     if (fused) return Status(StatusCode::kInternal, "the fused decode layers need the GEMV LM head");
     REX_RETURN_IF_ERROR(gemm_->linear_f32(dec_.h.get(), bucket, hidden, hidden, w_->lm_head, vocab, dec_logits_.get(), stream_));
   }
-  mark("sampler", 4.0 * bucket * (output == StepOutput::kSampledRestricted ? DecodeSampler::kRestrictedRows : vocab));
+  mark("sampler", 4.0 * bucket * head_rows);
   if (output != StepOutput::kLogits) REX_RETURN_IF_ERROR(sampler_.sample(bucket));
   return Status::Ok();
 }

@@ -115,7 +115,8 @@ class TextRunner {
   // The most rows a step decodes on the GEMV; larger steps take cuBLASLt
   // (BackendOptions::batch_invariant keeps them all on the GEMV).
   void set_gemv_max_rows(int rows) { gemv_max_rows_ = rows; }
-  // Profiles one batch-1 step into this JSON file (step_profile.h); empty: off.
+  // Profiles one decode step of 1, 8 and 64 rows each into this JSON file and
+  // its siblings (step_profile.h); empty: off.
   void set_profile_path(std::string path) { profile_path_ = std::move(path); }
   // Profiles one prefill call into this JSON file: the second of at least
   // kProfilePrefillRows rows (step_profile.h); empty: off.

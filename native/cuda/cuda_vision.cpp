@@ -204,11 +204,12 @@ Result<std::vector<VisionOutput>> VisionRunner::encode(const bf16* pixels, const
   REX_RETURN_IF_ERROR(gemm_->linear_bf16(mid_.get(), tokens, wide, wide, w_->merger_fc2_w, w_->merger_fc2_b, out_hidden,
                                          merged, stream_));
   REX_RETURN_IF_ERROR(emit(tap, "vision.merger", nullptr, merged, tokens, out_hidden));
-  if (outs.size() > 1) mark("split per image (D2D)", 2 * t * od * 2);
-  if (outs.size() > 1)
+  if (outs.size() > 1) {
+    mark("split per image (D2D)", 2 * t * od * 2);
     for (size_t i = 0; i < outs.size(); ++i)
       REX_CUDA_TRY(cudaMemcpyAsync(outs[i].tokens.get(), merged + size_t(plan.row_offset[i] / unit) * out_hidden,
                                    outs[i].tokens.bytes(), cudaMemcpyDeviceToDevice, stream_));
+  }
   if (profile_) profile_->end();
   return outs;
 }

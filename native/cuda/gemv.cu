@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const KernelArgs a) {
   pdl_launch_dependents();
   extern __shared__ __align__(128) uint8_t ring[];
   __shared__ float inv_rms[kRowsPerCall];
-  __shared__ float4 partial[kConsumerWarps * 2 * 32];
+  __shared__ float4 partial[kConsumerWarps * R * 32];  // sized by R: the R = 1 kernels keep the room for their ring
   uint64_t* full = reinterpret_cast<uint64_t*>(ring + size_t(a.stages) * Stage<R>::kBytes);
   uint64_t* empty = full + a.stages;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;

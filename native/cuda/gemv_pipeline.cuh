@@ -221,7 +221,7 @@ __device__ __forceinline__ void stage_x(const KernelArgs& a, uint8_t* xs, float*
 
 // The consumer warps over a projection's tiles (after stage_x): per tile the
 // mma over its stages (staging each segment of x first when x is segmented),
-// then the epilogue. partial: kConsumerWarps * 2 * 32 float4 of shared
+// then the epilogue. partial: kConsumerWarps * R * 32 float4 of shared
 // memory.
 template <int R, GemvEpilogue E>
 __device__ void consume_tiles(const KernelArgs& a, const uint8_t* ring, uint64_t* full, uint64_t* empty, uint8_t* xs,
@@ -229,7 +229,7 @@ __device__ void consume_tiles(const KernelArgs& a, const uint8_t* ring, uint64_t
   using S = Stage<R>;
   const int g = lane / 4, t = lane % 4;
   const bool segmented = a.x_seg_k < a.k;
-  auto part = [&](int w, int r, int l) -> float4& { return partial[(w * 2 + r) * 32 + l]; };
+  auto part = [&](int w, int r, int l) -> float4& { return partial[(w * R + r) * 32 + l]; };
   // This lane's x row (g) as the mma's B fragment wants it; rows past m are zeros.
   const uint8_t* xrow = g < a.m ? xs + g * x_row_bytes(a.x_seg_k) + 16 * t : nullptr;
   uint32_t q = 0;  // ring positions consumed by this block
