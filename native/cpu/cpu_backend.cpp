@@ -283,8 +283,8 @@ int CpuBackend::slot_length(SlotId slot) const {
   return it == slots_.end() ? -1 : it->second.cache.length;
 }
 
-// One prefill's input rows (its embeddings, the image's scattered in) and
-// its segment, checked; nothing changes yet.
+// One prefill's input rows (its embeddings, the image's scattered in),
+// appended to x, and its segment, checked; nothing else changes yet.
 Status CpuBackend::prefill_rows(const PrefillInput& in, std::vector<float>* x, TextSegment* seg) {
   if (!prepared_) return not_prepared();
   auto it = slots_.find(in.slot);
@@ -293,18 +293,23 @@ Status CpuBackend::prefill_rows(const PrefillInput& in, std::vector<float>* x, T
   if (in.n <= 0 || !in.token_ids || !in.positions)
     return Status(StatusCode::kInvalidArgument, "prefill: expected at least one token with positions");
   const int hidden = config_.text.hidden_size;
-  x->resize(size_t(in.n) * hidden);
-  REX_RETURN_IF_ERROR(text_.embed(in.token_ids, in.n, x->data()));
+  const size_t at = x->size();
+  x->resize(at + size_t(in.n) * hidden);
+  float* rows = x->data() + at;
+  REX_RETURN_IF_ERROR(text_.embed(in.token_ids, in.n, rows));
 
   int image_tokens = 0;
   for (int i = 0; i < in.n; ++i) image_tokens += in.token_ids[i] == in.image_token_id;
   if (in.image) {
     REX_RETURN_IF_ERROR(check_prefill_image(in, image_tokens, hidden));
+    // This backend's own images are read where they lie; others come to the host.
+    const auto* resident = dynamic_cast<const CpuImageEmbeddings*>(in.image);
     std::vector<float> host;
-    REX_RETURN_IF_ERROR(in.image->copy_to_host(&host));
+    if (!resident) REX_RETURN_IF_ERROR(in.image->copy_to_host(&host));
+    const float* image = resident ? resident->data().data() : host.data();
     for (int i = 0, j = in.image_part ? in.image_offset : 0; i < in.n; ++i)
       if (in.token_ids[i] == in.image_token_id)
-        std::copy_n(&host[size_t(j++) * hidden], hidden, &(*x)[size_t(i) * hidden]);
+        std::copy_n(image + size_t(j++) * hidden, hidden, rows + size_t(i) * hidden);
   } else if (image_tokens > 0 && in.image_token_id >= 0) {
     return Status(StatusCode::kInvalidArgument, "prefill: the prompt has " + std::to_string(image_tokens) +
                   " image tokens but no image");
@@ -324,7 +329,10 @@ Status CpuBackend::prefill(const PrefillInput& in, float* logits_out) { return p
 
 // Every input's rows, checked first (all or nothing), then one forward pass.
 Status CpuBackend::prefill_batch(const std::vector<PrefillInput>& inputs, float* logits_out) {
-  std::vector<float> x, rows;
+  std::vector<float> x;
+  size_t tokens = 0;
+  for (const PrefillInput& in : inputs) tokens += size_t(std::max(in.n, 0));
+  x.reserve(tokens * size_t(config_.text.hidden_size));
   std::vector<TextSegment> segments(inputs.size());
   std::set<SlotId> slots;
   int logit_rows = 0;
@@ -332,8 +340,7 @@ Status CpuBackend::prefill_batch(const std::vector<PrefillInput>& inputs, float*
     if (!slots.insert(inputs[i].slot).second)
       return Status(StatusCode::kInvalidArgument, "prefill: expected one input per slot but got slot " +
                     std::to_string(inputs[i].slot) + " twice");
-    REX_RETURN_IF_ERROR(prefill_rows(inputs[i], &rows, &segments[i]));
-    x.insert(x.end(), rows.begin(), rows.end());
+    REX_RETURN_IF_ERROR(prefill_rows(inputs[i], &x, &segments[i]));
     logit_rows += inputs[i].logit_rows;
   }
   if (logit_rows > 0 && !logits_out)
@@ -344,11 +351,8 @@ Status CpuBackend::prefill_batch(const std::vector<PrefillInput>& inputs, float*
 }
 
 // Rows come in runs: consecutive rows of one slot at consecutive positions,
-// one TextSegment each. forward() writes the last `n` logit rows of every
-// segment, the same n for all, so the runs are forwarded in groups of equal
-// length (one group, one call, when every slot decodes the same number of
-// rows, as in a plain decode step); every op is row by row, so the grouping
-// changes no value.
+// one TextSegment each, all in one forward call with logits for every row
+// (each run's rows land at its first row: the segments are in row order).
 Status CpuBackend::decode(const std::vector<DecodeRow>& rows, float* logits_out) {
   if (!prepared_) return not_prepared();
   if (rows.empty()) return Status::Ok();
@@ -378,7 +382,7 @@ Status CpuBackend::decode(const std::vector<DecodeRow>& rows, float* logits_out)
                       " to be consecutive but got row " + std::to_string(i) + " after rows of another slot");
     runs.push_back({i, 1, &it->second, {}});
   }
-  const int hidden = config_.text.hidden_size, vocab = config_.text.vocab_size;
+  const int hidden = config_.text.hidden_size;
   for (Run& r : runs) {
     const KvCache& cache = r.slot->cache;
     if (kv_budget_bytes_ > 0 && cache.length + r.n > r.slot->capacity)
@@ -392,29 +396,11 @@ Status CpuBackend::decode(const std::vector<DecodeRow>& rows, float* logits_out)
   // Every row's embedding first: a bad token fails the call before any cache grows.
   std::vector<float> embedded(rows.size() * size_t(hidden));
   for (size_t i = 0; i < rows.size(); ++i) REX_RETURN_IF_ERROR(text_.embed(&rows[i].token, 1, &embedded[i * hidden]));
+  std::vector<TextSegment> segments;
+  segments.reserve(runs.size());
+  for (Run& r : runs) segments.push_back({&r.slot->cache, r.n, r.positions.data(), r.n});
   const TensorTap* tap = tap_ ? &tap_ : nullptr;
-  std::vector<bool> done(runs.size(), false);
-  std::vector<float> group_logits;
-  for (size_t g = 0; g < runs.size(); ++g) {
-    if (done[g]) continue;
-    const int n = runs[g].n;
-    std::vector<size_t> members;
-    for (size_t k = g; k < runs.size(); ++k)
-      if (!done[k] && runs[k].n == n) members.push_back(k), done[k] = true;
-    std::vector<float> x(members.size() * size_t(n) * hidden);
-    std::vector<TextSegment> segments;
-    for (size_t m = 0; m < members.size(); ++m) {
-      Run& r = runs[members[m]];
-      std::copy_n(&embedded[r.first * hidden], size_t(n) * hidden, &x[m * size_t(n) * hidden]);
-      segments.push_back({&r.slot->cache, n, r.positions.data()});
-    }
-    if (members.size() == runs.size()) return text_.forward(pool_, std::move(x), segments, logits_out, tap, n);
-    group_logits.resize(members.size() * size_t(n) * vocab);
-    REX_RETURN_IF_ERROR(text_.forward(pool_, std::move(x), segments, group_logits.data(), tap, n));
-    for (size_t m = 0; m < members.size(); ++m)
-      std::copy_n(&group_logits[m * size_t(n) * vocab], size_t(n) * vocab, &logits_out[runs[members[m]].first * vocab]);
-  }
-  return Status::Ok();
+  return text_.forward(pool_, std::move(embedded), segments, logits_out, tap);
 }
 
 }  // namespace rex::cpu

@@ -69,15 +69,14 @@ void TextDecoder::init_cache(KvCache* cache, int capacity_hint) const {
 }
 
 Status TextDecoder::forward(ThreadPool& pool, std::vector<float> x, const std::vector<TextSegment>& segments,
-                            float* logits, const TensorTap* tap, int last_rows) const {
+                            float* logits, const TensorTap* tap) const {
   const TextConfig& c = config_;
-  auto logit_rows = [&](const TextSegment& s) { return s.logit_rows >= 0 ? s.logit_rows : last_rows; };
   int head_rows = 0;
   for (const auto& s : segments) {
-    if (logit_rows(s) < 0 || logit_rows(s) > s.n)
+    if (s.logit_rows < 0 || s.logit_rows > s.n)
       return Status(StatusCode::kInvalidArgument, "text forward: expected 0.." + std::to_string(s.n) +
-                    " logit rows but got " + std::to_string(logit_rows(s)));
-    head_rows += logit_rows(s);
+                    " logit rows but got " + std::to_string(s.logit_rows));
+    head_rows += s.logit_rows;
   }
   const int hidden = c.hidden_size, hd = c.head_dim(), hq = c.num_heads, hkv = c.num_kv_heads;
   const int qd = hq * hd, kvd = hkv * hd, inter = c.intermediate_size;
@@ -112,6 +111,7 @@ Status TextDecoder::forward(ThreadPool& pool, std::vector<float> x, const std::v
   std::vector<float> h(x.size()), q(size_t(rows) * qd), k(size_t(rows) * kvd), v(size_t(rows) * kvd);
   std::vector<float> attn(size_t(rows) * qd), tmp(x.size());
   std::vector<float> gate(size_t(rows) * inter), up(size_t(rows) * inter);
+  std::vector<CausalSegment> causal(segments.size());
   // h = input_norm(x) of the first layer; each half-block ends with the fused
   // x += delta; h = next_norm(x) (the next layer's input norm, or the final norm).
   rmsnorm(pool, x.data(), rows, hidden, c.num_layers > 0 ? layers_[0].input_norm.data() : final_norm_.data(),
@@ -123,8 +123,12 @@ Status TextDecoder::forward(ThreadPool& pool, std::vector<float> x, const std::v
     linear(pool, h.data(), rows, l.v, v.data(), precision_);
     apply_rotary(pool, q.data(), rows, hq, qd, rope);
     apply_rotary(pool, k.data(), rows, hkv, kvd, rope);
+    // Each segment's new keys and values into its cache, then one attention
+    // pass over every segment (each one's rows as it gets alone). A later
+    // resize moves no earlier pointer: every segment has a cache of its own.
     r0 = 0;
-    for (const auto& s : segments) {
+    for (size_t i = 0; i < segments.size(); ++i) {
+      const TextSegment& s = segments[i];
       auto& kc = s.cache->k[size_t(li)];
       auto& vc = s.cache->v[size_t(li)];
       const int past = s.cache->length;
@@ -132,10 +136,10 @@ Status TextDecoder::forward(ThreadPool& pool, std::vector<float> x, const std::v
       vc.resize(size_t(past + s.n) * kvd);
       std::copy_n(&k[size_t(r0) * kvd], size_t(s.n) * kvd, &kc[size_t(past) * kvd]);
       std::copy_n(&v[size_t(r0) * kvd], size_t(s.n) * kvd, &vc[size_t(past) * kvd]);
-      attention_causal_gqa(pool, &q[size_t(r0) * qd], s.n, past, kc.data(), vc.data(), hq, hkv, hd,
-                           &attn[size_t(r0) * qd]);
+      causal[i] = CausalSegment{r0, s.n, past, kc.data(), vc.data()};
       r0 += s.n;
     }
+    attention_causal_gqa_varlen(pool, q.data(), causal, hq, hkv, hd, attn.data());
     linear(pool, attn.data(), rows, l.o, tmp.data(), precision_);
     add_rmsnorm(pool, x.data(), tmp.data(), rows, hidden, l.post_norm.data(), c.rms_norm_eps, h.data());
     linear(pool, h.data(), rows, l.gate, gate.data(), precision_);
@@ -154,7 +158,7 @@ Status TextDecoder::forward(ThreadPool& pool, std::vector<float> x, const std::v
   std::vector<float> last(size_t(head_rows) * hidden);
   for (size_t i = 0, r = 0, at = 0; i < segments.size(); ++i) {
     r += size_t(segments[i].n);
-    const size_t per = size_t(logit_rows(segments[i]));
+    const size_t per = size_t(segments[i].logit_rows);
     std::copy_n(&h[(r - per) * hidden], per * hidden, &last[at * hidden]);
     at += per;
   }

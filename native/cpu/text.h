@@ -1,8 +1,8 @@
 // The Qwen2.5-VL text decoder in fp32 with a per-sequence KV cache.
 // One forward routine serves prefill and batched decode: the call carries a
 // list of segments (sequence, new tokens); the dense layers run over all new
-// rows at once, attention runs per segment against its own cache. Logits are
-// produced for the last row of each segment only (tied LM head).
+// rows at once, attention in one pass with each segment against its own cache. Logits are
+// produced for each segment's last logit_rows rows only (tied LM head).
 #pragma once
 
 #include <vector>
@@ -25,7 +25,7 @@ struct TextSegment {
   KvCache* cache = nullptr;
   int n = 0;                      // new tokens; their rows are consecutive in the call's input
   const int32_t* positions = nullptr;  // axis-major [t(n), h(n), w(n)]
-  int logit_rows = -1;            // its last rows with logits; -1: the call's last_rows
+  int logit_rows = 0;             // its last rows with logits, 0..n
 };
 
 class TextDecoder {
@@ -40,11 +40,11 @@ class TextDecoder {
 
   // x: [sum n, hidden] input embeddings. Appends to each segment's cache and
   // writes logits [sum of logit rows, vocab], segment by segment: the last
-  // last_rows rows of each (1 for decode; more for teacher-forced scoring;
-  // 0: none), or the segment's own logit_rows (a batch of prefill chunks).
-  // With no logit rows at all logits may be null.
+  // logit_rows rows of each (1 for a prompt's last chunk; more for
+  // teacher-forced scoring; every row for decode; 0: none). With no logit
+  // rows at all logits may be null.
   Status forward(ThreadPool& pool, std::vector<float> x, const std::vector<TextSegment>& segments,
-                 float* logits, const TensorTap* tap, int last_rows = 1) const;
+                 float* logits, const TensorTap* tap) const;
 
   void init_cache(KvCache* cache, int capacity_hint) const;
 

@@ -551,7 +551,7 @@ Status Engine::Impl::begin_start(Sequence& s, bool* needs_vision) {
   GenerationRequest& r = s.request;
   *needs_vision = false;
   s.prompt_tokens = int(r.prompt_ids.size()) - (s.score ? s.score->continuation : 0);
-  find_image_prefix(s, config, backend->caches_prefixes());
+  // s.prefix_*: run() found the image prefix before the admission check.
   if (s.prefix_tokens > 0 && backend->caches_prefixes()) {
     auto slot = backend->acquire_slot_with_prefix(reserve_now(s), s.prefix_key, &s.cached_tokens);
     if (!slot.ok()) return slot.status();
@@ -971,16 +971,15 @@ void Engine::Impl::prefill_step(EngineEvents& ev) {
   // A sequence whose prefill ends here decodes in the next step: its row is
   // owed already (one per prefilling sequence); its forced tokens take spare rows.
   spare_rows = std::max(0, step_rows - rows_taken() - (owed_rows() - int(active.size())));
-  // s's next chunk alone; returns its tokens.
-  auto alone = [&](Sequence& s) {
-    const int tokens = chunk_end(s) - s.prefilled;
-    const Status st = guarded("prefilling request " + std::to_string(s.id), [&] { return prefill_chunks({next_chunk(s)}, ev); });
-    if (!st.ok()) finish(s, FinishReason::kError, st, ev);
-    return tokens;
+  // One chunk alone; returns its tokens.
+  auto alone = [&](const Chunk& c) {
+    const Status st = guarded("prefilling request " + std::to_string(c.s->id), [&] { return prefill_chunks({c}, ev); });
+    if (!st.ok()) finish(*c.s, FinishReason::kError, st, ev);
+    return c.to - c.from;
   };
   if (!backend->batches_prefills()) {
     for (auto& sp : active) {
-      while (sp->prefilling && sp->slot >= 0 && (!decoding || budget > 0)) budget -= alone(*sp);
+      while (sp->prefilling && sp->slot >= 0 && (!decoding || budget > 0)) budget -= alone(next_chunk(*sp));
       if (decoding && budget <= 0) break;
     }
   } else {
@@ -999,8 +998,8 @@ void Engine::Impl::prefill_step(EngineEvents& ev) {
         finish(*round[0].s, FinishReason::kError, st, ev);
         continue;
       }
-      for (Chunk& c : round)  // counted in the budget already
-        if (c.s->slot >= 0) alone(*c.s);
+      for (const Chunk& c : round)  // counted in the budget already; a failed call changed nothing
+        if (c.s->slot >= 0) alone(c);
     }
   }
   active.erase(std::remove_if(active.begin(), active.end(), [](auto& s) { return s->slot < 0; }), active.end());
