@@ -21,7 +21,7 @@
 // `runConcurrency` is what test/concurrency-bench.test.ts runs on the CPU;
 //   node dist/benchmarks/concurrency.js --model 3b --backend cuda --out F [--levels 1,8] [--peer] [--quick]
 // is the device run (also `bash scripts/device-check.sh build concurrency`).
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -30,7 +30,7 @@ import { Engine } from '../lib/engine.js';
 import { loadAddon } from '../lib/native.js';
 import { StreamingOutputParser } from '../lib/parse/index.js';
 import { RexTokenizer } from '../lib/tokenizer.js';
-import { buildCase, ensure3bCheckpoint, runPython, scratchDir, writeCaseDir, type BuiltCase } from '../test/fixtures/gpu-harness.js';
+import { buildCase, ensure3bCheckpoint, runPython, scratchDir, textTable, writeCaseDir, type BuiltCase } from '../test/fixtures/gpu-harness.js';
 import { syntheticRgb } from '../test/fixtures/synthetic-image.js';
 import { FIXED_LENGTH_PARSE_TASK, GREEDY, fixedLengthGrammar, fixedLengthRequest } from './fixed-length.js';
 import { COCO_CATEGORIES } from './gpu.js';
@@ -46,6 +46,10 @@ export const COCO_LIKE: AnswerShape = { name: 'coco-like', tokens: 45 };
 export const DENSE: AnswerShape = { name: 'dense', tokens: 440 };
 export const DEFAULT_LEVELS = [1, 8, 32, 64, 128];
 export const DEFAULT_IMAGE_SIZES: [number, number][] = [[1000, 750], [800, 600], [1280, 720], [640, 480]];
+/** Peer: generated tokens of its dense runs at most (transformers is slow; per-token figures are reported). */
+const PEER_DENSE_TOKENS = 64;
+/** Peer: seconds it may spend on transformers' levels before skipping the rest. */
+const PEER_BUDGET_SECONDS = 150;
 
 export interface ConcurrencyOptions {
   model: string;
@@ -63,10 +67,6 @@ export interface ConcurrencyOptions {
    * generate. Default 'none'.
    */
   peer?: 'none' | 'gemm' | 'transformers';
-  /** Peer: generated tokens of its dense runs (transformers is slow; per-token figures are reported). */
-  peerDenseTokens?: number;
-  /** Peer: seconds it may spend on transformers' levels before skipping the rest. */
-  peerBudgetSeconds?: number;
   /** The GEMM rate, when known already (skips measuring it). */
   gemmFlopsPerSecond?: number;
   log?: (line: string) => void;
@@ -125,7 +125,7 @@ export interface ConcurrencyReport {
   /** The compute roofline: gemm rate / flopsPerImage.totalFlops (null without a GEMM rate). */
   computeRooflineImagesPerSecond: number | null;
   levels: LevelResult[];
-  peer: { note: string; levels: PeerLevel[]; skipped: string[]; errors: Record<string, string>; raw?: unknown } | null;
+  peer: { note: string; levels: PeerLevel[]; skipped: string[]; errors: Record<string, string> } | null;
   targets: {
     computeRooflineFractionCocoAt64: { value: number | null; target: 0.5; met: boolean | null; concurrency: number | null };
     denseAggregateTokensPerSecond: { value: number | null; target: 20000; met: boolean | null; concurrency: number | null };
@@ -295,28 +295,32 @@ function summarize(
 // The peer in its own process, before our engine loads (the GPU is then free).
 function runPeers(
   o: ConcurrencyOptions,
-  dir: string,
   cases: ImageCase[],
   levels: number[],
   { coco, dense }: ReturnType<typeof cocoAndDense>,
   log: (line: string) => void,
 ): { report: Record<string, unknown> | undefined; failure?: string } {
   const root = scratchDir('concurrency');
-  const caseDirs = cases.map((c) => writeCaseDir(root, c.built));
   const out = join(root, 'peers-concurrency.json');
-  const args = ['--mode', o.peer === 'transformers' ? 'concurrency' : 'gemm', '--checkpoint', dir, '--out', out];
+  // An earlier run's file must not stand in for this run's, should peers.py fail before writing it.
+  rmSync(out, { force: true });
+  const args = ['--mode', o.peer === 'transformers' ? 'concurrency' : 'gemm', '--checkpoint', o.model, '--out', out];
   if (o.peer === 'transformers') {
+    // The case folders (large pixel files) only for transformers: --mode gemm reads no cases.
+    const caseDirs = cases.map((c) => writeCaseDir(root, c.built));
     args.push('--cases', caseDirs.join(','), '--levels', levels.join(','), '--coco-tokens', String(coco.tokens));
-    if (dense) args.push('--dense-tokens', String(Math.min(dense.tokens, o.peerDenseTokens ?? 64)));
-    args.push('--budget-s', String(o.peerBudgetSeconds ?? 150));
+    if (dense) args.push('--dense-tokens', String(Math.min(dense.tokens, PEER_DENSE_TOKENS)));
+    args.push('--budget-s', String(PEER_BUDGET_SECONDS));
   }
+  let failure: string | undefined;
   try {
     runPython('benchmarks/gpu/peers.py', args, 10 * 60_000);
   } catch (error) {
-    log(`peers.py failed: ${(error as Error).message}`);
-    return { report: existsSync(out) ? JSON.parse(readFileSync(out, 'utf8')) : undefined, failure: (error as Error).message };
+    failure = (error as Error).message;
+    log(`peers.py failed: ${failure}`);
   }
-  return { report: JSON.parse(readFileSync(out, 'utf8')) as Record<string, unknown> };
+  const report = existsSync(out) ? (JSON.parse(readFileSync(out, 'utf8')) as Record<string, unknown>) : undefined;
+  return failure === undefined ? { report } : { report, failure };
 }
 
 interface PeerRawLevel {
@@ -393,7 +397,7 @@ export async function runConcurrency(o: ConcurrencyOptions): Promise<Concurrency
   let peerRaw: Record<string, unknown> | undefined;
   let peerFailure: string | undefined;
   if (backend === 'cuda' && (o.peer ?? 'none') !== 'none' && o.gemmFlopsPerSecond === undefined) {
-    ({ report: peerRaw, failure: peerFailure } = runPeers(o, o.model, cases, levels, shapes, log));
+    ({ report: peerRaw, failure: peerFailure } = runPeers(o, cases, levels, shapes, log));
     if (peerFailure) errors.push(`peers.py: ${peerFailure}`);
   }
   const peerGemm = peerRaw?.gemm as { flops_per_s?: number } | undefined;
@@ -498,7 +502,7 @@ export async function runConcurrency(o: ConcurrencyOptions): Promise<Concurrency
         o.peer === 'transformers'
           ? `transformers' batched generate (benchmarks/gpu/peers.py --mode concurrency) at the same batch sizes on the same checkpoint, ` +
             `images and prompts, run first in this call; COCO-like at ${shapes.coco.tokens} tokens, dense at ` +
-            `${Math.min(shapes.dense?.tokens ?? 0, o.peerDenseTokens ?? 64)} tokens (fewer than ours, for time: ` +
+            `${Math.min(shapes.dense?.tokens ?? 0, PEER_DENSE_TOKENS)} tokens (fewer than ours, for time: ` +
             'per-token figures, msPerDecodeStep, and extrapolations to our lengths), levels past its time budget skipped'
           : o.peer === 'gemm'
             ? 'the GEMM rate only (benchmarks/gpu/peers.py --mode gemm)'
@@ -537,34 +541,38 @@ export function printConcurrencyTable(r: ConcurrencyReport): void {
       `(vision ${fixed(r.flopsPerImage.visionFlops / 1e9, 1)}, prefill ${fixed(r.flopsPerImage.prefillFlops / 1e9, 1)}); ` +
       `GEMM ${r.gemm ? `${fixed(r.gemm.flopsPerSecond / 1e12)} TFLOP/s -> roofline ${fixed(r.computeRooflineImagesPerSecond)} images/s` : 'not measured'}`,
   );
-  console.table(
-    r.levels.map((l) => ({
-      answer: `${l.answer} (${l.tokensPerRequest})`,
-      concurrency: l.concurrency,
-      requests: l.requests,
-      'images/s': fixed(l.imagesPerSecond, 2),
-      'tokens/s': fixed(l.generatedTokensPerSecond, 0),
-      'preds/s': fixed(l.predictionsPerSecond, 2),
-      'TTFT p50/p99 ms': `${fixed(l.timeToFirstTokenMs.p50, 0)} / ${fixed(l.timeToFirstTokenMs.p99, 0)}`,
-      'first pred p50/p99 ms': `${fixed(l.timeToFirstPredictionMs.p50, 0)} / ${fixed(l.timeToFirstPredictionMs.p99, 0)}`,
-      'total p50/p99 ms': `${fixed(l.totalMs.p50, 0)} / ${fixed(l.totalMs.p99, 0)}`,
-      'roofline frac': fixed(l.computeRooflineFraction, 3),
-    })),
+  console.log(
+    textTable(
+      r.levels.map((l) => ({
+        answer: `${l.answer} (${l.tokensPerRequest})`,
+        concurrency: l.concurrency,
+        requests: l.requests,
+        'images/s': fixed(l.imagesPerSecond, 2),
+        'tokens/s': fixed(l.generatedTokensPerSecond, 0),
+        'preds/s': fixed(l.predictionsPerSecond, 2),
+        'TTFT p50/p99 ms': `${fixed(l.timeToFirstTokenMs.p50, 0)} / ${fixed(l.timeToFirstTokenMs.p99, 0)}`,
+        'first pred p50/p99 ms': `${fixed(l.timeToFirstPredictionMs.p50, 0)} / ${fixed(l.timeToFirstPredictionMs.p99, 0)}`,
+        'total p50/p99 ms': `${fixed(l.totalMs.p50, 0)} / ${fixed(l.totalMs.p99, 0)}`,
+        'roofline frac': fixed(l.computeRooflineFraction, 3),
+      })),
+    ),
   );
   if (r.peer) {
     console.log(`peer: transformers batched generate. ${r.peer.note}`);
-    console.table(
-      r.peer.levels.map((p) => ({
-        answer: p.answer,
-        batch: p.batch,
-        'new tokens': p.newTokens,
-        'first token ms': fixed(p.firstTokenMs, 0),
-        'ms/step': fixed(p.msPerDecodeStep, 2),
-        'total ms': fixed(p.totalMs, 0),
-        'images/s': fixed(p.imagesPerSecond, 2),
-        'tokens/s': fixed(p.generatedTokensPerSecond, 0),
-        'images/s at our length': fixed(p.extrapolatedImagesPerSecond, 2),
-      })),
+    console.log(
+      textTable(
+        r.peer.levels.map((p) => ({
+          answer: p.answer,
+          batch: p.batch,
+          'new tokens': p.newTokens,
+          'first token ms': fixed(p.firstTokenMs, 0),
+          'ms/step': fixed(p.msPerDecodeStep, 2),
+          'total ms': fixed(p.totalMs, 0),
+          'images/s': fixed(p.imagesPerSecond, 2),
+          'tokens/s': fixed(p.generatedTokensPerSecond, 0),
+          'images/s at our length': fixed(p.extrapolatedImagesPerSecond, 2),
+        })),
+      ),
     );
     if (r.peer.skipped.length) console.log(`peer skipped: ${r.peer.skipped.join('; ')}`);
     if (Object.keys(r.peer.errors).length) console.log(`peer errors: ${JSON.stringify(r.peer.errors)}`);

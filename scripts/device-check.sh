@@ -41,6 +41,18 @@ export REX_OMNI_BUILD_JOBS=${REX_OMNI_BUILD_JOBS:-16}
 export PYTHONUNBUFFERED=1
 summary=()
 note() { summary+=("$1"); echo "== $1"; }
+# logged NAME TAIL_LINES CMD...: runs CMD into $OUT/NAME.log, prints the log's
+# last TAIL_LINES lines and notes "NAME: rc=.. (.. s)"; returns CMD's rc.
+logged() {
+  local name=$1 lines=$2 t0 rc
+  shift 2
+  t0=$(date +%s)
+  "$@" > "$OUT/$name.log" 2>&1
+  rc=$?
+  tail -n "$lines" "$OUT/$name.log"
+  note "$name: rc=$rc ($(( $(date +%s) - t0 )) s)"
+  return "$rc"
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
 for stage in "${stages[@]}"; do
@@ -89,26 +101,18 @@ for stage in "${stages[@]}"; do
         note "gpu $f: rc=$rc ($(( $(date +%s) - t0 )) s)"
       done ;;
     soak)
-      node dist/benchmarks/soak.js --model 3b --minutes "${SOAK_MINUTES:-10}" --concurrency 64 --out "$OUT/soak.json" > "$OUT/soak.log" 2>&1
-      rc=$?
-      tail -30 "$OUT/soak.log"
-      note "soak: rc=$rc ($(( $(date +%s) - start )) s)" ;;
+      logged soak 30 node dist/benchmarks/soak.js --model 3b --minutes "${SOAK_MINUTES:-10}" --concurrency 64 --out "$OUT/soak.json" ;;
     concurrency)
-      node dist/benchmarks/concurrency.js --model 3b --backend cuda --peer --out "$OUT/concurrency.json" > "$OUT/concurrency.log" 2>&1
-      rc=$?
-      tail -40 "$OUT/concurrency.log"
-      note "concurrency: rc=$rc ($(( $(date +%s) - start )) s)" ;;
+      logged concurrency 40 node dist/benchmarks/concurrency.js --model 3b --backend cuda --peer --out "$OUT/concurrency.json" ;;
     concurrency-ab)
       # Ours alone (no peer; the GEMM rate still measured), without and with
-      # batched prefill (REX_OMNI_PREFILL_BATCH=1), one after the other.
+      # batched prefill (REX_OMNI_PREFILL_BATCH=1), one after the other; each
+      # variant's rc is a summary line of its own (concurrency-plain, concurrency-prefill-batch).
       for variant in plain prefill-batch; do
-        if [ "$variant" = prefill-batch ]; then export REX_OMNI_PREFILL_BATCH=1; else unset REX_OMNI_PREFILL_BATCH; fi
-        node dist/benchmarks/concurrency.js --model 3b --backend cuda --out "$OUT/concurrency-$variant.json" \
-          > "$OUT/concurrency-$variant.log" 2>&1
-        echo "-- $variant: rc=$?"
+        if [ "$variant" = prefill-batch ]; then prefill=(env REX_OMNI_PREFILL_BATCH=1); else prefill=(env -u REX_OMNI_PREFILL_BATCH); fi
+        logged "concurrency-$variant" 0 "${prefill[@]}" node dist/benchmarks/concurrency.js --model 3b --backend cuda --out "$OUT/concurrency-$variant.json"
         grep -E "targets:|x(1|8|64|128):" "$OUT/concurrency-$variant.log" | tail -12
       done
-      unset REX_OMNI_PREFILL_BATCH
       note "concurrency-ab: ($(( $(date +%s) - start )) s)" ;;
     soak-start)
       dir=${SOAK_DIR:-/tmp/rex-soak}
@@ -130,15 +134,9 @@ for stage in "${stages[@]}"; do
       timeout 300 build/native-gpu/decode_step_bench "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --out "$OUT/step.json" 2>&1 | tee "$OUT/step.log"
       note "step: rc=${PIPESTATUS[0]} ($(( $(date +%s) - start )) s)" ;;
     serve-load)
-      node dist/benchmarks/serve-load.js --model "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --backend cuda --out "$OUT/serve-load.json" > "$OUT/serve-load.log" 2>&1
-      rc=$?
-      tail -20 "$OUT/serve-load.log"
-      note "serve-load: rc=$rc ($(( $(date +%s) - start )) s)" ;;
+      logged serve-load 20 node dist/benchmarks/serve-load.js --model "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --backend cuda --out "$OUT/serve-load.json" ;;
     bench)
-      npm run bench -- --out "$OUT/bench.json" > "$OUT/bench.log" 2>&1
-      rc=$?
-      tail -40 "$OUT/bench.log"
-      note "bench: rc=$rc ($(( $(date +%s) - start )) s)" ;;
+      logged bench 40 npm run bench -- --out "$OUT/bench.json" ;;
     *) note "unknown stage $stage" ;;
   esac
 done
