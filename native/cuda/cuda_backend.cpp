@@ -171,7 +171,9 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   REX_RETURN_IF_ERROR(text_.init(t, &weights_, &gemm_, stream_, arena, int(blocks), step_rows,
                                  (max_sequence_tokens_ + kBlockTokens - 1) / kBlockTokens, sequences));
   text_.set_use_gemv(std::getenv("REX_OMNI_NO_GEMV") == nullptr);
-  batch_prefills_ = !options_.batch_invariant && std::getenv("REX_OMNI_PREFILL_BATCH") != nullptr;
+  // REX_OMNI_PREFILL_BATCH=0: prefills one request at a time (an A/B knob, device-check concurrency-ab).
+  const char* prefill_batch = std::getenv("REX_OMNI_PREFILL_BATCH");
+  batch_prefills_ = !options_.batch_invariant && !(prefill_batch && std::string(prefill_batch) == "0");
   // REX_OMNI_GEMV_FAST_ROWS: an A/B knob for the threshold (decode_step_bench).
   const char* fast_rows = std::getenv("REX_OMNI_GEMV_FAST_ROWS");
   const int gemv_fast_rows = fast_rows ? std::clamp(std::atoi(fast_rows), 0, kGemvRows) : kGemvFastRows;

@@ -55,8 +55,7 @@ class CudaBackend final : public BudgetedBackend {
                         std::vector<SampledToken>* out) override;
   Status prefill_sampled(const PrefillInput& input, const RowSampling& sampling, SampledToken* out) override;
   // Prefills batched across requests: not under batch_invariant (a GEMM's
-  // sums depend on its rows), and until measured on a device only with
-  // REX_OMNI_PREFILL_BATCH=1 (NOTES.md §9).
+  // sums depend on its rows), nor with REX_OMNI_PREFILL_BATCH=0 (NOTES.md §9).
   bool batches_prefills() const override { return batch_prefills_; }
   Status prefill_batch(const std::vector<PrefillInput>& inputs, float* logits_out) override;
   Status prefill_batch_sampled(const std::vector<PrefillInput>& inputs, const std::vector<RowSampling>& sampling,

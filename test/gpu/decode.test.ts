@@ -9,7 +9,7 @@
 //    row-invariant), jump-forward rows included.
 //  - The default mode: steps of more than 2 rows run on cuBLASLt; sixteen
 //    greedy requests at once begin as they do alone.
-//  - Batched prefill (REX_OMNI_PREFILL_BATCH=1): sixteen requests whose
+//  - Batched prefill (the default): sixteen requests whose
 //    prompts share prefill passes (several images a pass, varlen attention,
 //    one LM head, first tokens sampled together) begin as they do alone; one
 //    alone gives a plain engine's tokens.
@@ -121,22 +121,16 @@ describe('CUDA decode', () => {
     }
   });
 
-  it('batched prefill (REX_OMNI_PREFILL_BATCH=1): sixteen requests prefilled together begin as they do alone', async () => {
+  it('batched prefill (the default): sixteen requests prefilled together begin as they do alone', async () => {
     // Sixteen requests admitted together share each prefill pass: several
     // images in it, varlen attention, one LM head for the prompts that end
     // in the pass, their first tokens sampled together.
-    process.env.REX_OMNI_PREFILL_BATCH = '1';
-    let batched: RexOmni;
-    try {
-      batched = await RexOmni.load(await ensureTinyCheckpoint(), {
-        backend: 'cuda',
-        maxActiveRequests: 16,
-        prefixCacheGB: 0,
-        defaults: { maxPixels: 64 * 28 * 28 },
-      });
-    } finally {
-      delete process.env.REX_OMNI_PREFILL_BATCH;
-    }
+    const batched = await RexOmni.load(await ensureTinyCheckpoint(), {
+      backend: 'cuda',
+      maxActiveRequests: 16,
+      prefixCacheGB: 0,
+      defaults: { maxPixels: 64 * 28 * 28 },
+    });
     try {
       const images = Array.from({ length: 16 }, (_, i) => ({ data: syntheticRgb(112, 112, 40 + i), width: 112, height: 112 }));
       const { alone, requests, options } = await sixteenBeginAsAlone(batched, 'batched prefill', images);
