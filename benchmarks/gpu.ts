@@ -100,8 +100,10 @@ export interface GpuBenchResult {
   prefillProfile: KernelProfile | undefined;
   /** One vision encoder pass of our runs (the second of 1024+ patches), kernel by kernel, with FLOPs. */
   visionProfile: KernelProfile | undefined;
+  /** The second short prefill call that continues one sequence (a question after its image's prefix: the prefix cache's cached path), kernel by kernel. */
+  suffixProfile: KernelProfile | undefined;
   /** Where the profiles were to be written (a missing one is reported, not fatal). */
-  profileFiles: { step: string; prefill: string; vision: string };
+  profileFiles: { step: string; prefill: string; vision: string; suffix: string };
   peersErrors: Record<string, string>;
   peersFailure?: string;
 }
@@ -201,7 +203,8 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
   const profileFile = join(caseDir, 'step-profile.json');
   const prefillProfileFile = join(caseDir, 'prefill-profile.json');
   const visionProfileFile = profileSibling(prefillProfileFile, '.vision');
-  for (const f of [profileFile, profileSibling(profileFile, '.batch8'), profileSibling(profileFile, '.batch64'), prefillProfileFile, visionProfileFile])
+  const suffixProfileFile = profileSibling(prefillProfileFile, '.suffix');
+  for (const f of [profileFile, profileSibling(profileFile, '.batch8'), profileSibling(profileFile, '.batch64'), prefillProfileFile, visionProfileFile, suffixProfileFile])
     rmSync(f, { force: true });
   process.env.REX_OMNI_PROFILE_STEP = profileFile;
   process.env.REX_OMNI_PROFILE_PREFILL = prefillProfileFile;
@@ -288,6 +291,7 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
   const stepProfileBatch64 = readKernelProfile(profileSibling(profileFile, '.batch64'));
   const prefillProfile = readKernelProfile(prefillProfileFile);
   const visionProfile = readKernelProfile(visionProfileFile);
+  const suffixProfile = readKernelProfile(suffixProfileFile);
   const fractionOfRoofline =
     roofTps && decode && 'textSteps' in decode
       ? { textSteps: decode.textSteps.decodeTokensPerSecond / roofTps, coordinateSteps: decode.coordinateStepsCoordinateHead.decodeTokensPerSecond / roofTps }
@@ -313,7 +317,8 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
     stepProfileBatch64,
     prefillProfile,
     visionProfile,
-    profileFiles: { step: profileFile, prefill: prefillProfileFile, vision: visionProfileFile },
+    suffixProfile,
+    profileFiles: { step: profileFile, prefill: prefillProfileFile, vision: visionProfileFile, suffix: suffixProfileFile },
     peersErrors: peers.errors ?? {},
     ...(peersFailure ? { peersFailure } : {}),
   };
@@ -323,7 +328,7 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
 
 /** The kernel-by-kernel tables: the decode steps, then the prefill call and the vision pass. */
 export function printKernelProfiles(
-  r: Pick<GpuBenchResult, 'stepProfile' | 'stepProfileBatch8' | 'stepProfileBatch64' | 'prefillProfile' | 'visionProfile'> & {
+  r: Pick<GpuBenchResult, 'stepProfile' | 'stepProfileBatch8' | 'stepProfileBatch64' | 'prefillProfile' | 'visionProfile' | 'suffixProfile'> & {
     gpu: Pick<GpuBenchResult['gpu'], 'copyBandwidthBytesPerSecond'>;
     profileFiles?: GpuBenchResult['profileFiles'];
   },
@@ -337,6 +342,7 @@ export function printKernelProfiles(
   step(64, r.stepProfileBatch64, files && profileSibling(files.step, '.batch64'));
   console.log(formatKernelProfile('one prefill call, eager, kernel by kernel', r.prefillProfile, { file: files?.prefill, copyBandwidthBytesPerSecond: bw }));
   console.log(formatKernelProfile('one vision pass, eager, kernel by kernel', r.visionProfile, { file: files?.vision, copyBandwidthBytesPerSecond: bw }));
+  console.log(formatKernelProfile("a question's prefill after its image's prefix, eager, kernel by kernel", r.suffixProfile, { file: files?.suffix, copyBandwidthBytesPerSecond: bw }));
 }
 
 const num = (v: unknown, digits = 1): string => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(digits) : '-');

@@ -17,6 +17,8 @@
 #           warmth), waits for it (at most SOAK_WAIT_S, default 540 s) and
 #           brings its report to $OUT. Between the two, run nothing timed.
 #   serve-load  the HTTP server's overhead over the engine (benchmarks/serve-load.ts)
+#   splits  the decode attention's split count on cuBLASLt steps: the graphed
+#           step at batches 16..128 per REX_OMNI_DECODE_SPLITS value ($SPLITS)
 #   step    the graphed decode step alone (native/bench/decode_step_bench.cu) on
 #           the 3B-shaped checkpoint, batches 1, 8, 64 (seconds, not minutes)
 #   concurrency the serving benchmark (benchmarks/concurrency.ts) on the 3B-shaped checkpoint,
@@ -25,7 +27,7 @@
 # Usage (device, repo root, after carrying .devicebundle):
 #   bash scripts/device-check.sh [stage ...]     default: build gpu bench
 #   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one), soak, soak-start, soak-wait, serve-load, concurrency,
-#           concurrency-ab, step,
+#           concurrency-ab, step, splits,
 #           gpu-fast (all but the 3B parity), gpu-3b, gpu:<file> (one test/gpu file), bench,
 #           kernel-<ctest name> (one kernel test)
 # Logs go to $OUT (the device tool brings them back); the last lines printed
@@ -52,6 +54,13 @@ logged() {
   tail -n "$lines" "$OUT/$name.log"
   note "$name: rc=$rc ($(( $(date +%s) - t0 )) s)"
   return "$rc"
+}
+# step_bench_ready STAGE: the 3B-shaped checkpoint and decode_step_bench, built once.
+step_bench_ready() {
+  node --input-type=module -e "const m = await import('./dist/test/fixtures/gpu-harness.js'); await m.ensure3bCheckpoint();" \
+    > "$OUT/$1-checkpoint.log" 2>&1 || { tail -20 "$OUT/$1-checkpoint.log"; note "$1: checkpoint FAILED"; return 1; }
+  { cmake -S . -B build/native-gpu -DREX_BUILD_ADDON=OFF && cmake --build build/native-gpu -j "$REX_OMNI_BUILD_JOBS" --target decode_step_bench; } \
+    > "$OUT/$1-build.log" 2>&1 || { grep -E "error" -A3 "$OUT/$1-build.log" | head -30; note "$1: build FAILED"; return 1; }
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
@@ -127,12 +136,33 @@ for stage in "${stages[@]}"; do
       tail -30 "$dir/soak.log" 2>/dev/null
       note "soak-wait: rc=$(cat "$dir/rc" 2>/dev/null || echo 'still running') ($(( $(date +%s) - start )) s)" ;;
     step)
-      node --input-type=module -e "const m = await import('./dist/test/fixtures/gpu-harness.js'); await m.ensure3bCheckpoint();" \
-        > "$OUT/step-checkpoint.log" 2>&1 || { tail -20 "$OUT/step-checkpoint.log"; note "step: checkpoint FAILED"; continue; }
-      { cmake -S . -B build/native-gpu -DREX_BUILD_ADDON=OFF && cmake --build build/native-gpu -j "$REX_OMNI_BUILD_JOBS" --target decode_step_bench; } \
-        > "$OUT/step-build.log" 2>&1 || { grep -E "error" -A3 "$OUT/step-build.log" | head -30; note "step: build FAILED"; continue; }
+      step_bench_ready step || continue
       timeout 300 build/native-gpu/decode_step_bench "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --out "$OUT/step.json" 2>&1 | tee "$OUT/step.log"
       note "step: rc=${PIPESTATUS[0]} ($(( $(date +%s) - start )) s)" ;;
+    splits)
+      # The decode attention's split count on cuBLASLt steps: the graphed step
+      # at batches 16..128 once per REX_OMNI_DECODE_SPLITS value in $SPLITS
+      # (default "16 8 4 2"); the fastest per batch goes to
+      # $OUT/splits-best.txt as a REX_OMNI_DECODE_SPLITS value ("16:8,32:4,...").
+      step_bench_ready splits || continue
+      for n in ${SPLITS:-16 8 4 2}; do
+        REX_OMNI_DECODE_SPLITS=$n timeout 200 build/native-gpu/decode_step_bench "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" \
+          --batches 16,32,64,128 --steps 32 --out "$OUT/splits-$n.json" > "$OUT/splits-$n.log" 2>&1
+        echo "splits $n: $(grep -E '^STEP' "$OUT/splits-$n.log" | sed -E 's/.*batch +([0-9]+).*: ([0-9.]+) ms.*/b\1 \2 ms/' | paste -sd' ')"
+      done
+      python3 - "$OUT" ${SPLITS:-16 8 4 2} > "$OUT/splits-best.txt" <<'PY'
+import json, sys
+out, counts = sys.argv[1], sys.argv[2:]
+best = {}
+for n in counts:
+    try: runs = json.load(open(f"{out}/splits-{n}.json"))["batches"]
+    except (OSError, ValueError, KeyError): continue
+    for r in runs:
+        if r["batch"] not in best or r["stepMs"] < best[r["batch"]][1]: best[r["batch"]] = (int(n), r["stepMs"])
+print(",".join(f"{b}:{best[b][0]}" for b in sorted(best)))
+PY
+      cp "$OUT/splits-best.txt" /tmp/rex-splits-best.txt  # for a later call on the same machine
+      note "splits: best $(cat "$OUT/splits-best.txt") ($(( $(date +%s) - start )) s)" ;;
     serve-load)
       logged serve-load 20 node dist/benchmarks/serve-load.js --model "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --backend cuda --out "$OUT/serve-load.json" ;;
     bench)

@@ -3,8 +3,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <string>
 
 #include "common/bf16_host.h"
 #include "engine/encode_batch.h"
@@ -90,6 +93,24 @@ constexpr int kGemvRows = 64;
 // 2.82 / 2.89 ms on cuBLASLt (NOTES.md §8). A step of one sequence (a lone
 // request's jump-forward rows) stays on the GEMV whatever its rows.
 constexpr int kGemvFastRows = 2;
+
+// REX_OMNI_DECODE_SPLITS's value: "N" (every bucket) or "B:N,B:N,..." (each
+// bucket up to B takes N); entries that do not parse are skipped, splits
+// clamped to 1..64.
+std::map<int, int> parse_bucket_splits(const std::string& text) {
+  std::map<int, int> splits;
+  size_t at = 0;
+  while (at <= text.size()) {
+    const size_t end = std::min(text.find(',', at), text.size());
+    const std::string item = text.substr(at, end - at);
+    const size_t colon = item.find(':');
+    const int bucket = colon == std::string::npos ? INT_MAX : std::atoi(item.substr(0, colon).c_str());
+    const int count = std::atoi(item.substr(colon == std::string::npos ? 0 : colon + 1).c_str());
+    if (bucket > 0 && count > 0) splits[bucket] = std::min(count, 64);
+    at = end + 1;
+  }
+  return splits;
+}
 }  // namespace
 
 CudaBackend::~CudaBackend() {
@@ -168,6 +189,10 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   vision_.init(config.vision, &weights_, &gemm_, stream_);
   const int sequences = std::max(1, options_.max_active_requests);
   const int step_rows = std::max(sequences, std::min(kGemvRows, sequences * kRowsPerSequence));
+  // REX_OMNI_DECODE_SPLITS: an A/B knob for the decode attention's splits on
+  // cuBLASLt steps (scripts/device-check.sh splits): "N" for every bucket, or
+  // "16:8,64:4" (buckets up to 16 take 8, larger ones 4).
+  if (const char* splits = std::getenv("REX_OMNI_DECODE_SPLITS")) text_.set_wide_step_splits(parse_bucket_splits(splits));
   REX_RETURN_IF_ERROR(text_.init(t, &weights_, &gemm_, stream_, arena, int(blocks), step_rows,
                                  (max_sequence_tokens_ + kBlockTokens - 1) / kBlockTokens, sequences));
   text_.set_use_gemv(std::getenv("REX_OMNI_NO_GEMV") == nullptr);

@@ -66,10 +66,7 @@ TextRunner::~TextRunner() {
 
 bool TextRunner::on_gemv(const std::vector<DecodeSequence>& batch, int bucket) const {
   if (!use_gemv_) return false;
-  if (bucket <= gemv_max_rows_) return true;
-  for (const DecodeSequence& s : batch)
-    if (s.blocks != batch.front().blocks) return false;
-  return !batch.empty();
+  return bucket <= gemv_max_rows_ || one_sequence(batch);
 }
 
 int TextRunner::bucket_for(int batch) const {
@@ -78,11 +75,31 @@ int TextRunner::bucket_for(int batch) const {
   return std::min(b, max_batch_);
 }
 
-// One split count for every bucket: a row's attention then depends on its own
-// length alone, so a request decodes to the same bits alone, batched, or with
-// jump-forward rows. 16 sat between the best batch-1 (16-32) and batch-64 (8)
-// counts measured on the H200 (NOTES.md, attention_decode).
-int TextRunner::splits_for(int) const { return 16; }
+// Steps on the GEMV (1-2 rows, a lone request's jump-forward rows, every
+// step under batchInvariant) keep one split count, 16: a row's attention then
+// depends on its own length alone, so a request decodes to the same bits
+// alone, batched, or with jump-forward rows (16 sat between the best batch-1
+// (16-32) and batch-64 counts measured on the H200, NOTES.md 5.3). cuBLASLt
+// steps give up that invariance anyway, so their count follows the bucket:
+// with many sequences, 16 splits leave each CTA ~80 of a 1300-token context's
+// keys, so its fixed costs (Q, the 4-warp merge, the fp32 partials) outweigh
+// the streaming.
+int TextRunner::splits_for(int bucket, bool gemv_path) const {
+  if (gemv_path) return 16;
+  if (!wide_step_splits_.empty()) {
+    const auto it = wide_step_splits_.lower_bound(bucket);
+    return it != wide_step_splits_.end() ? it->second : wide_step_splits_.rbegin()->second;
+  }
+  if (bucket <= 8) return 16;
+  if (bucket <= 16) return 8;
+  return 4;
+}
+
+bool TextRunner::one_sequence(const std::vector<DecodeSequence>& batch) {
+  for (const DecodeSequence& s : batch)
+    if (s.blocks != batch.front().blocks) return false;
+  return !batch.empty();
+}
 
 Status TextRunner::init(const TextConfig& config, const DeviceWeights* weights, GemmRunner* gemm, cudaStream_t stream,
                         KvArena arena, int spare_block, int max_batch, int max_blocks_per_sequence, int seen_masks) {
@@ -108,7 +125,9 @@ Status TextRunner::init(const TextConfig& config, const DeviceWeights* weights, 
   REX_CUDA_TRY(cudaMallocHost(&logits_pinned_, size_t(max_batch_) * config_.vocab_size * sizeof(float)));
   size_t ws = 0;
   for (int b = 1; b <= max_batch_; b *= 2)
-    ws = std::max(ws, attention_decode_workspace_floats(b, config_.num_heads, config_.head_dim(), splits_for(b)));
+    for (bool gemv_path : {false, true})
+      ws = std::max(ws, attention_decode_workspace_floats(b, config_.num_heads, config_.head_dim(),
+                                                          splits_for(b, gemv_path)));
   REX_RETURN_IF_ERROR(attn_workspace_.allocate(ws, "the decode attention workspace"));
   return Status::Ok();
 }
@@ -121,7 +140,7 @@ Status TextRunner::decode_layers_gemv(int bucket) {
   const int hidden = c.hidden_size, hd = c.head_dim(), hq = c.num_heads, hkv = c.num_kv_heads;
   const int qkv_width = (hq + 2 * hkv) * hd, inter = c.intermediate_size;
   const MropeSection section{c.mrope_section[0], c.mrope_section[1], c.mrope_section[2]};
-  const int splits = splits_for(bucket);
+  const int splits = splits_for(bucket, true);
   // Marks as in layers(): bytes the weights once (the GEMV's floor), FLOPs 2·rows·k·n.
   const double act = 2.0 * bucket, kv_bytes = double(profile_kv_tokens_) * hkv * hd * 2 * 2;
   const double rows = bucket, attention_flops = 4.0 * hq * hd * double(profile_attention_keys_);
@@ -248,11 +267,19 @@ Status TextRunner::prefill(const std::vector<PrefillPart>& parts, float* logits_
   }
   if (parts.empty()) return Status(StatusCode::kInvalidArgument, "cuda prefill: expected 1 or more parts but got none");
   // The second call of kProfilePrefillRows rows or more is profiled (the
-  // first warmed the kernels' module loads and cuBLASLt's plans); taps copy
+  // first warmed the kernels' module loads and cuBLASLt's plans), and beside
+  // it (".suffix") the second shorter call that continues one sequence (a
+  // question after its image's prefix, cached or just prefilled); taps copy
   // to the host between kernels, so a tapped call neither counts nor is profiled.
-  const bool profiled = !prefill_profile_path_.empty() && !(tap && *tap) && rows >= kProfilePrefillRows &&
-                        ++profiled_prefills_ == 2;
-  if (!profiled) return prefill_passes(parts, rows, logit_rows, logits_host, tap);
+  std::string profile_path;
+  if (!prefill_profile_path_.empty() && !(tap && *tap)) {
+    if (rows >= kProfilePrefillRows) {
+      if (++profiled_prefills_ == 2) profile_path = prefill_profile_path_;
+    } else if (parts.size() == 1 && parts[0].past > 0 && ++profiled_suffixes_ == 2) {
+      profile_path = profile_sibling(prefill_profile_path_, ".suffix");
+    }
+  }
+  if (profile_path.empty()) return prefill_passes(parts, rows, logit_rows, logits_host, tap);
   StepProfile profile(stream_);
   profile.field("rows", rows);
   profile.field("past", parts.size() == 1 ? parts[0].past : -1);
@@ -261,7 +288,7 @@ Status TextRunner::prefill(const std::vector<PrefillPart>& parts, float* logits_
   Status st = prefill_passes(parts, rows, logit_rows, logits_host, tap);
   profile_ = nullptr;
   REX_RETURN_IF_ERROR(st);
-  profile.write(prefill_profile_path_);
+  profile.write(profile_path);
   return Status::Ok();
 }
 
@@ -453,7 +480,7 @@ Status TextRunner::decode_body(int bucket, bool gemv_path, StepOutput output, co
   if (fused) {
     REX_RETURN_IF_ERROR(decode_layers_gemv(bucket));
   } else {
-    const int splits = splits_for(bucket);
+    const int splits = splits_for(bucket, gemv_path);
     PagedKv kv{nullptr, nullptr, arena_.block_size, c.num_kv_heads, c.head_dim()};
     auto attention = [&](int layer, const bf16* qkv, bf16* out) {
       const KvPlane plane = arena_.layer(layer);
@@ -519,7 +546,9 @@ Status TextRunner::run_step(const std::vector<DecodeSequence>& batch, StepOutput
   REX_CUDA_TRY(cudaMemcpyAsync(step_.get(), step_host_, ints * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   const bool tapping = tap && *tap;
   const bool gemv_path = on_gemv(batch, bucket);
-  if (!profile_path_.empty() && (bucket == 1 || bucket == 8 || bucket == 64) && ++profiled_steps_[bucket] == 32)
+  // A lone request's jump-forward rows are not a batch's step: not profiled above 1 row.
+  if (!profile_path_.empty() && (bucket == 1 || bucket == 8 || bucket == 64) && (bucket == 1 || !one_sequence(batch)) &&
+      ++profiled_steps_[bucket] == 32)
     return profile_step(batch, bucket, gemv_path, output);
   if (!use_graphs || tapping) return decode_body(bucket, gemv_path, output, tap);  // taps copy to the host: no graph
   const auto key = std::make_tuple(bucket, gemv_path, output);

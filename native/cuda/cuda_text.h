@@ -115,11 +115,16 @@ class TextRunner {
   // The most rows a step decodes on the GEMV; larger steps take cuBLASLt
   // (BackendOptions::batch_invariant keeps them all on the GEMV).
   void set_gemv_max_rows(int rows) { gemv_max_rows_ = rows; }
+  // The decode attention's split counts on cuBLASLt steps, bucket (the
+  // largest it covers) -> splits, in place of splits_for's; an A/B knob
+  // (REX_OMNI_DECODE_SPLITS). Before init(): it sizes the workspace.
+  void set_wide_step_splits(std::map<int, int> splits) { wide_step_splits_ = std::move(splits); }
   // Profiles one decode step of 1, 8 and 64 rows each into this JSON file and
   // its siblings (step_profile.h); empty: off.
   void set_profile_path(std::string path) { profile_path_ = std::move(path); }
   // Profiles one prefill call into this JSON file: the second of at least
-  // kProfilePrefillRows rows (step_profile.h); empty: off.
+  // kProfilePrefillRows rows, and a shorter one continuing a sequence beside
+  // it (".suffix"; step_profile.h); empty: off.
   void set_prefill_profile_path(std::string path) { prefill_profile_path_ = std::move(path); }
   static constexpr int kProfilePrefillRows = 512;
 
@@ -147,7 +152,8 @@ class TextRunner {
   Status run_step(const std::vector<DecodeSequence>& batch, StepOutput output, bool use_graphs, const TensorTap* tap);
   Status profile_step(const std::vector<DecodeSequence>& batch, int bucket, bool gemv_path, StepOutput output);
   int bucket_for(int batch) const;
-  int splits_for(int bucket) const;
+  // The decode attention's split count for a step (cuda_text.cpp says why).
+  int splits_for(int bucket, bool gemv_path) const;
 
   TextConfig config_;
   const DeviceWeights* w_ = nullptr;
@@ -176,14 +182,17 @@ class TextRunner {
   DecodeSampler sampler_;
   bool use_gemv_ = true;
   int gemv_max_rows_ = 8;
+  std::map<int, int> wide_step_splits_;
   // A step's projections take the GEMV up to gemv_max_rows_ rows, and at any
   // size when all its rows are one sequence's (a lone request's jump-forward
   // rows then give step-by-step decoding's bits).
   bool on_gemv(const std::vector<DecodeSequence>& batch, int bucket) const;
+  static bool one_sequence(const std::vector<DecodeSequence>& batch);
   std::string profile_path_;
   std::map<int, int> profiled_steps_;  // decode steps seen per bucket (the 32nd of 1, 8 and 64 is profiled)
   std::string prefill_profile_path_;
   int profiled_prefills_ = 0;       // prefill calls of at least kProfilePrefillRows rows seen (the 2nd is profiled)
+  int profiled_suffixes_ = 0;       // shorter calls continuing one sequence seen (the 2nd is profiled)
   StepProfile* profile_ = nullptr;  // set during the profiled step or prefill
   // The profiled call's attention, per layer: the cache rows it reads once
   // (bytes), and the keys its rows see, summed over the rows (FLOPs).

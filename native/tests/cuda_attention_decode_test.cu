@@ -13,7 +13,7 @@
 //  - a second launch must give the same bits; bad arguments fail.
 // Timing lines: median of 20 launches (split + combine, cudaEvent, L2
 // flushed), bytes = K/V read once (+ q, out, partials), GB/s against the
-// 4.3 TB/s copy ceiling; a num_splits sweep at batch 1, 8 and 64.
+// 4.3 TB/s copy ceiling; a num_splits sweep at batch 1, 8, 16, 32, 64 and 128.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -284,12 +284,20 @@ REX_TEST(decode_timing_sweeps) {
   check_decode(lay, {10000}, {16, 32, 64, 128}, true, "b1 len 10000");
   check_decode(lay, {1, 63, 64, 65, 1300, 17, 640, 2049}, {4, 8, 16, 32}, true, "b8 mixed");
   check_decode(lay, std::vector<int>(8, 1300), {4, 8, 16, 32}, true, "b8 len 1300");
-  check_decode(lay, std::vector<int>(64, 1300), {1, 2, 4, 8}, true, "b64 len 1300");
+  check_decode(lay, std::vector<int>(16, 1300), {4, 8, 16}, true, "b16 len 1300");
+  check_decode(lay, std::vector<int>(32, 1300), {2, 4, 8, 16}, true, "b32 len 1300");
+  check_decode(lay, std::vector<int>(64, 1300), {1, 2, 4, 8, 16}, true, "b64 len 1300");
+  check_decode(lay, std::vector<int>(128, 1300), {2, 4, 8, 16}, true, "b128 len 1300");
   check_decode(lay, std::vector<int>(64, 4096), {1, 2, 4, 8}, true, "b64 len 4096");
   std::vector<int> mixed;
   rex::Pcg32 rng(++g_seed);
   for (int i = 0; i < 64; ++i) mixed.push_back(1 + int(rng.next_u32() % 10000u));
   check_decode(lay, mixed, {2, 4, 8}, true, "b64 lens 1..10000");
+  // The serving benchmark's spread: 600-1900 keys (prompts of 622-1427 tokens, answers up to 440).
+  std::vector<int> serving;
+  for (int i = 0; i < 128; ++i) serving.push_back(600 + int(rng.next_u32() % 1301u));
+  check_decode(lay, std::vector<int>(serving.begin(), serving.begin() + 64), {2, 4, 8, 16}, true, "b64 lens 600..1900");
+  check_decode(lay, serving, {2, 4, 8, 16}, true, "b128 lens 600..1900");
 }
 
 REX_TEST(decode_bad_arguments) {
