@@ -83,7 +83,10 @@ int TextRunner::bucket_for(int batch) const {
 // steps give up that invariance anyway, so their count follows the bucket:
 // with many sequences, 16 splits leave each CTA ~80 of a 1300-token context's
 // keys, so its fixed costs (Q, the 4-warp merge, the fp32 partials) outweigh
-// the streaming.
+// the streaming. The counts are the graphed step's best on the H200 at
+// 1200-token contexts (device-check splits, NOTES.md 5.3): 16 / 8 / 4 / 2
+// splits took 3.09 / 2.95 / 2.92 / 3.24 ms at 16 rows, 3.47 / 3.31 / 3.10 /
+// 3.31 at 32, 4.30 / 3.94 / 3.96 / 3.64 at 64, 5.83 / 5.23 / 4.96 / 5.14 at 128.
 int TextRunner::splits_for(int bucket, bool gemv_path) const {
   if (gemv_path) return 16;
   if (!wide_step_splits_.empty()) {
@@ -91,8 +94,7 @@ int TextRunner::splits_for(int bucket, bool gemv_path) const {
     return it != wide_step_splits_.end() ? it->second : wide_step_splits_.rbegin()->second;
   }
   if (bucket <= 8) return 16;
-  if (bucket <= 16) return 8;
-  return 4;
+  return bucket == 64 ? 2 : 4;
 }
 
 bool TextRunner::one_sequence(const std::vector<DecodeSequence>& batch) {
