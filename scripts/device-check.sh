@@ -23,7 +23,7 @@
 #           the 3B-shaped checkpoint, batches 1, 8, 64 (seconds, not minutes)
 #   concurrency the serving benchmark (benchmarks/concurrency.ts) on the 3B-shaped checkpoint,
 #           concurrency 1..128, 45- and 440-token answers, transformers' batched generate beside
-#   concurrency-ab  the same, ours alone, without and with batched prefill (REX_OMNI_PREFILL_BATCH=1)
+#   concurrency-ab  the same, ours alone, without (REX_OMNI_PREFILL_BATCH=0) and with batched prefill (the default)
 # Usage (device, repo root, after carrying .devicebundle):
 #   bash scripts/device-check.sh [stage ...]     default: build gpu bench
 #   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one), soak, soak-start, soak-wait, serve-load, concurrency,
@@ -114,11 +114,11 @@ for stage in "${stages[@]}"; do
     concurrency)
       logged concurrency 40 node dist/benchmarks/concurrency.js --model 3b --backend cuda --peer --out "$OUT/concurrency.json" ;;
     concurrency-ab)
-      # Ours alone (no peer; the GEMM rate still measured), without and with
-      # batched prefill (REX_OMNI_PREFILL_BATCH=1), one after the other; each
+      # Ours alone (no peer; the GEMM rate still measured), without
+      # (REX_OMNI_PREFILL_BATCH=0) and with batched prefill (the default), one after the other; each
       # variant's rc is a summary line of its own (concurrency-plain, concurrency-prefill-batch).
       for variant in plain prefill-batch; do
-        if [ "$variant" = prefill-batch ]; then prefill=(env REX_OMNI_PREFILL_BATCH=1); else prefill=(env -u REX_OMNI_PREFILL_BATCH); fi
+        if [ "$variant" = prefill-batch ]; then prefill=(env -u REX_OMNI_PREFILL_BATCH); else prefill=(env REX_OMNI_PREFILL_BATCH=0); fi
         logged "concurrency-$variant" 0 "${prefill[@]}" node dist/benchmarks/concurrency.js --model 3b --backend cuda --out "$OUT/concurrency-$variant.json"
         grep -E "targets:|x(1|8|64|128):" "$OUT/concurrency-$variant.log" | tail -12
       done
