@@ -8,11 +8,14 @@
 #           the tiny checkpoint and at the full 3B shape
 #   bench   `npm run bench`: ours beside transformers and a graphed PyTorch step
 #   soak    the soak test (benchmarks/soak.ts) on the 3B-shaped checkpoint,
-#           SOAK_MINUTES (default 10) at concurrency 64
+#           SOAK_MINUTES (default 10) at concurrency 64, under batchInvariant;
+#           SOAK_MODE=default soaks the engine's default serving path instead
+#           (--default-mode: batched prefill, cuBLASLt steps; differences from
+#           alone are reported as divergences, not failed)
 #   soak-start, soak-wait  the same soak in its own process session, so it
 #           outlives the call (a call runs at most 10 minutes; the soak's ten
 #           minutes and its alone references do not fit in one): soak-start
-#           launches it (setsid) writing to $SOAK_DIR (default /tmp/rex-soak),
+#           launches it (setsid, SOAK_MODE as for soak) writing to $SOAK_DIR (default /tmp/rex-soak),
 #           and soak-wait, in the next call (within the machine's 30 s of
 #           warmth), waits for it (at most SOAK_WAIT_S, default 540 s) and
 #           brings its report to $OUT. Between the two, run nothing timed.
@@ -55,6 +58,8 @@ logged() {
   note "$name: rc=$rc ($(( $(date +%s) - t0 )) s)"
   return "$rc"
 }
+# soak_mode_flag: the soak's --default-mode under SOAK_MODE=default, else nothing (batchInvariant).
+soak_mode_flag() { [ "${SOAK_MODE:-}" != default ] || echo --default-mode; }
 # step_bench_ready STAGE: the 3B-shaped checkpoint and decode_step_bench, built once.
 step_bench_ready() {
   node --input-type=module -e "const m = await import('./dist/test/fixtures/gpu-harness.js'); await m.ensure3bCheckpoint();" \
@@ -110,7 +115,7 @@ for stage in "${stages[@]}"; do
         note "gpu $f: rc=$rc ($(( $(date +%s) - t0 )) s)"
       done ;;
     soak)
-      logged soak 30 node dist/benchmarks/soak.js --model 3b --minutes "${SOAK_MINUTES:-10}" --concurrency 64 --out "$OUT/soak.json" ;;
+      logged soak 30 node dist/benchmarks/soak.js --model 3b --minutes "${SOAK_MINUTES:-10}" --concurrency 64 $(soak_mode_flag) --out "$OUT/soak.json" ;;
     concurrency)
       logged concurrency 40 node dist/benchmarks/concurrency.js --model 3b --backend cuda --peer --out "$OUT/concurrency.json" ;;
     concurrency-ab)
@@ -126,7 +131,7 @@ for stage in "${stages[@]}"; do
     soak-start)
       dir=${SOAK_DIR:-/tmp/rex-soak}
       rm -rf "$dir" && mkdir -p "$dir"
-      setsid bash -c "node dist/benchmarks/soak.js --model 3b --minutes ${SOAK_MINUTES:-10} --concurrency 64 \
+      setsid bash -c "node dist/benchmarks/soak.js --model 3b --minutes ${SOAK_MINUTES:-10} --concurrency 64 $(soak_mode_flag) \
         --out '$dir/soak.json' > '$dir/soak.log' 2>&1; echo \$? > '$dir/rc'" < /dev/null > /dev/null 2>&1 &
       note "soak-start: launched into $dir" ;;
     soak-wait)
