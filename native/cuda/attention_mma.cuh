@@ -216,6 +216,26 @@ struct WarpFlash {
     }
   }
 
+  // Writes this pass's share of a split row (split keys, combined later by
+  // attention_prefill's combine kernel): the unnormalised O (fp32) at
+  // o_row[r], and {m, l} (log2-domain running max, sum) at ml[r], for the rows
+  // whose flag is set (this thread's rows g and g+8). A row that saw no key
+  // writes the neutral {-inf, 0} and O = 0. Call reduce_sums() first.
+  __device__ __forceinline__ void store_partial(float* o_row0, float* o_row1, float2* ml0, float2* ml1, bool write0,
+                                                bool write1, int lane) const {
+    const int t4 = lane & 3;
+#pragma unroll
+    for (int i = 0; i < kOTiles; ++i) {
+      const int dim = i * 8 + 2 * t4;
+      if (write0) *reinterpret_cast<float2*>(o_row0 + dim) = make_float2(o[i][0], o[i][1]);
+      if (write1) *reinterpret_cast<float2*>(o_row1 + dim) = make_float2(o[i][2], o[i][3]);
+    }
+    if (t4 == 0) {
+      if (write0) *ml0 = make_float2(m[0], l[0]);
+      if (write1) *ml1 = make_float2(m[1], l[1]);
+    }
+  }
+
   // Writes O / l as bf16 for the rows whose flag is set; out_row[r] points at
   // dim 0 of row r (this thread's rows g and g+8). Call reduce_sums() first.
   __device__ __forceinline__ void store(bf16* out_row0, bf16* out_row1, bool write0, bool write1, int lane) const {
@@ -281,7 +301,8 @@ constexpr int flash_smem_bytes() {
 // (flash_smem_bytes). FA2's schedule: V_j is fetched while S = Q K_j^T is
 // computed, K_{j+1} while O += P V_j. Matrix row t of Q is at q_base +
 // q_offset(t), of K and V at k_base / v_base + kv_offset(t). The kernel
-// owns the key loop (tile j: keys k0 = j * KN ..):
+// owns the key loop (tile j: keys k0 = j * KN .., from j_first, 0 unless the
+// keys are split among CTAs):
 //   prologue(...);
 //   for each tile j: begin_tile(...); S, mask, softmax; end_tile(...); O += P V
 template <int HD, int KN, int ROWS, int THREADS>
@@ -296,30 +317,33 @@ struct FlashPass {
   __device__ __forceinline__ FlashPass(unsigned char* smem, int tid)
       : sq(reinterpret_cast<bf16*>(smem)), sk(sq + ROWS * kLd), sv(sk + KN * kLd), q_loader(tid), kv_loader(tid) {}
 
-  // Q tile and K tile 0 (one group), then V tile 0 (a second group, in flight
-  // while the first is consumed).
+  // Q tile and the first key tile (one group), then its V tile (a second
+  // group, in flight while the first is consumed). The pass walks key tiles
+  // from j_first (keys j_first * KN ..; 0 unless the keys are split).
   template <typename QOffset, typename KvOffset>
   __device__ __forceinline__ void prologue(const bf16* q_base, int q0, int q_end, QOffset q_offset,
                                            const bf16* k_base, const bf16* v_base, int kv_end,
-                                           KvOffset kv_offset) const {
+                                           KvOffset kv_offset, int j_first = 0) const {
     q_loader.load(sq, q_base, q0, q_end, q_offset);
-    kv_loader.load(sk, k_base, 0, kv_end, kv_offset);
+    kv_loader.load(sk, k_base, j_first * KN, kv_end, kv_offset);
     cp_async_commit();
-    kv_loader.load(sv, v_base, 0, kv_end, kv_offset);
+    kv_loader.load(sv, v_base, j_first * KN, kv_end, kv_offset);
     cp_async_commit();
   }
 
-  // Tile j begins: waits for K_j (at j = 0 for Q too, whose fragments w then
-  // loads for the warp's 16 rows), then issues V_j (V_0 came with the prologue).
+  // Tile j begins: waits for K_j (at the first tile for Q too, whose
+  // fragments w then loads for the warp's 16 rows), then issues V_j (the
+  // first tile's V came with the prologue).
   template <typename KvOffset>
   __device__ __forceinline__ void begin_tile(WarpFlash<HD, KN>& w, int j, int k0, int warp, int lane,
-                                             const bf16* v_base, int kv_end, KvOffset kv_offset) const {
-    if (j == 0)
-      cp_async_wait<1>();  // Q and K_0 (V_0 may still be in flight)
+                                             const bf16* v_base, int kv_end, KvOffset kv_offset,
+                                             int j_first = 0) const {
+    if (j == j_first)
+      cp_async_wait<1>();  // Q and the first K (its V may still be in flight)
     else
       cp_async_wait<0>();  // K_j
     __syncthreads();  // K_j (and Q) visible; every warp is done with V_{j-1}
-    if (j == 0) {
+    if (j == j_first) {
       w.load_q_smem(sq + warp * 16 * kLd, lane);
     } else {
       kv_loader.load(sv, v_base, k0, kv_end, kv_offset);

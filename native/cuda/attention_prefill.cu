@@ -32,6 +32,14 @@
 //    q rows are read in place at q_stride (the fused qkv GEMM output).
 //  - 52 KB of shared memory (Q, K and V tiles of 64 x 136 bf16) for head_dim
 //    128, so the limit is raised once with cudaFuncSetAttribute.
+//  - Split keys (a plan built with PrefillSplit): a pass of few tiles (a
+//    cached image's question: 4 tiles x 16 heads = 64 CTAs for 132 SMs, each
+//    walking ~19 key tiles) leaves most of the GPU idle for the length of its
+//    longest walk. The plan then cuts long tiles' keys into shares, a CTA
+//    each: it writes fp32 partials (unnormalised O, max, sum) and a combine
+//    launch (a warp per row, 4 dims a lane) merges each tile's shares, as
+//    the decode kernel's combine does. The shares keep the one-tile CTA's
+//    code path: only the first key tile and the epilogue differ.
 #include "cuda/attention_prefill.cuh"
 
 #include <algorithm>
@@ -45,7 +53,7 @@
 namespace rex::cuda {
 namespace {
 
-constexpr int kWarps = 4, kThreads = kWarps * 32, kRows = kWarps * 16, kKeyTile = 64;
+constexpr int kWarps = 4, kThreads = kWarps * 32, kRows = kWarps * 16, kKeyTile = kPrefillKeyTile;
 static_assert(kRows == kPrefillTileRows, "a PrefillTile is one CTA's rows");
 constexpr int kMaxGridY = 65535;
 
@@ -65,7 +73,7 @@ __global__ void __launch_bounds__(kThreads, prefill_min_blocks<HD>())
     attention_prefill_kernel(const bf16* __restrict__ q, int q_stride, const PrefillTile* __restrict__ tiles, int n,
                              int past, int group, PagedKv cache, int block_shift,
                              const int32_t* __restrict__ block_tables, float scale_log2, bf16* __restrict__ out,
-                             int out_stride) {
+                             int out_stride, float* __restrict__ part_o, float2* __restrict__ part_ml) {
   using Warp = attn::WarpFlash<HD, kKeyTile>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
 
@@ -74,7 +82,8 @@ __global__ void __launch_bounds__(kThreads, prefill_min_blocks<HD>())
     tile = tiles[blockIdx.y];
   } else {
     const int q0 = (gridDim.y - 1 - blockIdx.y) * kRows;
-    tile = PrefillTile{q0, min(kRows, n - q0), past + q0, 0};
+    const int rows = min(kRows, n - q0);
+    tile = PrefillTile{q0, rows, past + q0, 0, 0, (past + q0 + rows + kKeyTile - 1) / kKeyTile, -1};
   }
   const int rows = tile.rows, pos0 = tile.pos0;
   const int table_offset = tile.table_offset;  // an index, not a pointer: one register fewer
@@ -95,7 +104,8 @@ __global__ void __launch_bounds__(kThreads, prefill_min_blocks<HD>())
     return ((block << block_shift) + (t & ((1 << block_shift) - 1))) * kv_row;
   };
   const attn::FlashPass<HD, kKeyTile, kRows, kThreads> pass(smem_raw, tid);
-  pass.prologue(q_base, 0, rows, q_offset, k_base, v_base, kv_end, kv_offset);
+  const int j_first = tile.key_begin, j_end = tile.key_end;
+  pass.prologue(q_base, 0, rows, q_offset, k_base, v_base, kv_end, kv_offset, j_first);
 
   // This thread's two rows and the warp's first row (tile rows).
   const int g = lane / 4;
@@ -104,10 +114,9 @@ __global__ void __launch_bounds__(kThreads, prefill_min_blocks<HD>())
 
   Warp w;
   w.init();
-  const int num_tiles = (kv_end + kKeyTile - 1) / kKeyTile;
-  for (int j = 0; j < num_tiles; ++j) {
+  for (int j = j_first; j < j_end; ++j) {
     const int k0 = j * kKeyTile;
-    pass.begin_tile(w, j, k0, warp, lane, v_base, kv_end, kv_offset);
+    pass.begin_tile(w, j, k0, warp, lane, v_base, kv_end, kv_offset, j_first);
 
     // Warp-uniform: does any row of this warp see any key of this tile?
     const bool active = warp_row0 < rows && k0 <= pos0 + warp_row0 + 15;
@@ -120,13 +129,60 @@ __global__ void __launch_bounds__(kThreads, prefill_min_blocks<HD>())
       w.softmax(s, scale_log2);
     }
 
-    pass.end_tile(j, num_tiles, k0, k_base, kv_end, kv_offset);
+    pass.end_tile(j, j_end, k0, k_base, kv_end, kv_offset);
     if (active) w.accumulate(s, pass.sv, lane);
   }
 
   w.reduce_sums();
-  bf16* o_base = out + int64_t(tile.row0) * out_stride + int64_t(head) * HD;
-  w.store(o_base + int64_t(r0) * out_stride, o_base + int64_t(r1) * out_stride, r0 < rows, r1 < rows, lane);
+  if (tile.partial < 0) {
+    bf16* o_base = out + int64_t(tile.row0) * out_stride + int64_t(head) * HD;
+    w.store(o_base + int64_t(r0) * out_stride, o_base + int64_t(r1) * out_stride, r0 < rows, r1 < rows, lane);
+    return;
+  }
+  // A share of split keys: its partial rows (slot-major, then head, then row).
+  const int64_t slot_row = (int64_t(tile.partial) * gridDim.x + head) * kRows;
+  float* o_rows = part_o + slot_row * HD;
+  float2* ml_rows = part_ml + slot_row;
+  w.store_partial(o_rows + int64_t(r0) * HD, o_rows + int64_t(r1) * HD, ml_rows + r0, ml_rows + r1, r0 < rows,
+                  r1 < rows, lane);
+}
+
+// Merges a split tile's partials (CTA = q head x combine entry): a warp per
+// row, lane i owning dims 4i .. 4i + 3; the shares are weighted by
+// exp2(m_s - M) (M their largest max), a share that saw no key of a row
+// ({-inf, 0}) skipped.
+template <int HD>
+__global__ void __launch_bounds__(kThreads)
+    attention_prefill_combine_kernel(const PrefillCombine* __restrict__ combines, const float* __restrict__ part_o,
+                                     const float2* __restrict__ part_ml, bf16* __restrict__ out, int out_stride) {
+  const PrefillCombine c = combines[blockIdx.y];
+  const int head = blockIdx.x, heads = gridDim.x;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane * 4 >= HD) return;
+  for (int r = warp; r < c.rows; r += kWarps) {
+    float mx = -INFINITY;
+    for (int p = 0; p < c.partials; ++p)
+      mx = fmaxf(mx, part_ml[(int64_t(c.first_partial + p) * heads + head) * kRows + r].x);
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    float sum = 0.f;
+    for (int p = 0; p < c.partials; ++p) {
+      const int64_t at = (int64_t(c.first_partial + p) * heads + head) * kRows + r;
+      const float2 ml = part_ml[at];
+      if (ml.x == -INFINITY) continue;
+      const float wt = exp2f(ml.x - mx);
+      const float4 o = *reinterpret_cast<const float4*>(part_o + at * HD + lane * 4);
+      acc.x += wt * o.x;
+      acc.y += wt * o.y;
+      acc.z += wt * o.z;
+      acc.w += wt * o.w;
+      sum += wt * ml.y;
+    }
+    const float inv = sum > 0.f ? 1.0f / sum : 0.f;
+    uint2 packed;
+    packed.x = pack_bf16x2(acc.x * inv, acc.y * inv);
+    packed.y = pack_bf16x2(acc.z * inv, acc.w * inv);
+    *reinterpret_cast<uint2*>(out + int64_t(c.row0 + r) * out_stride + int64_t(head) * HD + lane * 4) = packed;
+  }
 }
 
 template <int HD>
@@ -143,31 +199,45 @@ Status prepare_prefill_kernel() {
   return cuda_status(err, "cudaFuncSetAttribute(attention_prefill_kernel)");
 }
 
-// The one launch of both entry points: num_tiles CTAs per q head, from the
-// list `tiles` or (null) from the one segment (n, past).
+// What a launch works through: the plan's tiles (and, split, its combines
+// and partials), or (tiles null) the one segment (n, past).
+struct LaunchWork {
+  const PrefillTile* tiles = nullptr;
+  int num_tiles = 0, n = 0, past = 0;
+  const PrefillCombine* combines = nullptr;
+  int num_combines = 0, num_partials = 0;
+  float* partials = nullptr;
+};
+
+// The launches of both entry points: num_tiles CTAs per q head, then, when
+// the plan split keys, the combine.
 template <int HD>
-Status launch_prefill(const bf16* q, int q_stride, const PrefillTile* tiles, int num_tiles, int n, int past,
-                      int q_heads, const PagedKv& cache, int block_shift, const int32_t* block_tables, bf16* out,
-                      cudaStream_t stream) {
+Status launch_prefill(const bf16* q, int q_stride, const LaunchWork& work, int q_heads, const PagedKv& cache,
+                      int block_shift, const int32_t* block_tables, bf16* out, cudaStream_t stream) {
   REX_RETURN_IF_ERROR((prepare_prefill_kernel<HD>()));
-  const dim3 grid(static_cast<unsigned>(q_heads), static_cast<unsigned>(num_tiles));
+  const dim3 grid(static_cast<unsigned>(q_heads), static_cast<unsigned>(work.num_tiles));
+  float* part_o = work.partials;
+  float2* part_ml = part_o ? reinterpret_cast<float2*>(part_o + int64_t(work.num_partials) * q_heads * kRows * HD)
+                           : nullptr;
   attention_prefill_kernel<HD><<<grid, kThreads, prefill_smem_bytes<HD>(), stream>>>(
-      q, q_stride, tiles, n, past, q_heads / cache.kv_heads, cache, block_shift, block_tables,
-      attn::softmax_scale_log2(HD), out, q_heads * HD);
-  return check_launch("attention_prefill_kernel");
+      q, q_stride, work.tiles, work.n, work.past, q_heads / cache.kv_heads, cache, block_shift, block_tables,
+      attn::softmax_scale_log2(HD), out, q_heads * HD, part_o, part_ml);
+  REX_RETURN_IF_ERROR(check_launch("attention_prefill_kernel"));
+  if (work.num_combines == 0) return Status::Ok();
+  const dim3 combine_grid(static_cast<unsigned>(q_heads), static_cast<unsigned>(work.num_combines));
+  attention_prefill_combine_kernel<HD><<<combine_grid, kThreads, 0, stream>>>(work.combines, part_o, part_ml, out,
+                                                                             q_heads * HD);
+  return check_launch("attention_prefill_combine_kernel");
 }
 
-Status launch_for_head_dim(const bf16* q, int q_stride, const PrefillTile* tiles, int num_tiles, int n, int past,
-                           int q_heads, const PagedKv& cache, const int32_t* block_tables, bf16* out,
-                           cudaStream_t stream) {
+Status launch_for_head_dim(const bf16* q, int q_stride, const LaunchWork& work, int q_heads, const PagedKv& cache,
+                           const int32_t* block_tables, bf16* out, cudaStream_t stream) {
   int shift = 0;
   while ((1 << shift) < cache.block_size) ++shift;
   // 32: the small test checkpoints' decoder.
-  if (cache.head_dim == 32)
-    return launch_prefill<32>(q, q_stride, tiles, num_tiles, n, past, q_heads, cache, shift, block_tables, out, stream);
-  if (cache.head_dim == 64)
-    return launch_prefill<64>(q, q_stride, tiles, num_tiles, n, past, q_heads, cache, shift, block_tables, out, stream);
-  return launch_prefill<128>(q, q_stride, tiles, num_tiles, n, past, q_heads, cache, shift, block_tables, out, stream);
+  if (cache.head_dim == 32) return launch_prefill<32>(q, q_stride, work, q_heads, cache, shift, block_tables, out, stream);
+  if (cache.head_dim == 64) return launch_prefill<64>(q, q_stride, work, q_heads, cache, shift, block_tables, out, stream);
+  return launch_prefill<128>(q, q_stride, work, q_heads, cache, shift, block_tables, out, stream);
 }
 
 std::string str(int64_t v) { return std::to_string(v); }
@@ -222,14 +292,21 @@ Status attention_prefill_bf16(const bf16* q, int q_stride, int n, int past, int 
   if (tiles > kMaxGridY) return bad("expected n <= " + str(int64_t(kMaxGridY) * kRows) + " but got " + str(n));
   if (n == 0) return Status::Ok();
   REX_RETURN_IF_ERROR(check_pointers(fn, q, cache, block_table, out));
-  return launch_for_head_dim(q, q_stride, nullptr, tiles, n, past, q_heads, cache, block_table, out, stream);
+  LaunchWork work;
+  work.num_tiles = tiles;
+  work.n = n;
+  work.past = past;
+  return launch_for_head_dim(q, q_stride, work, q_heads, cache, block_table, out, stream);
 }
 
 Status plan_prefill_tiles(const PrefillSegment* segments, int num_segments, int rows, int block_size,
-                          int table_entries, std::vector<PrefillTile>* tiles) {
+                          int table_entries, std::vector<PrefillTile>* tiles, const PrefillSplit& split,
+                          std::vector<PrefillCombine>* combines) {
   auto bad = [](const std::string& what) { return invalid("plan_prefill_tiles", what); };
   if (!tiles) return bad("expected a tile vector but got a null pointer");
   tiles->clear();
+  if (combines) combines->clear();
+  if (split.enabled() && !combines) return bad("expected a combine vector for a split plan but got a null pointer");
   if (num_segments < 0) return bad("expected num_segments >= 0 but got " + str(num_segments));
   if (rows < 0) return bad("expected rows >= 0 but got " + str(rows));
   if (!power_of_two(block_size)) return bad("expected block_size a power of two but got " + str(block_size));
@@ -264,22 +341,65 @@ Status plan_prefill_tiles(const PrefillSegment* segments, int num_segments, int 
   tiles->reserve(size_t(count));
   for (int s = 0; s < num_segments; ++s) {
     const PrefillSegment& g = segments[s];
-    for (int q0 = 0; q0 < g.n; q0 += kRows)
-      tiles->push_back(PrefillTile{g.row_start + q0, std::min(kRows, g.n - q0), g.past + q0, g.table_offset});
+    for (int q0 = 0; q0 < g.n; q0 += kRows) {
+      const int n = std::min(kRows, g.n - q0), pos0 = g.past + q0;
+      tiles->push_back(PrefillTile{g.row_start + q0, n, pos0, g.table_offset, 0, (pos0 + n + kKeyTile - 1) / kKeyTile, -1});
+    }
   }
-  // Longest first: a CTA walks ceil((pos0 + rows) / 64) key tiles.
+  if (split.enabled() && count * split.q_heads < split.target_ctas) {
+    // Up to `shares` shares a tile, each of at least kMinKeyTiles key tiles, cut evenly.
+    const int64_t shares = (split.target_ctas + count * split.q_heads - 1) / (count * split.q_heads);
+    std::vector<PrefillTile> cut;
+    int slot = 0;
+    for (const PrefillTile& t : *tiles) {
+      const int keys = t.key_end;
+      const int n = int(std::min<int64_t>(shares, std::max(1, keys / PrefillSplit::kMinKeyTiles)));
+      if (n <= 1) {
+        cut.push_back(t);
+        continue;
+      }
+      combines->push_back(PrefillCombine{t.row0, t.rows, slot, n});
+      for (int i = 0; i < n; ++i) {
+        PrefillTile share = t;
+        share.key_begin = int(int64_t(keys) * i / n);
+        share.key_end = int(int64_t(keys) * (i + 1) / n);
+        share.partial = slot++;
+        cut.push_back(share);
+      }
+    }
+    if (int64_t(cut.size()) > kMaxGridY)  // cannot happen while target_ctas stays below kMaxGridY
+      return bad("expected at most " + str(kMaxGridY) + " tiles after splitting keys but got " + str(int64_t(cut.size())));
+    *tiles = std::move(cut);
+  }
+  // Longest first: a CTA walks key_end - key_begin key tiles (unsplit:
+  // ceil((pos0 + rows) / 64), so the order is by keys seen), ties by keys seen.
   std::stable_sort(tiles->begin(), tiles->end(), [](const PrefillTile& a, const PrefillTile& b) {
-    return a.pos0 + a.rows > b.pos0 + b.rows;
+    const int wa = a.key_end - a.key_begin, wb = b.key_end - b.key_begin;
+    return wa != wb ? wa > wb : a.pos0 + a.rows > b.pos0 + b.rows;
   });
   return Status::Ok();
 }
 
+size_t prefill_partial_floats(int partials, int q_heads, int head_dim) {
+  if (partials <= 0 || q_heads <= 0 || head_dim <= 0) return 0;
+  return size_t(partials) * size_t(q_heads) * size_t(kRows) * size_t(head_dim + 2);  // O, then {m, l}
+}
+
 Status PrefillPlan::build(const PrefillSegment* segments, int num_segments, int rows, int block_size,
-                          int table_entries, cudaStream_t stream) {
+                          int table_entries, cudaStream_t stream, const PrefillSplit& split) {
   built_ = false;
-  REX_RETURN_IF_ERROR(plan_prefill_tiles(segments, num_segments, rows, block_size, table_entries, &tiles_));
+  partials_ = 0;
+  REX_RETURN_IF_ERROR(
+      plan_prefill_tiles(segments, num_segments, rows, block_size, table_entries, &tiles_, split, &combines_));
   if (!tiles_.empty())
     REX_RETURN_IF_ERROR(device_.upload(tiles_.data(), tiles_.size(), stream, "the prefill tile list"));
+  for (const PrefillCombine& c : combines_) partials_ += c.partials;
+  if (!combines_.empty()) {
+    REX_RETURN_IF_ERROR(device_combines_.upload(combines_.data(), combines_.size(), stream, "the prefill combine list"));
+    REX_RETURN_IF_ERROR(workspace_.ensure(prefill_partial_floats(partials_, split.q_heads, split.head_dim),
+                                          "the prefill attention partials"));
+  }
+  split_ = split;
   block_size_ = block_size;
   built_ = true;
   return Status::Ok();
@@ -300,10 +420,19 @@ Status attention_prefill_varlen_bf16(const bf16* q, int q_stride, const PrefillP
   if (cache.block_size != plan.block_size())
     return bad("expected cache.block_size " + str(plan.block_size()) + " (the plan's) but got " +
                str(cache.block_size));
+  if (plan.num_partials() > 0 && (q_heads != plan.split().q_heads || cache.head_dim != plan.split().head_dim))
+    return bad("expected q_heads " + str(plan.split().q_heads) + " and head_dim " + str(plan.split().head_dim) +
+               " (the split plan's) but got " + str(q_heads) + " and " + str(cache.head_dim));
   if (plan.num_tiles() == 0) return Status::Ok();
   REX_RETURN_IF_ERROR(check_pointers(fn, q, cache, block_tables, out));
-  return launch_for_head_dim(q, q_stride, plan.device_tiles(), plan.num_tiles(), 0, 0, q_heads, cache, block_tables,
-                             out, stream);
+  LaunchWork work;
+  work.tiles = plan.device_tiles();
+  work.num_tiles = plan.num_tiles();
+  work.combines = plan.device_combines();
+  work.num_combines = plan.num_combines();
+  work.num_partials = plan.num_partials();
+  work.partials = plan.partials();
+  return launch_for_head_dim(q, q_stride, work, q_heads, cache, block_tables, out, stream);
 }
 
 }  // namespace rex::cuda

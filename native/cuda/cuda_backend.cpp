@@ -203,6 +203,15 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   const char* fast_rows = std::getenv("REX_OMNI_GEMV_FAST_ROWS");
   const int gemv_fast_rows = fast_rows ? std::clamp(std::atoi(fast_rows), 0, kGemvRows) : kGemvFastRows;
   text_.set_gemv_max_rows(options_.batch_invariant ? kGemvRows : gemv_fast_rows);
+  // REX_OMNI_PREFILL_SPLIT: split prefill attention keys in passes of too few
+  // CTAs ("1": two waves of the prefill kernel, 2 CTAs an SM; N > 1: N CTAs).
+  // Off until measured on a device (NOTES.md §5.2).
+  if (const char* split = std::getenv("REX_OMNI_PREFILL_SPLIT")) {
+    int sms = 0;
+    REX_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, options_.device));
+    const int n = std::atoi(split);
+    text_.set_prefill_split_ctas(n == 1 ? 4 * sms : std::clamp(n, 0, 65535));
+  }
   if (const char* profile = std::getenv("REX_OMNI_PROFILE_STEP")) text_.set_profile_path(profile);
   // One prefill call and one vision pass, kernel by kernel (step_profile.h).
   if (const char* profile = std::getenv("REX_OMNI_PROFILE_PREFILL"); profile && *profile) {

@@ -384,17 +384,24 @@ Status TextRunner::prefill_passes(const std::vector<PrefillPart>& parts, int row
                                        stream_));
       }
     }
-    // One piece: the one-sequence attention (no plan to upload); several: varlen.
-    if (pieces.size() > 1)
+    // One piece: the one-sequence attention (no plan to upload), unless its
+    // keys are split; several: varlen. Split keys (prefill_split_ctas_) when
+    // the pass's tiles leave the GPU short of that many CTAs.
+    PrefillSplit split;
+    if (prefill_split_ctas_ > 0) split = PrefillSplit{c.num_heads, c.head_dim(), prefill_split_ctas_};
+    int pass_tiles = 0;
+    for (const PrefillSegment& g : segments) pass_tiles += (g.n + kPrefillTileRows - 1) / kPrefillTileRows;
+    const bool planned = pieces.size() > 1 || (split.enabled() && pass_tiles * c.num_heads < split.target_ctas);
+    if (planned)
       REX_RETURN_IF_ERROR(pre_plan_.build(segments.data(), int(segments.size()), pass, arena_.block_size, int(tables.size()),
-                                          stream_));
+                                          stream_, split));
     PagedKv kv{nullptr, nullptr, arena_.block_size, c.num_kv_heads, c.head_dim()};
     const PrefillSegment one = segments.front();
     auto attention = [&](int layer, const bf16* qkv, bf16* out) {
       const KvPlane plane = arena_.layer(layer);
       kv.k = plane.k;
       kv.v = plane.v;
-      if (pieces.size() > 1)
+      if (planned)
         return attention_prefill_varlen_bf16(qkv, qkv_width, pre_plan_, c.num_heads, kv, pre_blocks_.get(), out, stream_);
       return attention_prefill_bf16(qkv, qkv_width, one.n, one.past, c.num_heads, kv, pre_blocks_.get() + one.table_offset,
                                     out, stream_);

@@ -119,6 +119,9 @@ class TextRunner {
   // largest it covers) -> splits, in place of splits_for's; an A/B knob
   // (REX_OMNI_DECODE_SPLITS). Before init(): it sizes the workspace.
   void set_wide_step_splits(std::map<int, int> splits) { wide_step_splits_ = std::move(splits); }
+  // Prefill passes whose attention tiles x q heads fall short of this many
+  // CTAs split their keys (PrefillSplit); 0: never (REX_OMNI_PREFILL_SPLIT).
+  void set_prefill_split_ctas(int ctas) { prefill_split_ctas_ = ctas; }
   // Profiles one decode step of 1, 8 and 64 rows each into this JSON file and
   // its siblings (step_profile.h); empty: off.
   void set_profile_path(std::string path) { profile_path_ = std::move(path); }
@@ -183,6 +186,7 @@ class TextRunner {
   bool use_gemv_ = true;
   int gemv_max_rows_ = 8;
   std::map<int, int> wide_step_splits_;
+  int prefill_split_ctas_ = 0;
   // A step's projections take the GEMV up to gemv_max_rows_ rows, and at any
   // size when all its rows are one sequence's (a lone request's jump-forward
   // rows then give step-by-step decoding's bits).

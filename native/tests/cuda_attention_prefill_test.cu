@@ -20,7 +20,10 @@
 //  - every segment's rows are bit for bit those of attention_prefill_bf16
 //    on that segment alone, and of a one-segment plan;
 //  - the plan's tile list (host): cut and order; inconsistent segments fail
-//    with kInvalidArgument, "expected ... but got ...".
+//    with kInvalidArgument, "expected ... but got ...";
+//  - split keys (a PrefillSplit plan: shares of long tiles' keys and the
+//    combine launch) against the CPU twin for head_dim 128, 64 and 32, and the
+//    split plan's shares, slots and combines (host).
 // Timing lines: median of 20 launches (cudaEvent, L2 flushed), with causal
 // FLOPs (4 * q_heads * head_dim * sum_i (past + i + 1)) and bytes (q read,
 // K/V read once, out written), TFLOP/s and GB/s; a table comes last.
@@ -270,10 +273,15 @@ struct VarlenCase {
   std::vector<int> gap_after;                // unused q rows after each segment (missing: 0)
   int q_heads = 16, kv_heads = 2, hd = 128, block_size = 64;
   int q_stride = 0;  // 0: q_heads*hd
+  int split_ctas = 0;  // > 0: the plan splits keys below this many CTAs (PrefillSplit)
   std::string label() const {
     std::string l = std::to_string(segments.size()) + " segments h " + std::to_string(q_heads) + "/" +
                     std::to_string(kv_heads) + " hd " + std::to_string(hd) + " bs " + std::to_string(block_size);
-    return q_stride ? l + " qs " + std::to_string(q_stride) : l;
+    if (q_stride) l += " qs " + std::to_string(q_stride);
+    return split_ctas ? l + " split<" + std::to_string(split_ctas) : l;
+  }
+  rex::cuda::PrefillSplit split() const {
+    return split_ctas ? rex::cuda::PrefillSplit{q_heads, hd, split_ctas} : rex::cuda::PrefillSplit{};
   }
 };
 
@@ -353,10 +361,15 @@ void check_varlen(const VarlenCase& vc, bool time_it, const std::string& name = 
   cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
 
   rex::cuda::PrefillPlan plan;
-  CHECK_OK(plan.build(segs.data(), num_segments, rows, bs, table_entries, stream));
+  CHECK_OK(plan.build(segs.data(), num_segments, rows, bs, table_entries, stream, vc.split()));
   int want_tiles = 0;
   for (const auto& g : segs) want_tiles += (g.n + rex::cuda::kPrefillTileRows - 1) / rex::cuda::kPrefillTileRows;
-  CHECK_EQ(plan.num_tiles(), want_tiles);
+  if (vc.split_ctas) {  // the cases are chosen so that the keys split
+    CHECK(plan.num_combines() > 0);
+    CHECK(plan.num_tiles() > want_tiles);
+  } else {
+    CHECK_EQ(plan.num_tiles(), want_tiles);
+  }
   auto launch = [&] {
     return rex::cuda::attention_prefill_varlen_bf16(dq.as<bf16>(), q_stride, plan, vc.q_heads, cache, dtables.ptr,
                                                     dout.as<bf16>(), stream);
@@ -389,8 +402,10 @@ void check_varlen(const VarlenCase& vc, bool time_it, const std::string& name = 
   CHECK_EQ(written_outside, size_t(0));
 
   // (b) the same bits as each segment alone: the one-sequence call (q, table
-  // and out pointers moved to the segment) and a one-segment plan.
-  for (int s = 0; s < num_segments; ++s) {
+  // and out pointers moved to the segment) and a one-segment plan. (Split
+  // keys depend on the pass's tiles, so a split plan's rows are checked
+  // against the CPU twin and for repeatability only.)
+  for (int s = 0; s < num_segments && !vc.split_ctas; ++s) {
     const rex::cuda::PrefillSegment& g = segs[size_t(s)];
     const std::string seg_what = what + " segment " + std::to_string(s) + " alone";
     const std::vector<uint16_t> alone = poisoned_run(dalone, [&] {
@@ -430,8 +445,22 @@ void check_varlen(const VarlenCase& vc, bool time_it, const std::string& name = 
     const double flops = 4.0 * vc.q_heads * hd * keys;
     const double bytes = 2.0 * (2.0 * double(rows) * qd + 2.0 * kv_rows * kvd);
     const std::string label = name.empty() ? vc.label() : name;
-    report_timing(label + " varlen", t, flops, bytes, worst);
-    report_timing(label + " per segment", apart, flops, bytes, worst);
+    if (vc.split_ctas) {  // against the same plan unsplit
+      rex::cuda::PrefillPlan whole;
+      CHECK_OK(whole.build(segs.data(), num_segments, rows, bs, table_entries, stream));
+      const Timing unsplit = time_launch(
+          [&] {
+            (void)rex::cuda::attention_prefill_varlen_bf16(dq.as<bf16>(), q_stride, whole, vc.q_heads, cache,
+                                                           dtables.ptr, dout.as<bf16>(), stream);
+          },
+          stream);
+      CHECK_CUDA_SYNC();
+      report_timing(label + " split keys (" + std::to_string(plan.num_tiles()) + " tiles)", t, flops, bytes, worst);
+      report_timing(label + " unsplit (" + std::to_string(whole.num_tiles()) + " tiles)", unsplit, flops, bytes, worst);
+    } else {
+      report_timing(label + " varlen", t, flops, bytes, worst);
+      report_timing(label + " per segment", apart, flops, bytes, worst);
+    }
   }
   cudaStreamDestroy(stream);
 }
@@ -461,6 +490,64 @@ REX_TEST(prefill_varlen_mixed_segments) {
   one.q_heads = 4;
   one.kv_heads = 1;
   check_varlen(one, false);
+}
+
+// Split keys (PrefillSplit): shares of long tiles' keys in CTAs of their
+// own, merged by the combine kernel; against the CPU twin, rows of no
+// segment untouched, the same bits twice.
+REX_TEST(prefill_split_keys) {
+  if (skip_without_gpu()) return;
+  VarlenCase question;  // a cached image's question: 216 rows after 987 cached keys
+  question.segments = {{216, 987}};
+  question.q_stride = kFusedQkvStride;
+  question.split_ctas = 528;
+  check_varlen(question, false);
+  VarlenCase chunk;  // a short chunk after a long past, and a prompt from 0
+  chunk.segments = {{37, 1200}, {130, 0}};
+  chunk.gap_after = {2};
+  chunk.q_stride = kFusedQkvStride;
+  chunk.split_ctas = 528;
+  check_varlen(chunk, false);
+  VarlenCase mixed = chunk;  // many segments, a target that splits every long tile
+  mixed.segments = {{17, 1000}, {1, 0}, {300, 5}, {64, 130}, {65, 0}, {1, 1000}};
+  mixed.gap_after = {0, 3, 0, 1};
+  mixed.split_ctas = 4096;
+  check_varlen(mixed, false);
+  VarlenCase hd64;
+  hd64.segments = {{65, 700}, {9, 129}};
+  hd64.q_heads = 8;
+  hd64.hd = 64;
+  hd64.block_size = 16;
+  hd64.split_ctas = 1024;
+  check_varlen(hd64, false);
+  VarlenCase hd32;  // the tiny test checkpoint's decoder
+  hd32.segments = {{40, 300}};
+  hd32.q_heads = 4;
+  hd32.hd = 32;
+  hd32.block_size = 32;
+  hd32.split_ctas = 256;
+  check_varlen(hd32, false);
+}
+
+REX_TEST(prefill_split_keys_timing) {
+  if (skip_without_gpu() || skip_in_quick_mode()) return;
+  for (const int target : {264, 528, 1056}) {
+    VarlenCase question;
+    question.segments = {{216, 987}};
+    question.q_stride = kFusedQkvStride;
+    question.split_ctas = target;
+    check_varlen(question, true, "question n 216 past 987 split<" + std::to_string(target));
+  }
+  VarlenCase chunk;
+  chunk.segments = {{37, 1200}};
+  chunk.q_stride = kFusedQkvStride;
+  chunk.split_ctas = 528;
+  check_varlen(chunk, true, "chunk n 37 past 1200 split<528");
+  VarlenCase prompt;
+  prompt.segments = {{987, 0}};
+  prompt.q_stride = kFusedQkvStride;
+  prompt.split_ctas = 528;
+  check_varlen(prompt, true, "prompt n 987 past 0 split<528");
 }
 
 REX_TEST(prefill_varlen_batch_timing) {
@@ -500,6 +587,58 @@ REX_TEST(prefill_varlen_plan_tiles) {
   CHECK_EQ(covered, 17 + 1 + 300 + 64 + 65);
   CHECK_EQ(tiles.front().pos0, 1000);  // segment 0 sees the most keys
   CHECK_EQ(tiles.back().pos0 + tiles.back().rows, 1);  // segment 1's one row sees one key
+}
+
+// A split plan, host only: every tile's keys covered once, in contiguous
+// shares of at least kMinKeyTiles key tiles; partial slots 0 .. P-1 each
+// once, a combine per split tile; longest share first; no split once the
+// tiles alone reach the target.
+REX_TEST(prefill_split_plan) {
+  using rex::cuda::PrefillCombine;
+  using rex::cuda::PrefillSegment;
+  using rex::cuda::PrefillSplit;
+  using rex::cuda::PrefillTile;
+  const PrefillSegment question{0, 216, 987, 0};  // 4 tiles seeing 1051 .. 1203 keys: 17, 18, 19, 19 key tiles
+  const PrefillSplit split{16, 128, 528};         // 4 x 16 = 64 CTAs: up to ceil(528 / 64) = 9 shares a tile
+  std::vector<PrefillTile> tiles;
+  std::vector<PrefillCombine> combines;
+  CHECK_OK(rex::cuda::plan_prefill_tiles(&question, 1, 216, 64, 19, &tiles, split, &combines));
+  CHECK_EQ(combines.size(), size_t(4));
+  CHECK_EQ(tiles.size(), size_t(8 + 9 + 9 + 9));
+  std::vector<int> slot_seen(tiles.size(), 0);
+  for (size_t i = 0; i < tiles.size(); ++i) {
+    const PrefillTile& t = tiles[i];
+    CHECK(t.partial >= 0 && t.partial < int(tiles.size()));
+    ++slot_seen[size_t(t.partial)];
+    CHECK(t.key_end - t.key_begin >= PrefillSplit::kMinKeyTiles);
+    if (i > 0) CHECK(tiles[i - 1].key_end - tiles[i - 1].key_begin >= t.key_end - t.key_begin);
+  }
+  for (int seen : slot_seen) CHECK_EQ(seen, 1);
+  for (const PrefillCombine& c : combines) {
+    // Its shares: slots first_partial .. + partials, keys 0 .. all its rows see, in order.
+    int next_key = 0;
+    for (int p = 0; p < c.partials; ++p) {
+      const auto share = std::find_if(tiles.begin(), tiles.end(), [&](const PrefillTile& t) { return t.partial == c.first_partial + p; });
+      CHECK(share != tiles.end());
+      CHECK_EQ(share->row0, c.row0);
+      CHECK_EQ(share->rows, c.rows);
+      CHECK_EQ(share->key_begin, next_key);
+      next_key = share->key_end;
+    }
+    CHECK_EQ(next_key, (987 + c.row0 + c.rows + 63) / 64);
+  }
+  // 32 tiles x 16 heads = 512 CTAs: not short of a 512 target, so nothing splits.
+  const PrefillSegment long_prompt{0, 2048, 0, 0};
+  CHECK_OK(rex::cuda::plan_prefill_tiles(&long_prompt, 1, 2048, 64, 32, &tiles, PrefillSplit{16, 128, 512}, &combines));
+  CHECK_EQ(tiles.size(), size_t(32));
+  CHECK(combines.empty());
+  for (const PrefillTile& t : tiles) CHECK_EQ(t.partial, -1);
+  // A split plan needs somewhere to put its combines.
+  const rex::Status st = rex::cuda::plan_prefill_tiles(&question, 1, 216, 64, 19, &tiles, split, nullptr);
+  std::printf("  %-44s -> %s\n", "split plan without a combine vector", st.ok() ? "ok (WRONG)" : st.message().c_str());
+  expect_invalid(st, "expected a combine vector");
+  CHECK_EQ(rex::cuda::prefill_partial_floats(35, 16, 128), size_t(35) * 16 * 64 * 130);
+  CHECK_EQ(rex::cuda::prefill_partial_floats(0, 16, 128), size_t(0));
 }
 
 REX_TEST(prefill_varlen_bad_segments) {
