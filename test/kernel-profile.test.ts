@@ -77,14 +77,21 @@ describe('kernel profile tables', () => {
         stepProfileBatch64: undefined,
         prefillProfile: prefill,
         visionProfile: undefined,
-        profileFiles: { step: '/x/step-profile.json', prefill: '/x/prefill-profile.json', vision: '/x/prefill-profile.vision.json' },
+        suffixProfile: prefill,
+        profileFiles: {
+          step: '/x/step-profile.json',
+          prefill: '/x/prefill-profile.json',
+          vision: '/x/prefill-profile.vision.json',
+          suffix: '/x/prefill-profile.suffix.json',
+        },
       });
       const out = log.mock.calls.map((c) => String(c[0]));
-      expect(out).toHaveLength(5);
+      expect(out).toHaveLength(6);
       expect(out[0]).toMatch(/^one batch-1 step, eager, kernel by kernel \(rows 990, past 0\): total 1\.250 ms/);
       expect(out[1]).toBe('one batch-8 step, eager, kernel by kernel: the profile was not written (/x/step-profile.batch8.json)');
       expect(out[3]).toMatch(/^one prefill call, eager, kernel by kernel \(rows 990, past 0\).*\n.*TFLOP\/s/);
       expect(out[4]).toBe('one vision pass, eager, kernel by kernel: the profile was not written (/x/prefill-profile.vision.json)');
+      expect(out[5]).toMatch(/^a question's prefill after its image's prefix, eager, kernel by kernel \(rows 990, past 0\)/);
     } finally {
       log.mockRestore();
     }
