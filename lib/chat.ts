@@ -49,6 +49,14 @@ export async function buildPromptIds(
     );
     throw Object.assign(error, { code: 'ERR_OUT_OF_RANGE' });
   }
+  return expandImagePads(ids, imagePad, imagePads);
+}
+
+/** `ids` (with one `imagePad` id, as buildPromptIds(..., 1) gives) with that id repeated `imagePads` times; a new array. */
+export function expandImagePads(ids: readonly number[], imagePad: number, imagePads: number): number[] {
   const at = ids.indexOf(imagePad);
+  if (at < 0 || !Number.isInteger(imagePads) || imagePads < 1) {
+    throw outOfRange('expandImagePads', 'ids with an image pad and a positive pad count', at < 0 ? 'no image pad' : imagePads);
+  }
   return [...ids.slice(0, at), ...new Array<number>(imagePads).fill(imagePad), ...ids.slice(at + 1)];
 }

@@ -8,7 +8,7 @@
 // text → the streaming parser → predictions in original-image pixels, scored.
 import { join } from 'node:path';
 
-import { buildPromptIds, imagePadCount } from './chat.js';
+import { buildPromptIds, expandImagePads, imagePadCount } from './chat.js';
 import { Engine, type EngineOptions, type FinishEvent } from './engine.js';
 import { invalidType, RexOmniError } from './errors.js';
 import { loadImage, type ImageInput, type LoadImageOptions } from './image/index.js';
@@ -31,6 +31,7 @@ import {
 } from './tasks/index.js';
 import { RexTokenizer } from './tokenizer.js';
 import { compileGrammar } from './grammar/index.js';
+import { PromiseCache } from './promise-cache.js';
 import { loadAddon } from './native.js';
 
 export interface LoadOptions extends EngineOptions {
@@ -93,7 +94,9 @@ export class RexOmni implements AsyncDisposable {
   readonly #tokenizer: RexTokenizer;
   readonly #defaults: RunOptions;
   readonly #maxInputPixels: number | undefined;
-  readonly #grammars = new Map<string, Promise<string>>();
+  // Services reuse a few category lists: the 64 newest grammars and task prompts' ids are kept.
+  readonly #grammars = new PromiseCache<string>(64);
+  readonly #promptIds = new PromiseCache<number[]>(64);
 
   private constructor(engine: Engine, tokenizer: RexTokenizer, options: LoadOptions) {
     this.#engine = engine;
@@ -179,7 +182,12 @@ export class RexOmni implements AsyncDisposable {
     const spec = validateTask(task, size);
     const resized = loadAddon().addon.smartResize(decoded.height, decoded.width, opts.minPixels, opts.maxPixels);
     const imagePads = imagePadCount(resized.height / 14, resized.width / 14);
-    const promptIds = await buildPromptIds(this.#tokenizer, buildTaskPrompt(spec, size), imagePads);
+    const taskPrompt = buildTaskPrompt(spec, size);
+    const promptIds = expandImagePads(
+      await this.#promptIds.get(taskPrompt, () => buildPromptIds(this.#tokenizer, taskPrompt, 1)),
+      this.#tokenizer.ids.imagePad,
+      imagePads,
+    );
 
     const parser = new StreamingOutputParser(spec, size);
     const detokenizer = new StreamingDetokenizer(this.#tokenizer);
@@ -273,19 +281,13 @@ export class RexOmni implements AsyncDisposable {
   async #grammar(task: ValidatedTask, opts: ResolvedRunOptions): Promise<string> {
     const format = TASK_OUTPUT[task.task];
     const key = JSON.stringify([task.task, allowedPhrases(task), opts.maxPredictions, opts.forbidDuplicateBoxes, opts.maxPhraseTokens]);
-    let compiled = this.#grammars.get(key);
-    if (!compiled) {
-      compiled = compileGrammar(
+    return this.#grammars.get(key, () =>
+      compileGrammar(
         { syntax: format.syntax, kind: format.kind, phrases: allowedPhrases(task) },
         this.#tokenizer,
         { maxPredictions: opts.maxPredictions, forbidDuplicateBoxes: opts.forbidDuplicateBoxes, maxPhraseTokens: opts.maxPhraseTokens },
-      ).then((grammar) => JSON.stringify(grammar));
-      this.#grammars.set(key, compiled);
-      // A small cache: services reuse a few category lists; keep the 64 newest.
-      if (this.#grammars.size > 64) this.#grammars.delete(this.#grammars.keys().next().value!);
-      compiled.catch(() => this.#grammars.delete(key));
-    }
-    return compiled;
+      ).then((grammar) => JSON.stringify(grammar)),
+    );
   }
 
   #request(promptIds: number[], image: { rgb: Uint8Array; width: number; height: number }, opts: ResolvedRunOptions) {

@@ -1,6 +1,6 @@
 // The chat text and prompt ids around a task prompt, byte for byte.
 import { beforeAll, describe, expect, it } from 'vitest';
-import { buildChatText, buildPromptIds, imagePadCount } from '../lib/chat.js';
+import { buildChatText, buildPromptIds, expandImagePads, imagePadCount } from '../lib/chat.js';
 import { RexTokenizer } from '../lib/tokenizer.js';
 import { ensureTinyCheckpoint } from './fixtures/tiny-checkpoint.js';
 
@@ -63,6 +63,15 @@ describe('buildPromptIds', () => {
     await expect(buildPromptIds(tokenizer, DETECT_CAT, 0)).rejects.toThrow(
       'buildPromptIds(imagePadCount): expected a positive integer but got 0',
     );
+  });
+
+  it('expands a one-pad prompt afterwards to what building with the count gives (expandImagePads)', async () => {
+    const one = await buildPromptIds(tokenizer, DETECT_CAT, 1);
+    const expanded = expandImagePads(one, PAD, 9);
+    expect(expanded).toEqual(await buildPromptIds(tokenizer, DETECT_CAT, 9));
+    expect(one.filter((id) => id === PAD)).toHaveLength(1);  // the input is left as it was
+    expect(() => expandImagePads([1, 2, 3], PAD, 4)).toThrow('expandImagePads: expected ids with an image pad');
+    expect(() => expandImagePads(one, PAD, 0)).toThrow('but got 0');
   });
 
   it('rejects a task prompt that smuggles in another image placeholder', async () => {

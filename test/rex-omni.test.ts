@@ -3,11 +3,12 @@
 // bad input, and the grammar's guarantees over seeded sampled generations.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import type { Prediction } from '../lib/predictions.js';
 import { RexOmni, type RexOmniEvent } from '../lib/rex-omni.js';
 import type { TaskSpec } from '../lib/tasks/index.js';
+import { RexTokenizer } from '../lib/tokenizer.js';
 import { modelCases } from './fixtures/golden-cases.js';
 import { repoRoot } from './fixtures/repo-root.js';
 import { syntheticRgb } from './fixtures/synthetic-image.js';
@@ -90,6 +91,21 @@ describe('RexOmni, constrained', () => {
     expect(done.result.unparsed).toEqual([]);
     expect(done.result.complete).toBe(true);
     expect(Object.keys(done.result.groups).every((k) => ['person', 'cup'].includes(k))).toBe(true);
+  });
+
+  it('tokenizes a task prompt and compiles its grammar once: a repeat at another size calls no tokenizer', async () => {
+    const task: TaskSpec = { task: 'detection', categories: ['teapot', 'kettle', 'saucer'] };
+    const first = await model.run(SMALL, task, { maxNewTokens: 4 });
+    const encode = vi.spyOn(RexTokenizer.prototype, 'encode');
+    try {
+      // Another image size: other image pads, the same task prompt.
+      const repeat = await model.run({ data: syntheticRgb(224, 224, 4), width: 224, height: 224 }, task, { maxNewTokens: 4 });
+      expect(encode).not.toHaveBeenCalled();
+      expect(repeat.tokens.image).toBeGreaterThan(first.tokens.image);
+      expect(repeat.tokens.prompt - repeat.tokens.image).toBe(first.tokens.prompt - first.tokens.image);
+    } finally {
+      encode.mockRestore();
+    }
   });
 
   it('aborts mid-stream through a signal while another request completes', async () => {
