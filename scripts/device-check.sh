@@ -7,6 +7,7 @@
 #   gpu     `npm run test:gpu`: preprocessing parity, end-to-end parity on
 #           the tiny checkpoint and at the full 3B shape
 #   bench   `npm run bench`: ours beside transformers and a graphed PyTorch step
+#   bench-ab  the same twice, as is and with $BENCH_AB_ENV (NAME=VALUE) set
 #   soak    the soak test (benchmarks/soak.ts) on the 3B-shaped checkpoint,
 #           SOAK_MINUTES (default 10) at concurrency 64, under batchInvariant;
 #           SOAK_MODE=default soaks the engine's default serving path instead
@@ -30,7 +31,7 @@
 # Usage (device, repo root, after carrying .devicebundle):
 #   bash scripts/device-check.sh [stage ...]     default: build gpu bench
 #   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one), soak, soak-start, soak-wait, serve-load, concurrency,
-#           concurrency-ab, step, splits,
+#           concurrency-ab, step, splits, bench-ab,
 #           gpu-fast (all but the 3B parity), gpu-3b, gpu:<file> (one test/gpu file), bench,
 #           kernel-<ctest name> (one kernel test)
 # Logs go to $OUT (the device tool brings them back); the last lines printed
@@ -172,6 +173,16 @@ PY
       logged serve-load 20 node dist/benchmarks/serve-load.js --model "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --backend cuda --out "$OUT/serve-load.json" ;;
     bench)
       logged bench 40 npm run bench -- --out "$OUT/bench.json" ;;
+    bench-ab)
+      # `npm run bench` twice in one call: as is, then with $BENCH_AB_ENV set
+      # (e.g. BENCH_AB_ENV=REX_OMNI_PREFILL_SPLIT=1); each variant's summary lines.
+      [ -n "${BENCH_AB_ENV:-}" ] || { note "bench-ab: set BENCH_AB_ENV=NAME=VALUE"; continue; }
+      for variant in plain ab; do
+        if [ "$variant" = ab ]; then with=(env "$BENCH_AB_ENV"); else with=(env); fi
+        logged "bench-$variant" 0 "${with[@]}" npm run bench -- --out "$OUT/bench-$variant.json"
+        grep -E "^decode, batch 1|^end to end|^prefix cache|ours \(cuda\)|^ +(1|8|32|64) +[0-9]+ " "$OUT/bench-$variant.log" | head -12
+      done
+      note "bench-ab ($BENCH_AB_ENV): ($(( $(date +%s) - start )) s)" ;;
     *) note "unknown stage $stage" ;;
   esac
 done
