@@ -171,6 +171,8 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   cudaRuntimeGetVersion(&device_info_.runtime_version);
   REX_CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   REX_RETURN_IF_ERROR(gemm_.init());
+  // REX_OMNI_GEMM_TUNE=1: time cuBLASLt's candidates per shape (GemmRunner::set_tuning), an A/B knob.
+  gemm_.set_tuning(std::getenv("REX_OMNI_GEMM_TUNE") != nullptr);
   REX_RETURN_IF_ERROR(upload_weights(config, weights, &weights_));
 
   size_t blocks = 0;

@@ -17,14 +17,22 @@
 //    CUDA graph. Make a shape's first call outside capture.
 //  - Not thread-safe: one runner per stream/thread (the cache and the
 //    per-call bias attribute are unguarded).
+//  - Tuning (set_tuning, an A/B tool: REX_OMNI_GEMM_TUNE): the heuristic's
+//    first candidate is within 0-7% of the best at M = 1-8 (NOTES.md, GEMM),
+//    but a cached image's question (M ~ 216) streamed its weights at half
+//    the copy rate; timing the candidates on the real shape says whether a
+//    better kernel exists there.
 #include "cuda/gemm.cuh"
 
 #include <cublasLt.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "cuda/cuda_check.h"
 #include "cuda/device_buffer.h"
@@ -76,6 +84,8 @@ struct Plan {
   cublasLtMatrixLayout_t b = nullptr;   // X
   cublasLtMatrixLayout_t cd = nullptr;  // Y (C and D)
   cublasLtMatmulAlgo_t algo{};
+  std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's usable ones, its order
+  bool tuned = false;
 
   void destroy() {
     if (cd) cublasLtMatrixLayoutDestroy(cd);
@@ -97,12 +107,27 @@ Status cublas_error(const char* call, const PlanKey& key, cublasStatus_t st) {
   return Status(StatusCode::kCudaError, std::string(call) + " " + shape_text(key) + ": " + cublas_status_name(st));
 }
 
+// Reads `n` 16-byte words (L2 flush before a tuning launch; a read leaves
+// no dirty lines whose write-back a memset flush would charge to the launch).
+__global__ void read_flush_kernel(const uint4* p, size_t n, unsigned* sink) {
+  unsigned acc = 0;
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    acc ^= p[i].x ^ p[i].w;
+  if (acc == 0x9e3779b9u) *sink = acc;  // keeps the loads
+}
+
 }  // namespace
 
 struct GemmRunner::Impl {
   cublasLtHandle_t handle = nullptr;
   DeviceBuffer<unsigned char> workspace;
   std::map<PlanKey, Plan> plans;
+  bool tune = false;
+  std::vector<std::string> report;
+  DeviceBuffer<uint4> l2_flush;  // allocated on the first tuning
+  DeviceBuffer<unsigned> flush_sink;
+
+  Status tune_plan(const PlanKey& key, Plan& plan, const bf16* w, const bf16* x, void* y, cudaStream_t stream);
 
   ~Impl() {
     for (auto& entry : plans) entry.second.destroy();
@@ -200,20 +225,75 @@ Status GemmRunner::Impl::make_plan(const PlanKey& key, const void* bias, Plan* p
                                       &returned);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS) return fail("cublasLtMatmulAlgoGetHeuristic", st);
-  int chosen = -1;
   for (int i = 0; i < returned && i < kRequested; ++i)
-    if (results[i].state == CUBLAS_STATUS_SUCCESS && results[i].workspaceSize <= max_workspace) {
-      chosen = i;
-      break;
-    }
-  if (chosen < 0) {
+    if (results[i].state == CUBLAS_STATUS_SUCCESS && results[i].workspaceSize <= max_workspace)
+      plan.candidates.push_back(results[i].algo);
+  if (plan.candidates.empty()) {
     plan.destroy();
     return Status(StatusCode::kCudaError, "cublasLtMatmulAlgoGetHeuristic " + shape_text(key) +
                                               ": no usable algorithm among " + std::to_string(returned) +
                                               " returned (CUBLAS_STATUS_NOT_SUPPORTED)");
   }
-  plan.algo = results[chosen].algo;
+  plan.algo = plan.candidates.front();
   *plan_out = plan;
+  return Status::Ok();
+}
+
+Status GemmRunner::Impl::tune_plan(const PlanKey& key, Plan& plan, const bf16* w, const bf16* x, void* y,
+                                   cudaStream_t stream) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  REX_CUDA_TRY(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return Status::Ok();  // a later call outside capture tunes it
+  plan.tuned = true;
+  if (plan.candidates.size() < 2) return Status::Ok();
+  constexpr size_t kFlushBytes = size_t(128) << 20;  // past the H200's 60 MB of L2
+  constexpr int kRuns = 3;
+  REX_RETURN_IF_ERROR(l2_flush.ensure(kFlushBytes / sizeof(uint4), "the GEMM tuning's L2 flush buffer"));
+  REX_RETURN_IF_ERROR(flush_sink.ensure(1, "the GEMM tuning's flush sink"));
+  cudaEvent_t start = nullptr, stop = nullptr;
+  REX_CUDA_TRY(cudaEventCreate(&start));
+  cudaError_t made = cudaEventCreate(&stop);
+  if (made != cudaSuccess) {
+    cudaEventDestroy(start);
+    return cuda_status(made, "cudaEventCreate");
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  std::string line = shape_text(key) + ", " + std::to_string(plan.candidates.size()) + " candidates, us:";
+  double best_us = 1e30;
+  size_t best = 0;  // the heuristic's first, should none run
+  bool timing_failed = false;
+  for (size_t i = 0; i < plan.candidates.size() && !timing_failed; ++i) {
+    auto launch = [&] {
+      return cublasLtMatmul(handle, plan.desc, &alpha, w, plan.a, x, plan.b, &beta, y, plan.cd, y, plan.cd,
+                            &plan.candidates[i], workspace.get(), workspace.bytes(), stream);
+    };
+    if (launch() != CUBLAS_STATUS_SUCCESS) {  // its first launch also warms it
+      line += " #" + std::to_string(i) + " fails";
+      continue;
+    }
+    double us = 1e30;
+    for (int r = 0; r < kRuns && !timing_failed; ++r) {
+      read_flush_kernel<<<1024, 256, 0, stream>>>(l2_flush.get(), l2_flush.size(), flush_sink.get());
+      float ms = 0;
+      timing_failed = cudaEventRecord(start, stream) != cudaSuccess || launch() != CUBLAS_STATUS_SUCCESS ||
+                      cudaEventRecord(stop, stream) != cudaSuccess || cudaEventSynchronize(stop) != cudaSuccess ||
+                      cudaEventElapsedTime(&ms, start, stop) != cudaSuccess;
+      us = std::min(us, 1000.0 * ms);
+    }
+    char text[32];
+    std::snprintf(text, sizeof text, " %.1f", us);
+    line += text;
+    if (us < best_us) {
+      best_us = us;
+      best = i;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  if (timing_failed)
+    return Status(StatusCode::kCudaError, "GemmRunner tuning " + shape_text(key) + ": a timed launch failed");
+  plan.algo = plan.candidates[best];
+  report.push_back(line + " -> #" + std::to_string(best));
   return Status::Ok();
 }
 
@@ -253,6 +333,7 @@ Status GemmRunner::Impl::run(const char* api, const bf16* x, int m, int k, int l
         cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof(bias_ptr));
     if (st != CUBLAS_STATUS_SUCCESS) return cublas_error("cublasLtMatmulDescSetAttribute(BIAS_POINTER)", key, st);
   }
+  if (tune && !plan.tuned) REX_RETURN_IF_ERROR(tune_plan(key, plan, w, x, y, stream));
   const float alpha = 1.0f, beta = 0.0f;
   cublasStatus_t st = cublasLtMatmul(handle, plan.desc, &alpha, w, plan.a, x, plan.b, &beta, y, plan.cd, y, plan.cd,
                                      &plan.algo, workspace.get(), workspace.bytes(), stream);
@@ -265,6 +346,12 @@ Status GemmRunner::linear_bf16(const bf16* x, int m, int k, int lda, const bf16*
   if (!impl_) return Status(StatusCode::kInternal, "GemmRunner::linear_bf16 called before init()");
   return impl_->run("linear_bf16", x, m, k, lda, w, bias, n, y, OutType::kBf16, stream);
 }
+
+void GemmRunner::set_tuning(bool on) {
+  if (impl_) impl_->tune = on;
+}
+
+std::vector<std::string> GemmRunner::tuning_report() const { return impl_ ? impl_->report : std::vector<std::string>{}; }
 
 Status GemmRunner::linear_f32(const bf16* x, int m, int k, int lda, const bf16* w, int n, float* y,
                               cudaStream_t stream) {

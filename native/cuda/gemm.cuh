@@ -11,6 +11,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "cuda/bf16.cuh"
 #include "rex/status.h"
@@ -33,6 +35,15 @@ class GemmRunner {
                      cudaStream_t stream);
   // Same with fp32 output and no bias (the LM head).
   Status linear_f32(const bf16* x, int m, int k, int lda, const bf16* w, int n, float* y, cudaStream_t stream);
+
+  // Tuning (off by default): a shape's first call outside graph capture
+  // times each usable heuristic candidate (3 launches each, L2 flushed before
+  // each, on the call's own buffers) and keeps the fastest for the shape's
+  // later calls. The first call then takes ~candidates x 4 launches longer,
+  // and the choice can differ between processes (timing noise).
+  void set_tuning(bool on);
+  // One line per tuned shape: each candidate's microseconds and the choice.
+  std::vector<std::string> tuning_report() const;
 
   struct Impl;
 

@@ -4,6 +4,8 @@
 // replay (bit for bit), lda > k, and the bad-argument paths. Prints, per
 // shape, the median of 20 timed calls (cudaEvent, L2 flushed before each) and
 // the achieved TFLOP/s and weight-stream GB/s; a table of them comes last.
+// Tuning (set_tuning): the candidates' times per shape (TUNE lines), and the
+// tuned choice's product against the CPU twin.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -25,18 +27,25 @@ using rex::cuda::bf16;
 using rex::cuda::GemmRunner;
 using namespace rex_test;
 
-// One runner for the whole binary (the model has one per stream).
+GemmRunner* make_runner(bool tuning) {
+  auto* g = new GemmRunner();
+  rex::Status st = g->init();
+  if (!st.ok()) {
+    std::fprintf(stderr, "  GemmRunner::init failed: %s\n", st.message().c_str());
+    delete g;
+    return nullptr;
+  }
+  g->set_tuning(tuning);
+  return g;
+}
+
+// One runner for the whole binary (the model has one per stream), and one that tunes.
 GemmRunner* runner() {
-  static GemmRunner* r = [] {
-    auto* g = new GemmRunner();
-    rex::Status st = g->init();
-    if (!st.ok()) {
-      std::fprintf(stderr, "  GemmRunner::init failed: %s\n", st.message().c_str());
-      delete g;
-      return static_cast<GemmRunner*>(nullptr);
-    }
-    return g;
-  }();
+  static GemmRunner* r = make_runner(false);
+  return r;
+}
+GemmRunner* tuning_runner() {
+  static GemmRunner* r = make_runner(true);
   return r;
 }
 
@@ -74,8 +83,9 @@ struct Weights {
 };
 
 // Checks y = x w^T + b for one M (x with row stride lda >= k) and times it.
-void check_shape(const std::string& name, const Weights& W, int m, bool f32_out, int lda = 0) {
-  GemmRunner* g = runner();
+void check_shape(const std::string& name, const Weights& W, int m, bool f32_out, int lda = 0,
+                 GemmRunner* with = nullptr) {
+  GemmRunner* g = with ? with : runner();
   CHECK(g != nullptr);
   if (!g) return;
   const int n = W.n, k = W.k;
@@ -136,8 +146,31 @@ REX_TEST(text_decoder_shapes) {
   const char* names[4] = {"qkv", "o_proj", "gate_up", "down"};
   for (int s = 0; s < 4; ++s) {
     Weights W(shapes[s][0], shapes[s][1], /*bias=*/s == 0);  // Qwen2.5's q/k/v carry a bias
-    for (int m : {1, 3, 8, 1200}) check_shape(std::string("text ") + names[s], W, m, false);
+    for (int m : {1, 3, 8, 64, 216, 1200}) check_shape(std::string("text ") + names[s], W, m, false);
   }
+}
+
+// Tuning: every usable heuristic candidate timed on a shape's first call,
+// the fastest kept; the product stays right (against the CPU twin), and the
+// report says, per shape, whether a faster kernel than the heuristic's first
+// exists: at the decode steps' 64 rows, a cached image's question (~216),
+// a prompt (1200) and the vision encoder's patches (3888).
+REX_TEST(tuned_candidates) {
+  if (skip_without_gpu()) return;
+  GemmRunner* tuned = tuning_runner();
+  CHECK(tuned != nullptr);
+  if (!tuned) return;
+  const int shapes[4][2] = {{2560, 2048}, {2048, 2048}, {22016, 2048}, {2048, 11008}};
+  const char* names[4] = {"qkv", "o_proj", "gate_up", "down"};
+  for (int s = 0; s < 4; ++s) {
+    Weights W(shapes[s][0], shapes[s][1], /*bias=*/s == 0);
+    for (int m : {64, 216, 1200}) check_shape(std::string("tuned text ") + names[s], W, m, false, 0, tuned);
+  }
+  Weights vision_qkv(3840, 1280, true);
+  check_shape("tuned vision qkv", vision_qkv, 3888, false, 0, tuned);
+  const std::vector<std::string> report = tuned->tuning_report();
+  for (const std::string& line : report) std::printf("  TUNE %s\n", line.c_str());
+  CHECK(!report.empty());  // the shapes have several candidates each on the H200
 }
 
 REX_TEST(lm_head_fp32_logits) {
