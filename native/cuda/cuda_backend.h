@@ -102,6 +102,7 @@ class CudaBackend final : public BudgetedBackend {
   VisionRunner vision_;
   TextRunner text_;
   DevicePreprocessor preprocessor_;
+  std::vector<DevicePreprocessed> pre_pool_;  // encode_rgb_batch's patch rows, one per image of a batch (grow only)
   DeviceBuffer<bf16> kv_arena_;
   DeviceBuffer<bf16> pixels_;  // a batch's pixels one image after another (and host-preprocessed ones), as bf16
   // The cached prefixes' token ids: a slot that reuses one marks them in its
