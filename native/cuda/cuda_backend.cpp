@@ -37,6 +37,11 @@ class CudaImageEmbeddings final : public ImageEmbeddings {
     permuted_row_.assign(out_.window_index.size(), 0);
     for (size_t p = 0; p < out_.window_index.size(); ++p) permuted_row_[size_t(out_.window_index[p])] = int32_t(p);
   }
+  ~CudaImageEmbeddings() override {
+    if (out_.recycle) out_.recycle->give_back(std::move(out_.tokens));
+  }
+  CudaImageEmbeddings(const CudaImageEmbeddings&) = delete;
+  CudaImageEmbeddings& operator=(const CudaImageEmbeddings&) = delete;
   int tokens() const override { return out_.count; }
   int hidden() const override { return hidden_; }
   Status copy_to_host(std::vector<float>* host) const override {

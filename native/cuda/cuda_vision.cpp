@@ -28,6 +28,39 @@ size_t VisionRunner::workspace_bytes() const {
          gate_up_.bytes() + act_.bytes() + mid_.bytes() + merged_.bytes();
 }
 
+Status EmbeddingBuffers::take(size_t count, DeviceBuffer<bf16>* out) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    size_t best = kept_.size();
+    for (size_t i = 0; i < kept_.size(); ++i)
+      if (kept_[i].size() >= count && (best == kept_.size() || kept_[i].size() < kept_[best].size())) best = i;
+    if (best < kept_.size()) {
+      *out = std::move(kept_[best]);
+      kept_.erase(kept_.begin() + std::ptrdiff_t(best));
+      return Status::Ok();
+    }
+  }
+  return out->allocate(count, "the image embeddings");
+}
+
+void EmbeddingBuffers::give_back(DeviceBuffer<bf16> buffer) {
+  if (!buffer.get()) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (kept_.size() < kKept) {
+    kept_.push_back(std::move(buffer));
+    return;
+  }
+  // Full: keep the larger of it and the smallest kept one (the other is freed).
+  auto smallest = std::min_element(kept_.begin(), kept_.end(),
+                                   [](const DeviceBuffer<bf16>& a, const DeviceBuffer<bf16>& b) { return a.size() < b.size(); });
+  if (smallest->size() < buffer.size()) std::swap(*smallest, buffer);
+}
+
+size_t EmbeddingBuffers::kept() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return kept_.size();
+}
+
 Status VisionRunner::ensure_buffers(int n) {
   const size_t h = size_t(config_.hidden_size), vp = size_t(w_->vision_inter_padded), rows = size_t(n);
   REX_RETURN_IF_ERROR(residual_.ensure(rows * h, "the vision residual stream"));
@@ -188,7 +221,8 @@ Result<std::vector<VisionOutput>> VisionRunner::encode(const bf16* pixels, const
   for (size_t i = 0; i < grids.size(); ++i) {
     VisionOutput& o = outs[i];
     o.count = (plan.row_offset[i + 1] - plan.row_offset[i]) / unit;
-    REX_RETURN_IF_ERROR(o.tokens.allocate(size_t(o.count) * out_hidden, "the image embeddings"));
+    REX_RETURN_IF_ERROR(embedding_buffers_->take(size_t(o.count) * out_hidden, &o.tokens));
+    o.recycle = embedding_buffers_;
     o.window_index = plan.window_index[i];
   }
   bf16* merged = outs.size() == 1 ? outs[0].tokens.get() : nullptr;
@@ -208,7 +242,8 @@ Result<std::vector<VisionOutput>> VisionRunner::encode(const bf16* pixels, const
     mark("split per image (D2D)", 2 * t * od * 2);
     for (size_t i = 0; i < outs.size(); ++i)
       REX_CUDA_TRY(cudaMemcpyAsync(outs[i].tokens.get(), merged + size_t(plan.row_offset[i] / unit) * out_hidden,
-                                   outs[i].tokens.bytes(), cudaMemcpyDeviceToDevice, stream_));
+                                   size_t(outs[i].count) * out_hidden * sizeof(bf16), cudaMemcpyDeviceToDevice,
+                                   stream_));
   }
   if (profile_) profile_->end();
   return outs;
