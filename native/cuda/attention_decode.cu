@@ -166,28 +166,15 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kVec = HD / 4;  // float4 per row
   for (int idx = tid; idx < group * kVec; idx += kThreads) {
     const int row = idx / kVec, d4 = idx % kVec;
-    float mx = -INFINITY;
-#pragma unroll
-    for (int wi = 0; wi < kWarps; ++wi) mx = fmaxf(mx, merge_m[wi * kMaxGroup + row]);
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    float sum = 0.f;
-#pragma unroll
-    for (int wi = 0; wi < kWarps; ++wi) {
-      const float mw = merge_m[wi * kMaxGroup + row];
-      if (mw == -INFINITY) continue;  // that warp saw no key
-      const float wt = exp2f(mw - mx);
-      const float4 o = *reinterpret_cast<const float4*>(merge_o + (wi * kMaxGroup + row) * Smem::kOLd + d4 * 4);
-      acc.x += wt * o.x;
-      acc.y += wt * o.y;
-      acc.z += wt * o.z;
-      acc.w += wt * o.w;
-      sum += wt * merge_l[wi * kMaxGroup + row];
-    }
+    const attn::MergedPartials merged = attn::merge_partials(
+        kWarps, [&](int wi) { return merge_m[wi * kMaxGroup + row]; },
+        [&](int wi) { return merge_l[wi * kMaxGroup + row]; },
+        [&](int wi) { return *reinterpret_cast<const float4*>(merge_o + (wi * kMaxGroup + row) * Smem::kOLd + d4 * 4); });
     const int64_t part = (int64_t(seq) * q_heads + int64_t(kv_head) * group + row) * num_splits + split;
-    *reinterpret_cast<float4*>(part_o + part * HD + d4 * 4) = acc;
+    *reinterpret_cast<float4*>(part_o + part * HD + d4 * 4) = merged.o;
     if (d4 == 0) {
-      part_m[part] = mx;  // -inf with sum 0 and O 0: the neutral partial of an empty split
-      part_l[part] = sum;
+      part_m[part] = merged.m;  // -inf with sum 0 and O 0: the neutral partial of an empty split
+      part_l[part] = merged.l;
     }
   }
 
@@ -207,26 +194,11 @@ __global__ void __launch_bounds__(kThreads)
     const int row = idx / kVec, d4 = idx % kVec;
     const int64_t item = int64_t(seq) * q_heads + int64_t(kv_head) * group + row;
     const int64_t base = item * num_splits;
-    float mx = -INFINITY;
-    for (int s = 0; s < num_splits; ++s) mx = fmaxf(mx, __ldcg(part_m + base + s));
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    float sum = 0.f;
-    for (int s = 0; s < num_splits; ++s) {
-      const float ms = __ldcg(part_m + base + s);
-      if (ms == -INFINITY) continue;  // a split with no keys
-      const float wt = exp2f(ms - mx);
-      const float4 o = __ldcg(reinterpret_cast<const float4*>(part_o + (base + s) * HD + d4 * 4));
-      acc.x += wt * o.x;
-      acc.y += wt * o.y;
-      acc.z += wt * o.z;
-      acc.w += wt * o.w;
-      sum += wt * __ldcg(part_l + base + s);
-    }
-    const float inv = sum > 0.f ? 1.0f / sum : 0.f;  // no key at all (length 0): zeros
-    uint2 packed;
-    packed.x = pack_bf16x2(acc.x * inv, acc.y * inv);
-    packed.y = pack_bf16x2(acc.z * inv, acc.w * inv);
-    *reinterpret_cast<uint2*>(out + item * HD + d4 * 4) = packed;
+    const attn::MergedPartials merged = attn::merge_partials(
+        num_splits, [&](int s) { return __ldcg(part_m + base + s); }, [&](int s) { return __ldcg(part_l + base + s); },
+        [&](int s) { return __ldcg(reinterpret_cast<const float4*>(part_o + (base + s) * HD + d4 * 4)); });
+    // No key at all (length 0): zeros.
+    *reinterpret_cast<uint2*>(out + item * HD + d4 * 4) = merged.normalised_bf16();
   }
 }
 

@@ -253,6 +253,45 @@ struct WarpFlash {
   }
 };
 
+// Partial softmax results of one row merged (split keys, or warps that each
+// saw part of the keys): partial i has its running max m_i (log2 domain), sum
+// l_i and unnormalised O_i (4 of its dims here). The merge weights each by
+// exp2(m_i - M), M the largest m_i, in index order, skipping partials that saw
+// no key (m_i = -inf); its m is M and its l the weighted sum (O / l is the
+// row's output, 0 when l is 0).
+struct MergedPartials {
+  float m, l;
+  float4 o;
+  // O / l as 4 bf16 (0 when no partial saw a key).
+  __device__ __forceinline__ uint2 normalised_bf16() const {
+    const float inv = l > 0.f ? 1.0f / l : 0.f;
+    uint2 packed;
+    packed.x = pack_bf16x2(o.x * inv, o.y * inv);
+    packed.y = pack_bf16x2(o.z * inv, o.w * inv);
+    return packed;
+  }
+};
+
+template <typename MOf, typename LOf, typename OOf>
+__device__ __forceinline__ MergedPartials merge_partials(int n, MOf m_of, LOf l_of, OOf o_of) {
+  MergedPartials r{-INFINITY, 0.f, make_float4(0.f, 0.f, 0.f, 0.f)};
+#pragma unroll
+  for (int i = 0; i < n; ++i) r.m = fmaxf(r.m, m_of(i));
+#pragma unroll
+  for (int i = 0; i < n; ++i) {
+    const float mi = m_of(i);
+    if (mi == -INFINITY) continue;  // that partial saw no key
+    const float wt = exp2f(mi - r.m);
+    const float4 o = o_of(i);
+    r.o.x += wt * o.x;
+    r.o.y += wt * o.y;
+    r.o.z += wt * o.z;
+    r.o.w += wt * o.w;
+    r.l += wt * l_of(i);
+  }
+  return r;
+}
+
 // Copies ROWS rows of HD bf16 into shared memory (pitch HD + 8) with 16-byte
 // cp.async, spread over THREADS threads. Each thread owns one 16-byte column
 // chunk and walks the rows in passes of kRowsPerPass (threads past

@@ -160,28 +160,12 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane * 4 >= HD) return;
   for (int r = warp; r < c.rows; r += kWarps) {
-    float mx = -INFINITY;
-    for (int p = 0; p < c.partials; ++p)
-      mx = fmaxf(mx, part_ml[(int64_t(c.first_partial + p) * heads + head) * kRows + r].x);
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    float sum = 0.f;
-    for (int p = 0; p < c.partials; ++p) {
-      const int64_t at = (int64_t(c.first_partial + p) * heads + head) * kRows + r;
-      const float2 ml = part_ml[at];
-      if (ml.x == -INFINITY) continue;
-      const float wt = exp2f(ml.x - mx);
-      const float4 o = *reinterpret_cast<const float4*>(part_o + at * HD + lane * 4);
-      acc.x += wt * o.x;
-      acc.y += wt * o.y;
-      acc.z += wt * o.z;
-      acc.w += wt * o.w;
-      sum += wt * ml.y;
-    }
-    const float inv = sum > 0.f ? 1.0f / sum : 0.f;
-    uint2 packed;
-    packed.x = pack_bf16x2(acc.x * inv, acc.y * inv);
-    packed.y = pack_bf16x2(acc.z * inv, acc.w * inv);
-    *reinterpret_cast<uint2*>(out + int64_t(c.row0 + r) * out_stride + int64_t(head) * HD + lane * 4) = packed;
+    auto at = [&](int p) { return (int64_t(c.first_partial + p) * heads + head) * kRows + r; };
+    const attn::MergedPartials merged = attn::merge_partials(
+        c.partials, [&](int p) { return part_ml[at(p)].x; }, [&](int p) { return part_ml[at(p)].y; },
+        [&](int p) { return *reinterpret_cast<const float4*>(part_o + at(p) * HD + lane * 4); });
+    *reinterpret_cast<uint2*>(out + int64_t(c.row0 + r) * out_stride + int64_t(head) * HD + lane * 4) =
+        merged.normalised_bf16();
   }
 }
 
@@ -288,7 +272,7 @@ Status attention_prefill_bf16(const bf16* q, int q_stride, int n, int past, int 
   if (int64_t(past) + n > INT_MAX)
     return bad("expected past + n <= " + str(INT_MAX) + " but got " + str(int64_t(past) + n));
   REX_RETURN_IF_ERROR(check_layout(fn, q_stride, q_heads, cache));
-  const int tiles = (n + kRows - 1) / kRows;
+  const int tiles = prefill_tiles(n);
   if (tiles > kMaxGridY) return bad("expected n <= " + str(int64_t(kMaxGridY) * kRows) + " but got " + str(n));
   if (n == 0) return Status::Ok();
   REX_RETURN_IF_ERROR(check_pointers(fn, q, cache, block_table, out));
@@ -334,7 +318,7 @@ Status plan_prefill_tiles(const PrefillSegment* segments, int num_segments, int 
                      str(int64_t(g.past) + g.n) + " tokens of " + str(block_size) + ") <= table_entries " +
                      str(table_entries) + " but got " + str(g.table_offset + blocks));
     prev_end = int64_t(g.row_start) + g.n;
-    count += (g.n + kRows - 1) / kRows;
+    count += prefill_tiles(g.n);
   }
   if (count > kMaxGridY)
     return bad("expected at most " + str(kMaxGridY) + " tiles of " + str(kRows) + " rows but got " + str(count));
@@ -346,7 +330,7 @@ Status plan_prefill_tiles(const PrefillSegment* segments, int num_segments, int 
       tiles->push_back(PrefillTile{g.row_start + q0, n, pos0, g.table_offset, 0, (pos0 + n + kKeyTile - 1) / kKeyTile, -1});
     }
   }
-  if (split.enabled() && count * split.q_heads < split.target_ctas) {
+  if (split.applies(count)) {
     // Up to `shares` shares a tile, each of at least kMinKeyTiles key tiles, cut evenly.
     const int64_t shares = (split.target_ctas + count * split.q_heads - 1) / (count * split.q_heads);
     std::vector<PrefillTile> cut;

@@ -87,7 +87,12 @@ struct PrefillSplit {
   int head_dim = 0;     // sizes the partials
   int target_ctas = 0;  // 0: never split
   bool enabled() const { return q_heads > 0 && head_dim > 0 && target_ctas > 0; }
+  // Whether a pass of `tiles` tiles splits its keys.
+  bool applies(int64_t tiles) const { return enabled() && tiles * q_heads < target_ctas; }
 };
+
+// The tiles of a segment of n rows (one CTA per kPrefillTileRows rows).
+inline int prefill_tiles(int n) { return (n + kPrefillTileRows - 1) / kPrefillTileRows; }
 
 // The tile list of segments, host side and without any CUDA call: every
 // segment cut into tiles of kPrefillTileRows rows (the last one shorter),

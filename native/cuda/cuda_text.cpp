@@ -394,8 +394,8 @@ Status TextRunner::prefill_passes(const std::vector<PrefillPart>& parts, int row
     PrefillSplit split;
     if (prefill_split_ctas_ > 0) split = PrefillSplit{c.num_heads, c.head_dim(), prefill_split_ctas_};
     int pass_tiles = 0;
-    for (const PrefillSegment& g : segments) pass_tiles += (g.n + kPrefillTileRows - 1) / kPrefillTileRows;
-    const bool planned = pieces.size() > 1 || (split.enabled() && pass_tiles * c.num_heads < split.target_ctas);
+    for (const PrefillSegment& g : segments) pass_tiles += prefill_tiles(g.n);
+    const bool planned = pieces.size() > 1 || split.applies(pass_tiles);
     if (planned)
       REX_RETURN_IF_ERROR(pre_plan_.build(segments.data(), int(segments.size()), pass, arena_.block_size, int(tables.size()),
                                           stream_, split));

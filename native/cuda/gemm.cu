@@ -128,6 +128,13 @@ struct GemmRunner::Impl {
   DeviceBuffer<unsigned> flush_sink;
 
   Status tune_plan(const PlanKey& key, Plan& plan, const bf16* w, const bf16* x, void* y, cudaStream_t stream);
+  // y = x w^T (+ the plan's bias) with one of the plan's algorithms.
+  cublasStatus_t matmul(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const bf16* w, const bf16* x, void* y,
+                        cudaStream_t stream) {
+    const float alpha = 1.0f, beta = 0.0f;
+    return cublasLtMatmul(handle, plan.desc, &alpha, w, plan.a, x, plan.b, &beta, y, plan.cd, y, plan.cd, &algo,
+                          workspace.get(), workspace.bytes(), stream);
+  }
 
   ~Impl() {
     for (auto& entry : plans) entry.second.destroy();
@@ -257,16 +264,12 @@ Status GemmRunner::Impl::tune_plan(const PlanKey& key, Plan& plan, const bf16* w
     cudaEventDestroy(start);
     return cuda_status(made, "cudaEventCreate");
   }
-  const float alpha = 1.0f, beta = 0.0f;
   std::string line = shape_text(key) + ", " + std::to_string(plan.candidates.size()) + " candidates, us:";
   double best_us = 1e30;
   size_t best = 0;  // the heuristic's first, should none run
   bool timing_failed = false;
   for (size_t i = 0; i < plan.candidates.size() && !timing_failed; ++i) {
-    auto launch = [&] {
-      return cublasLtMatmul(handle, plan.desc, &alpha, w, plan.a, x, plan.b, &beta, y, plan.cd, y, plan.cd,
-                            &plan.candidates[i], workspace.get(), workspace.bytes(), stream);
-    };
+    auto launch = [&] { return matmul(plan, plan.candidates[i], w, x, y, stream); };
     if (launch() != CUBLAS_STATUS_SUCCESS) {  // its first launch also warms it
       line += " #" + std::to_string(i) + " fails";
       continue;
@@ -334,9 +337,7 @@ Status GemmRunner::Impl::run(const char* api, const bf16* x, int m, int k, int l
     if (st != CUBLAS_STATUS_SUCCESS) return cublas_error("cublasLtMatmulDescSetAttribute(BIAS_POINTER)", key, st);
   }
   if (tune && !plan.tuned) REX_RETURN_IF_ERROR(tune_plan(key, plan, w, x, y, stream));
-  const float alpha = 1.0f, beta = 0.0f;
-  cublasStatus_t st = cublasLtMatmul(handle, plan.desc, &alpha, w, plan.a, x, plan.b, &beta, y, plan.cd, y, plan.cd,
-                                     &plan.algo, workspace.get(), workspace.bytes(), stream);
+  const cublasStatus_t st = matmul(plan, plan.algo, w, x, y, stream);
   if (st != CUBLAS_STATUS_SUCCESS) return cublas_error("cublasLtMatmul", key, st);
   return Status::Ok();
 }

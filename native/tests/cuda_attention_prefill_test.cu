@@ -363,7 +363,7 @@ void check_varlen(const VarlenCase& vc, bool time_it, const std::string& name = 
   rex::cuda::PrefillPlan plan;
   CHECK_OK(plan.build(segs.data(), num_segments, rows, bs, table_entries, stream, vc.split()));
   int want_tiles = 0;
-  for (const auto& g : segs) want_tiles += (g.n + rex::cuda::kPrefillTileRows - 1) / rex::cuda::kPrefillTileRows;
+  for (const auto& g : segs) want_tiles += rex::cuda::prefill_tiles(g.n);
   if (vc.split_ctas) {  // the cases are chosen so that the keys split
     CHECK(plan.num_combines() > 0);
     CHECK(plan.num_tiles() > want_tiles);
