@@ -162,7 +162,8 @@ async function runOurs(engine: Engine, request: Parameters<Engine['stream']>[0])
   throw new Error('the stream ended without a finish event');
 }
 
-export async function benchmarkGpu(): Promise<GpuBenchResult> {
+/** `peers: false` measures ours alone (no transformers, graphed step or roofline): A/B runs. */
+export async function benchmarkGpu(options: { peers?: boolean } = {}): Promise<GpuBenchResult> {
   const dir = await ensure3bCheckpoint();
   const { addon } = loadAddon();
   const tokenizer = await RexTokenizer.fromDir(dir);
@@ -181,11 +182,13 @@ export async function benchmarkGpu(): Promise<GpuBenchResult> {
   // Peers first, in their own process: the GPU is free again when ours loads.
   const peersJson = join(caseDir, 'peers.json');
   let peersFailure: string | undefined;
-  try {
-    runPython('benchmarks/gpu/peers.py', ['--checkpoint', dir, '--case', caseDir, '--out', peersJson, '--new-tokens', String(NEW_TOKENS), '--runs', String(RUNS)], 45 * 60_000);
-  } catch (error) {
-    peersFailure = (error as Error).message;
-    log(`peers.py failed: ${peersFailure}`);
+  if (options.peers !== false) {
+    try {
+      runPython('benchmarks/gpu/peers.py', ['--checkpoint', dir, '--case', caseDir, '--out', peersJson, '--new-tokens', String(NEW_TOKENS), '--runs', String(RUNS)], 45 * 60_000);
+    } catch (error) {
+      peersFailure = (error as Error).message;
+      log(`peers.py failed: ${peersFailure}`);
+    }
   }
   const peers = (existsSync(peersJson) ? JSON.parse(readFileSync(peersJson, 'utf8')) : {}) as {
     gpu?: { name?: string };

@@ -1,7 +1,8 @@
 // `npm run bench`: runs the benchmarks, prints a table, and writes JSON
 // (benchmarks/results/<host>-<date>.json, or --out FILE).
 // Where the CUDA backend loads, the GPU benchmark (benchmarks/gpu.ts) runs
-// too; --no-gpu skips it, --gpu-only skips the CPU one.
+// too; --no-gpu skips it, --gpu-only skips the CPU one, --no-peers skips
+// transformers and the graphed PyTorch step (for A/B runs of ours alone).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, hostname } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -13,7 +14,7 @@ import { benchmarkGpu, type GpuBenchResult } from './gpu.js';
 import { repoRoot } from '../test/fixtures/repo-root.js';
 
 const { values } = parseArgs({
-  options: { out: { type: 'string' }, 'no-gpu': { type: 'boolean' }, 'gpu-only': { type: 'boolean' } },
+  options: { out: { type: 'string' }, 'no-gpu': { type: 'boolean' }, 'gpu-only': { type: 'boolean' }, 'no-peers': { type: 'boolean' } },
 });
 const { info } = loadAddon();
 const cudaAvailable = info.backend === 'cuda' && info.available;
@@ -35,7 +36,7 @@ if (!values['gpu-only']) {
 let gpu: GpuBenchResult | { error: string } | undefined;
 if (cudaAvailable && !values['no-gpu']) {
   try {
-    gpu = await benchmarkGpu();
+    gpu = await benchmarkGpu({ peers: !values['no-peers'] });
   } catch (error) {
     console.error(`the GPU benchmark failed: ${(error as Error).stack ?? String(error)}`);
     gpu = { error: (error as Error).message };

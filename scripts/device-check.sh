@@ -7,7 +7,7 @@
 #   gpu     `npm run test:gpu`: preprocessing parity, end-to-end parity on
 #           the tiny checkpoint and at the full 3B shape
 #   bench   `npm run bench`: ours beside transformers and a graphed PyTorch step
-#   bench-ab  the same twice, as is and with $BENCH_AB_ENV (NAME=VALUE) set
+#   bench-ab  ours alone, as is and once per NAME=VALUE in $BENCH_AB_ENV
 #   soak    the soak test (benchmarks/soak.ts) on the 3B-shaped checkpoint,
 #           SOAK_MINUTES (default 10) at concurrency 64, under batchInvariant;
 #           SOAK_MODE=default soaks the engine's default serving path instead
@@ -174,13 +174,14 @@ PY
     bench)
       logged bench 40 npm run bench -- --out "$OUT/bench.json" ;;
     bench-ab)
-      # `npm run bench` twice in one call: as is, then with $BENCH_AB_ENV set
-      # (e.g. BENCH_AB_ENV=REX_OMNI_PREFILL_SPLIT=1); each variant's summary lines.
+      # `npm run bench -- --gpu-only --no-peers` (ours alone) once as is, then
+      # once per NAME=VALUE in $BENCH_AB_ENV (space-separated, e.g.
+      # "REX_OMNI_PREFILL_SPLIT=1 REX_OMNI_GEMM_TUNE=1"); each variant's summary lines.
       [ -n "${BENCH_AB_ENV:-}" ] || { note "bench-ab: set BENCH_AB_ENV=NAME=VALUE"; continue; }
-      for variant in plain ab; do
-        if [ "$variant" = ab ]; then with=(env "$BENCH_AB_ENV"); else with=(env); fi
-        logged "bench-$variant" 0 "${with[@]}" npm run bench -- --out "$OUT/bench-$variant.json"
-        grep -E "^decode, batch 1|^end to end|^prefix cache|ours \(cuda\)|^ +(1|8|32|64) +[0-9]+ " "$OUT/bench-$variant.log" | head -12
+      for variant in plain ${BENCH_AB_ENV}; do
+        if [ "$variant" = plain ]; then with=(env); tag=plain; else with=(env "$variant"); tag=$(echo "${variant%%=*}" | tr 'A-Z_' 'a-z-'); fi
+        logged "bench-$tag" 0 "${with[@]}" npm run bench -- --gpu-only --no-peers --out "$OUT/bench-$tag.json"
+        grep -E "^decode, batch 1|^end to end|^prefix cache|ours \(cuda\)|^ +(1|8|32|64) +[0-9]+ " "$OUT/bench-$tag.log" | head -12
       done
       note "bench-ab ($BENCH_AB_ENV): ($(( $(date +%s) - start )) s)" ;;
     *) note "unknown stage $stage" ;;
