@@ -23,14 +23,13 @@
 //    rounded up to 16. A split with no keys writes the neutral partial
 //    (max -inf, sum 0, O 0), which the combine skips. So the two launches can
 //    be captured once in a CUDA graph and replayed at any length.
-//  - The combine runs in the split kernel: the last CTA of a (sequence, kv
-//    head) to finish (an atomic count per pair, which that CTA resets to 0
-//    for the next launch or graph replay) merges the group's splits, each
-//    thread 4 output dims at a time (float4 loads of the partials from L2),
-//    weights exp2(m_s - M), the splits in index order whichever CTA is last,
-//    so the bits do not depend on the timing. A second kernel would cost a
-//    launch boundary per layer (~3 us of drain and ramp at batch 1) for ~1 us
-//    of work.
+//  - The combine kernel: one warp per (sequence, q head); each lane owns 4
+//    output dims (float4 loads of the partials), weights exp2(m_s - M).
+//  - The merge stays a launch of its own. Session 8 measured the other way
+//    (the last CTA of each sequence and kv head merging, counted with an
+//    atomic) on the H200: b1 at 1300 keys, 16 splits, 13.0 -> 18.8 us, the
+//    batch-1 step 2.63 -> 2.86 ms. One CTA walking every split's partials
+//    serially costs more than the launch it saves (NOTES §5).
 #include "cuda/attention_decode.cuh"
 
 #include <climits>
@@ -63,8 +62,7 @@ __global__ void __launch_bounds__(kThreads)
                                   int block_shift, const int32_t* __restrict__ block_tables, int max_blocks,
                                   const int32_t* __restrict__ seq_lens, int num_splits, float scale_log2,
                                   float* __restrict__ part_o, float* __restrict__ part_m,
-                                  float* __restrict__ part_l, int32_t* __restrict__ counters,
-                                  bf16* __restrict__ out) {
+                                  float* __restrict__ part_l) {
   pdl_launch_dependents();  // lets the next kernel (a GEMV) start streaming its weights
   using Warp = attn::WarpFlash<HD, kKeys>;
   using Smem = DecodeSmem<HD>;
@@ -177,29 +175,23 @@ __global__ void __launch_bounds__(kThreads)
       part_l[part] = merged.l;
     }
   }
+}
 
-  // Count this split in; the last of the (sequence, kv head) merges them all.
-  __shared__ bool merges;
-  __threadfence();  // this CTA's partials are visible device-wide before it is counted
-  __syncthreads();
-  if (tid == 0) {
-    int32_t* counter = counters + int64_t(seq) * gridDim.y + kv_head;
-    merges = atomicAdd(counter, 1) == num_splits - 1;
-    if (merges) *counter = 0;  // every split is counted: ready for the next launch
-  }
-  __syncthreads();
-  if (!merges) return;
-  __threadfence();  // the other splits' partials, read below through L2
-  for (int idx = tid; idx < group * kVec; idx += kThreads) {
-    const int row = idx / kVec, d4 = idx % kVec;
-    const int64_t item = int64_t(seq) * q_heads + int64_t(kv_head) * group + row;
-    const int64_t base = item * num_splits;
-    const attn::MergedPartials merged = attn::merge_partials(
-        num_splits, [&](int s) { return __ldcg(part_m + base + s); }, [&](int s) { return __ldcg(part_l + base + s); },
-        [&](int s) { return __ldcg(reinterpret_cast<const float4*>(part_o + (base + s) * HD + d4 * 4)); });
-    // No key at all (length 0): zeros.
-    *reinterpret_cast<uint2*>(out + item * HD + d4 * 4) = merged.normalised_bf16();
-  }
+template <int HD>
+__global__ void __launch_bounds__(kThreads)
+    attention_decode_combine_kernel(const float* __restrict__ part_o, const float* __restrict__ part_m,
+                                    const float* __restrict__ part_l, int items, int num_splits,
+                                    bf16* __restrict__ out) {
+  pdl_launch_dependents();  // lets the next kernel (a GEMV) start streaming its weights
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int item = blockIdx.x * kWarps + warp;  // seq * q_heads + head
+  if (item >= items || lane * 4 >= HD) return;  // a lane a float4 of the head's dims
+  const int64_t base = int64_t(item) * num_splits;
+  const attn::MergedPartials merged = attn::merge_partials(
+      num_splits, [&](int s) { return part_m[base + s]; }, [&](int s) { return part_l[base + s]; },
+      [&](int s) { return *reinterpret_cast<const float4*>(part_o + (base + s) * HD + lane * 4); });
+  // No key at all (length 0): zeros.
+  *reinterpret_cast<uint2*>(out + int64_t(item) * HD + lane * 4) = merged.normalised_bf16();
 }
 
 // 68 KB of stages at head_dim 128 (4 warps x 2 stages x K,V x 16 x 136 bf16):
@@ -215,7 +207,7 @@ Status prepare_decode_kernel() {
 template <int HD>
 Status launch_decode(const bf16* q, int q_stride, int batch, int q_heads, const PagedKv& cache, int block_shift,
                      const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
-                     float* workspace, int32_t* counters, bf16* out, cudaStream_t stream) {
+                     float* workspace, bf16* out, cudaStream_t stream) {
   REX_RETURN_IF_ERROR((prepare_decode_kernel<HD>()));
   const int64_t parts = int64_t(batch) * q_heads * num_splits;
   float* part_o = workspace;
@@ -225,8 +217,12 @@ Status launch_decode(const bf16* q, int q_stride, int batch, int q_heads, const 
                   static_cast<unsigned>(batch));
   attention_decode_split_kernel<HD><<<grid, kThreads, DecodeSmem<HD>::kBytes, stream>>>(
       q, q_stride, q_heads, q_heads / cache.kv_heads, cache, block_shift, block_tables, max_blocks, seq_lens,
-      num_splits, attn::softmax_scale_log2(HD), part_o, part_m, part_l, counters, out);
-  return check_launch("attention_decode_split_kernel");
+      num_splits, attn::softmax_scale_log2(HD), part_o, part_m, part_l);
+  REX_RETURN_IF_ERROR(check_launch("attention_decode_split_kernel"));
+  const int items = batch * q_heads;
+  attention_decode_combine_kernel<HD><<<ceil_div(size_t(items), kWarps), kThreads, 0, stream>>>(
+      part_o, part_m, part_l, items, num_splits, out);
+  return check_launch("attention_decode_combine_kernel");
 }
 
 }  // namespace
@@ -236,14 +232,9 @@ size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, i
   return size_t(batch) * size_t(q_heads) * size_t(num_splits) * size_t(head_dim + 2);
 }
 
-size_t attention_decode_counter_ints(int batch, int kv_heads) {
-  if (batch <= 0 || kv_heads <= 0) return 0;
-  return size_t(batch) * size_t(kv_heads);
-}
-
 Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
                              const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
-                             float* workspace, int32_t* counters, bf16* out, cudaStream_t stream) {
+                             float* workspace, bf16* out, cudaStream_t stream) {
   auto bad = [](const std::string& what) {
     return Status(StatusCode::kInvalidArgument, "attention_decode_bf16: " + what);
   };
@@ -267,9 +258,9 @@ Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads
     return bad("expected q_stride >= q_heads*head_dim (" + std::to_string(q_heads * hd) +
                ") and a multiple of 8 but got " + std::to_string(q_stride));
   if (batch == 0) return Status::Ok();
-  if (!q || !cache.k || !cache.v || !block_tables || !seq_lens || !workspace || !counters || !out)
-    return bad("expected non-null q, cache.k, cache.v, block_tables, seq_lens, workspace, counters and out but got a "
-               "null pointer");
+  if (!q || !cache.k || !cache.v || !block_tables || !seq_lens || !workspace || !out)
+    return bad("expected non-null q, cache.k, cache.v, block_tables, seq_lens, workspace and out but got a null "
+               "pointer");
   if (!attn::aligned_to(q, 16) || !attn::aligned_to(cache.k, 16) || !attn::aligned_to(cache.v, 16) ||
       !attn::aligned_to(workspace, 16) || !attn::aligned_to(out, 8))
     return bad("expected q, cache.k, cache.v, workspace 16-byte and out 8-byte aligned but got a misaligned pointer");
@@ -277,12 +268,12 @@ Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads
   while ((1 << shift) < bs) ++shift;
   if (hd == 32)  // the small test checkpoints' decoder
     return launch_decode<32>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                             num_splits, workspace, counters, out, stream);
+                             num_splits, workspace, out, stream);
   if (hd == 64)
     return launch_decode<64>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                             num_splits, workspace, counters, out, stream);
+                             num_splits, workspace, out, stream);
   return launch_decode<128>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                            num_splits, workspace, counters, out, stream);
+                            num_splits, workspace, out, stream);
 }
 
 }  // namespace rex::cuda

@@ -1,7 +1,7 @@
 // Grouped-query decode attention: one new query row per sequence of a batch,
 // against that sequence's paged KV cache, split over the KV length so a
-// batch of one still fills the chip (split-K; the last split of each
-// sequence and kv head to finish merges the partial softmaxes). The launch shape depends only on batch and
+// batch of one still fills the chip (split-K, then a combine pass that merges
+// the partial softmaxes). The launch shape depends only on batch and
 // num_splits, never on the lengths, which the kernel reads from device
 // memory: the decode step can be captured once in a CUDA graph and replayed
 // at any length.
@@ -20,18 +20,13 @@ namespace rex::cuda {
 
 // Floats of workspace the call needs (partial outputs, maxima and sums).
 size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, int num_splits);
-// int32 counters the call needs (one per sequence and kv head): zero before
-// the first call; every call leaves them zero.
-size_t attention_decode_counter_ints(int batch, int kv_heads);
 
 // q: row b at q + b*q_stride, [q_heads*head_dim] (rotated). block_tables
 // (device): [batch, max_blocks] int32. seq_lens (device): [batch] keys per
 // sequence, the new one included (>= 1). out: [batch, q_heads*head_dim] bf16.
-// head_dim 128 (64 also accepted). workspace: device floats, size above;
-// counters: device int32s, size above, zeroed once (calls on one stream may
-// share them; calls that may run at once may not).
+// head_dim 128 (64 also accepted). workspace: device floats, size above.
 Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
                              const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
-                             float* workspace, int32_t* counters, bf16* out, cudaStream_t stream);
+                             float* workspace, bf16* out, cudaStream_t stream);
 
 }  // namespace rex::cuda

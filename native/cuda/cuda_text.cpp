@@ -54,7 +54,7 @@ size_t TextRunner::Buffers::bytes() const {
 }
 
 size_t TextRunner::workspace_bytes() const {
-  return pre_.bytes() + dec_.bytes() + step_.bytes() + dec_logits_.bytes() + attn_workspace_.bytes() + attn_counters_.bytes() + pre_logits_.bytes() +
+  return pre_.bytes() + dec_.bytes() + step_.bytes() + dec_logits_.bytes() + attn_workspace_.bytes() + pre_logits_.bytes() +
          pre_head_rows_.bytes();
 }
 
@@ -131,9 +131,6 @@ Status TextRunner::init(const TextConfig& config, const DeviceWeights* weights, 
       ws = std::max(ws, attention_decode_workspace_floats(b, config_.num_heads, config_.head_dim(),
                                                           splits_for(b, gemv_path)));
   REX_RETURN_IF_ERROR(attn_workspace_.allocate(ws, "the decode attention workspace"));
-  const size_t counters = attention_decode_counter_ints(max_batch_, config_.num_kv_heads);
-  REX_RETURN_IF_ERROR(attn_counters_.allocate(counters, "the decode attention counters"));
-  REX_CUDA_TRY(cudaMemset(attn_counters_.get(), 0, counters * sizeof(int32_t)));
   return Status::Ok();
 }
 
@@ -187,8 +184,7 @@ Status TextRunner::decode_layers_gemv(int bucket) {
     PagedKv kv{plane.k, plane.v, arena_.block_size, hkv, hd};
     mark("attention", kv_bytes, attention_flops);
     REX_RETURN_IF_ERROR(attention_decode_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(), max_blocks_,
-                                              step_lengths(), splits, attn_workspace_.get(), attn_counters_.get(),
-                                              dec_.attn.get(), stream_));
+                                              step_lengths(), splits, attn_workspace_.get(), dec_.attn.get(), stream_));
     GemvArgs o = project(GemvEpilogue::kAddResidual, dec_.attn.get(), hq * hd, l.o_w, hidden);
     o.residual = dec_.residual.get();
     GemvArgs gate_up = project_normed(GemvEpilogue::kSwiglu, l.post_norm, l.gate_up_w, inter);
@@ -500,7 +496,7 @@ Status TextRunner::decode_body(int bucket, bool gemv_path, StepOutput output, co
       kv.k = plane.k;
       kv.v = plane.v;
       return attention_decode_bf16(qkv, qkv_width, bucket, c.num_heads, kv, step_tables(), max_blocks_, step_lengths(), splits,
-                                   attn_workspace_.get(), attn_counters_.get(), out, stream_);
+                                   attn_workspace_.get(), out, stream_);
     };
     REX_RETURN_IF_ERROR(layers(dec_, bucket, step_positions(), step_dest(), attention, tap));
   }

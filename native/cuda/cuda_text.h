@@ -180,7 +180,6 @@ class TextRunner {
   DeviceBuffer<int32_t> step_;            // ids | positions (3 axes) | dest rows | lengths | seen masks | block tables
   int32_t* step_host_ = nullptr;          // pinned mirror of step_
   DeviceBuffer<float> dec_logits_, dec_head_logits_, attn_workspace_;
-  DeviceBuffer<int32_t> attn_counters_;  // the decode attention's split counts (zero between calls)
   float* logits_pinned_ = nullptr;
   std::map<std::tuple<int, bool, StepOutput>, cudaGraphExec_t> graphs_;  // (bucket, gemv_path, output)
   DecodeSampler sampler_;

@@ -10,10 +10,8 @@
 //    point at NaN; outputs and the workspace are poisoned with NaN;
 //  - one CUDA graph captured at some lengths and replayed at others (the
 //    launch shape must not depend on the lengths);
-//  - a second launch must give the same bits, and leave the split counters
-//    zero (the last split of each group merges and resets its count, also
-//    across graph replays); bad arguments fail.
-// Timing lines: median of 20 launches (splits and their merge, cudaEvent, L2
+//  - a second launch must give the same bits; bad arguments fail.
+// Timing lines: median of 20 launches (split + combine, cudaEvent, L2
 // flushed), bytes = K/V read once (+ q, out, partials), GB/s against the
 // 4.3 TB/s copy ceiling; a num_splits sweep at batch 1, 8, 16, 32, 64 and 128.
 #include <cuda_runtime.h>
@@ -136,24 +134,15 @@ struct Launcher {
   DecodeBatch& db;
   int num_splits;
   DeviceArray<float> ws;
-  DeviceArray<int32_t> counters;  // zeroed once; every launch must leave them zero
   DeviceArray<uint16_t> out;
   Launcher(DecodeBatch& d, int splits)
       : db(d), num_splits(splits),
         ws(rex::cuda::attention_decode_workspace_floats(d.batch(), d.lay.q_heads, d.lay.hd, splits)),
-        counters(std::vector<int32_t>(rex::cuda::attention_decode_counter_ints(d.batch(), d.lay.kv_heads), 0)),
         out(size_t(d.batch()) * d.lay.q_heads * d.lay.hd) {}
   rex::Status operator()(cudaStream_t stream) {
     return rex::cuda::attention_decode_bf16(db.dq->as<bf16>(), db.lay.q_stride, db.batch(), db.lay.q_heads, db.cache,
                                             db.dtables->ptr, db.max_blocks, db.dlens->ptr, num_splits, ws.ptr,
-                                            counters.ptr, out.as<bf16>(), stream);
-  }
-  // The split counts are back to zero (the last split of each group resets its own).
-  void check_counters_zero(const std::string& what) {
-    const std::vector<int32_t> left = counters.download();
-    const size_t nonzero = size_t(std::count_if(left.begin(), left.end(), [](int32_t c) { return c != 0; }));
-    if (nonzero) std::printf("    %s: %zu split counters left non-zero\n", what.c_str(), nonzero);
-    CHECK_EQ(nonzero, size_t(0));
+                                            out.as<bf16>(), stream);
   }
 };
 
@@ -195,11 +184,9 @@ void check_decode(const Layout& lay, const std::vector<int>& lens, const std::ve
     CHECK_OK(run(stream));
     CHECK_CUDA_SYNC();
     check_same_bits(what, bits, run.out.download());
-    run.check_counters_zero(what);
     if (time_it && !quick()) {
       const Timing t = time_launch([&] { (void)run(stream); }, stream);
       CHECK_CUDA_SYNC();
-      run.check_counters_zero(what + " (timed launches)");
       const double partial_bytes = 2.0 * double(run.ws.count) * 4.0;  // written once, read once
       const double bytes = db.kv_bytes(lens) + 2.0 * 2.0 * db.batch() * lay.q_heads * lay.hd + partial_bytes;
       double keys = 0;
@@ -284,7 +271,6 @@ REX_TEST(decode_graph_replay_at_new_lengths) {
     CHECK_CUDA_SYNC();
     const std::vector<float> ref = db.reference(at);
     compare("graph replay at " + lens_label(at), db, from_bf16_bits(run.out.download()), ref);
-    run.check_counters_zero("graph replay at " + lens_label(at));
   }
   if (exec) cudaGraphExecDestroy(exec);
   if (graph) cudaGraphDestroy(graph);
@@ -319,17 +305,15 @@ REX_TEST(decode_bad_arguments) {
   DeviceArray<uint16_t> q(size_t(4) * 2560), k(size_t(256) * 256), v(size_t(256) * 256), out(size_t(4) * 2048);
   DeviceArray<int32_t> tables(std::vector<int32_t>{0, 1, 2, 3}), lens(std::vector<int32_t>{1, 2, 3, 4});
   DeviceArray<float> ws(rex::cuda::attention_decode_workspace_floats(4, 16, 128, 4));
-  DeviceArray<int32_t> counters(std::vector<int32_t>(rex::cuda::attention_decode_counter_ints(4, 2), 0));
   PagedKv cache;
   cache.k = k.as<bf16>();
   cache.v = v.as<bf16>();
   cache.block_size = 64;
   cache.kv_heads = 2;
   cache.head_dim = 128;
-  auto call = [&](PagedKv c, int q_stride, int batch, int q_heads, int max_blocks, int splits, float* w,
-                  int32_t* counts) {
+  auto call = [&](PagedKv c, int q_stride, int batch, int q_heads, int max_blocks, int splits, float* w) {
     return rex::cuda::attention_decode_bf16(q.as<bf16>(), q_stride, batch, q_heads, c, tables.ptr, max_blocks,
-                                            lens.ptr, splits, w, counts, out.as<bf16>(), 0);
+                                            lens.ptr, splits, w, out.as<bf16>(), 0);
   };
   auto expect_bad = [](const rex::Status& st, const char* what) {
     std::printf("  %-40s -> %s\n", what, st.ok() ? "ok (WRONG)" : st.message().c_str());
@@ -339,25 +323,22 @@ REX_TEST(decode_bad_arguments) {
   };
   PagedKv c80 = cache;
   c80.head_dim = 80;
-  expect_bad(call(c80, 2560, 4, 16, 1, 4, ws.ptr, counters.ptr), "head_dim 80");
-  expect_bad(call(cache, 2560, -1, 16, 1, 4, ws.ptr, counters.ptr), "batch -1");
-  expect_bad(call(cache, 2560, 4, 16, 1, 0, ws.ptr, counters.ptr), "num_splits 0");
-  expect_bad(call(cache, 2560, 4, 16, 0, 4, ws.ptr, counters.ptr), "max_blocks 0");
-  expect_bad(call(cache, 2560, 4, 15, 1, 4, ws.ptr, counters.ptr), "q_heads 15");
-  expect_bad(call(cache, 2560, 4, 16, 1, 4, nullptr, counters.ptr), "null workspace");
-  expect_bad(call(cache, 2560, 4, 16, 1, 4, ws.ptr, nullptr), "null counters");
-  expect_bad(call(cache, 2561, 4, 16, 1, 4, ws.ptr, counters.ptr), "q_stride 2561");
+  expect_bad(call(c80, 2560, 4, 16, 1, 4, ws.ptr), "head_dim 80");
+  expect_bad(call(cache, 2560, -1, 16, 1, 4, ws.ptr), "batch -1");
+  expect_bad(call(cache, 2560, 4, 16, 1, 0, ws.ptr), "num_splits 0");
+  expect_bad(call(cache, 2560, 4, 16, 0, 4, ws.ptr), "max_blocks 0");
+  expect_bad(call(cache, 2560, 4, 15, 1, 4, ws.ptr), "q_heads 15");
+  expect_bad(call(cache, 2560, 4, 16, 1, 4, nullptr), "null workspace");
+  expect_bad(call(cache, 2561, 4, 16, 1, 4, ws.ptr), "q_stride 2561");
   PagedKv c48 = cache;
   c48.block_size = 48;
-  expect_bad(call(c48, 2560, 4, 16, 1, 4, ws.ptr, counters.ptr), "block_size 48");
+  expect_bad(call(c48, 2560, 4, 16, 1, 4, ws.ptr), "block_size 48");
   PagedKv c1 = cache;
   c1.kv_heads = 1;
-  expect_bad(call(c1, 4096, 4, 32, 1, 4, ws.ptr, counters.ptr), "32 q heads per kv head");
+  expect_bad(call(c1, 4096, 4, 32, 1, 4, ws.ptr), "32 q heads per kv head");
   CHECK_EQ(rex::cuda::attention_decode_workspace_floats(4, 16, 128, 4), size_t(4) * 16 * 4 * 130);
   CHECK_EQ(rex::cuda::attention_decode_workspace_floats(0, 16, 128, 4), size_t(0));
-  CHECK_EQ(rex::cuda::attention_decode_counter_ints(4, 2), size_t(8));
-  CHECK_EQ(rex::cuda::attention_decode_counter_ints(0, 2), size_t(0));
-  CHECK_OK(call(cache, 2560, 0, 16, 1, 4, ws.ptr, counters.ptr));  // an empty batch is fine
+  CHECK_OK(call(cache, 2560, 0, 16, 1, 4, ws.ptr));  // an empty batch is fine
   CHECK_CUDA_SYNC();
 }
 
