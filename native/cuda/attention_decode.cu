@@ -28,8 +28,9 @@
 //  - The merge stays a launch of its own. Session 8 measured the other way
 //    (the last CTA of each sequence and kv head merging, counted with an
 //    atomic) on the H200: b1 at 1300 keys, 16 splits, 13.0 -> 18.8 us, the
-//    batch-1 step 2.63 -> 2.86 ms. One CTA walking every split's partials
-//    serially costs more than the launch it saves (NOTES §5).
+//    batch-1 step 2.63 -> 2.86 ms. That CTA's 128 threads walk every split's
+//    partials from L2 in a chain of dependent loads, while the combine
+//    launch spreads the same chains over a warp per q head (NOTES §5.3).
 #include "cuda/attention_decode.cuh"
 
 #include <climits>
@@ -185,13 +186,38 @@ __global__ void __launch_bounds__(kThreads)
   pdl_launch_dependents();  // lets the next kernel (a GEMV) start streaming its weights
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int item = blockIdx.x * kWarps + warp;  // seq * q_heads + head
-  if (item >= items || lane * 4 >= HD) return;  // a lane a float4 of the head's dims
+  if (item >= items) return;
   const int64_t base = int64_t(item) * num_splits;
-  const attn::MergedPartials merged = attn::merge_partials(
-      num_splits, [&](int s) { return part_m[base + s]; }, [&](int s) { return part_l[base + s]; },
-      [&](int s) { return *reinterpret_cast<const float4*>(part_o + (base + s) * HD + lane * 4); });
-  // No key at all (length 0): zeros.
-  *reinterpret_cast<uint2*>(out + int64_t(item) * HD + lane * 4) = merged.normalised_bf16();
+
+  float mx = -INFINITY;
+  for (int s = lane; s < num_splits; s += 32) mx = fmaxf(mx, part_m[base + s]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  float sum = 0.f;
+  for (int s = lane; s < num_splits; s += 32) {
+    const float ms = part_m[base + s];
+    if (ms != -INFINITY) sum += exp2f(ms - mx) * part_l[base + s];
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+
+  if (lane * 4 >= HD) return;
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int s = 0; s < num_splits; ++s) {
+    const float ms = part_m[base + s];
+    if (ms == -INFINITY) continue;  // a split with no keys
+    const float wt = exp2f(ms - mx);
+    const float4 o = *reinterpret_cast<const float4*>(part_o + (base + s) * HD + lane * 4);
+    acc.x += wt * o.x;
+    acc.y += wt * o.y;
+    acc.z += wt * o.z;
+    acc.w += wt * o.w;
+  }
+  const float inv = sum > 0.f ? 1.0f / sum : 0.f;  // no key at all (length 0): zeros
+  uint2 packed;
+  packed.x = pack_bf16x2(acc.x * inv, acc.y * inv);
+  packed.y = pack_bf16x2(acc.z * inv, acc.w * inv);
+  *reinterpret_cast<uint2*>(out + int64_t(item) * HD + lane * 4) = packed;
 }
 
 // 68 KB of stages at head_dim 128 (4 warps x 2 stages x K,V x 16 x 136 bf16):

@@ -147,10 +147,13 @@ __global__ void __launch_bounds__(kThreads, prefill_min_blocks<HD>())
                   r1 < rows, lane);
 }
 
-// Merges a split tile's partials (CTA = q head x combine entry): a warp per
-// row, lane i owning dims 4i .. 4i + 3; the shares are weighted by
-// exp2(m_s - M) (M their largest max), a share that saw no key of a row
-// ({-inf, 0}) skipped.
+// Merges a split tile's partials (CTA = q head x combine entry x kWarps
+// rows): a warp per row, lane i owning dims 4i .. 4i + 3; the shares are
+// weighted by exp2(m_s - M) (M their largest max), a share that saw no key of
+// a row ({-inf, 0}) skipped. One row a warp, not a loop over the tile's 64:
+// each row is a chain of dependent L2 reads over the shares, so rows walked
+// one after another by 4 warps made the combine latency-bound (session 8:
+// the split pass measured slower than the unsplit one, below in NOTES §5.4).
 template <int HD>
 __global__ void __launch_bounds__(kThreads)
     attention_prefill_combine_kernel(const PrefillCombine* __restrict__ combines, const float* __restrict__ part_o,
@@ -158,15 +161,14 @@ __global__ void __launch_bounds__(kThreads)
   const PrefillCombine c = combines[blockIdx.y];
   const int head = blockIdx.x, heads = gridDim.x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane * 4 >= HD) return;
-  for (int r = warp; r < c.rows; r += kWarps) {
-    auto at = [&](int p) { return (int64_t(c.first_partial + p) * heads + head) * kRows + r; };
-    const attn::MergedPartials merged = attn::merge_partials(
-        c.partials, [&](int p) { return part_ml[at(p)].x; }, [&](int p) { return part_ml[at(p)].y; },
-        [&](int p) { return *reinterpret_cast<const float4*>(part_o + at(p) * HD + lane * 4); });
-    *reinterpret_cast<uint2*>(out + int64_t(c.row0 + r) * out_stride + int64_t(head) * HD + lane * 4) =
-        merged.normalised_bf16();
-  }
+  const int r = blockIdx.z * kWarps + warp;
+  if (r >= c.rows || lane * 4 >= HD) return;
+  auto at = [&](int p) { return (int64_t(c.first_partial + p) * heads + head) * kRows + r; };
+  const attn::MergedPartials merged = attn::merge_partials(
+      c.partials, [&](int p) { return part_ml[at(p)].x; }, [&](int p) { return part_ml[at(p)].y; },
+      [&](int p) { return *reinterpret_cast<const float4*>(part_o + at(p) * HD + lane * 4); });
+  *reinterpret_cast<uint2*>(out + int64_t(c.row0 + r) * out_stride + int64_t(head) * HD + lane * 4) =
+      merged.normalised_bf16();
 }
 
 template <int HD>
@@ -208,7 +210,7 @@ Status launch_prefill(const bf16* q, int q_stride, const LaunchWork& work, int q
       attn::softmax_scale_log2(HD), out, q_heads * HD, part_o, part_ml);
   REX_RETURN_IF_ERROR(check_launch("attention_prefill_kernel"));
   if (work.num_combines == 0) return Status::Ok();
-  const dim3 combine_grid(static_cast<unsigned>(q_heads), static_cast<unsigned>(work.num_combines));
+  const dim3 combine_grid(static_cast<unsigned>(q_heads), static_cast<unsigned>(work.num_combines), kRows / kWarps);
   attention_prefill_combine_kernel<HD><<<combine_grid, kThreads, 0, stream>>>(work.combines, part_o, part_ml, out,
                                                                              q_heads * HD);
   return check_launch("attention_prefill_combine_kernel");
