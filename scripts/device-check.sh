@@ -137,6 +137,8 @@ for stage in "${stages[@]}"; do
       note "soak-start: launched into $dir" ;;
     soak-wait)
       dir=${SOAK_DIR:-/tmp/rex-soak}
+      # A fresh machine (the one that ran soak-start went cold) has no soak: say so now, not after the wait.
+      [ -f "$dir/soak.log" ] || { note "soak-wait: no soak in $dir (a fresh machine? soak-start's went cold)"; continue; }
       for ((i = 0; i < ${SOAK_WAIT_S:-540}; i += 5)); do [ -f "$dir/rc" ] && break; sleep 5; done
       cp "$dir/soak.json" "$dir/soak.log" "$OUT/" 2>/dev/null
       tail -30 "$dir/soak.log" 2>/dev/null
