@@ -23,6 +23,7 @@
 #   serve-load  the HTTP server's overhead over the engine (benchmarks/serve-load.ts)
 #   splits  the decode attention's split count on cuBLASLt steps: the graphed
 #           step at batches 16..128 per REX_OMNI_DECODE_SPLITS value ($SPLITS)
+#   step-ab the graphed step at batches 1, 2, 8, as is and once per NAME=VALUE in $STEP_AB_ENV
 #   step    the graphed decode step alone (native/bench/decode_step_bench.cu) on
 #           the 3B-shaped checkpoint, batches 1, 8, 64 (seconds, not minutes)
 #   concurrency the serving benchmark (benchmarks/concurrency.ts) on the 3B-shaped checkpoint,
@@ -31,7 +32,7 @@
 # Usage (device, repo root, after carrying .devicebundle):
 #   bash scripts/device-check.sh [stage ...]     default: build gpu bench
 #   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one), soak, soak-start, soak-wait, serve-load, concurrency,
-#           concurrency-ab, step, splits, bench-ab,
+#           concurrency-ab, step, step-ab, splits, bench-ab,
 #           gpu-fast (all but the 3B parity), gpu-3b, gpu:<file> (one test/gpu file), bench,
 #           kernel-<ctest name> (one kernel test)
 # Logs go to $OUT (the device tool brings them back); the last lines printed
@@ -147,6 +148,18 @@ for stage in "${stages[@]}"; do
       step_bench_ready step || continue
       timeout 300 build/native-gpu/decode_step_bench "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --out "$OUT/step.json" 2>&1 | tee "$OUT/step.log"
       note "step: rc=${PIPESTATUS[0]} ($(( $(date +%s) - start )) s)" ;;
+    step-ab)
+      # The graphed step (batches 1, 2, 8) as is, then once per NAME=VALUE in $STEP_AB_ENV
+      # (e.g. "REX_OMNI_FUSED_MERGE=1"); each variant's STEP lines.
+      [ -n "${STEP_AB_ENV:-}" ] || { note "step-ab: set STEP_AB_ENV=NAME=VALUE"; continue; }
+      step_bench_ready step-ab || continue
+      for variant in plain ${STEP_AB_ENV}; do
+        if [ "$variant" = plain ]; then with=(env); tag=plain; else with=(env "$variant"); tag=$(echo "${variant%%=*}" | tr 'A-Z_' 'a-z-'); fi
+        "${with[@]}" timeout 200 build/native-gpu/decode_step_bench "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" \
+          --batches 1,2,8 --steps 64 --out "$OUT/step-$tag.json" > "$OUT/step-$tag.log" 2>&1
+        echo "step $tag: $(grep -E '^STEP' "$OUT/step-$tag.log" | sed -E 's/.*batch +([0-9]+).*: ([0-9.]+) ms.*/b\1 \2 ms/' | paste -sd' ')"
+      done
+      note "step-ab ($STEP_AB_ENV): ($(( $(date +%s) - start )) s)" ;;
     splits)
       # The decode attention's split count on cuBLASLt steps: the graphed step
       # at batches 16..128 once per REX_OMNI_DECODE_SPLITS value in $SPLITS

@@ -183,10 +183,17 @@ Status TextRunner::decode_layers_gemv(int bucket) {
     const KvPlane plane = arena_.layer(li);
     PagedKv kv{plane.k, plane.v, arena_.block_size, hkv, hd};
     mark("attention", kv_bytes, attention_flops);
-    REX_RETURN_IF_ERROR(attention_decode_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(), max_blocks_,
-                                              step_lengths(), splits, attn_workspace_.get(), dec_.attn.get(), stream_));
     GemvArgs o = project(GemvEpilogue::kAddResidual, dec_.attn.get(), hq * hd, l.o_w, hidden);
     o.residual = dec_.residual.get();
+    if (fused_attention_merge_) {  // the split alone; o merges its partials
+      REX_RETURN_IF_ERROR(attention_decode_split_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(),
+                                                      max_blocks_, step_lengths(), splits, attn_workspace_.get(), stream_));
+      o.x = nullptr;
+      o.partials = decode_split_partials(attn_workspace_.get(), bucket, hq, hd, splits);
+    } else {
+      REX_RETURN_IF_ERROR(attention_decode_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(), max_blocks_,
+                                                step_lengths(), splits, attn_workspace_.get(), dec_.attn.get(), stream_));
+    }
     GemvArgs gate_up = project_normed(GemvEpilogue::kSwiglu, l.post_norm, l.gate_up_w, inter);
     gate_up.pair_offset = inter;
     gate_up.out_bf16 = dec_.act.get();

@@ -112,6 +112,10 @@ class TextRunner {
 
   // Decode-step projections through the GEMV (default) or cuBLASLt.
   void set_use_gemv(bool on) { use_gemv_ = on; }
+  // GEMV steps: the o projection merges the decode attention's split
+  // partials in its prologue, with no combine launch between (same bits).
+  // Off until measured on a device (REX_OMNI_FUSED_MERGE=1).
+  void set_fused_attention_merge(bool on) { fused_attention_merge_ = on; }
   // The most rows a step decodes on the GEMV; larger steps take cuBLASLt
   // (BackendOptions::batch_invariant keeps them all on the GEMV).
   void set_gemv_max_rows(int rows) { gemv_max_rows_ = rows; }
@@ -184,6 +188,7 @@ class TextRunner {
   std::map<std::tuple<int, bool, StepOutput>, cudaGraphExec_t> graphs_;  // (bucket, gemv_path, output)
   DecodeSampler sampler_;
   bool use_gemv_ = true;
+  bool fused_attention_merge_ = false;
   int gemv_max_rows_ = 8;
   std::map<int, int> wide_step_splits_;
   int prefill_split_ctas_ = 0;

@@ -176,6 +176,37 @@ describe('CUDA decode', () => {
     }
   });
 
+  it('the o projection merging the attention splits (REX_OMNI_FUSED_MERGE=1) gives the same tokens', async () => {
+    // batchInvariant: every step on the GEMV, where the fused merge applies;
+    // its bits equal the combine launch's (cuda_gemv_test), so the tokens are
+    // the same, greedy and seeded, alone and 8 at once.
+    const tiny = await ensureTinyCheckpoint();
+    const load = () =>
+      RexOmni.load(tiny, { backend: 'cuda', maxActiveRequests: 8, batchInvariant: true, prefixCacheGB: 0, defaults: { maxPixels: 64 * 28 * 28 } });
+    const plain = await load();
+    process.env.REX_OMNI_FUSED_MERGE = '1';
+    let fused: RexOmni;
+    try {
+      fused = await load();
+    } finally {
+      delete process.env.REX_OMNI_FUSED_MERGE;
+    }
+    try {
+      const images = Array.from({ length: 8 }, (_, i) => ({ data: syntheticRgb(112, 112, 60 + i), width: 112, height: 112 }));
+      for (const sampling of [{ temperature: 0 }, { temperature: 0.8, topP: 0.9, seed: 11 }]) {
+        const options = { maxNewTokens: 24, sampling };
+        const run = (m: RexOmni) => Promise.all(images.map((image, i) => m.detect(image, CATEGORIES.slice(0, 1 + (i % 3)), options)));
+        const without = await run(plain);
+        const withFused = await run(fused);
+        for (const [i, r] of withFused.entries()) expect(r.outputTokenIds).toEqual(without[i]!.outputTokenIds);
+        const alone = await fused.detect(images[5]!, CATEGORIES.slice(0, 3), options);
+        expect(alone.outputTokenIds).toEqual(without[5]!.outputTokenIds);
+      }
+    } finally {
+      await Promise.all([plain.close(), fused.close()]);
+    }
+  });
+
   it('the image prefix cache: later tasks on an image give the tokens of a model without it', async () => {
     const plain = await RexOmni.load(await ensureTinyCheckpoint(), {
       backend: 'cuda',
