@@ -20,6 +20,7 @@
 #           and soak-wait, in the next call (within the machine's 30 s of
 #           warmth), waits for it (at most SOAK_WAIT_S, default 540 s) and
 #           brings its report to $OUT. Between the two, run nothing timed.
+#   require-pass  stops the run when any stage before it failed (checks, require-pass, soak-start)
 #   serve-load  the HTTP server's overhead over the engine (benchmarks/serve-load.ts)
 #   splits  the decode attention's split count on cuBLASLt steps: the graphed
 #           step at batches 16..128 per REX_OMNI_DECODE_SPLITS value ($SPLITS)
@@ -47,6 +48,7 @@ source .devicebundle/activate
 export REX_OMNI_BUILD_JOBS=${REX_OMNI_BUILD_JOBS:-16}
 export PYTHONUNBUFFERED=1
 summary=()
+failures=0  # stages that failed so far (require-pass stops on any)
 note() { summary+=("$1"); echo "== $1"; }
 # logged NAME TAIL_LINES CMD...: runs CMD into $OUT/NAME.log, prints the log's
 # last TAIL_LINES lines and notes "NAME: rc=.. (.. s)"; returns CMD's rc.
@@ -58,6 +60,7 @@ logged() {
   rc=$?
   tail -n "$lines" "$OUT/$name.log"
   note "$name: rc=$rc ($(( $(date +%s) - t0 )) s)"
+  [ "$rc" -eq 0 ] || failures=$((failures + 1))
   return "$rc"
 }
 # soak_mode_flag: the soak's --default-mode under SOAK_MODE=default, else nothing (batchInvariant).
@@ -79,7 +82,7 @@ for stage in "${stages[@]}"; do
         [ -f dist/lib/index.js ] || npx tsc -p tsconfig.json >> "$OUT/build.log" 2>&1
         note "build: ok ($(( $(date +%s) - start )) s)"
       else
-        tail -40 "$OUT/build.log"; note "build: FAILED"; break
+        tail -40 "$OUT/build.log"; note "build: FAILED"; failures=$((failures + 1)); break
       fi ;;
     kernels)
       { cmake -S . -B build/native-gpu -DREX_BUILD_ADDON=OFF -DREX_CUDA_RESOURCE_REPORT=ON &&
@@ -89,16 +92,18 @@ for stage in "${stages[@]}"; do
       (cd build/native-gpu && ctest -L gpu --output-on-failure --timeout 300) > "$OUT/kernels.log" 2>&1
       rc=$?
       grep -E "FAIL|FAILED|rel.err|passed,|Test #" "$OUT/kernels.log" | grep -vE "^\s*ok " | tail -60
+      [ "$rc" -eq 0 ] || failures=$((failures + 1))
       note "kernels: rc=$rc ($(( $(date +%s) - start )) s)" ;;
     kernel-*)
       # One kernel test alone: kernel-cuda_gemv_test builds and runs that ctest executable.
       name=${stage#kernel-}
       { cmake -S . -B build/native-gpu -DREX_BUILD_ADDON=OFF -DREX_CUDA_RESOURCE_REPORT=ON &&
         cmake --build build/native-gpu -j "$REX_OMNI_BUILD_JOBS" --target "$name"; } > "$OUT/$name-build.log" 2>&1 ||
-        { grep -E "error" -A3 "$OUT/$name-build.log" | head -40; note "$name: build FAILED"; continue; }
+        { grep -E "error" -A3 "$OUT/$name-build.log" | head -40; note "$name: build FAILED"; failures=$((failures + 1)); continue; }
       grep -E "ptxas info|spill" "$OUT/$name-build.log" >> "$OUT/ptxas.log" || true
       (cd build/native-gpu && timeout 400 "./$name") > "$OUT/$name.log" 2>&1
       rc=$?
+      [ "$rc" -eq 0 ] || failures=$((failures + 1))
       grep -vE "^\s*ok " "$OUT/$name.log" | tail -80
       note "$name: rc=$rc ($(( $(date +%s) - start )) s)" ;;
     gpu|gpu-fast|gpu-3b|gpu:*)
@@ -113,9 +118,14 @@ for stage in "${stages[@]}"; do
         t0=$(date +%s)
         REX_OMNI_GPU_TESTS=1 REX_OMNI_GPU_REPORT_DIR="$OUT" npx vitest run "test/gpu/$f.test.ts" > "$OUT/gpu-$f.log" 2>&1
         rc=$?
+        [ "$rc" -eq 0 ] || failures=$((failures + 1))
         grep -E "✓|✗|×|FAIL|AssertionError|Error:|rel.err|passed, [1-9]" "$OUT/gpu-$f.log" | grep -v "^\s*ok " | head -30
         note "gpu $f: rc=$rc ($(( $(date +%s) - t0 )) s)"
       done ;;
+    require-pass)
+      # Stops here when any stage before failed (e.g. checks, then soak-start: no soak on failing code).
+      if [ "$failures" -gt 0 ]; then note "require-pass: $failures stage(s) failed, stopping"; break; fi
+      note "require-pass: all passed so far" ;;
     soak)
       logged soak 30 node dist/benchmarks/soak.js --model 3b --minutes "${SOAK_MINUTES:-10}" --concurrency 64 $(soak_mode_flag) --out "$OUT/soak.json" ;;
     concurrency)
