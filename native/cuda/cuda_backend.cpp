@@ -176,7 +176,8 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   cudaRuntimeGetVersion(&device_info_.runtime_version);
   REX_CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   REX_RETURN_IF_ERROR(gemm_.init());
-  // REX_OMNI_GEMM_TUNE=1: time cuBLASLt's candidates per shape (GemmRunner::set_tuning), an A/B knob.
+  // REX_OMNI_GEMM_TUNE=1: time cuBLASLt's candidates per shape (GemmRunner::set_tuning), an A/B knob
+  // (off: timing-dependent choices, NOTES.md §5.2).
   gemm_.set_tuning(std::getenv("REX_OMNI_GEMM_TUNE") != nullptr);
   REX_RETURN_IF_ERROR(upload_weights(config, weights, &weights_));
 
@@ -214,7 +215,7 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   text_.set_gemv_max_rows(options_.batch_invariant ? kGemvRows : gemv_fast_rows);
   // REX_OMNI_PREFILL_SPLIT: split prefill attention keys in passes of too few
   // CTAs ("1": two waves of the prefill kernel, 2 CTAs an SM; N > 1: N CTAs).
-  // Off until measured on a device (NOTES.md §5.2).
+  // Off: measured slower in session 8, its combine rewritten since (NOTES.md §5.2).
   if (const char* split = std::getenv("REX_OMNI_PREFILL_SPLIT")) {
     int sms = 0;
     REX_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, options_.device));
