@@ -15,6 +15,8 @@
 //    alone gives a plain engine's tokens.
 //  - Split prefill keys (REX_OMNI_PREFILL_SPLIT=1, off by default until
 //    measured): requests begin as they do without.
+//  - The o projection merging the attention splits (REX_OMNI_FUSED_MERGE=1,
+//    off until measured): the same tokens, greedy and seeded, batched and alone.
 //  - The image prefix cache: later tasks on an image read its KV (no vision,
 //    no prefix prefill; a partial last block copied on the device) and give
 //    the tokens of a model without the cache, also all at once.
@@ -65,6 +67,16 @@ async function sixteenBeginAsAlone(other: RexOmni, label: string, images: { data
   console.log(`${label}, 16 at once: ${agree.length}/16 begin as alone`);
   expect(agree.length).toBeGreaterThanOrEqual(14);
   return { alone, requests, options };
+}
+
+/** A model loaded with an environment variable set (the CUDA backend reads its A/B knobs at load). */
+async function loadWith(variable: string, value: string, load: () => Promise<RexOmni>): Promise<RexOmni> {
+  process.env[variable] = value;
+  try {
+    return await load();
+  } finally {
+    delete process.env[variable];
+  }
 }
 
 describe('CUDA decode', () => {
@@ -154,13 +166,7 @@ describe('CUDA decode', () => {
     const load = () =>
       RexOmni.load(tiny, { backend: 'cuda', maxActiveRequests: 8, prefixCacheGB: 0, defaults: { maxPixels: 512 * 28 * 28 } });
     const plain = await load();
-    process.env.REX_OMNI_PREFILL_SPLIT = '1';
-    let split: RexOmni;
-    try {
-      split = await load();
-    } finally {
-      delete process.env.REX_OMNI_PREFILL_SPLIT;
-    }
+    const split = await loadWith('REX_OMNI_PREFILL_SPLIT', '1', load);
     try {
       const options = { maxNewTokens: 8, sampling: { temperature: 0 }, jumpForward: false };
       const images = Array.from({ length: 8 }, (_, i) => ({ data: syntheticRgb(448, 448, 90 + i), width: 448, height: 448 }));
@@ -184,13 +190,7 @@ describe('CUDA decode', () => {
     const load = () =>
       RexOmni.load(tiny, { backend: 'cuda', maxActiveRequests: 8, batchInvariant: true, prefixCacheGB: 0, defaults: { maxPixels: 64 * 28 * 28 } });
     const plain = await load();
-    process.env.REX_OMNI_FUSED_MERGE = '1';
-    let fused: RexOmni;
-    try {
-      fused = await load();
-    } finally {
-      delete process.env.REX_OMNI_FUSED_MERGE;
-    }
+    const fused = await loadWith('REX_OMNI_FUSED_MERGE', '1', load);
     try {
       const images = Array.from({ length: 8 }, (_, i) => ({ data: syntheticRgb(112, 112, 60 + i), width: 112, height: 112 }));
       for (const sampling of [{ temperature: 0 }, { temperature: 0.8, topP: 0.9, seed: 11 }]) {
