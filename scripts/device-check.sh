@@ -164,7 +164,7 @@ for stage in "${stages[@]}"; do
       [ -n "${STEP_AB_ENV:-}" ] || { note "step-ab: set STEP_AB_ENV=NAME=VALUE"; continue; }
       step_bench_ready step-ab || continue
       for variant in plain ${STEP_AB_ENV}; do
-        if [ "$variant" = plain ]; then with=(env); tag=plain; else with=(env "$variant"); tag=$(echo "${variant%%=*}" | tr 'A-Z_' 'a-z-'); fi
+        if [ "$variant" = plain ]; then with=(env); tag=plain; else with=(env "$variant"); tag=$(echo "$variant" | tr 'A-Z_=' 'a-z--'); fi
         "${with[@]}" timeout 200 build/native-gpu/decode_step_bench "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" \
           --batches 1,2,8 --steps 64 --out "$OUT/step-$tag.json" > "$OUT/step-$tag.log" 2>&1
         echo "step $tag: $(grep -E '^STEP' "$OUT/step-$tag.log" | sed -E 's/.*batch +([0-9]+).*: ([0-9.]+) ms.*/b\1 \2 ms/' | paste -sd' ')"
@@ -204,7 +204,7 @@ PY
       # "REX_OMNI_PREFILL_SPLIT=1 REX_OMNI_GEMM_TUNE=1"); each variant's summary lines.
       [ -n "${BENCH_AB_ENV:-}" ] || { note "bench-ab: set BENCH_AB_ENV=NAME=VALUE"; continue; }
       for variant in plain ${BENCH_AB_ENV}; do
-        if [ "$variant" = plain ]; then with=(env); tag=plain; else with=(env "$variant"); tag=$(echo "${variant%%=*}" | tr 'A-Z_' 'a-z-'); fi
+        if [ "$variant" = plain ]; then with=(env); tag=plain; else with=(env "$variant"); tag=$(echo "$variant" | tr 'A-Z_=' 'a-z--'); fi
         logged "bench-$tag" 0 "${with[@]}" npm run bench -- --gpu-only --no-peers --out "$OUT/bench-$tag.json"
         grep -E "^decode, batch 1|^end to end|^prefix cache|ours \(cuda\)|^ +(1|8|32|64) +[0-9]+ " "$OUT/bench-$tag.log" | head -12
       done
