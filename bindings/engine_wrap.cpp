@@ -198,6 +198,7 @@ rex::EngineOptions engine_options_from_js(Napi::Env env, Napi::Value value) {
   read_option(o, "emulateBf16", &options.emulate_bf16);
   read_option(o, "reserveGeneration", &options.reserve_generation);
   read_option(o, "prefillChunkTokens", &options.prefill_chunk_tokens);
+  read_option(o, "prefillDecodeRows", &options.prefill_decode_rows);
   read_option(o, "visionBatchPatches", &options.vision_batch_patches);
   read_option(o, "prefixCacheBytes", &options.prefix_cache_bytes);
   read_option(o, "batchInvariant", &options.batch_invariant);

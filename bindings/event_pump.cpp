@@ -24,6 +24,7 @@ Napi::Object finish_to_js(Napi::Env env, const rex::FinishEvent& f) {
   o.Set("imageTokens", f.image_tokens);
   o.Set("generatedTokens", f.generated_tokens);
   o.Set("decodeSteps", f.decode_steps);
+  o.Set("prefillRides", f.prefill_rides);
   o.Set("forcedTokens", f.forced_tokens);
   o.Set("cachedTokens", f.cached_tokens);
   o.Set("preemptions", f.preemptions);

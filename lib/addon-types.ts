@@ -139,6 +139,8 @@ export interface NativeFinishEvent {
   generatedTokens: number;
   /** Decode forward passes that advanced the request (prefill not counted). */
   decodeSteps: number;
+  /** Of those, tokens decoded inside other requests' prefill passes. */
+  prefillRides: number;
   /** Generated tokens that jump-forward appended without a step of their own. */
   forcedTokens: number;
   /** Prompt tokens whose KV came from the image prefix cache (no vision encoder, no prefill for them). */
@@ -181,6 +183,8 @@ export interface NativeEngineOptions {
   prefixCacheBytes?: number;
   /** Prompts are prefilled in chunks of this many tokens between decode steps (0: whole). Default 2048. */
   prefillChunkTokens?: number;
+  /** Running requests that decode inside each prefill pass, at most (0: off). Default 0. */
+  prefillDecodeRows?: number;
   /** The images of requests admitted in one step go through the vision encoder in one pass, up to this many patches (0: one image per pass). Default 16384. */
   visionBatchPatches?: number;
   /** false: reserve only the KV a request holds and grow its slot, preempting the newest under pressure. Default true. */

@@ -70,6 +70,14 @@ export interface EngineOptions {
    */
   prefillChunkTokens?: number;
   /**
+   * While prompts are prefilled, up to this many running requests decode
+   * their next token inside each prefill pass, as one-row pieces of it,
+   * instead of waiting for the pass to end (their rows count against
+   * prefillChunkTokens). Default 0: off. Ignored where prefills are not
+   * batched (`batchInvariant` on CUDA) and with `reserveGeneration: false`.
+   */
+  prefillDecodeRows?: number;
+  /**
    * The images of requests admitted in the same scheduler step go through
    * the vision encoder in one pass (varlen attention: each image attends
    * only to itself), up to this many 14x14 patches in all; a larger image
@@ -116,7 +124,7 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
   if (options === null || typeof options !== 'object') throw invalidType('Engine options', 'an object', options);
   const {
     backend, threads, maxActiveRequests, maxQueuedRequests, kvCacheGB, gpuMemoryFraction, device, emulateBf16, batchInvariant,
-    prefixCacheGB, prefillChunkTokens, visionBatchPatches, reserveGeneration,
+    prefixCacheGB, prefillChunkTokens, prefillDecodeRows, visionBatchPatches, reserveGeneration,
   } = options;
   if (backend !== undefined && backend !== 'auto' && backend !== 'cpu' && backend !== 'cuda')
     throw invalidType('options.backend', '"auto", "cpu" or "cuda"', backend);
@@ -133,6 +141,7 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
   integer('maxQueuedRequests', maxQueuedRequests, 0);
   integer('device', device, 0);
   integer('prefillChunkTokens', prefillChunkTokens, 0);
+  integer('prefillDecodeRows', prefillDecodeRows, 0);
   integer('visionBatchPatches', visionBatchPatches, 0);
   if (kvCacheGB !== undefined && (typeof kvCacheGB !== 'number' || !(kvCacheGB > 0) || !Number.isFinite(kvCacheGB)))
     throw outOfRange('options.kvCacheGB', 'a positive number of GiB', kvCacheGB);
@@ -150,6 +159,7 @@ function nativeOptions(options: EngineOptions): NativeEngineOptions {
   if (batchInvariant) out.batchInvariant = true;
   if (prefixCacheGB !== undefined) out.prefixCacheBytes = Math.floor(prefixCacheGB * 2 ** 30);
   if (prefillChunkTokens !== undefined) out.prefillChunkTokens = prefillChunkTokens;
+  if (prefillDecodeRows !== undefined) out.prefillDecodeRows = prefillDecodeRows;
   if (visionBatchPatches !== undefined) out.visionBatchPatches = visionBatchPatches;
   if (reserveGeneration !== undefined) out.reserveGeneration = reserveGeneration;
   if (threads !== undefined) out.threads = threads;
@@ -194,6 +204,8 @@ export interface FinishEvent {
   generatedTokens: number;
   /** Decode forward passes that advanced the request (prefill not counted). */
   decodeSteps: number;
+  /** Of those, tokens it decoded inside other requests' prefill passes (prefillDecodeRows). */
+  prefillRides: number;
   /** Generated tokens that jump-forward appended without a step of their own. */
   forcedTokens: number;
   /** Prompt tokens whose KV came from the image prefix cache: the image was not encoded again. */
@@ -229,6 +241,7 @@ function toFinishEvent(f: NativeFinishEvent): FinishEvent {
     imageTokens: f.imageTokens,
     generatedTokens: f.generatedTokens,
     decodeSteps: f.decodeSteps,
+    prefillRides: f.prefillRides,
     forcedTokens: f.forcedTokens,
     cachedTokens: f.cachedTokens,
     preemptions: f.preemptions,

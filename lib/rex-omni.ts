@@ -77,6 +77,8 @@ export interface RexOmniResult {
   tokens: { prompt: number; image: number; generated: number; forced: number; cached: number };
   /** Decode forward passes the run took (prefill not counted): with jump-forward, fewer than generated tokens. */
   decodeSteps: number;
+  /** Of those, tokens decoded inside other requests' prefill passes (`prefillDecodeRows`). */
+  prefillRides: number;
   /** Times it gave its KV back under memory pressure and resumed (reserveGeneration: false); 0 otherwise. */
   preemptions: number;
   timings: RunTimings;
@@ -252,6 +254,7 @@ export class RexOmni implements AsyncDisposable {
           cached: finish.cachedTokens,
         },
         decodeSteps: finish.decodeSteps,
+        prefillRides: finish.prefillRides,
         preemptions: finish.preemptions,
         timings: {
           decodeMs,

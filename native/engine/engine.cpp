@@ -61,6 +61,7 @@
 #include "rex/engine.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -143,6 +144,7 @@ struct Sequence {
   // check computed it (and nothing has moved the grammar since); else null.
   const TokenMask* next_mask = nullptr;
   int decode_steps = 0;
+  int prefill_rides = 0;
   int forced_tokens = 0;
   // The image prefix (the prompt through <|vision_end|>): its length (0: the
   // request has none to cache) and key, and how many tokens came from the cache.
@@ -381,6 +383,7 @@ struct Engine::Impl {
   int step_rows = 1;
   int spare_rows = 0;
   int chunk_tokens = 2048;  // EngineOptions::prefill_chunk_tokens (0: whole prompts)
+  int prefill_decode_rows = 0;  // EngineOptions::prefill_decode_rows (0: decode rows never ride a prefill pass)
   bool growing = false;     // slots grow (!reserve_generation and the backend grows them)
   // Vision batching (EngineOptions::vision_batch_patches, batch_invariant:
   // one image per pass).
@@ -436,7 +439,8 @@ struct Engine::Impl {
   Chunk next_chunk(Sequence& s) const;
   PrefillInput chunk_input(const Chunk& c) const;
   Status after_chunk(const Chunk& c, const SampledToken* first, double ms, EngineEvents& ev);
-  Status prefill_chunks(const std::vector<Chunk>& chunks, EngineEvents& ev);
+  Status prefill_chunks(const std::vector<Chunk>& chunks, EngineEvents& ev, const std::vector<Sequence*>& riders = {});
+  std::vector<Sequence*> prefill_riders(int limit) const;
   void prefill_step(EngineEvents& ev);
   int owed_rows();
   int rows_taken() const;
@@ -466,6 +470,7 @@ void Engine::Impl::finish(Sequence& s, FinishReason reason, Status status, Engin
   f.preemptions = s.preemptions;
   f.generated_tokens = s.generated;
   f.decode_steps = s.decode_steps;
+  f.prefill_rides = s.prefill_rides;
   f.forced_tokens = s.forced_tokens;
   ev.finished.push_back(std::move(f));
 }
@@ -895,23 +900,43 @@ Status Engine::Impl::after_chunk(const Chunk& c, const SampledToken* first, doub
 
 // Prefills chunks (one backend call; several only on a backend that batches
 // prefills, one chunk per slot), then takes each one's results in order.
-Status Engine::Impl::prefill_chunks(const std::vector<Chunk>& chunks, EngineEvents& ev) {
+// Riders (running sequences, none of them a chunk's) decode their next token
+// in the same call: a one-row input each, after the chunks, its token taken
+// as a decode step's (take_rows).
+Status Engine::Impl::prefill_chunks(const std::vector<Chunk>& chunks, EngineEvents& ev,
+                                    const std::vector<Sequence*>& riders) {
   auto t0 = Clock::now();
   std::vector<PrefillInput> inputs;
   for (const Chunk& c : chunks) inputs.push_back(chunk_input(c));
   const bool on_device = backend->samples_on_device();
   std::vector<RowSampling> sampling;
-  // What choosing a first token consumes (a draw, a pending mask), as it
-  // was: a failed call, retried alone, leaves them unchanged.
+  // What choosing a token consumes (a draw, a pending mask), as it was: a
+  // failed call, retried alone, leaves them unchanged.
   std::vector<std::pair<Pcg32, const TokenMask*>> before;
-  for (const Chunk& c : chunks) {
-    if (!c.last) continue;
-    before.emplace_back(c.s->rng, c.s->next_mask);
-    sampling.push_back(row_sampling(*c.s, sampled_mask(*c.s), on_device));
+  std::vector<Sequence*> choosers;  // whose token each sampling row chooses: last chunks', then riders'
+  for (const Chunk& c : chunks)
+    if (c.last) choosers.push_back(c.s);
+  const size_t chunk_rows = choosers.size();
+  choosers.insert(choosers.end(), riders.begin(), riders.end());
+  for (Sequence* s : choosers) {
+    before.emplace_back(s->rng, s->next_mask);
+    sampling.push_back(row_sampling(*s, sampled_mask(*s), on_device));
+  }
+  std::vector<std::array<int32_t, 3>> rider_positions(riders.size());  // a text row: t = h = w
+  for (size_t k = 0; k < riders.size(); ++k) {
+    const Sequence& r = *riders[k];
+    rider_positions[k].fill(r.next_position);
+    PrefillInput in;
+    in.slot = r.slot;
+    in.token_ids = &r.last_token;
+    in.n = 1;
+    in.positions = rider_positions[k].data();
+    in.image_token_id = config.image_token_id;
+    in.logit_rows = 1;
+    inputs.push_back(in);
   }
   auto restore = [&] {
-    for (size_t i = 0, j = 0; i < chunks.size(); ++i)
-      if (chunks[i].last) std::tie(chunks[i].s->rng, chunks[i].s->next_mask) = before[j++];
+    for (size_t j = 0; j < choosers.size(); ++j) std::tie(choosers[j]->rng, choosers[j]->next_mask) = before[j];
   };
   const int vocab = backend->vocab_size();
   std::vector<SampledToken> first;
@@ -928,24 +953,24 @@ Status Engine::Impl::prefill_chunks(const std::vector<Chunk>& chunks, EngineEven
     restore();
     return call;
   }
-  // From here the slots hold the chunks: an error ends the chunks' requests
-  // (a retry would prefill them twice).
+  // From here the slots hold the chunks (and the riders' rows): an error
+  // ends their requests (a retry would prefill them twice).
   const Status sampled = guarded("sampling the first tokens", [&] {
     if (!on_device || sampling.empty()) {
-      for (size_t i = 0, j = 0; i < chunks.size(); ++i) {
-        if (!chunks[i].last) continue;
-        Sequence& s = *chunks[i].s;
+      for (size_t j = 0; j < chunk_rows; ++j) {
+        Sequence& s = *choosers[j];
         first.push_back(sample_token(&logits[j * size_t(vocab)], vocab, sampling[j].params, s.history, s.rng, sampling[j].mask));
-        ++j;
       }
     }
-    if (first.size() != sampling.size())
-      return Status(StatusCode::kInternal, "prefill: expected " + std::to_string(sampling.size()) + " first tokens but got " +
+    const size_t expected = on_device && !sampling.empty() ? sampling.size() : chunk_rows;
+    if (first.size() != expected)
+      return Status(StatusCode::kInternal, "prefill: expected " + std::to_string(expected) + " first tokens but got " +
                     std::to_string(first.size()));
     return Status::Ok();
   });
   if (!sampled.ok()) {
     for (const Chunk& c : chunks) finish(*c.s, FinishReason::kError, sampled, ev);
+    for (Sequence* r : riders) finish(*r, FinishReason::kError, sampled, ev);
     return Status::Ok();
   }
   const double ms = ms_since(t0);  // each chunk's request waited for the whole call
@@ -956,7 +981,32 @@ Status Engine::Impl::prefill_chunks(const std::vector<Chunk>& chunks, EngineEven
     j += c.last;
     if (!st.ok()) finish(*c.s, FinishReason::kError, st, ev);
   }
+  // The riders' rows, as a decode step takes them (sampling and logits rows
+  // chunk_rows + k; a host sampler draws here).
+  for (size_t k = 0; k < riders.size(); ++k) {
+    Sequence& s = *riders[k];
+    s.timings.decode_ms += ms;
+    ++s.decode_steps;
+    ++s.prefill_rides;
+    const size_t row = chunk_rows + k;
+    const Status st = guarded("decoding request " + std::to_string(s.id), [&] {
+      return take_rows(s, row, row + 1, sampling, on_device ? first.data() : nullptr, ev);
+    });
+    if (!st.ok()) finish(s, FinishReason::kError, st, ev);
+  }
   return Status::Ok();
+}
+
+// The running sequences that decode inside this prefill pass, oldest first,
+// at most limit: not prefilling, with a slot, no jump-forward tokens pending
+// (their rows score those tokens; a decode step takes them).
+std::vector<Sequence*> Engine::Impl::prefill_riders(int limit) const {
+  std::vector<Sequence*> riders;
+  for (const auto& sp : active) {
+    if (int(riders.size()) >= limit) break;
+    if (sp && !sp->prefilling && sp->slot >= 0 && sp->forced.empty()) riders.push_back(sp.get());
+  }
+  return riders;
 }
 
 // The prefill chunks of one step: while any sequence decodes, chunks up to
@@ -983,7 +1033,11 @@ void Engine::Impl::prefill_step(EngineEvents& ev) {
       if (decoding && budget <= 0) break;
     }
   } else {
+    const bool rides = decoding && prefill_decode_rows > 0 && !growing;
     while (!decoding || budget > 0) {
+      // The running sequences decode in the pass (their rows in the budget).
+      const std::vector<Sequence*> riders = rides ? prefill_riders(std::min(prefill_decode_rows, budget)) : std::vector<Sequence*>{};
+      budget -= int(riders.size());
       std::vector<Chunk> round;
       for (auto& sp : active) {
         if (!sp->prefilling || sp->slot < 0) continue;
@@ -992,7 +1046,8 @@ void Engine::Impl::prefill_step(EngineEvents& ev) {
         budget -= round.back().to - round.back().from;
       }
       if (round.empty()) break;
-      const Status st = guarded("a batch of " + std::to_string(round.size()) + " prefills", [&] { return prefill_chunks(round, ev); });
+      const Status st = guarded("a batch of " + std::to_string(round.size()) + " prefills",
+                                [&] { return prefill_chunks(round, ev, riders); });
       if (st.ok()) continue;
       if (round.size() == 1) {
         finish(*round[0].s, FinishReason::kError, st, ev);
@@ -1253,6 +1308,9 @@ Result<std::unique_ptr<Engine>> Engine::create_with_backend(const ModelConfig& c
   if (options.max_active_requests < 1)
     return Status(StatusCode::kInvalidArgument, "expected max_active_requests >= 1 but got " +
                   std::to_string(options.max_active_requests));
+  if (options.prefill_decode_rows < 0)
+    return Status(StatusCode::kInvalidArgument,
+                  "expected prefill_decode_rows >= 0 (0: off) but got " + std::to_string(options.prefill_decode_rows));
   if (options.prefill_chunk_tokens < 0)
     return Status(StatusCode::kInvalidArgument, "expected prefill_chunk_tokens >= 0 (0: whole prompts) but got " +
                   std::to_string(options.prefill_chunk_tokens));
@@ -1270,6 +1328,7 @@ Result<std::unique_ptr<Engine>> Engine::create_with_backend(const ModelConfig& c
   impl->max_queued = options.max_queued_requests;
   impl->step_rows = std::max(1, impl->backend->max_step_rows());
   impl->chunk_tokens = options.prefill_chunk_tokens;
+  impl->prefill_decode_rows = options.prefill_decode_rows;
   impl->vision_batch_patches = options.vision_batch_patches;
   impl->batch_invariant = options.batch_invariant;
   impl->growing = !options.reserve_generation && impl->backend->grows_slots();

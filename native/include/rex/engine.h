@@ -94,6 +94,7 @@ struct FinishEvent {
   int image_tokens = 0;
   int generated_tokens = 0;  // includes a stop token, which is also delivered as a TokenEvent
   int decode_steps = 0;      // decode forward passes that advanced this request (prefill not counted)
+  int prefill_rides = 0;     // of those, rows it decoded inside another request's prefill pass (prefill_decode_rows)
   int forced_tokens = 0;     // generated tokens that jump-forward appended (no step of their own)
   int cached_tokens = 0;     // prompt tokens whose KV came from the image prefix cache (no vision, no prefill)
   int preemptions = 0;       // times the request gave its KV back and resumed (reserve_generation false)
@@ -130,6 +131,13 @@ struct EngineOptions {
   // so a long prompt delays the running requests by one chunk at a time
   // (0: each prompt at once). The chunks are the prompt's own, whatever the load.
   int prefill_chunk_tokens = 2048;
+  // While prompts are prefilled, up to this many running requests (those
+  // with no jump-forward tokens pending) decode their next token inside each
+  // prefill pass, as one-row pieces of it, instead of waiting for the pass
+  // to end; the rows count against prefill_chunk_tokens. 0: off. A backend
+  // that does not batch prefills (batch_invariant CUDA) ignores it, and so do
+  // growing slots (reserve_generation false).
+  int prefill_decode_rows = 0;
   // The images of requests admitted in the same step go through the vision
   // encoder in one pass, up to this many patches in all (an image larger than
   // it goes alone; 0: one image per pass). Under batch_invariant one image
