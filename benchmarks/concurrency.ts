@@ -69,6 +69,8 @@ export interface ConcurrencyOptions {
   peer?: 'none' | 'gemm' | 'transformers';
   /** The GEMM rate, when known already (skips measuring it). */
   gemmFlopsPerSecond?: number;
+  /** The engine's prefillDecodeRows (running requests decoding inside prefill passes); default 0. */
+  prefillDecodeRows?: number;
   log?: (line: string) => void;
 }
 
@@ -412,7 +414,8 @@ export async function runConcurrency(o: ConcurrencyOptions): Promise<Concurrency
 
   const grammar = await fixedLengthGrammar(tokenizer);
   const maxLevel = Math.max(...levels);
-  const engine = await Engine.open(o.model, { backend, maxActiveRequests: maxLevel, prefixCacheGB: 0 });
+  const prefillDecodeRows = o.prefillDecodeRows ?? 0;
+  const engine = await Engine.open(o.model, { backend, maxActiveRequests: maxLevel, prefixCacheGB: 0, prefillDecodeRows });
   const results: LevelResult[] = [];
   let gpu: string | undefined;
   let index = 0;
@@ -492,7 +495,7 @@ export async function runConcurrency(o: ConcurrencyOptions): Promise<Concurrency
         'fixed-length (benchmarks/fixed-length.ts): the one-phrase polygon grammar, greedy (repetition penalty ' +
         `${GREEDY.repetitionPenalty}), no stop ids, so exactly tokensPerRequest tokens; scores on, jump-forward off (every token after the first is a decode step, answer or <|im_end|> padding alike); parsed as ocr_polygon ` +
         '(random weights: mostly one polygon per answer, so predictions/s counts polygons, not COCO boxes at 7.6 tokens each)',
-      engine: { maxActiveRequests: maxLevel, prefixCacheGB: 0 },
+      engine: { maxActiveRequests: maxLevel, prefixCacheGB: 0, prefillDecodeRows },
       closedLoop: 'each level keeps `concurrency` requests in flight until its requests are done; wall time from the first submit to the last finish',
       latency: 'per request from the submit: first token event, first prediction event of the streaming parser, finish; nearest-rank percentiles',
       computeRoofline: 'gemm.flopsPerSecond / flopsPerImage.totalFlops (vision + prefill, benchmarks/prefill-flops.ts, mean over the image sizes)',
@@ -597,6 +600,7 @@ async function main(): Promise<void> {
       peer: { type: 'boolean', default: false },
       quick: { type: 'boolean', default: false },
       'gemm-tflops': { type: 'string' },
+      'prefill-decode-rows': { type: 'string' },
     },
   });
   if (!values.model) throw new Error('concurrency: expected --model DIR (or 3b)');
@@ -619,6 +623,7 @@ async function main(): Promise<void> {
       : {}),
     peer: backend === 'cuda' ? (values.peer ? 'transformers' : 'gemm') : 'none',
     ...(values['gemm-tflops'] ? { gemmFlopsPerSecond: Number(values['gemm-tflops']) * 1e12 } : {}),
+    ...(values['prefill-decode-rows'] ? { prefillDecodeRows: Number(values['prefill-decode-rows']) } : {}),
     log: (line) => console.log(`[concurrency ${new Date().toISOString().slice(11, 19)}] ${line}`),
   });
   if (values.out) writeFileSync(values.out, `${JSON.stringify(report, null, 2)}\n`);

@@ -29,11 +29,12 @@
 #           the 3B-shaped checkpoint, batches 1, 8, 64 (seconds, not minutes)
 #   concurrency the serving benchmark (benchmarks/concurrency.ts) on the 3B-shaped checkpoint,
 #           concurrency 1..128, 45- and 440-token answers, transformers' batched generate beside
+#   concurrency-rides  the same, ours alone, without and with --prefill-decode-rows ${RIDES:-16}
 #   concurrency-ab  the same, ours alone, without (REX_OMNI_PREFILL_BATCH=0) and with batched prefill (the default)
 # Usage (device, repo root, after carrying .devicebundle):
 #   bash scripts/device-check.sh [stage ...]     default: build gpu bench
 #   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one), soak, soak-start, soak-wait, serve-load, concurrency,
-#           concurrency-ab, step, step-ab, splits, bench-ab,
+#           concurrency-ab, concurrency-rides, step, step-ab, splits, bench-ab,
 #           gpu-fast (all but the 3B parity), gpu-3b, gpu:<file> (one test/gpu file), bench,
 #           kernel-<ctest name> (one kernel test)
 # Logs go to $OUT (the device tool brings them back); the last lines printed
@@ -140,6 +141,15 @@ for stage in "${stages[@]}"; do
         grep -E "targets:|x(1|8|64|128):" "$OUT/concurrency-$variant.log" | tail -12
       done
       note "concurrency-ab: ($(( $(date +%s) - start )) s)" ;;
+    concurrency-rides)
+      # Ours alone, without and with decode rows riding in prefill passes
+      # (--prefill-decode-rows ${RIDES:-16}); each variant's rc is a summary line of its own.
+      for variant in plain rides; do
+        if [ "$variant" = rides ]; then extra=(--prefill-decode-rows "${RIDES:-16}"); else extra=(); fi
+        logged "concurrency-$variant" 0 node dist/benchmarks/concurrency.js --model 3b --backend cuda "${extra[@]}" --out "$OUT/concurrency-$variant.json"
+        grep -E "targets:|x(1|8|64|128):" "$OUT/concurrency-$variant.log" | tail -12
+      done
+      note "concurrency-rides: ($(( $(date +%s) - start )) s)" ;;
     soak-start)
       dir=${SOAK_DIR:-/tmp/rex-soak}
       rm -rf "$dir" && mkdir -p "$dir"
