@@ -337,6 +337,7 @@ Status TextRunner::prefill_passes(const std::vector<PrefillPart>& parts, int row
     if (logit_rows > 0)
       REX_RETURN_IF_ERROR(pre_head_rows_.ensure(size_t(std::min(logit_rows, kPrefillChunk)) * hidden, "the prefill LM head rows"));
   }
+  REX_RETURN_IF_ERROR(pre_decode_.ensure(size_t(max_batch_) * (max_blocks_ + 1), "the riding decode rows' tables"));
   size_t part = 0;
   int in_part = 0;   // rows of parts[part] done in earlier passes
   int logits_done = 0;
@@ -406,27 +407,58 @@ Status TextRunner::prefill_passes(const std::vector<PrefillPart>& parts, int row
                                        stream_));
       }
     }
+    // The pass's tail of one-row parts (decode rows riding it, the engine's
+    // prefill_decode_rows, come last): their attention on the decode kernel,
+    // a row a sequence, where the prefill kernel would spend a 64-row tile on
+    // each (NOTES.md §11).
+    size_t riding_rows = 0;  // at most a step's rows (the decode workspace's)
+    while (riding_rows < pieces.size() && riding_rows < size_t(max_batch_)) {
+      const Piece& q = pieces[pieces.size() - 1 - riding_rows];
+      if (q.n != 1 || parts[q.part].n != 1 || parts[q.part].blocks->size() > size_t(max_blocks_)) break;
+      ++riding_rows;
+    }
+    const size_t head_pieces = pieces.size() - riding_rows;
+    std::vector<int32_t> riding_table(riding_rows * (size_t(max_blocks_) + 1), 0);  // the tables, then the lengths
+    for (size_t k = 0; k < riding_rows; ++k) {
+      const PrefillPart& p = parts[pieces[head_pieces + k].part];
+      std::copy(p.blocks->begin(), p.blocks->end(), riding_table.begin() + std::ptrdiff_t(k * max_blocks_));
+      riding_table[riding_rows * max_blocks_ + k] = p.past + 1;
+    }
     // One piece: the one-sequence attention (no plan to upload), unless its
     // keys are split; several: varlen. Split keys (prefill_split_ctas_) when
     // the pass's tiles leave the GPU short of that many CTAs.
     PrefillSplit split;
     if (prefill_split_ctas_ > 0) split = PrefillSplit{c.num_heads, c.head_dim(), prefill_split_ctas_};
     int pass_tiles = 0;
-    for (const PrefillSegment& g : segments) pass_tiles += prefill_tiles(g.n);
-    const bool planned = pieces.size() > 1 || split.applies(pass_tiles);
+    for (size_t k = 0; k < head_pieces; ++k) pass_tiles += prefill_tiles(segments[k].n);
+    const bool planned = head_pieces > 1 || (head_pieces == 1 && split.applies(pass_tiles));
     if (planned)
-      REX_RETURN_IF_ERROR(pre_plan_.build(segments.data(), int(segments.size()), pass, arena_.block_size, int(tables.size()),
+      REX_RETURN_IF_ERROR(pre_plan_.build(segments.data(), int(head_pieces), pass, arena_.block_size, int(tables.size()),
                                           stream_, split));
+    const int riding_row0 = riding_rows > 0 ? pieces[head_pieces].row : pass;
+    if (riding_rows > 0) {
+      mark("inputs (H2D)", 4.0 * riding_table.size());
+      REX_RETURN_IF_ERROR(pre_decode_.upload(riding_table.data(), riding_table.size(), stream_, "the riding decode rows' tables"));
+    }
     PagedKv kv{nullptr, nullptr, arena_.block_size, c.num_kv_heads, c.head_dim()};
     const PrefillSegment one = segments.front();
+    const int riding_splits = riding_rows > 0 ? splits_for(bucket_for(int(riding_rows)), false) : 0;
     auto attention = [&](int layer, const bf16* qkv, bf16* out) {
       const KvPlane plane = arena_.layer(layer);
       kv.k = plane.k;
       kv.v = plane.v;
-      if (planned)
-        return attention_prefill_varlen_bf16(qkv, qkv_width, pre_plan_, c.num_heads, kv, pre_blocks_.get(), out, stream_);
-      return attention_prefill_bf16(qkv, qkv_width, one.n, one.past, c.num_heads, kv, pre_blocks_.get() + one.table_offset,
-                                    out, stream_);
+      if (planned) {
+        REX_RETURN_IF_ERROR(
+            attention_prefill_varlen_bf16(qkv, qkv_width, pre_plan_, c.num_heads, kv, pre_blocks_.get(), out, stream_));
+      } else if (head_pieces == 1) {
+        REX_RETURN_IF_ERROR(attention_prefill_bf16(qkv, qkv_width, one.n, one.past, c.num_heads, kv,
+                                                   pre_blocks_.get() + one.table_offset, out, stream_));
+      }
+      if (riding_rows == 0) return Status::Ok();
+      const int out_width = c.num_heads * c.head_dim();
+      return attention_decode_bf16(qkv + size_t(riding_row0) * qkv_width, qkv_width, int(riding_rows), c.num_heads, kv,
+                                   pre_decode_.get(), max_blocks_, pre_decode_.get() + riding_rows * size_t(max_blocks_),
+                                   riding_splits, attn_workspace_.get(), out + size_t(riding_row0) * out_width, stream_);
     };
     REX_RETURN_IF_ERROR(layers(pre_, pass, pre_positions_.get(), pre_dest_.get(), attention, tap));
     // The LM head over the logit rows that end a part in this pass (a

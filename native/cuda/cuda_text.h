@@ -183,6 +183,9 @@ class TextRunner {
   // Prefill (grows with the chunk size).
   Buffers pre_;
   DeviceBuffer<int32_t> pre_ids_, pre_positions_, pre_dest_, pre_image_row_, pre_blocks_;
+  // A prefill pass's one-row parts at its end (decode rows riding the pass):
+  // their block tables [rows, max_blocks_], then their lengths, for the decode kernel.
+  DeviceBuffer<int32_t> pre_decode_;
   DeviceBuffer<float> pre_logits_;
   DeviceBuffer<bf16> pre_head_rows_;                   // a pass's LM head rows, gathered
   PrefillPlan pre_plan_;                               // a pass's varlen attention tiles
