@@ -931,7 +931,7 @@ Status Engine::Impl::prefill_chunks(const std::vector<Chunk>& chunks, EngineEven
     in.token_ids = &r.last_token;
     in.n = 1;
     in.positions = rider_positions[k].data();
-    in.image_token_id = config.image_token_id;
+    in.image_token_id = -1;  // a decoded token is text, whatever its id (as a decode step takes it)
     in.logit_rows = 1;
     inputs.push_back(in);
   }
