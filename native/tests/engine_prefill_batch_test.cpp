@@ -11,7 +11,11 @@
 //  - a round that fails is retried one chunk at a time, so only the request
 //    whose input the backend refuses fails, and the others give their
 //    tokens as alone; an error after the call succeeded (its first tokens)
-//    ends the round's requests and prefills nothing twice.
+//    ends the round's requests and prefills nothing twice;
+//  - with prefill_decode_rows, requests running while others prefill decode
+//    inside the prefill calls (one-row inputs after the chunks) and give
+//    their tokens as alone, greedy and seeded, also when a round is refused
+//    and retried without them.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -221,7 +225,12 @@ class PoisonableBackend final : public Backend {
     *out = one[0];
     return Status::Ok();
   }
-  Status decode(const std::vector<DecodeRow>& rows, float* logits) override { return cpu_.decode(rows, logits); }
+  // Milliseconds each decode step takes longer: running requests outlast a later one's chunked prefill.
+  std::atomic<int> decode_sleep_ms{0};
+  Status decode(const std::vector<DecodeRow>& rows, float* logits) override {
+    if (decode_sleep_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(int(decode_sleep_ms)));
+    return cpu_.decode(rows, logits);
+  }
   void set_tap(TensorTap tap) override { cpu_.set_tap(std::move(tap)); }
   BackendInfo info() const override { return cpu_.info(); }
 
@@ -243,7 +252,7 @@ struct Fixture {
   std::shared_ptr<RandomModel> model;
   PoisonableBackend* backend = nullptr;  // owned by the engine
   std::unique_ptr<Engine> engine;
-  explicit Fixture(int chunk_tokens) {
+  explicit Fixture(int chunk_tokens, int prefill_decode_rows = 0) {
     model = std::shared_ptr<RandomModel>(make_random_model().release());
     auto be = std::make_unique<PoisonableBackend>();
     CHECK(be->prepare(model->config, model->weights).ok());
@@ -251,6 +260,7 @@ struct Fixture {
     EngineOptions options;
     options.max_active_requests = 8;
     options.prefill_chunk_tokens = chunk_tokens;
+    options.prefill_decode_rows = prefill_decode_rows;
     auto e = Engine::create_with_backend(model->config, std::move(be), options, model);
     CHECK(e.ok());
     if (e.ok()) engine = std::move(e).value();
@@ -327,7 +337,81 @@ void together_as_alone(bool sampled) {
                sampled ? "seeded" : "greedy", f.backend->calls.size(), widest);
 }
 
+// Three requests with long answers start; 30 ms later three 40-token prompts
+// arrive and prefill in chunks of 8 while the first ones decode (each decode
+// step slowed by 2 ms), so the running requests ride the prefill calls.
+// poison: the second late prompt is refused, so its rounds fail and are
+// retried one chunk at a time, without riders.
+void rides_as_alone(bool sampled, bool poison) {
+  Fixture f(/*chunk_tokens=*/8, /*prefill_decode_rows=*/4);
+  std::vector<GenerationRequest> requests;
+  for (int i : {0, 1, 2}) {
+    requests.push_back(request(i, sampled));
+    requests.back().max_new_tokens = 60;
+  }
+  for (int i : {5, 11, 17}) requests.push_back(request(i, sampled));  // 40-token prompts
+  const size_t poisoned = 4;
+  if (poison) requests[poisoned].prompt_ids[0] = kPoison;
+  std::vector<std::vector<int32_t>> alone;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (poison && i == poisoned) {
+      alone.emplace_back();
+      continue;
+    }
+    auto one = f.engine->generate_blocking(requests[i]);
+    CHECK(one.ok());
+    alone.push_back(one.ok() ? one->tokens : std::vector<int32_t>{});
+  }
+  f.backend->calls.clear();
+  f.backend->call_ok.clear();
+  f.backend->decode_sleep_ms = 2;
+  std::vector<Result<GenerationResult>> results(requests.size(), Status(StatusCode::kInternal, "not run"));
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < 3; ++i) threads.emplace_back([&, i] { results[i] = f.engine->generate_blocking(requests[i]); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  for (size_t i = 3; i < requests.size(); ++i)
+    threads.emplace_back([&, i] { results[i] = f.engine->generate_blocking(requests[i]); });
+  for (auto& t : threads) t.join();
+  f.backend->decode_sleep_ms = 0;
+  const std::string label = std::string(sampled ? "seeded" : "greedy") + (poison ? ", a refused prompt" : "");
+  int rides = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    CHECK(results[i].ok());
+    if (!results[i].ok()) continue;
+    if (poison && i == poisoned) {
+      CHECK(results[i]->finish.reason == FinishReason::kError);
+      continue;
+    }
+    CHECK(results[i]->finish.reason != FinishReason::kError);
+    if (results[i]->tokens != alone[i])
+      ::rex_test::fail(__FILE__, __LINE__, label + ": request " + std::to_string(i) + " differs from alone");
+    rides += results[i]->finish.prefill_rides;
+    CHECK(results[i]->finish.prefill_rides <= results[i]->finish.decode_steps);
+  }
+  // Riders: one-row inputs, after every chunk of their call.
+  size_t calls_with_riders = 0, refused_with_riders = 0;
+  for (size_t c = 0; c < f.backend->calls.size(); ++c) {
+    bool rider_seen = false, chunk_after_rider = false;
+    for (const auto& [slot, n] : f.backend->calls[c]) {
+      chunk_after_rider |= rider_seen && n > 1;
+      rider_seen |= n == 1;
+    }
+    CHECK(!chunk_after_rider);
+    calls_with_riders += rider_seen;
+    refused_with_riders += rider_seen && !f.backend->call_ok[c];
+  }
+  if (poison) CHECK(refused_with_riders > 0);  // riders were in a refused call, and still decode as alone
+  std::fprintf(stderr, "  %s: %d rows rode %zu of %zu prefill calls\n", label.c_str(), rides, calls_with_riders,
+               f.backend->calls.size());
+  CHECK(rides > 0);
+  CHECK(calls_with_riders > 0);
+}
+
 }  // namespace
+
+REX_TEST(running_requests_ride_prefill_calls_and_give_their_tokens_alone_greedy) { rides_as_alone(false, false); }
+REX_TEST(running_requests_ride_prefill_calls_and_give_their_tokens_alone_seeded) { rides_as_alone(true, false); }
+REX_TEST(riders_of_a_refused_round_give_their_tokens_alone) { rides_as_alone(true, true); }
 
 REX_TEST(requests_prefilled_together_give_their_tokens_alone_greedy) { together_as_alone(false); }
 REX_TEST(requests_prefilled_together_give_their_tokens_alone_seeded) { together_as_alone(true); }
