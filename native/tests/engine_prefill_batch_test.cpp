@@ -284,6 +284,22 @@ GenerationRequest request(int index, bool sampled) {
   return r;
 }
 
+// Each request's tokens run alone, in turn (the skipped one, refused on purpose: none).
+std::vector<std::vector<int32_t>> alone_tokens(Fixture& f, const std::vector<GenerationRequest>& requests,
+                                               size_t skip = size_t(-1)) {
+  std::vector<std::vector<int32_t>> alone;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (i == skip) {
+      alone.emplace_back();
+      continue;
+    }
+    auto one = f.engine->generate_blocking(requests[i]);
+    CHECK(one.ok());
+    alone.push_back(one.ok() ? one->tokens : std::vector<int32_t>{});
+  }
+  return alone;
+}
+
 // Runs `requests` at once: the first holds the backend's gate until the
 // others are queued behind it; returns each one's result in order.
 std::vector<Result<GenerationResult>> run_together(Fixture& f, const std::vector<GenerationRequest>& requests) {
@@ -304,12 +320,7 @@ void together_as_alone(bool sampled) {
   Fixture f(/*chunk_tokens=*/32);
   std::vector<GenerationRequest> requests;
   for (int i = 0; i < 6; ++i) requests.push_back(request(i, sampled));
-  std::vector<std::vector<int32_t>> alone;
-  for (const auto& r : requests) {
-    auto one = f.engine->generate_blocking(r);
-    CHECK(one.ok());
-    alone.push_back(one.ok() ? one->tokens : std::vector<int32_t>{});
-  }
+  const std::vector<std::vector<int32_t>> alone = alone_tokens(f, requests);
   f.backend->calls.clear();
   auto results = run_together(f, requests);
   for (size_t i = 0; i < requests.size(); ++i) {
@@ -352,16 +363,7 @@ void rides_as_alone(bool sampled, bool poison) {
   for (int i : {5, 11, 17}) requests.push_back(request(i, sampled));  // 40-token prompts
   const size_t poisoned = 4;
   if (poison) requests[poisoned].prompt_ids[0] = kPoison;
-  std::vector<std::vector<int32_t>> alone;
-  for (size_t i = 0; i < requests.size(); ++i) {
-    if (poison && i == poisoned) {
-      alone.emplace_back();
-      continue;
-    }
-    auto one = f.engine->generate_blocking(requests[i]);
-    CHECK(one.ok());
-    alone.push_back(one.ok() ? one->tokens : std::vector<int32_t>{});
-  }
+  const std::vector<std::vector<int32_t>> alone = alone_tokens(f, requests, poison ? poisoned : size_t(-1));
   f.backend->calls.clear();
   f.backend->call_ok.clear();
   f.backend->decode_sleep_ms = 2;
@@ -421,16 +423,7 @@ REX_TEST(a_failed_round_is_retried_alone_and_fails_only_its_request) {
   std::vector<GenerationRequest> requests;
   for (int i = 0; i < 4; ++i) requests.push_back(request(i, true));
   requests[2].prompt_ids[0] = kPoison;
-  std::vector<std::vector<int32_t>> alone;
-  for (size_t i = 0; i < requests.size(); ++i) {
-    if (i == 2) {
-      alone.emplace_back();
-      continue;
-    }
-    auto one = f.engine->generate_blocking(requests[i]);
-    CHECK(one.ok());
-    alone.push_back(one.ok() ? one->tokens : std::vector<int32_t>{});
-  }
+  const std::vector<std::vector<int32_t>> alone = alone_tokens(f, requests, 2);
   f.backend->calls.clear();
   f.backend->call_ok.clear();
   auto results = run_together(f, requests);
