@@ -21,7 +21,10 @@
 //    first candidate is within 0-7% of the best at M = 1-8 (NOTES.md, GEMM),
 //    but a cached image's question (M ~ 216) streamed its weights at half
 //    the copy rate; timing the candidates on the real shape says whether a
-//    better kernel exists there.
+//    better kernel exists there. Session 8: yes at M = 216 (gate_up 48 -> 32
+//    us), but the choice depends on timings; the report also prints each
+//    candidate's tile/stages/split-k/swizzle/cluster ids, so that a shape can
+//    be pinned by configuration instead.
 #include "cuda/gemm.cuh"
 
 #include <cublasLt.h>
@@ -32,6 +35,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "cuda/cuda_check.h"
@@ -96,6 +100,26 @@ struct Plan {
     desc = nullptr;
   }
 };
+
+// An algorithm's configuration as cuBLASLt numbers it (tile, stages, split-k,
+// swizzle, cluster ids: the enums of cublasLt.h), for the tuning report;
+// "?" where an attribute cannot be read.
+std::string algo_config_text(const cublasLtMatmulAlgo_t& algo) {
+  const std::pair<const char*, cublasLtMatmulAlgoConfigAttributes_t> fields[] = {
+      {"tile", CUBLASLT_ALGO_CONFIG_TILE_ID},       {"stages", CUBLASLT_ALGO_CONFIG_STAGES_ID},
+      {"splitk", CUBLASLT_ALGO_CONFIG_SPLITK_NUM},  {"swizzle", CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING},
+      {"cluster", CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID}};
+  std::string text;
+  for (const auto& [name, attr] : fields) {
+    size_t size = 0;
+    uint64_t value = 0;
+    const bool ok = cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, nullptr, 0, &size) == CUBLAS_STATUS_SUCCESS &&
+                    size > 0 && size <= sizeof value &&
+                    cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, &value, size, &size) == CUBLAS_STATUS_SUCCESS;
+    text += std::string(text.empty() ? "" : " ") + name + " " + (ok ? std::to_string(value) : "?");
+  }
+  return text;
+}
 
 std::string shape_text(const PlanKey& key) {
   return "(m=" + std::to_string(key.m) + ", n=" + std::to_string(key.n) + ", k=" + std::to_string(key.k) +
@@ -297,6 +321,8 @@ Status GemmRunner::Impl::tune_plan(const PlanKey& key, Plan& plan, const bf16* w
     return Status(StatusCode::kCudaError, "GemmRunner tuning " + shape_text(key) + ": a timed launch failed");
   plan.algo = plan.candidates[best];
   report.push_back(line + " -> #" + std::to_string(best));
+  for (size_t i = 0; i < plan.candidates.size(); ++i)  // what each candidate is (a pin by config needs it)
+    report.push_back("    #" + std::to_string(i) + ": " + algo_config_text(plan.candidates[i]));
   return Status::Ok();
 }
 
