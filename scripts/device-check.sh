@@ -110,8 +110,8 @@ for stage in "${stages[@]}"; do
     gpu|gpu-fast|gpu-3b|gpu:*)
       # One vitest run per file, cheapest first, so a slow one cannot hide the others.
       case "$stage" in
-        gpu) files=(backend kernels preprocess parity-tiny decode parity-3b) ;;
-        gpu-fast) files=(backend kernels preprocess parity-tiny decode) ;;
+        gpu) files=(backend kernels preprocess parity-tiny decode decode-variants parity-3b) ;;
+        gpu-fast) files=(backend kernels preprocess parity-tiny decode decode-variants) ;;
         gpu-3b) files=(parity-3b) ;;
         gpu:*) files=("${stage#gpu:}") ;;
       esac
