@@ -60,6 +60,8 @@ export interface SoakOptions {
    * serving path, where such a request is a divergence, reported only.
    */
   batchInvariant?: boolean;
+  /** The engine's prefillDecodeRows (running requests decoding inside prefill passes); default 0. */
+  prefillDecodeRows?: number;
   log?: (line: string) => void;
 }
 
@@ -89,6 +91,8 @@ export interface SoakReport {
   unexpectedErrors: string[];
   generatedTokens: number;
   cachedPromptTokens: number;
+  /** Decode rows of completed requests that rode other requests' prefill passes (prefillDecodeRows). */
+  prefillRides: number;
   prefixCache: { hits: number; misses: number; evictions: number; entries: number };
   kvUsedBytes: { before: number; after: number; cacheHeld: number };
   deviceUsedBytes: { before: number; after: number; slack: number };
@@ -144,13 +148,14 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     backend: o.backend ?? 'cpu',
     maxActiveRequests: Math.min(o.concurrency, 64),
     batchInvariant,
+    ...(o.prefillDecodeRows ? { prefillDecodeRows: o.prefillDecodeRows } : {}),
     ...(o.kvCacheGB ? { kvCacheGB: o.kvCacheGB } : {}),
     defaults: { minPixels: MIN_PIXELS_DEFAULT, maxPixels: MAX_PIXELS },
   });
   const report: SoakReport = {
     batchInvariant, seconds: 0, requests: 0, completed: 0, cancelled: 0, deadlines: 0, badInputsRejected: 0, compared: 0,
     forcedLength: { completed: 0, tokens: 0, compared: 0 }, mismatches: [], divergences: { count: 0, examples: [] }, unexpectedErrors: [],
-    generatedTokens: 0, cachedPromptTokens: 0, prefixCache: { hits: 0, misses: 0, evictions: 0, entries: 0 },
+    generatedTokens: 0, cachedPromptTokens: 0, prefillRides: 0, prefixCache: { hits: 0, misses: 0, evictions: 0, entries: 0 },
     kvUsedBytes: { before: 0, after: 0, cacheHeld: 0 }, deviceUsedBytes: { before: 0, after: 0, slack: DEVICE_SLACK_BYTES }, passed: false,
   };
   try {
@@ -186,15 +191,15 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
           const controller = new AbortController();
           setTimeout(() => controller.abort(new Error('soak cancel')), Math.floor(rand() * 40));
           const r = await model.run(pixels, spec, { ...options(n), signal: controller.signal });
-          count(r.tokens);  // finished before the cancel landed: still a completed run, not compared
+          count(r.tokens, r.prefillRides);  // finished before the cancel landed: still a completed run, not compared
         } else if (fault === 'deadline') {
           const r = await model.run(pixels, spec, { ...options(n), deadlineMs: 1 + Math.floor(rand() * 30) });
-          count(r.tokens);
+          count(r.tokens, r.prefillRides);
         } else if (forced) {
           const length = forcedLengths[Math.floor(rand() * forcedLengths.length)]!;
           const request = forcedRequest(image, length);
           const { tokens, finish } = await model.engine.generate(request);
-          count({ generated: finish.generatedTokens, cached: finish.cachedTokens });
+          count({ generated: finish.generatedTokens, cached: finish.cachedTokens }, finish.prefillRides);
           if (tokens.length !== length) report.unexpectedErrors.push(`forced-length: ${tokens.length} tokens where ${length} were forced`);
           report.forcedLength.completed++;
           report.forcedLength.tokens += tokens.length;
@@ -202,7 +207,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
           finished.push({ key: `${image}/forced/${length}`, forced: true, tokens, runAlone });
         } else {
           const r = await model.run(pixels, spec, options(n));
-          count(r.tokens);
+          count(r.tokens, r.prefillRides);
           const runAlone = async () => (await model.run(pixels, spec, options(n))).outputTokenIds;
           finished.push({ key: `${image}/${name}/${n}`, forced: false, tokens: r.outputTokenIds, runAlone });
         }
@@ -215,10 +220,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         else report.unexpectedErrors.push(`${forced ? 'forced-length' : fault}: ${code ?? ''} ${message}`);
       }
     };
-    const count = (tokens: { generated: number; cached: number }): void => {
+    const count = (tokens: { generated: number; cached: number }, rides: number): void => {
       report.completed++;
       report.generatedTokens += tokens.generated;
       report.cachedPromptTokens += tokens.cached;
+      report.prefillRides += rides;
     };
 
     const started = performance.now();
@@ -285,6 +291,8 @@ async function main(): Promise<void> {
       out: { type: 'string' },
       // The engine's serving path (no batchInvariant): differences from alone are reported, not failed.
       'default-mode': { type: 'boolean', default: false },
+      // Running requests decode inside prefill passes (the engine's prefillDecodeRows; batched prefills only).
+      'prefill-decode-rows': { type: 'string', default: '0' },
     },
   });
   if (!values.model) throw new Error('soak: expected --model DIR (or 3b)');
@@ -296,6 +304,7 @@ async function main(): Promise<void> {
     concurrency: Number(values.concurrency),
     images: 16,
     batchInvariant: !values['default-mode'],
+    prefillDecodeRows: Number(values['prefill-decode-rows']),
     log: (line) => console.log(line),
   });
   const text = JSON.stringify(report, null, 2);

@@ -12,7 +12,8 @@
 #           SOAK_MINUTES (default 10) at concurrency 64, under batchInvariant;
 #           SOAK_MODE=default soaks the engine's default serving path instead
 #           (--default-mode: batched prefill, cuBLASLt steps; differences from
-#           alone are reported as divergences, not failed)
+#           alone are reported as divergences, not failed); SOAK_RIDES=N adds
+#           --prefill-decode-rows N (decode rows riding prefill passes)
 #   soak-start, soak-wait  the same soak in its own process session, so it
 #           outlives the call (a call runs at most 10 minutes; the soak's ten
 #           minutes and its alone references do not fit in one): soak-start
@@ -66,6 +67,8 @@ logged() {
 }
 # soak_mode_flag: the soak's --default-mode under SOAK_MODE=default, else nothing (batchInvariant).
 soak_mode_flag() { [ "${SOAK_MODE:-}" != default ] || echo --default-mode; }
+# soak_rides_flag: --prefill-decode-rows $SOAK_RIDES when set (decode rows riding prefill passes; default mode only on CUDA).
+soak_rides_flag() { [ -z "${SOAK_RIDES:-}" ] || echo "--prefill-decode-rows $SOAK_RIDES"; }
 # step_bench_ready STAGE: the 3B-shaped checkpoint and decode_step_bench, built once.
 step_bench_ready() {
   node --input-type=module -e "const m = await import('./dist/test/fixtures/gpu-harness.js'); await m.ensure3bCheckpoint();" \
@@ -128,7 +131,7 @@ for stage in "${stages[@]}"; do
       if [ "$failures" -gt 0 ]; then note "require-pass: $failures stage(s) failed, stopping"; break; fi
       note "require-pass: all passed so far" ;;
     soak)
-      logged soak 30 node dist/benchmarks/soak.js --model 3b --minutes "${SOAK_MINUTES:-10}" --concurrency 64 $(soak_mode_flag) --out "$OUT/soak.json" ;;
+      logged soak 30 node dist/benchmarks/soak.js --model 3b --minutes "${SOAK_MINUTES:-10}" --concurrency 64 $(soak_mode_flag) $(soak_rides_flag) --out "$OUT/soak.json" ;;
     concurrency)
       logged concurrency 40 node dist/benchmarks/concurrency.js --model 3b --backend cuda --peer --out "$OUT/concurrency.json" ;;
     concurrency-ab)
@@ -153,7 +156,7 @@ for stage in "${stages[@]}"; do
     soak-start)
       dir=${SOAK_DIR:-/tmp/rex-soak}
       rm -rf "$dir" && mkdir -p "$dir"
-      setsid bash -c "node dist/benchmarks/soak.js --model 3b --minutes ${SOAK_MINUTES:-10} --concurrency 64 $(soak_mode_flag) \
+      setsid bash -c "node dist/benchmarks/soak.js --model 3b --minutes ${SOAK_MINUTES:-10} --concurrency 64 $(soak_mode_flag) $(soak_rides_flag) \
         --out '$dir/soak.json' > '$dir/soak.log' 2>&1; echo \$? > '$dir/rc'" < /dev/null > /dev/null 2>&1 &
       note "soak-start: launched into $dir" ;;
     soak-wait)

@@ -4,7 +4,8 @@
 // answers (8, 16 or 32 tokens here): nothing crashes, every failure is typed,
 // every completed greedy request (forced-length ones included) equals the same
 // request alone, and the KV cache holds nothing but the prefix cache
-// afterwards. Once under batchInvariant, once in default mode, where the CPU
+// afterwards. Once under batchInvariant, once in default mode with running
+// requests decoding inside prefill passes (prefillDecodeRows), where the CPU
 // backend still gives the alone bits, so no divergence either. The device runs
 // the same harness for ten minutes at concurrency 64.
 import { describe, expect, it } from 'vitest';
@@ -14,7 +15,7 @@ import { ensureTinyCheckpoint } from './fixtures/tiny-checkpoint.js';
 
 const MAX_NEW_TOKENS = 16;
 
-async function soak(options: Pick<SoakOptions, 'seconds' | 'batchInvariant'>): Promise<SoakReport> {
+async function soak(options: Pick<SoakOptions, 'seconds' | 'batchInvariant' | 'prefillDecodeRows'>): Promise<SoakReport> {
   const report = await runSoak({
     model: await ensureTinyCheckpoint(),
     backend: 'cpu',
@@ -60,9 +61,10 @@ describe('soak (CPU, seconds)', () => {
     expect(report.passed).toBe(true);
   }, 120_000);
 
-  it('in default mode (no batchInvariant) gives the alone output too: no divergence on the CPU', async () => {
-    const report = await soak({ seconds: 8, batchInvariant: false });
+  it('in default mode (no batchInvariant), with decode rows riding prefill passes, gives the alone output too: no divergence on the CPU', async () => {
+    const report = await soak({ seconds: 8, batchInvariant: false, prefillDecodeRows: 4 });
     expect(report.batchInvariant).toBe(false);
+    expect(report.prefillRides).toBeGreaterThan(0);
     expectCleanRun(report);
     expect(report.divergences).toEqual({ count: 0, examples: [] });
     expect(report.mismatches).toEqual([]);
