@@ -76,6 +76,11 @@ step_bench_ready() {
   { cmake -S . -B build/native-gpu -DREX_BUILD_ADDON=OFF && cmake --build build/native-gpu -j "$REX_OMNI_BUILD_JOBS" --target decode_step_bench; } \
     > "$OUT/$1-build.log" 2>&1 || { grep -E "error" -A3 "$OUT/$1-build.log" | head -30; note "$1: build FAILED"; return 1; }
 }
+# ab_variant VARIANT: for the A/B stages' loops, `with` (the command prefix:
+# env, plus NAME=VALUE unless VARIANT is "plain") and `tag` (its file name part).
+ab_variant() {
+  if [ "$1" = plain ]; then with=(env); tag=plain; else with=(env "$1"); tag=$(echo "$1" | tr 'A-Z_=' 'a-z--'); fi
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
 for stage in "${stages[@]}"; do
@@ -177,7 +182,7 @@ for stage in "${stages[@]}"; do
       [ -n "${STEP_AB_ENV:-}" ] || { note "step-ab: set STEP_AB_ENV=NAME=VALUE"; continue; }
       step_bench_ready step-ab || continue
       for variant in plain ${STEP_AB_ENV}; do
-        if [ "$variant" = plain ]; then with=(env); tag=plain; else with=(env "$variant"); tag=$(echo "$variant" | tr 'A-Z_=' 'a-z--'); fi
+        ab_variant "$variant"
         "${with[@]}" timeout 200 build/native-gpu/decode_step_bench "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" \
           --batches 1,2,8 --steps 64 --out "$OUT/step-$tag.json" > "$OUT/step-$tag.log" 2>&1
         echo "step $tag: $(grep -E '^STEP' "$OUT/step-$tag.log" | sed -E 's/.*batch +([0-9]+).*: ([0-9.]+) ms.*/b\1 \2 ms/' | paste -sd' ')"
@@ -217,7 +222,7 @@ PY
       # "REX_OMNI_PREFILL_SPLIT=1 REX_OMNI_GEMM_TUNE=1"); each variant's summary lines.
       [ -n "${BENCH_AB_ENV:-}" ] || { note "bench-ab: set BENCH_AB_ENV=NAME=VALUE"; continue; }
       for variant in plain ${BENCH_AB_ENV}; do
-        if [ "$variant" = plain ]; then with=(env); tag=plain; else with=(env "$variant"); tag=$(echo "$variant" | tr 'A-Z_=' 'a-z--'); fi
+        ab_variant "$variant"
         logged "bench-$tag" 0 "${with[@]}" npm run bench -- --gpu-only --no-peers --out "$OUT/bench-$tag.json"
         grep -E "^decode, batch 1|^end to end|^prefix cache|ours \(cuda\)|^ +(1|8|32|64) +[0-9]+ " "$OUT/bench-$tag.log" | head -12
       done
