@@ -94,6 +94,8 @@ export interface LevelResult {
   predictions: number;
   decodeSteps: number;
   forcedTokens: number;
+  /** Tokens decoded as rows riding prefill passes (--prefill-decode-rows). */
+  prefillRides: number;
   timeToFirstTokenMs: Percentiles;
   /** Requests without a prediction are left out (predictionsMissing counts them). */
   timeToFirstPredictionMs: Percentiles;
@@ -173,6 +175,7 @@ interface RequestResult {
   predictions: number;
   decodeSteps: number;
   forcedTokens: number;
+  prefillRides: number;
 }
 
 // One request: streamed, detokenized and parsed as RexOmni.stream does, timed.
@@ -231,6 +234,7 @@ async function runRequest(
       predictions: parsed.predictions.length,
       decodeSteps: event.decodeSteps,
       forcedTokens: event.forcedTokens,
+      prefillRides: event.prefillRides,
     };
   }
   throw new Error('the stream ended without a finish event');
@@ -286,6 +290,7 @@ function summarize(
     predictions,
     decodeSteps: sum((r) => r.decodeSteps),
     forcedTokens: sum((r) => r.forcedTokens),
+    prefillRides: sum((r) => r.prefillRides),
     timeToFirstTokenMs: percentiles(results.map((r) => r.ttftMs)),
     timeToFirstPredictionMs: percentiles(ttfp),
     predictionsMissing: results.length - ttfp.length,
@@ -443,7 +448,8 @@ export async function runConcurrency(o: ConcurrencyOptions): Promise<Concurrency
             `${answer.name} x${concurrency}: ${requests} requests in ${r.wallSeconds.toFixed(2)} s: ${r.imagesPerSecond.toFixed(1)} images/s, ` +
               `${r.generatedTokensPerSecond.toFixed(0)} tok/s, ${r.predictionsPerSecond.toFixed(1)} predictions/s; ` +
               `first token p50 ${r.timeToFirstTokenMs.p50.toFixed(0)} / p99 ${r.timeToFirstTokenMs.p99.toFixed(0)} ms, ` +
-              `total p50 ${r.totalMs.p50.toFixed(0)} / p99 ${r.totalMs.p99.toFixed(0)} ms`,
+              `total p50 ${r.totalMs.p50.toFixed(0)} / p99 ${r.totalMs.p99.toFixed(0)} ms` +
+              (r.prefillRides ? `; ${r.prefillRides} tokens rode prefill passes` : ''),
           );
         } catch (error) {
           errors.push(`${answer.name} x${concurrency}: ${(error as Error).message}`);

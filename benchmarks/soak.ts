@@ -75,6 +75,8 @@ export interface AloneDifference {
 export interface SoakReport {
   batchInvariant: boolean;
   seconds: number;
+  /** The alone references after the load (once per key): how long they took. */
+  referenceSeconds: number;
   requests: number;
   completed: number;
   cancelled: number;
@@ -153,7 +155,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     defaults: { minPixels: MIN_PIXELS_DEFAULT, maxPixels: MAX_PIXELS },
   });
   const report: SoakReport = {
-    batchInvariant, seconds: 0, requests: 0, completed: 0, cancelled: 0, deadlines: 0, badInputsRejected: 0, compared: 0,
+    batchInvariant, seconds: 0, referenceSeconds: 0, requests: 0, completed: 0, cancelled: 0, deadlines: 0, badInputsRejected: 0, compared: 0,
     forcedLength: { completed: 0, tokens: 0, compared: 0 }, mismatches: [], divergences: { count: 0, examples: [] }, unexpectedErrors: [],
     generatedTokens: 0, cachedPromptTokens: 0, prefillRides: 0, prefixCache: { hits: 0, misses: 0, evictions: 0, entries: 0 },
     kvUsedBytes: { before: 0, after: 0, cacheHeld: 0 }, deviceUsedBytes: { before: 0, after: 0, slack: DEVICE_SLACK_BYTES }, passed: false,
@@ -242,6 +244,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       }),
     );
     report.seconds = (performance.now() - started) / 1000;
+    const referencesStarted = performance.now();
 
     for (const f of finished) {
       if (!alone.has(f.key)) alone.set(f.key, f.runAlone());
@@ -259,6 +262,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         if (report.divergences.examples.length < DIFFERENCE_EXAMPLES) report.divergences.examples.push(difference);
       }
     }
+    report.referenceSeconds = (performance.now() - referencesStarted) / 1000;
+    log(`soak: ${report.compared} requests compared with alone in ${report.referenceSeconds.toFixed(1)} s`);
     const after = model.info();
     report.kvUsedBytes.after = after.memory.kvCacheUsedBytes;
     report.deviceUsedBytes.after = after.memory.deviceUsedBytes;

@@ -19,8 +19,12 @@
 #           minutes and its alone references do not fit in one): soak-start
 #           launches it (setsid, SOAK_MODE as for soak) writing to $SOAK_DIR (default /tmp/rex-soak),
 #           and soak-wait, in the next call (within the machine's 30 s of
-#           warmth), waits for it (at most SOAK_WAIT_S, default 540 s) and
+#           warmth), waits for it (at most SOAK_WAIT_S, default 540 s; with
+#           SOAK_WAIT_FROM_START=1, until the script has run SOAK_WAIT_S) and
 #           brings its report to $OUT. Between the two, run nothing timed.
+#           Put soak-start first in a session (build soak-start soak-wait with
+#           SOAK_WAIT_FROM_START=1 SOAK_WAIT_S=585) and the short soak-wait
+#           call straight after: a later call can find a fresh machine.
 #   require-pass  stops the run when any stage before it failed (checks, require-pass, soak-start)
 #   serve-load  the HTTP server's overhead over the engine (benchmarks/serve-load.ts)
 #   splits  the decode attention's split count on cuBLASLt steps: the graphed
@@ -41,6 +45,7 @@
 # Logs go to $OUT (the device tool brings them back); the last lines printed
 # are a one-line summary per stage.
 set -uo pipefail
+script_start=$(date +%s)
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/rex-omni-device}
 mkdir -p "$OUT"
@@ -161,6 +166,7 @@ for stage in "${stages[@]}"; do
     soak-start)
       dir=${SOAK_DIR:-/tmp/rex-soak}
       rm -rf "$dir" && mkdir -p "$dir"
+      : > "$dir/soak.log"  # before the launch, so a soak-wait right after finds it
       setsid bash -c "node dist/benchmarks/soak.js --model 3b --minutes ${SOAK_MINUTES:-10} --concurrency 64 $(soak_mode_flag) $(soak_rides_flag) \
         --out '$dir/soak.json' > '$dir/soak.log' 2>&1; echo \$? > '$dir/rc'" < /dev/null > /dev/null 2>&1 &
       note "soak-start: launched into $dir" ;;
@@ -168,7 +174,11 @@ for stage in "${stages[@]}"; do
       dir=${SOAK_DIR:-/tmp/rex-soak}
       # A fresh machine (the one that ran soak-start went cold) has no soak: say so now, not after the wait.
       [ -f "$dir/soak.log" ] || { note "soak-wait: no soak in $dir (a fresh machine? soak-start's went cold)"; continue; }
-      for ((i = 0; i < ${SOAK_WAIT_S:-540}; i += 5)); do [ -f "$dir/rc" ] && break; sleep 5; done
+      # SOAK_WAIT_S counts from the script's start when SOAK_WAIT_FROM_START=1
+      # (one call: build, soak-start, then hold the machine until ~SOAK_WAIT_S).
+      wait_s=${SOAK_WAIT_S:-540}
+      [ "${SOAK_WAIT_FROM_START:-}" != 1 ] || wait_s=$(( wait_s - ($(date +%s) - script_start) ))
+      for ((i = 0; i < wait_s; i += 5)); do [ -f "$dir/rc" ] && break; sleep 5; done
       cp "$dir/soak.json" "$dir/soak.log" "$OUT/" 2>/dev/null
       tail -30 "$dir/soak.log" 2>/dev/null
       note "soak-wait: rc=$(cat "$dir/rc" 2>/dev/null || echo 'still running') ($(( $(date +%s) - start )) s)" ;;

@@ -217,13 +217,15 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   const char* fast_rows = std::getenv("REX_OMNI_GEMV_FAST_ROWS");
   const int gemv_fast_rows = fast_rows ? std::clamp(std::atoi(fast_rows), 0, kGemvRows) : kGemvFastRows;
   text_.set_gemv_max_rows(options_.batch_invariant ? kGemvRows : gemv_fast_rows);
-  // REX_OMNI_PREFILL_SPLIT: split prefill attention keys in passes of too few
-  // CTAs ("1": two waves of the prefill kernel, 2 CTAs an SM; N > 1: N CTAs).
-  // Off: measured slower in session 8, its combine rewritten since (NOTES.md §5.2).
-  if (const char* split = std::getenv("REX_OMNI_PREFILL_SPLIT")) {
+  // Prefill passes of too few CTAs split their attention keys: two waves of
+  // the prefill kernel, 2 CTAs an SM (session 9: the cached question's
+  // attention 43.0 -> 28.0 us a layer, its first token 7.2 -> 6.9 ms; NOTES.md
+  // §5.2). REX_OMNI_PREFILL_SPLIT=0 turns it off, =N sets the CTA threshold.
+  {
     int sms = 0;
     REX_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, options_.device));
-    const int n = std::atoi(split);
+    const char* split = std::getenv("REX_OMNI_PREFILL_SPLIT");
+    const int n = split ? std::atoi(split) : 1;
     text_.set_prefill_split_ctas(n == 1 ? 4 * sms : std::clamp(n, 0, 65535));
   }
   if (const char* profile = std::getenv("REX_OMNI_PROFILE_STEP")) text_.set_profile_path(profile);

@@ -13,8 +13,8 @@
 //    prompts share prefill passes (several images a pass, varlen attention,
 //    one LM head, first tokens sampled together) begin as they do alone; one
 //    alone gives a plain engine's tokens.
-//  - Split prefill keys (REX_OMNI_PREFILL_SPLIT=1, off by default until
-//    measured): requests begin as they do without.
+//  - Split prefill keys (the default since session 9; REX_OMNI_PREFILL_SPLIT=0
+//    turns them off): requests begin as they do without.
 //  - The image prefix cache: later tasks on an image read its KV (no vision,
 //    no prefix prefill; a partial last block copied on the device) and give
 //    the tokens of a model without the cache, also all at once.
@@ -145,17 +145,17 @@ describe('CUDA decode', () => {
     }
   });
 
-  it('split prefill keys (REX_OMNI_PREFILL_SPLIT=1): requests begin as they do without', async () => {
+  it('split prefill keys (the default; REX_OMNI_PREFILL_SPLIT=0 without): requests begin as they do without', async () => {
     // 448x448 images (256 image tokens): the prompt's last attention tiles
     // see 4-5 key tiles, and the tiny checkpoint's passes (4 q heads, a few
-    // tiles) fall far short of the target CTAs, so with the variable those
+    // tiles) fall far short of the target CTAs, so by default those
     // tiles split their keys (shares and a combine launch). The kernel's
     // parity is cuda_attention_prefill_test's; here the tokens begin as without.
     const tiny = await ensureTinyCheckpoint();
     const load = () =>
       RexOmni.load(tiny, { backend: 'cuda', maxActiveRequests: 8, prefixCacheGB: 0, defaults: { maxPixels: 512 * 28 * 28 } });
-    const plain = await load();
-    const split = await loadWithEnv('REX_OMNI_PREFILL_SPLIT', '1', load);
+    const plain = await loadWithEnv('REX_OMNI_PREFILL_SPLIT', '0', load);
+    const split = await load();
     try {
       const options = { maxNewTokens: 8, sampling: { temperature: 0 }, jumpForward: false };
       const images = Array.from({ length: 8 }, (_, i) => ({ data: syntheticRgb(448, 448, 90 + i), width: 448, height: 448 }));
