@@ -201,56 +201,39 @@ Status prepare_decode_kernel() {
 }
 
 template <int HD>
-Status launch_split(const bf16* q, int q_stride, int batch, int q_heads, const PagedKv& cache, int block_shift,
-                    const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
-                    float* workspace, cudaStream_t stream) {
+Status launch_decode(const bf16* q, int q_stride, int batch, int q_heads, const PagedKv& cache, int block_shift,
+                     const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
+                     float* workspace, bf16* out, cudaStream_t stream) {
   REX_RETURN_IF_ERROR((prepare_decode_kernel<HD>()));
-  const DecodeSplitPartials p = decode_split_partials(workspace, batch, q_heads, HD, num_splits);
+  const int64_t parts = int64_t(batch) * q_heads * num_splits;
+  float* part_o = workspace;
+  float* part_m = workspace + parts * HD;
+  float* part_l = part_m + parts;
   const dim3 grid(static_cast<unsigned>(num_splits), static_cast<unsigned>(cache.kv_heads),
                   static_cast<unsigned>(batch));
   attention_decode_split_kernel<HD><<<grid, kThreads, DecodeSmem<HD>::kBytes, stream>>>(
       q, q_stride, q_heads, q_heads / cache.kv_heads, cache, block_shift, block_tables, max_blocks, seq_lens,
-      num_splits, attn::softmax_scale_log2(HD), const_cast<float*>(p.o), const_cast<float*>(p.m),
-      const_cast<float*>(p.l));
-  return check_launch("attention_decode_split_kernel");
-}
-
-Status launch_combine(const DecodeSplitPartials& p, int batch, bf16* out, cudaStream_t stream) {
-  const int items = batch * p.heads;
-  const unsigned grid = unsigned(ceil_div(size_t(items), kWarps));
-  if (p.head_dim == 32) attention_decode_combine_kernel<32><<<grid, kThreads, 0, stream>>>(p, items, out);
-  else if (p.head_dim == 64) attention_decode_combine_kernel<64><<<grid, kThreads, 0, stream>>>(p, items, out);
-  else attention_decode_combine_kernel<128><<<grid, kThreads, 0, stream>>>(p, items, out);
+      num_splits, attn::softmax_scale_log2(HD), part_o, part_m, part_l);
+  REX_RETURN_IF_ERROR(check_launch("attention_decode_split_kernel"));
+  const int items = batch * q_heads;
+  const DecodeSplitPartials p{part_o, part_m, part_l, q_heads, HD, num_splits};
+  attention_decode_combine_kernel<HD><<<ceil_div(size_t(items), kWarps), kThreads, 0, stream>>>(p, items, out);
   return check_launch("attention_decode_combine_kernel");
 }
 
 }  // namespace
-
-DecodeSplitPartials decode_split_partials(float* workspace, int batch, int q_heads, int head_dim, int num_splits) {
-  DecodeSplitPartials p;
-  const int64_t parts = int64_t(batch) * q_heads * num_splits;
-  p.o = workspace;
-  p.m = workspace ? workspace + parts * head_dim : nullptr;
-  p.l = workspace ? p.m + parts : nullptr;
-  p.heads = q_heads;
-  p.head_dim = head_dim;
-  p.num_splits = num_splits;
-  return p;
-}
 
 size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, int num_splits) {
   if (batch <= 0 || q_heads <= 0 || head_dim <= 0 || num_splits <= 0) return 0;
   return size_t(batch) * size_t(q_heads) * size_t(num_splits) * size_t(head_dim + 2);
 }
 
-namespace {
-
-// The split launch after the checks both entry points share; fn names the
-// entry point in errors, and the pointer checks include out when with_out.
-Status checked_split(const char* fn, const bf16* q, int q_stride, int batch, int q_heads, const PagedKv& cache,
-                     const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
-                     float* workspace, const bf16* out, bool with_out, cudaStream_t stream) {
-  auto bad = [fn](const std::string& what) { return Status(StatusCode::kInvalidArgument, std::string(fn) + ": " + what); };
+Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
+                             const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
+                             float* workspace, bf16* out, cudaStream_t stream) {
+  auto bad = [](const std::string& what) {
+    return Status(StatusCode::kInvalidArgument, "attention_decode_bf16: " + what);
+  };
   const int hd = cache.head_dim;
   if (hd != 32 && hd != 64 && hd != 128) return bad("expected head_dim 32, 64 or 128 but got " + std::to_string(hd));
   if (batch < 0 || batch > 65535) return bad("expected batch in 0..65535 but got " + std::to_string(batch));
@@ -271,61 +254,22 @@ Status checked_split(const char* fn, const bf16* q, int q_stride, int batch, int
     return bad("expected q_stride >= q_heads*head_dim (" + std::to_string(q_heads * hd) +
                ") and a multiple of 8 but got " + std::to_string(q_stride));
   if (batch == 0) return Status::Ok();
-  const std::string out_name = with_out ? " and out" : "";
-  if (!q || !cache.k || !cache.v || !block_tables || !seq_lens || !workspace || (with_out && !out))
-    return bad("expected non-null q, cache.k, cache.v, block_tables, seq_lens, workspace" + out_name +
-               " but got a null pointer");
+  if (!q || !cache.k || !cache.v || !block_tables || !seq_lens || !workspace || !out)
+    return bad("expected non-null q, cache.k, cache.v, block_tables, seq_lens, workspace and out but got a null "
+               "pointer");
   if (!attn::aligned_to(q, 16) || !attn::aligned_to(cache.k, 16) || !attn::aligned_to(cache.v, 16) ||
-      !attn::aligned_to(workspace, 16) || (with_out && !attn::aligned_to(out, 8)))
-    return bad(std::string("expected q, cache.k, cache.v, workspace 16-byte") + (with_out ? " and out 8-byte" : "") +
-               " aligned but got a misaligned pointer");
+      !attn::aligned_to(workspace, 16) || !attn::aligned_to(out, 8))
+    return bad("expected q, cache.k, cache.v, workspace 16-byte and out 8-byte aligned but got a misaligned pointer");
   int shift = 0;
   while ((1 << shift) < bs) ++shift;
   if (hd == 32)  // the small test checkpoints' decoder
-    return launch_split<32>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                            num_splits, workspace, stream);
+    return launch_decode<32>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
+                             num_splits, workspace, out, stream);
   if (hd == 64)
-    return launch_split<64>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                            num_splits, workspace, stream);
-  return launch_split<128>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                           num_splits, workspace, stream);
-}
-
-}  // namespace
-
-Status attention_decode_split_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
-                                   const int32_t* block_tables, int max_blocks, const int32_t* seq_lens,
-                                   int num_splits, float* workspace, cudaStream_t stream) {
-  return checked_split("attention_decode_split_bf16", q, q_stride, batch, q_heads, cache, block_tables, max_blocks,
-                       seq_lens, num_splits, workspace, nullptr, false, stream);
-}
-
-Status attention_decode_combine_bf16(const DecodeSplitPartials& partials, int batch, bf16* out,
-                                     cudaStream_t stream) {
-  auto bad = [](const std::string& what) {
-    return Status(StatusCode::kInvalidArgument, "attention_decode_combine_bf16: " + what);
-  };
-  const int hd = partials.head_dim;
-  if (hd != 32 && hd != 64 && hd != 128) return bad("expected head_dim 32, 64 or 128 but got " + std::to_string(hd));
-  if (batch < 0 || partials.heads <= 0 || partials.num_splits <= 0)
-    return bad("expected batch >= 0, heads >= 1 and num_splits >= 1 but got " + std::to_string(batch) + ", " +
-               std::to_string(partials.heads) + " and " + std::to_string(partials.num_splits));
-  if (batch == 0) return Status::Ok();
-  if (!partials.o || !partials.m || !partials.l || !out)
-    return bad("expected the partials and out non-null but got a null pointer");
-  if (!attn::aligned_to(partials.o, 16) || !attn::aligned_to(out, 8))
-    return bad("expected the partials 16-byte and out 8-byte aligned but got a misaligned pointer");
-  return launch_combine(partials, batch, out, stream);
-}
-
-Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
-                             const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
-                             float* workspace, bf16* out, cudaStream_t stream) {
-  REX_RETURN_IF_ERROR(checked_split("attention_decode_bf16", q, q_stride, batch, q_heads, cache, block_tables,
-                                    max_blocks, seq_lens, num_splits, workspace, out, true, stream));
-  if (batch == 0) return Status::Ok();
-  return launch_combine(decode_split_partials(workspace, batch, q_heads, cache.head_dim, num_splits), batch, out,
-                        stream);
+    return launch_decode<64>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
+                             num_splits, workspace, out, stream);
+  return launch_decode<128>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
+                            num_splits, workspace, out, stream);
 }
 
 }  // namespace rex::cuda

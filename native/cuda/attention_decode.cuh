@@ -13,7 +13,6 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "cuda/decode_partials.cuh"
 #include "cuda/paged_kv.cuh"
 #include "rex/status.h"
 
@@ -29,16 +28,5 @@ size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, i
 Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
                              const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
                              float* workspace, bf16* out, cudaStream_t stream);
-
-// The two launches of attention_decode_bf16 apart, for a consumer that merges
-// the partials itself (the o projection's GEMV on GEMV steps, gemv.cuh):
-// the split alone writes the partials into workspace, where
-// decode_split_partials finds them; the combine merges them into out
-// (bits equal to attention_decode_bf16's).
-Status attention_decode_split_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
-                                   const int32_t* block_tables, int max_blocks, const int32_t* seq_lens,
-                                   int num_splits, float* workspace, cudaStream_t stream);
-DecodeSplitPartials decode_split_partials(float* workspace, int batch, int q_heads, int head_dim, int num_splits);
-Status attention_decode_combine_bf16(const DecodeSplitPartials& partials, int batch, bf16* out, cudaStream_t stream);
 
 }  // namespace rex::cuda

@@ -204,12 +204,6 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   REX_RETURN_IF_ERROR(text_.init(t, &weights_, &gemm_, stream_, arena, int(blocks), step_rows,
                                  (max_sequence_tokens_ + kBlockTokens - 1) / kBlockTokens, sequences));
   text_.set_use_gemv(std::getenv("REX_OMNI_NO_GEMV") == nullptr);
-  // REX_OMNI_FUSED_MERGE=1: on GEMV steps the o projection merges the attention's split partials (an A/B knob).
-  text_.set_fused_attention_merge(std::getenv("REX_OMNI_FUSED_MERGE") != nullptr);
-  // REX_OMNI_L2_PREFETCH_MB=N: on GEMV steps, up to N MB of each layer's o and gate_up weights pulled into L2
-  // during its rotary and attention (an A/B knob).
-  if (const char* mb = std::getenv("REX_OMNI_L2_PREFETCH_MB"))
-    text_.set_l2_prefetch_bytes(size_t(std::clamp(std::atoi(mb), 0, 48)) << 20);
   // REX_OMNI_PREFILL_BATCH=0: prefills one request at a time (an A/B knob, device-check concurrency-ab).
   const char* prefill_batch = std::getenv("REX_OMNI_PREFILL_BATCH");
   batch_prefills_ = !options_.batch_invariant && !(prefill_batch && std::string(prefill_batch) == "0");

@@ -137,21 +137,6 @@ Status TextRunner::init(const TextConfig& config, const DeviceWeights* weights, 
 // The decode layers on the GEMV: bias, residual add and SwiGLU in the
 // projections' epilogues, the norms alone. Each GEMV starts streaming its
 // weights while the kernel before it finishes (programmatic dependent launch).
-L2Prefetch TextRunner::layer_prefetch(const DeviceTextLayer& layer) const {
-  L2Prefetch pf;
-  if (l2_prefetch_bytes_ == 0) return pf;
-  const TextConfig& c = config_;
-  const size_t row = size_t(c.hidden_size) * sizeof(bf16);  // a row of o^T or of gate_up: hidden bf16
-  const size_t o_bytes = std::min(l2_prefetch_bytes_, size_t(c.num_heads) * c.head_dim() * row);
-  pf.add(layer.o_w, o_bytes);
-  // What the gate_up GEMV's first tiles read: gate rows [0, g) and up rows [inter, inter + g).
-  const size_t g = std::min(size_t(c.intermediate_size), (l2_prefetch_bytes_ - o_bytes) / 2 / row);
-  pf.add(layer.gate_up_w, g * row);
-  pf.add(layer.gate_up_w + size_t(c.intermediate_size) * c.hidden_size, g * row);
-  pf.blocks = int(std::clamp<size_t>((pf.chunks() + 3) / 4, 1, 128));  // ~4 chunks a block's copy engine
-  return pf;
-}
-
 Status TextRunner::decode_layers_gemv(int bucket) {
   const TextConfig& c = config_;
   const int hidden = c.hidden_size, hd = c.head_dim(), hq = c.num_heads, hkv = c.num_kv_heads;
@@ -194,21 +179,14 @@ Status TextRunner::decode_layers_gemv(int bucket) {
     REX_RETURN_IF_ERROR(gemv(qkv_of(li), stream_));
     mark("mrope_kv_write", act * qkv_width * 2);
     REX_RETURN_IF_ERROR(mrope_qkv_to_cache_bf16(dec_.qkv.get(), bucket, hq, hkv, hd, step_positions(), inv_freq_.get(),
-                                                section, step_dest(), arena_.layer(li), stream_, layer_prefetch(l)));
+                                                section, step_dest(), arena_.layer(li), stream_));
     const KvPlane plane = arena_.layer(li);
     PagedKv kv{plane.k, plane.v, arena_.block_size, hkv, hd};
     mark("attention", kv_bytes, attention_flops);
+    REX_RETURN_IF_ERROR(attention_decode_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(), max_blocks_,
+                                              step_lengths(), splits, attn_workspace_.get(), dec_.attn.get(), stream_));
     GemvArgs o = project(GemvEpilogue::kAddResidual, dec_.attn.get(), hq * hd, l.o_w, hidden);
     o.residual = dec_.residual.get();
-    if (fused_attention_merge_) {  // the split alone; o merges its partials
-      REX_RETURN_IF_ERROR(attention_decode_split_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(),
-                                                      max_blocks_, step_lengths(), splits, attn_workspace_.get(), stream_));
-      o.x = nullptr;
-      o.partials = decode_split_partials(attn_workspace_.get(), bucket, hq, hd, splits);
-    } else {
-      REX_RETURN_IF_ERROR(attention_decode_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(), max_blocks_,
-                                                step_lengths(), splits, attn_workspace_.get(), dec_.attn.get(), stream_));
-    }
     GemvArgs gate_up = project_normed(GemvEpilogue::kSwiglu, l.post_norm, l.gate_up_w, inter);
     gate_up.pair_offset = inter;
     gate_up.out_bf16 = dec_.act.get();

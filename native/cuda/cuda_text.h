@@ -21,7 +21,6 @@
 #include "cuda/bf16.cuh"
 #include "cuda/cuda_weights.h"
 #include "cuda/decode_sampler.h"
-#include "cuda/l2_prefetch.cuh"
 #include "cuda/device_buffer.h"
 #include "cuda/gemm.cuh"
 #include "cuda/rope.cuh"
@@ -113,14 +112,6 @@ class TextRunner {
 
   // Decode-step projections through the GEMV (default) or cuBLASLt.
   void set_use_gemv(bool on) { use_gemv_ = on; }
-  // GEMV steps: the o projection merges the decode attention's split
-  // partials in its prologue, with no combine launch between (same bits).
-  // Off until measured on a device (REX_OMNI_FUSED_MERGE=1).
-  void set_fused_attention_merge(bool on) { fused_attention_merge_ = on; }
-  // GEMV steps: up to this many bytes of each layer's o and gate_up weights
-  // pulled into L2 during its rotary and attention (l2_prefetch.cuh); 0:
-  // none. Off until measured on a device (REX_OMNI_L2_PREFETCH_MB).
-  void set_l2_prefetch_bytes(size_t bytes) { l2_prefetch_bytes_ = bytes; }
   // The most rows a step decodes on the GEMV; larger steps take cuBLASLt
   // (BackendOptions::batch_invariant keeps them all on the GEMV).
   void set_gemv_max_rows(int rows) { gemv_max_rows_ = rows; }
@@ -161,9 +152,6 @@ class TextRunner {
   // gemv_path: the projections on the row-invariant GEMV (else cuBLASLt), chosen per step by on_gemv().
   Status decode_body(int bucket, bool gemv_path, StepOutput output, const TensorTap* tap);
   Status decode_layers_gemv(int bucket);
-  // The L2 prefetch of one layer's o weights, then the first rows of its gate
-  // and up halves, within l2_prefetch_bytes_ (none when 0).
-  L2Prefetch layer_prefetch(const DeviceTextLayer& layer) const;
   Status run_step(const std::vector<DecodeSequence>& batch, StepOutput output, bool use_graphs, const TensorTap* tap);
   Status profile_step(const std::vector<DecodeSequence>& batch, int bucket, bool gemv_path, StepOutput output);
   int bucket_for(int batch) const;
@@ -199,8 +187,6 @@ class TextRunner {
   std::map<std::tuple<int, bool, StepOutput>, cudaGraphExec_t> graphs_;  // (bucket, gemv_path, output)
   DecodeSampler sampler_;
   bool use_gemv_ = true;
-  bool fused_attention_merge_ = false;
-  size_t l2_prefetch_bytes_ = 0;
   int gemv_max_rows_ = 8;
   std::map<int, int> wide_step_splits_;
   int prefill_split_ctas_ = 0;

@@ -1,9 +1,6 @@
 // The decode attention's split partials (attention_decode.cuh) and their
-// merge, a warp per (sequence, q head). One piece of code for the two places
-// that merge: the combine launch (attention_decode.cu) and, on GEMV steps,
-// the o projection's prologue (gemv_pipeline.cuh), which merges straight
-// into its shared-memory x instead of reading the combine's output. The same
-// code gives the same bits, so the fused step equals the unfused one.
+// merge, a warp per (sequence, q head), as the combine launch
+// (attention_decode.cu) runs it.
 //
 // Layout: item = sequence * heads + q head; partial s of an item at
 // item * num_splits + s: O (head_dim floats, unnormalised) in o, the running
@@ -79,13 +76,6 @@ __device__ __forceinline__ uint2 merge_decode_splits(const DecodeSplitPartials p
   packed.x = pack_bf16x2(acc.x * inv, acc.y * inv);
   packed.y = pack_bf16x2(acc.z * inv, acc.w * inv);
   return packed;
-}
-
-// The same at the partials' run-time head_dim (32, 64 or 128).
-__device__ __forceinline__ uint2 merge_decode_splits_any(const DecodeSplitPartials p, int64_t item, int lane) {
-  if (p.head_dim == 128) return merge_decode_splits<128>(p, item, lane);
-  if (p.head_dim == 64) return merge_decode_splits<64>(p, item, lane);
-  return merge_decode_splits<32>(p, item, lane);
 }
 #endif
 

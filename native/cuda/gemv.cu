@@ -38,10 +38,6 @@
 //  - The prologue may do what precedes it: the RMSNorm of the fp32 residual
 //    rows, recomputed by every block from L2 (m x k floats) as it writes x,
 //    so no norm kernel sits between projections.
-//    Or, for the o projection on GEMV steps, the merge of the decode
-//    attention's split partials (decode_partials.cuh): the same warp merge as
-//    the combine launch, so the same bits without that launch and its
-//    boundary (each block merges all m x heads items from L2 for itself).
 //  - The epilogue does what follows the projection: bias (QKV), residual add
 //    (o_proj, down_proj), SwiGLU over paired gate/up tiles (gate_up), or fp32
 //    logits (LM head, over any row subset through row_ids).
@@ -77,21 +73,7 @@ Status check_args(const GemvArgs& args) {
   if (!gemv_supports(args.m, args.k, args.n))
     return bad("expected 1 <= m <= 64, k a positive multiple of 32 and n >= 1 but got m " + std::to_string(args.m) +
                ", k " + std::to_string(args.k) + ", n " + std::to_string(args.n));
-  const DecodeSplitPartials& p = args.partials;
-  if (p.o) {
-    const int hd = p.head_dim;
-    if (args.x || args.norm_input) return bad("expected one source of x but got the partials and x or norm_input");
-    if (args.epilogue != GemvEpilogue::kAddResidual)
-      return bad("expected the residual add (the o projection) with the partials as x");
-    if (!args.w) return bad("expected w but got a null pointer");
-    if (!p.m || !p.l || p.heads <= 0 || p.num_splits <= 0 || (hd != 32 && hd != 64 && hd != 128))
-      return bad("expected the partials' m, l, heads >= 1, num_splits >= 1 and head_dim 32, 64 or 128 but got head_dim " +
-                 std::to_string(hd));
-    if (int64_t(p.heads) * hd != args.k)
-      return bad("expected k = heads * head_dim (" + std::to_string(int64_t(p.heads) * hd) + ") for the partials but got " +
-                 std::to_string(args.k));
-    if (reinterpret_cast<uintptr_t>(p.o) % 16 != 0) return bad("expected the partials' o 16-byte aligned");
-  } else if ((!args.x && !args.norm_input) || !args.w || args.lda < args.k || args.lda % 8 != 0)
+  if ((!args.x && !args.norm_input) || !args.w || args.lda < args.k || args.lda % 8 != 0)
     return bad("expected x (or norm_input) and w, and a row stride lda >= k that is a multiple of 8, but got lda " +
                std::to_string(args.lda));
   if (args.norm_input && (!args.norm_weight || args.k % 128 != 0))
@@ -124,11 +106,8 @@ namespace {
 
 using namespace gemv_detail;
 
-// kMerge: x merged from the decode attention's split partials (the o
-// projection on GEMV steps), a kernel of its own so that the merge's
-// registers stay out of the other projections' kernels.
-template <int R, GemvEpilogue E, bool kMerge>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(const KernelArgs a, const DecodeSplitPartials partials) {
+template <int R, GemvEpilogue E>
+__global__ void __launch_bounds__(kThreads) gemv_kernel(const KernelArgs a) {
   pdl_launch_dependents();
   extern __shared__ __align__(128) uint8_t ring[];
   __shared__ float inv_rms[kRowsPerCall];
@@ -143,29 +122,26 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const KernelArgs a, cons
   } else {
     uint8_t* xs = reinterpret_cast<uint8_t*>(empty + a.stages);
     pdl_wait();  // x (and the residual) come from the previous kernel
-    stage_x<kMerge>(a, partials, xs, inv_rms, warp, lane);
+    stage_x(a, xs, inv_rms, warp, lane);
     consume_tiles<R, E>(a, ring, full, empty, xs, inv_rms, partial, warp, lane);
   }
 }
 
-template <int R, GemvEpilogue E, bool M>
+template <int R, GemvEpilogue E>
 const Fit& fit() {
-  static const Fit f = query_fit(reinterpret_cast<const void*>(gemv_kernel<R, E, M>));
+  static const Fit f = query_fit(reinterpret_cast<const void*>(gemv_kernel<R, E>));
   return f;
 }
 
-template <int R, GemvEpilogue E, bool M>
-Status launch(KernelArgs a, const DecodeSplitPartials& partials, bool overlap, cudaStream_t stream) {
+template <int R, GemvEpilogue E>
+Status launch(KernelArgs a, bool overlap, cudaStream_t stream) {
   using S = Stage<R>;
-  const Fit& f = fit<R, E, M>();
+  const Fit& f = fit<R, E>();
   REX_RETURN_IF_ERROR(f.status);
   // As many blocks per SM as there are tiles for (at most 3), each with x and
   // the deepest ring that leaves room for the others (1 KB per block is the
   // system's; 16 bytes per stage are the barriers).
   a.x_seg_k = x_segment_k(a.m, a.k, S::kK);
-  if (M && a.x_seg_k < a.k)
-    return Status(StatusCode::kInvalidArgument, "gemv: expected x merged from the partials (" + std::to_string(a.k) +
-                                                     " k) to fit in shared memory whole");
   const int x_bytes = a.m * x_row_bytes(a.x_seg_k);
   int per_sm = REX_GEMV_BLOCKS_PER_SM > 0 ? REX_GEMV_BLOCKS_PER_SM
                                           : std::clamp(int(ceil_div(size_t(a.tiles), size_t(f.multiprocessors))), 1, 3);
@@ -181,13 +157,13 @@ Status launch(KernelArgs a, const DecodeSplitPartials& partials, bool overlap, c
   a.stages = stages;
   const size_t smem = size_t(stages) * (S::kBytes + 16) + size_t(x_bytes);
   const dim3 grid(unsigned(std::min(a.tiles, per_sm * f.multiprocessors))), block(kThreads);
-  return launch_maybe_overlapped(gemv_kernel<R, E, M>, grid, block, smem, stream, overlap, "gemv", a, partials);
+  return launch_maybe_overlapped(gemv_kernel<R, E>, grid, block, smem, stream, overlap, "gemv", a);
 }
 
 // More than kRowsPerCall rows: one launch per group of rows, so a row's
 // arithmetic is the same whatever the batch (W is read once per group).
-template <int R, GemvEpilogue E, bool M>
-Status launch_rows(KernelArgs a, const DecodeSplitPartials& partials, bool overlap, cudaStream_t stream) {
+template <int R, GemvEpilogue E>
+Status launch_rows(KernelArgs a, bool overlap, cudaStream_t stream) {
   const int m = a.m;
   for (int r0 = 0; r0 < m; r0 += kRowsPerCall) {
     KernelArgs part = a;
@@ -197,14 +173,7 @@ Status launch_rows(KernelArgs a, const DecodeSplitPartials& partials, bool overl
     if (a.out_bf16) part.out_bf16 = a.out_bf16 + size_t(r0) * a.ldo;
     if (a.out_f32) part.out_f32 = a.out_f32 + size_t(r0) * a.ldo;
     if (a.residual) part.residual = a.residual + size_t(r0) * a.ldo;
-    DecodeSplitPartials rows = partials;
-    if (M) {  // items are row-major: row r's heads at r * heads
-      const size_t items = size_t(r0) * partials.heads * partials.num_splits;
-      rows.o = partials.o + items * partials.head_dim;
-      rows.m = partials.m + items;
-      rows.l = partials.l + items;
-    }
-    const Status st = launch<R, E, M>(part, rows, overlap, stream);
+    const Status st = launch<R, E>(part, overlap, stream);
     if (!st.ok()) return st;
   }
   return Status::Ok();
@@ -218,9 +187,8 @@ Status gemv(const GemvArgs& args, cudaStream_t stream) {
   REX_RETURN_IF_ERROR(check_args(args));
   const KernelArgs a = kernel_args(args);
   const bool ov = args.overlap_previous;
-  if (args.partials.o) return launch_rows<1, GemvEpilogue::kAddResidual, true>(a, args.partials, ov, stream);
   return with_epilogue(args.epilogue, [&](auto kind) {
-    return launch_rows<decltype(kind)::R, decltype(kind)::E, false>(a, DecodeSplitPartials{}, ov, stream);
+    return launch_rows<decltype(kind)::R, decltype(kind)::E>(a, ov, stream);
   });
 }
 

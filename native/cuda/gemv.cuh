@@ -16,7 +16,6 @@
 #include <cstdint>
 
 #include "cuda/bf16.cuh"
-#include "cuda/decode_partials.cuh"
 #include "rex/status.h"
 
 namespace rex::cuda {
@@ -39,11 +38,6 @@ struct GemvArgs {
   const float* norm_input = nullptr;  // [m, k], row stride lda
   const bf16* norm_weight = nullptr;
   float norm_eps = 1e-6f;
-  // Instead of x: the decode attention's split partials (attention_decode.cuh),
-  // merged in the prologue into x (k = heads * head_dim), with the bits of
-  // the combine launch it replaces: the o projection on GEMV steps reads
-  // the split kernel's partials, with no combine launch between them.
-  DecodeSplitPartials partials;
   int m = 0;                // 1..64
   const bf16* w = nullptr;  // [rows, k] contiguous, 16-byte aligned; k a multiple of 32
   int k = 0;

@@ -185,18 +185,6 @@ __device__ __forceinline__ void norm_scales(const KernelArgs& a, float* inv_rms,
 // x[:, k0:k1] (the fused norm's output, or the input as is) into shared
 // memory, rows x_row_bytes(x_seg_k) apart, 8 k per thread; ends with a
 // consumer_sync. With the fused norm, x = bf16(bf16(r * inv_rms) * norm_weight).
-// x merged from the decode attention's split partials: a warp per (row, q
-// head), the head's dims at k = head * head_dim (merge_decode_splits).
-__device__ __forceinline__ void stage_x_from_partials(const KernelArgs& a, const DecodeSplitPartials p, uint8_t* xs,
-                                                      int warp, int lane) {
-  for (int item = warp; item < a.m * p.heads; item += kConsumerWarps) {
-    const int row = item / p.heads, head = item % p.heads;
-    const uint2 v = merge_decode_splits_any(p, item, lane);
-    if (lane * 4 < p.head_dim)
-      *reinterpret_cast<uint2*>(xs + row * x_row_bytes(a.x_seg_k) + 2 * (head * p.head_dim + lane * 4)) = v;
-  }
-}
-
 __device__ __forceinline__ void stage_x_range(const KernelArgs& a, uint8_t* xs, const float* inv_rms, int k0, int k1,
                                               int warp, int lane) {
   const int tid = warp * 32 + lane;
@@ -225,18 +213,10 @@ __device__ __forceinline__ void stage_x_range(const KernelArgs& a, uint8_t* xs, 
 }
 
 // Before a projection's tiles: the norm's scales, and all of x when it sits
-// in shared memory whole (else consume_tiles stages each segment). kMerge:
-// x merged from the attention's split partials (always whole: launch checks).
-template <bool kMerge>
-__device__ __forceinline__ void stage_x(const KernelArgs& a, const DecodeSplitPartials& partials, uint8_t* xs,
-                                        float* inv_rms, int warp, int lane) {
-  if constexpr (kMerge) {
-    stage_x_from_partials(a, partials, xs, warp, lane);
-    consumer_sync();
-  } else {
-    norm_scales(a, inv_rms, warp, lane);
-    if (a.x_seg_k >= a.k) stage_x_range(a, xs, inv_rms, 0, a.k, warp, lane);
-  }
+// in shared memory whole (else consume_tiles stages each segment).
+__device__ __forceinline__ void stage_x(const KernelArgs& a, uint8_t* xs, float* inv_rms, int warp, int lane) {
+  norm_scales(a, inv_rms, warp, lane);
+  if (a.x_seg_k >= a.k) stage_x_range(a, xs, inv_rms, 0, a.k, warp, lane);
 }
 
 // The consumer warps over a projection's tiles (after stage_x): per tile the

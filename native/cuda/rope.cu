@@ -17,8 +17,6 @@
 //    the kernel reads q|k|v once and writes q, k, v once. dest_rows[r] < 0
 //    writes nothing for that row (a padded row of a captured decode graph);
 //    q is still rotated. The k and v parts of qkv are left as they were.
-//  - Text, decode: extra blocks past the rows may issue L2 prefetches of the
-//    weights that follow (l2_prefetch.cuh) and leave at once.
 //  - cosf/sinf (sincosf), not __cosf: text positions reach 10^4 and more,
 //    where the fast forms lose all accuracy.
 //  - Memory-bound: the sincos of head_dim/2 angles per token is a few
@@ -89,13 +87,8 @@ template <int VEC>
 __global__ void mrope_qkv_to_cache_kernel(bf16* __restrict__ qkv, int rows, int q_heads, int kv_heads, int head_dim,
                                           const int32_t* __restrict__ positions, const float* __restrict__ inv_freq,
                                           int section_t, int section_th, const int32_t* __restrict__ dest_rows,
-                                          bf16* __restrict__ k_cache, bf16* __restrict__ v_cache,
-                                          const L2Prefetch prefetch) {
+                                          bf16* __restrict__ k_cache, bf16* __restrict__ v_cache) {
   pdl_launch_dependents();  // lets the next kernel (a GEMV) start streaming its weights
-  if (int(blockIdx.x) >= rows) {  // an L2 prefetch block: issue its share and leave
-    issue_l2_prefetch(prefetch, int(blockIdx.x) - rows, int(blockDim.x), int(threadIdx.x));
-    return;
-  }
   extern __shared__ float angles[];  // cos[half], sin[half]
   const int half = head_dim / 2;
   float* cs = angles;
@@ -165,8 +158,7 @@ Status vision_rope_bf16(bf16* qkv, int tokens, int heads, int head_dim, const in
 
 Status mrope_qkv_to_cache_bf16(bf16* qkv, int rows, int q_heads, int kv_heads, int head_dim,
                                const int32_t* positions, const float* inv_freq, MropeSection section,
-                               const int32_t* dest_rows, KvPlane cache, cudaStream_t stream,
-                               const L2Prefetch& prefetch) {
+                               const int32_t* dest_rows, KvPlane cache, cudaStream_t stream) {
   const std::string fn = "mrope_qkv_to_cache_bf16";
   if (rows < 0) return invalid(fn + ": expected rows >= 0 but got " + std::to_string(rows));
   if (q_heads <= 0 || kv_heads <= 0)
@@ -189,21 +181,14 @@ Status mrope_qkv_to_cache_bf16(bf16* qkv, int rows, int q_heads, int kv_heads, i
   const bool vec = half % 8 == 0 && aligned16(qkv) && aligned16(cache.k) && aligned16(cache.v);
   const size_t smem = 2 * size_t(half) * sizeof(float);
   const int section_th = section.t + section.h;
-  if (prefetch.count < 0 || prefetch.count > L2Prefetch::kMaxRanges || prefetch.blocks < 0 || prefetch.blocks > 1024)
-    return invalid(fn + ": expected a prefetch of 0.." + std::to_string(L2Prefetch::kMaxRanges) +
-                   " ranges from 0..1024 blocks but got " + std::to_string(prefetch.count) + " ranges, " +
-                   std::to_string(prefetch.blocks) + " blocks");
-  const unsigned grid = unsigned(rows + (prefetch.count > 0 ? prefetch.blocks : 0));
   if (vec) {
     const int items = (q_heads + kv_heads) * (half / 8) + kv_heads * (head_dim / 8);
-    mrope_qkv_to_cache_kernel<8><<<grid, block_threads(items), smem, stream>>>(
-        qkv, rows, q_heads, kv_heads, head_dim, positions, inv_freq, section.t, section_th, dest_rows, cache.k, cache.v,
-        prefetch);
+    mrope_qkv_to_cache_kernel<8><<<unsigned(rows), block_threads(items), smem, stream>>>(
+        qkv, rows, q_heads, kv_heads, head_dim, positions, inv_freq, section.t, section_th, dest_rows, cache.k, cache.v);
   } else {
     const int items = (q_heads + kv_heads) * half + kv_heads * head_dim;
-    mrope_qkv_to_cache_kernel<1><<<grid, block_threads(items), smem, stream>>>(
-        qkv, rows, q_heads, kv_heads, head_dim, positions, inv_freq, section.t, section_th, dest_rows, cache.k, cache.v,
-        prefetch);
+    mrope_qkv_to_cache_kernel<1><<<unsigned(rows), block_threads(items), smem, stream>>>(
+        qkv, rows, q_heads, kv_heads, head_dim, positions, inv_freq, section.t, section_th, dest_rows, cache.k, cache.v);
   }
   return check_launch("mrope_qkv_to_cache_kernel");
 }

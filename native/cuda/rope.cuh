@@ -14,7 +14,6 @@
 #include <cstdint>
 
 #include "cuda/bf16.cuh"
-#include "cuda/l2_prefetch.cuh"
 #include "rex/status.h"
 
 namespace rex::cuda {
@@ -43,11 +42,8 @@ struct KvPlane {
 struct MropeSection {
   int t = 0, h = 0, w = 0;
 };
-// prefetch: weights to pull into L2 from prefetch.blocks extra blocks of the
-// launch (l2_prefetch.cuh), issued before any rotation; none by default.
 Status mrope_qkv_to_cache_bf16(bf16* qkv, int rows, int q_heads, int kv_heads, int head_dim,
                                const int32_t* positions, const float* inv_freq, MropeSection section,
-                               const int32_t* dest_rows, KvPlane cache, cudaStream_t stream,
-                               const L2Prefetch& prefetch = L2Prefetch{});
+                               const int32_t* dest_rows, KvPlane cache, cudaStream_t stream);
 
 }  // namespace rex::cuda

@@ -6,9 +6,7 @@
 //  - row invariance: row r of an m-row call equals a 1-row call on row r;
 //  - the restricted head (row_ids) equals the full head's rows;
 //  - two runs give the same bits; a graph replay with programmatic dependent
-//    launch (after a kernel that writes x) gives the eager result;
-//  - x merged from the decode attention's split partials in the prologue
-//    gives the bits of the combine launch followed by a plain gemv.
+//    launch (after a kernel that writes x) gives the eager result.
 // Last, the timings at the decode shapes (L2 flushed, cold) beside cuBLASLt
 // on the same shapes, one step's projections summed (36 layers + head), and
 // the same projections chained as in a step (each layer's own weights,
@@ -24,7 +22,6 @@
 #include <vector>
 
 #include "cpu/gemm.h"
-#include "cuda/attention_decode.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/gemv.cuh"
 #include "cuda/norm.cuh"
@@ -304,112 +301,6 @@ REX_TEST(overlapped_launch_waits_for_its_input) {
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(s);
-  CHECK_CUDA_SYNC();
-}
-
-// Random split partials as the decode split kernel writes them: per (row, q
-// head, split) a max (log2 domain), a sum and an unnormalised O; some splits
-// empty (-inf, 0, 0), and one item with every split empty (zeros out).
-struct RandomPartials {
-  int rows, heads, head_dim, splits;
-  std::vector<float> o, m, l;
-  DeviceArray<float> workspace;
-  RandomPartials(int rows_, int heads_, int head_dim_, int splits_)
-      : rows(rows_), heads(heads_), head_dim(head_dim_), splits(splits_),
-        o(random_floats(size_t(rows_) * heads_ * splits_ * head_dim_, ++g_seed, 4.0f)),
-        m(random_floats(size_t(rows_) * heads_ * splits_, ++g_seed, 6.0f)),
-        l(random_floats(size_t(rows_) * heads_ * splits_, ++g_seed, 1.0f)),
-        workspace(rex::cuda::attention_decode_workspace_floats(rows_, heads_, head_dim_, splits_)) {
-    for (size_t i = 0; i < m.size(); ++i) {
-      l[i] = 1.0f + std::fabs(l[i]) * 50.0f;
-      if (i % 7 == 3 || i < size_t(splits)) {  // empty splits; item 0 wholly empty
-        m[i] = -INFINITY;
-        l[i] = 0.0f;
-        std::fill(o.begin() + std::ptrdiff_t(i) * head_dim, o.begin() + std::ptrdiff_t(i + 1) * head_dim, 0.0f);
-      }
-    }
-    const rex::cuda::DecodeSplitPartials p = view();
-    cudaMemcpy(const_cast<float*>(p.o), o.data(), o.size() * sizeof(float), cudaMemcpyHostToDevice);
-    cudaMemcpy(const_cast<float*>(p.m), m.data(), m.size() * sizeof(float), cudaMemcpyHostToDevice);
-    cudaMemcpy(const_cast<float*>(p.l), l.data(), l.size() * sizeof(float), cudaMemcpyHostToDevice);
-  }
-  rex::cuda::DecodeSplitPartials view() const {
-    return rex::cuda::decode_split_partials(workspace.ptr, rows, heads, head_dim, splits);
-  }
-  // The merged rows on the host (double sums), rounded to bf16: the o projection's x.
-  std::vector<float> merged() const {
-    std::vector<float> x(size_t(rows) * heads * head_dim, 0.0f);
-    for (int item = 0; item < rows * heads; ++item) {
-      const size_t base = size_t(item) * splits;
-      float mx = -INFINITY;
-      for (int s = 0; s < splits; ++s) mx = std::max(mx, m[base + s]);
-      double sum = 0, acc[128] = {};
-      for (int s = 0; s < splits; ++s) {
-        if (m[base + s] == -INFINITY) continue;
-        const double wt = std::exp2(double(m[base + s]) - mx);
-        sum += wt * l[base + s];
-        for (int d = 0; d < head_dim; ++d) acc[d] += wt * o[(base + s) * head_dim + d];
-      }
-      for (int d = 0; d < head_dim; ++d)
-        x[size_t(item) * head_dim + d] = sum > 0 ? rex::round_to_bf16(float(acc[d] / sum)) : 0.0f;
-    }
-    return x;
-  }
-};
-
-// The o projection with x merged from split partials (GemvArgs::partials):
-// the twin's result within bf16 tolerance, and the bits of the combine
-// launch (attention_decode_combine_bf16) followed by a gemv of its output,
-// at 1, 2, 8 and 9 rows (two launches of rows) and each head_dim.
-REX_TEST(o_projection_merges_split_partials) {
-  if (skip_without_gpu()) return;
-  struct Case { int rows, heads, head_dim, splits; };
-  for (const Case c : {Case{1, 16, 128, 16}, Case{2, 16, 128, 16}, Case{8, 16, 128, 4}, Case{9, 16, 128, 2},
-                       Case{3, 8, 64, 16}, Case{2, 4, 32, 16}}) {
-    const int k = c.heads * c.head_dim, n = 2048;
-    RandomPartials parts(c.rows, c.heads, c.head_dim, c.splits);
-    Inputs in({c.rows, k, n, GemvEpilogue::kAddResidual});
-    in.x = parts.merged();  // the twin's x
-    Runner run(in);
-    // Unfused: the combine launch into bf16 x, then a plain gemv.
-    DeviceArray<uint16_t> attn(size_t(c.rows) * k);
-    attn.poison();
-    CHECK_OK(rex::cuda::attention_decode_combine_bf16(parts.view(), c.rows, attn.as<bf16>(), nullptr));
-    run.reset(in, 0, c.rows);
-    GemvArgs plain = run.args(in, 0, c.rows);
-    plain.x = attn.as<bf16>();
-    CHECK_OK(rex::cuda::gemv(plain, nullptr));
-    CHECK_CUDA_SYNC();
-    const std::vector<float> unfused = run.result(in, c.rows);
-    // Fused: the partials as x.
-    run.reset(in, 0, c.rows);
-    GemvArgs fused = run.args(in, 0, c.rows);
-    fused.x = nullptr;
-    fused.partials = parts.view();
-    CHECK_OK(rex::cuda::gemv(fused, nullptr));
-    CHECK_CUDA_SYNC();
-    const std::vector<float> out = run.result(in, c.rows);
-    const double err = relative_error(out, reference(in));
-    const bool same = same_bits(out, unfused);
-    std::printf("  rows %d heads %2d head_dim %3d splits %2d: rel.err %.2e (tol %.0e), %s the combine + gemv\n", c.rows,
-                c.heads, c.head_dim, c.splits, err, kBf16Tolerance, same ? "same bits as" : "DIFFERENT bits from");
-    CHECK(err < kBf16Tolerance);
-    CHECK(same);
-  }
-  // A wrong k or a second source of x: typed errors.
-  RandomPartials parts(1, 16, 128, 4);
-  Inputs in({1, 2048, 256, GemvEpilogue::kAddResidual});
-  Runner run(in);
-  GemvArgs a = run.args(in, 0, 1);
-  a.partials = parts.view();
-  rex::Status st = rex::cuda::gemv(a, nullptr);
-  CHECK(!st.ok());
-  CHECK_CONTAINS(st.message(), "one source of x");
-  a.x = nullptr;
-  a.k = 1024;
-  const rex::Status wrong_k = rex::cuda::gemv(a, nullptr);
-  CHECK(!wrong_k.ok());
-  CHECK_CONTAINS(wrong_k.message(), "k = heads * head_dim");
   CHECK_CUDA_SYNC();
 }
 

@@ -27,7 +27,6 @@
 
 #include "cpu/rope.h"
 #include "cpu/thread_pool.h"
-#include "cuda/l2_prefetch.cuh"
 #include "cuda/rope.cuh"
 #include "cuda_test_util.h"
 #include "cuda_timing.h"
@@ -133,7 +132,7 @@ struct TextShape {
   float theta;
 };
 
-void check_text(int rows, const TextShape& s, int offset = 0, const rex::cuda::L2Prefetch& prefetch = {}) {
+void check_text(int rows, const TextShape& s, int offset = 0) {
   rex::Pcg32 rng(++g_seed);
   const int hd = s.hd, qd = s.q_heads * hd, kvd = s.kv_heads * hd, width = qd + 2 * kvd;
   const std::vector<float> qkv = random_bf16_values(size_t(rows) * width, ++g_seed);
@@ -167,7 +166,7 @@ void check_text(int rows, const TextShape& s, int offset = 0, const rex::cuda::L
   plane.k = kc.as<bf16>();
   plane.v = vc.as<bf16>();
   CHECK_OK(rex::cuda::mrope_qkv_to_cache_bf16(dqkv.as<bf16>() + offset, rows, s.q_heads, s.kv_heads, hd, dpos.ptr,
-                                              dinv.ptr, s.section, ddest.ptr, plane, nullptr, prefetch));
+                                              dinv.ptr, s.section, ddest.ptr, plane, nullptr));
   CHECK_CUDA_SYNC();
   const std::vector<uint16_t> all = dqkv.download();
   const std::vector<uint16_t> got_bits(all.begin() + offset, all.begin() + offset + std::ptrdiff_t(qkv.size()));
@@ -252,38 +251,6 @@ REX_TEST(mrope_to_cache_matches_cpu) {
   check_text(37, {4, 2, 12, {2, 2, 2}, 1e4f});    // half 6: scalar path
   check_text(37, {4, 4, 32, {16, 0, 0}, 1e4f});   // one axis only
   check_text(37, kQwen, 1);                       // qkv unaligned: scalar path
-}
-
-// Extra blocks issuing L2 prefetches (of a 24 MB buffer: o's weights and the
-// first gate/up rows, as a decode layer asks) change no value: the same
-// checks as without, at 1 and 2 rows, with 1 and 40 prefetch blocks.
-REX_TEST(mrope_with_l2_prefetch_blocks_matches_cpu) {
-  if (skip_without_gpu()) return;
-  DeviceArray<uint16_t> weights(size_t(12) << 20);  // 24 MB
-  for (int blocks : {1, 40}) {
-    rex::cuda::L2Prefetch pf;
-    CHECK(pf.add(weights.ptr, size_t(8) << 20));
-    CHECK(pf.add(weights.ptr + (size_t(4) << 20), (size_t(7) << 20) + 100));  // rounded down to 16
-    CHECK(pf.add(weights.ptr + (size_t(8) << 20), size_t(7) << 20));
-    CHECK(!pf.add(weights.ptr + 1, 64));  // misaligned: refused
-    pf.blocks = blocks;
-    CHECK_EQ(pf.count, 3);
-    CHECK_EQ(pf.total_bytes(), (size_t(22) << 20) + 96);
-    for (int rows : {1, 2}) check_text(rows, kQwen, 0, pf);
-  }
-  rex::cuda::L2Prefetch bad;
-  bad.count = 5;
-  DeviceArray<uint16_t> q(64);
-  DeviceArray<int32_t> pos(3), dest(1);
-  DeviceArray<float> inv(64);
-  rex::cuda::KvPlane plane;
-  plane.k = q.as<bf16>();
-  plane.v = q.as<bf16>();
-  const rex::Status st = rex::cuda::mrope_qkv_to_cache_bf16(q.as<bf16>(), 1, 16, 2, 128, pos.ptr, inv.ptr, {16, 24, 24},
-                                                           dest.ptr, plane, nullptr, bad);
-  CHECK(!st.ok());
-  CHECK_CONTAINS(st.message(), "expected a prefetch of 0..4 ranges");
-  CHECK_CUDA_SYNC();
 }
 
 REX_TEST(rows_zero_is_a_no_op) {

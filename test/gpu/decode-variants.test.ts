@@ -1,46 +1,18 @@
-// Decode paths that are written but not yet measured on a GPU, each off by
-// default, apart from test/gpu/decode.test.ts so that a fault in one cannot
-// take that suite's results with it (a CUDA fault ends the process's context):
-//  - the o projection merging the attention splits (REX_OMNI_FUSED_MERGE=1):
-//    the same tokens, greedy and seeded, batched and alone;
+// Decode paths that are off by default, apart from test/gpu/decode.test.ts
+// so that a fault in one cannot take that suite's results with it (a CUDA
+// fault ends the process's context):
 //  - decode rows riding prefill passes (prefillDecodeRows): rows ride, and
 //    the requests begin as they do without.
 import { describe, expect, it } from 'vitest';
 
 import { RexOmni } from '../../lib/rex-omni.js';
 import { JUMP_CATEGORIES } from '../fixtures/jump-forward-cases.js';
-import { loadWithEnv } from '../fixtures/load-with-env.js';
 import { syntheticRgb } from '../fixtures/synthetic-image.js';
 import { ensureTinyCheckpoint } from '../fixtures/tiny-checkpoint.js';
 
 const CATEGORIES = JUMP_CATEGORIES;
 
 describe('CUDA decode variants (off by default)', () => {
-  it('the o projection merging the attention splits (REX_OMNI_FUSED_MERGE=1) gives the same tokens', async () => {
-    // batchInvariant: every step on the GEMV, where the fused merge applies;
-    // its bits equal the combine launch's (cuda_gemv_test), so the tokens are
-    // the same, greedy and seeded, alone and 8 at once.
-    const tiny = await ensureTinyCheckpoint();
-    const load = () =>
-      RexOmni.load(tiny, { backend: 'cuda', maxActiveRequests: 8, batchInvariant: true, prefixCacheGB: 0, defaults: { maxPixels: 64 * 28 * 28 } });
-    const plain = await load();
-    const fused = await loadWithEnv('REX_OMNI_FUSED_MERGE', '1', load);
-    try {
-      const images = Array.from({ length: 8 }, (_, i) => ({ data: syntheticRgb(112, 112, 60 + i), width: 112, height: 112 }));
-      for (const sampling of [{ temperature: 0 }, { temperature: 0.8, topP: 0.9, seed: 11 }]) {
-        const options = { maxNewTokens: 24, sampling };
-        const run = (m: RexOmni) => Promise.all(images.map((image, i) => m.detect(image, CATEGORIES.slice(0, 1 + (i % 3)), options)));
-        const without = await run(plain);
-        const withFused = await run(fused);
-        for (const [i, r] of withFused.entries()) expect(r.outputTokenIds).toEqual(without[i]!.outputTokenIds);
-        const alone = await fused.detect(images[5]!, CATEGORIES.slice(0, 3), options);
-        expect(alone.outputTokenIds).toEqual(without[5]!.outputTokenIds);
-      }
-    } finally {
-      await Promise.all([plain.close(), fused.close()]);
-    }
-  });
-
   it('decode rows riding prefill passes (prefillDecodeRows): requests begin as they do without, and rows ride', async () => {
     // Two waves of 8: the second prefills (chunks of 64 tokens) while the
     // first decodes, so the first's rows ride the passes, on the decode
