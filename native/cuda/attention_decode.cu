@@ -31,7 +31,16 @@
 //    batch-1 step 2.63 -> 2.86 ms. That CTA's 128 threads walk every split's
 //    partials from L2 in a chain of dependent loads, while the combine
 //    launch spreads the same chains over a warp per q head (NOTES §5.3).
+//  - DecodeMerge::kCluster (an A/B variant, session 9, not yet measured): the
+//    num_splits CTAs of a (kv head, sequence) are one thread-block cluster.
+//    Each keeps its partial in shared memory; after a cluster barrier a warp
+//    per q head, spread over the first CTAs, merges the splits through
+//    distributed shared memory with the combine's own code (merge_splits),
+//    so one launch and no global round trip, still a warp per q head and
+//    the same bits. Clusters of up to 16 CTAs (non-portable on Hopper).
 #include "cuda/attention_decode.cuh"
+
+#include <cooperative_groups.h>
 
 #include <climits>
 #include <string>
@@ -58,13 +67,19 @@ struct DecodeSmem {
   static constexpr int kBytes = kUnionBytes + 2 * kWarps * kMaxGroup * int(sizeof(float));  // + max, sum
 };
 
-template <int HD>
+// kCluster: the grid's num_splits CTAs of a (kv head, sequence) are one
+// thread-block cluster; each keeps its partial in shared memory and, after a
+// cluster barrier, warps of the first CTAs merge the splits through
+// distributed shared memory (merge_splits, the combine's code) and write out
+// (part_* unused). Otherwise the partials go to global memory for the
+// combine launch (out unused).
+template <int HD, bool kCluster>
 __global__ void __launch_bounds__(kThreads)
     attention_decode_split_kernel(const bf16* __restrict__ q, int q_stride, int q_heads, int group, PagedKv cache,
                                   int block_shift, const int32_t* __restrict__ block_tables, int max_blocks,
                                   const int32_t* __restrict__ seq_lens, int num_splits, float scale_log2,
                                   float* __restrict__ part_o, float* __restrict__ part_m,
-                                  float* __restrict__ part_l) {
+                                  float* __restrict__ part_l, bf16* __restrict__ out) {
   pdl_launch_dependents();  // lets the next kernel (a GEMV) start streaming its weights
   using Warp = attn::WarpFlash<HD, kKeys>;
   using Smem = DecodeSmem<HD>;
@@ -164,18 +179,46 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
 
   constexpr int kVec = HD / 4;  // float4 per row
+  // The cluster variant's partial of this split: [kMaxGroup][HD] O, then m, l.
+  float* own_o = reinterpret_cast<float*>(smem_raw + Smem::kBytes);
+  float* own_m = own_o + kMaxGroup * HD;
+  float* own_l = own_m + kMaxGroup;
   for (int idx = tid; idx < group * kVec; idx += kThreads) {
     const int row = idx / kVec, d4 = idx % kVec;
     const attn::MergedPartials merged = attn::merge_partials(
         kWarps, [&](int wi) { return merge_m[wi * kMaxGroup + row]; },
         [&](int wi) { return merge_l[wi * kMaxGroup + row]; },
         [&](int wi) { return *reinterpret_cast<const float4*>(merge_o + (wi * kMaxGroup + row) * Smem::kOLd + d4 * 4); });
-    const int64_t part = (int64_t(seq) * q_heads + int64_t(kv_head) * group + row) * num_splits + split;
-    *reinterpret_cast<float4*>(part_o + part * HD + d4 * 4) = merged.o;
-    if (d4 == 0) {
-      part_m[part] = merged.m;  // -inf with sum 0 and O 0: the neutral partial of an empty split
-      part_l[part] = merged.l;
+    if constexpr (kCluster) {
+      *reinterpret_cast<float4*>(own_o + row * HD + d4 * 4) = merged.o;
+      if (d4 == 0) {
+        own_m[row] = merged.m;
+        own_l[row] = merged.l;
+      }
+    } else {
+      const int64_t part = (int64_t(seq) * q_heads + int64_t(kv_head) * group + row) * num_splits + split;
+      *reinterpret_cast<float4*>(part_o + part * HD + d4 * 4) = merged.o;
+      if (d4 == 0) {
+        part_m[part] = merged.m;  // -inf with sum 0 and O 0: the neutral partial of an empty split
+        part_l[part] = merged.l;
+      }
     }
+  }
+  if constexpr (kCluster) {
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync();  // every split's partial is in its CTA's shared memory (release / acquire)
+    // Warp w of cluster rank r merges q head rows r * kWarps + w, then every
+    // num_splits * kWarps rows further (a cluster of one CTA takes them all).
+    for (int row = int(cluster.block_rank()) * kWarps + warp; row < group; row += num_splits * kWarps) {
+      auto remote = [&](float* p, int s) { return cluster.map_shared_rank(p, unsigned(s)); };
+      const uint2 packed = merge_splits<HD>(
+          num_splits, lane, [&](int s) { return remote(own_m, s)[row]; }, [&](int s) { return remote(own_l, s)[row]; },
+          [&](int s) { return *reinterpret_cast<const float4*>(remote(own_o, s) + row * HD + lane * 4); });
+      const int64_t item = int64_t(seq) * q_heads + int64_t(kv_head) * group + row;
+      if (lane * 4 < HD) *reinterpret_cast<uint2*>(out + item * HD + lane * 4) = packed;
+    }
+    cluster.sync();  // no CTA leaves while another still reads its shared memory
   }
 }
 
@@ -190,30 +233,63 @@ __global__ void __launch_bounds__(kThreads) attention_decode_combine_kernel(cons
   if (lane * 4 < HD) *reinterpret_cast<uint2*>(out + int64_t(item) * HD + lane * 4) = packed;
 }
 
-// 68 KB of stages at head_dim 128 (4 warps x 2 stages x K,V x 16 x 136 bf16):
-// the dynamic shared-memory limit is raised once per process, and the one
-// call's result is kept and returned every time.
+// The cluster variant's shared memory past the stages: its split's partial.
 template <int HD>
+constexpr int kClusterPartialBytes = (kMaxGroup * HD + 2 * kMaxGroup) * int(sizeof(float));
+
+// 68 KB of stages at head_dim 128 (4 warps x 2 stages x K,V x 16 x 136 bf16):
+// the dynamic shared-memory limit is raised once per process (and, for the
+// cluster variant, clusters of up to 16 CTAs allowed), and the one call's
+// result is kept and returned every time.
+template <int HD, bool kCluster>
 Status prepare_decode_kernel() {
-  static const cudaError_t err = cudaFuncSetAttribute(
-      attention_decode_split_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, DecodeSmem<HD>::kBytes);
+  static const cudaError_t err = [] {
+    const int bytes = DecodeSmem<HD>::kBytes + (kCluster ? kClusterPartialBytes<HD> : 0);
+    cudaError_t e = cudaFuncSetAttribute(attention_decode_split_kernel<HD, kCluster>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (e == cudaSuccess && kCluster)
+      e = cudaFuncSetAttribute(attention_decode_split_kernel<HD, kCluster>,
+                               cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    return e;
+  }();
   return cuda_status(err, "cudaFuncSetAttribute(attention_decode_split_kernel)");
 }
 
 template <int HD>
 Status launch_decode(const bf16* q, int q_stride, int batch, int q_heads, const PagedKv& cache, int block_shift,
                      const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
-                     float* workspace, bf16* out, cudaStream_t stream) {
-  REX_RETURN_IF_ERROR((prepare_decode_kernel<HD>()));
+                     DecodeMerge merge, float* workspace, bf16* out, cudaStream_t stream) {
   const int64_t parts = int64_t(batch) * q_heads * num_splits;
   float* part_o = workspace;
   float* part_m = workspace + parts * HD;
   float* part_l = part_m + parts;
   const dim3 grid(static_cast<unsigned>(num_splits), static_cast<unsigned>(cache.kv_heads),
                   static_cast<unsigned>(batch));
-  attention_decode_split_kernel<HD><<<grid, kThreads, DecodeSmem<HD>::kBytes, stream>>>(
-      q, q_stride, q_heads, q_heads / cache.kv_heads, cache, block_shift, block_tables, max_blocks, seq_lens,
-      num_splits, attn::softmax_scale_log2(HD), part_o, part_m, part_l);
+  const int group = q_heads / cache.kv_heads;
+  const float scale_log2 = attn::softmax_scale_log2(HD);
+  if (merge == DecodeMerge::kCluster) {
+    REX_RETURN_IF_ERROR((prepare_decode_kernel<HD, true>()));
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = size_t(DecodeSmem<HD>::kBytes + kClusterPartialBytes<HD>);
+    config.stream = stream;
+    cudaLaunchAttribute attribute[1];
+    attribute[0].id = cudaLaunchAttributeClusterDimension;
+    attribute[0].val.clusterDim.x = unsigned(num_splits);
+    attribute[0].val.clusterDim.y = 1;
+    attribute[0].val.clusterDim.z = 1;
+    config.attrs = attribute;
+    config.numAttrs = 1;
+    return cuda_status(cudaLaunchKernelEx(&config, attention_decode_split_kernel<HD, true>, q, q_stride, q_heads, group,
+                                          cache, block_shift, block_tables, max_blocks, seq_lens, num_splits,
+                                          scale_log2, part_o, part_m, part_l, out),
+                       "attention_decode_split_kernel (cluster)");
+  }
+  REX_RETURN_IF_ERROR((prepare_decode_kernel<HD, false>()));
+  attention_decode_split_kernel<HD, false><<<grid, kThreads, DecodeSmem<HD>::kBytes, stream>>>(
+      q, q_stride, q_heads, group, cache, block_shift, block_tables, max_blocks, seq_lens, num_splits, scale_log2,
+      part_o, part_m, part_l, out);
   REX_RETURN_IF_ERROR(check_launch("attention_decode_split_kernel"));
   const int items = batch * q_heads;
   const DecodeSplitPartials p{part_o, part_m, part_l, q_heads, HD, num_splits};
@@ -230,7 +306,7 @@ size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, i
 
 Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
                              const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
-                             float* workspace, bf16* out, cudaStream_t stream) {
+                             float* workspace, bf16* out, cudaStream_t stream, DecodeMerge merge) {
   auto bad = [](const std::string& what) {
     return Status(StatusCode::kInvalidArgument, "attention_decode_bf16: " + what);
   };
@@ -250,6 +326,9 @@ Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads
                std::to_string(max_blocks));
   if (num_splits <= 0 || num_splits > 65535)
     return bad("expected num_splits in 1..65535 but got " + std::to_string(num_splits));
+  if (merge == DecodeMerge::kCluster && num_splits > kMaxClusterSplits)
+    return bad("expected num_splits <= " + std::to_string(kMaxClusterSplits) +
+               " with DecodeMerge::kCluster (a cluster of that many CTAs) but got " + std::to_string(num_splits));
   if (q_stride < q_heads * hd || q_stride % 8 != 0)
     return bad("expected q_stride >= q_heads*head_dim (" + std::to_string(q_heads * hd) +
                ") and a multiple of 8 but got " + std::to_string(q_stride));
@@ -264,12 +343,12 @@ Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads
   while ((1 << shift) < bs) ++shift;
   if (hd == 32)  // the small test checkpoints' decoder
     return launch_decode<32>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                             num_splits, workspace, out, stream);
+                             num_splits, merge, workspace, out, stream);
   if (hd == 64)
     return launch_decode<64>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                             num_splits, workspace, out, stream);
+                             num_splits, merge, workspace, out, stream);
   return launch_decode<128>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                            num_splits, workspace, out, stream);
+                            num_splits, merge, workspace, out, stream);
 }
 
 }  // namespace rex::cuda

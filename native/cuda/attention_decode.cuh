@@ -18,6 +18,15 @@
 
 namespace rex::cuda {
 
+// How the splits' partials are merged. kCombineLaunch (the default): the
+// split kernel writes them to the workspace and a second launch merges them.
+// kCluster: the num_splits CTAs of each (kv head, sequence) run as one
+// thread-block cluster and merge through distributed shared memory inside
+// the one launch (num_splits <= kMaxClusterSplits; the workspace is unused),
+// with the combine's arithmetic: the same bits.
+enum class DecodeMerge { kCombineLaunch, kCluster };
+constexpr int kMaxClusterSplits = 16;  // the largest (non-portable) cluster on Hopper
+
 // Floats of workspace the call needs (partial outputs, maxima and sums).
 size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, int num_splits);
 
@@ -27,6 +36,7 @@ size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, i
 // head_dim 128 (64 also accepted). workspace: device floats, size above.
 Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
                              const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
-                             float* workspace, bf16* out, cudaStream_t stream);
+                             float* workspace, bf16* out, cudaStream_t stream,
+                             DecodeMerge merge = DecodeMerge::kCombineLaunch);
 
 }  // namespace rex::cuda

@@ -184,7 +184,8 @@ Status TextRunner::decode_layers_gemv(int bucket) {
     PagedKv kv{plane.k, plane.v, arena_.block_size, hkv, hd};
     mark("attention", kv_bytes, attention_flops);
     REX_RETURN_IF_ERROR(attention_decode_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(), max_blocks_,
-                                              step_lengths(), splits, attn_workspace_.get(), dec_.attn.get(), stream_));
+                                              step_lengths(), splits, attn_workspace_.get(), dec_.attn.get(), stream_,
+                                              decode_merge(splits)));
     GemvArgs o = project(GemvEpilogue::kAddResidual, dec_.attn.get(), hq * hd, l.o_w, hidden);
     o.residual = dec_.residual.get();
     GemvArgs gate_up = project_normed(GemvEpilogue::kSwiglu, l.post_norm, l.gate_up_w, inter);
@@ -436,7 +437,8 @@ Status TextRunner::prefill_passes(const std::vector<PrefillPart>& parts, int row
       const int out_width = c.num_heads * c.head_dim();
       return attention_decode_bf16(qkv + size_t(riding_row0) * qkv_width, qkv_width, int(riding_rows), c.num_heads, kv,
                                    pre_decode_.get(), max_blocks_, pre_decode_.get() + riding_rows * size_t(max_blocks_),
-                                   riding_splits, attn_workspace_.get(), out + size_t(riding_row0) * out_width, stream_);
+                                   riding_splits, attn_workspace_.get(), out + size_t(riding_row0) * out_width, stream_,
+                                   decode_merge(riding_splits));
     };
     REX_RETURN_IF_ERROR(layers(pre_, pass, pre_positions_.get(), pre_dest_.get(), attention, tap));
     // The LM head over the logit rows that end a part in this pass (a
@@ -528,7 +530,7 @@ Status TextRunner::decode_body(int bucket, bool gemv_path, StepOutput output, co
       kv.k = plane.k;
       kv.v = plane.v;
       return attention_decode_bf16(qkv, qkv_width, bucket, c.num_heads, kv, step_tables(), max_blocks_, step_lengths(), splits,
-                                   attn_workspace_.get(), out, stream_);
+                                   attn_workspace_.get(), out, stream_, decode_merge(splits));
     };
     REX_RETURN_IF_ERROR(layers(dec_, bucket, step_positions(), step_dest(), attention, tap));
   }

@@ -17,6 +17,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cuda/attention_decode.cuh"
 #include "cuda/attention_prefill.cuh"
 #include "cuda/bf16.cuh"
 #include "cuda/cuda_weights.h"
@@ -112,6 +113,11 @@ class TextRunner {
 
   // Decode-step projections through the GEMV (default) or cuBLASLt.
   void set_use_gemv(bool on) { use_gemv_ = on; }
+  // Decode attention merges its splits inside its one launch, a cluster of
+  // the splits' CTAs through distributed shared memory (DecodeMerge::kCluster,
+  // the same bits), where a step's split count allows; off until measured
+  // on a device (REX_OMNI_DECODE_CLUSTER=1).
+  void set_decode_cluster_merge(bool on) { decode_cluster_merge_ = on; }
   // The most rows a step decodes on the GEMV; larger steps take cuBLASLt
   // (BackendOptions::batch_invariant keeps them all on the GEMV).
   void set_gemv_max_rows(int rows) { gemv_max_rows_ = rows; }
@@ -190,6 +196,10 @@ class TextRunner {
   int gemv_max_rows_ = 8;
   std::map<int, int> wide_step_splits_;
   int prefill_split_ctas_ = 0;
+  bool decode_cluster_merge_ = false;
+  DecodeMerge decode_merge(int splits) const {
+    return decode_cluster_merge_ && splits <= kMaxClusterSplits ? DecodeMerge::kCluster : DecodeMerge::kCombineLaunch;
+  }
   // A step's projections take the GEMV up to gemv_max_rows_ rows, and at any
   // size when all its rows are one sequence's (a lone request's jump-forward
   // rows then give step-by-step decoding's bits).

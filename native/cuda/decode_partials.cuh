@@ -35,18 +35,21 @@ struct DecodeSplitPartials {
 // flight: an item costs about two L2 round trips, not two per split (the
 // version that loaded m, then O, split after split, was a chain of 2 x
 // num_splits dependent loads: NOTES §5.3).
-template <int HD>
-__device__ __forceinline__ uint2 merge_decode_splits(const DecodeSplitPartials p, int64_t item, int lane) {
-  const int num_splits = p.num_splits;
-  const int64_t base = item * num_splits;
+// merge_splits: the same merge over any store of the partials (the combine
+// launch reads them from global memory, the cluster variant of the split
+// kernel from its CTAs' shared memory): m_at(s), l_at(s) give split s's max
+// and sum, o_at(s) its O for this lane's 4 dims (called only by lanes that
+// own dims, for every split, empty or not). One code, so the same bits.
+template <int HD, typename MAt, typename LAt, typename OAt>
+__device__ __forceinline__ uint2 merge_splits(int num_splits, int lane, MAt m_at, LAt l_at, OAt o_at) {
   float mx = -INFINITY;
-  for (int s = lane; s < num_splits; s += 32) mx = fmaxf(mx, p.m[base + s]);
+  for (int s = lane; s < num_splits; s += 32) mx = fmaxf(mx, m_at(s));
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
   float sum = 0.f;
   for (int s = lane; s < num_splits; s += 32) {
-    const float ms = p.m[base + s];
-    if (ms != -INFINITY) sum += exp2f(ms - mx) * p.l[base + s];
+    const float ms = m_at(s);
+    if (ms != -INFINITY) sum += exp2f(ms - mx) * l_at(s);
   }
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
@@ -55,15 +58,14 @@ __device__ __forceinline__ uint2 merge_decode_splits(const DecodeSplitPartials p
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   for (int c0 = 0; c0 < num_splits; c0 += 32) {
     const int mine = c0 + lane;  // this lane's split of the chunk
-    const float m_mine = mine < num_splits ? p.m[base + mine] : -INFINITY;
+    const float m_mine = mine < num_splits ? m_at(mine) : -INFINITY;
     const float wt_mine = m_mine == -INFINITY ? 0.f : exp2f(m_mine - mx);
     const int chunk = min(32, num_splits - c0);
 #pragma unroll 8
     for (int i = 0; i < chunk; ++i) {
       const float ms = __shfl_sync(0xffffffffu, m_mine, i);
       const float wt = __shfl_sync(0xffffffffu, wt_mine, i);
-      const float4 o = owns_dims ? *reinterpret_cast<const float4*>(p.o + (base + c0 + i) * HD + lane * 4)
-                                 : make_float4(0.f, 0.f, 0.f, 0.f);
+      const float4 o = owns_dims ? o_at(c0 + i) : make_float4(0.f, 0.f, 0.f, 0.f);
       if (ms == -INFINITY) continue;  // a split with no keys (the same for every lane)
       acc.x += wt * o.x;
       acc.y += wt * o.y;
@@ -76,6 +78,15 @@ __device__ __forceinline__ uint2 merge_decode_splits(const DecodeSplitPartials p
   packed.x = pack_bf16x2(acc.x * inv, acc.y * inv);
   packed.y = pack_bf16x2(acc.z * inv, acc.w * inv);
   return packed;
+}
+
+// The combine launch's merge of one item, from global memory.
+template <int HD>
+__device__ __forceinline__ uint2 merge_decode_splits(const DecodeSplitPartials p, int64_t item, int lane) {
+  const int64_t base = item * p.num_splits;
+  return merge_splits<HD>(
+      p.num_splits, lane, [&](int s) { return p.m[base + s]; }, [&](int s) { return p.l[base + s]; },
+      [&](int s) { return *reinterpret_cast<const float4*>(p.o + (base + s) * HD + lane * 4); });
 }
 #endif
 

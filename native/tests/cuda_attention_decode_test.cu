@@ -10,10 +10,13 @@
 //    point at NaN; outputs and the workspace are poisoned with NaN;
 //  - one CUDA graph captured at some lengths and replayed at others (the
 //    launch shape must not depend on the lengths);
-//  - a second launch must give the same bits; bad arguments fail.
+//  - a second launch must give the same bits; the cluster merge
+//    (DecodeMerge::kCluster, splits <= 16) the combine launch's bits;
+//    bad arguments fail.
 // Timing lines: median of 20 launches (split + combine, cudaEvent, L2
 // flushed), bytes = K/V read once (+ q, out, partials), GB/s against the
-// 4.3 TB/s copy ceiling; a num_splits sweep at batch 1, 8, 16, 32, 64 and 128.
+// 4.3 TB/s copy ceiling; a num_splits sweep at batch 1, 8, 16, 32, 64 and 128,
+// each split count up to 16 also as one cluster launch ("cluster" lines).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -133,16 +136,17 @@ std::string lens_label(const std::vector<int>& lens) {
 struct Launcher {
   DecodeBatch& db;
   int num_splits;
+  rex::cuda::DecodeMerge merge;
   DeviceArray<float> ws;
   DeviceArray<uint16_t> out;
-  Launcher(DecodeBatch& d, int splits)
-      : db(d), num_splits(splits),
+  Launcher(DecodeBatch& d, int splits, rex::cuda::DecodeMerge m = rex::cuda::DecodeMerge::kCombineLaunch)
+      : db(d), num_splits(splits), merge(m),
         ws(rex::cuda::attention_decode_workspace_floats(d.batch(), d.lay.q_heads, d.lay.hd, splits)),
         out(size_t(d.batch()) * d.lay.q_heads * d.lay.hd) {}
   rex::Status operator()(cudaStream_t stream) {
     return rex::cuda::attention_decode_bf16(db.dq->as<bf16>(), db.lay.q_stride, db.batch(), db.lay.q_heads, db.cache,
                                             db.dtables->ptr, db.max_blocks, db.dlens->ptr, num_splits, ws.ptr,
-                                            out.as<bf16>(), stream);
+                                            out.as<bf16>(), stream, merge);
   }
 };
 
@@ -184,6 +188,16 @@ void check_decode(const Layout& lay, const std::vector<int>& lens, const std::ve
     CHECK_OK(run(stream));
     CHECK_CUDA_SYNC();
     check_same_bits(what, bits, run.out.download());
+    // The cluster merge (splits <= 16): the combine launch's bits, in one launch.
+    std::unique_ptr<Launcher> clustered;
+    if (splits <= rex::cuda::kMaxClusterSplits) {
+      clustered = std::make_unique<Launcher>(db, splits, rex::cuda::DecodeMerge::kCluster);
+      clustered->out.poison();
+      CHECK_CUDA_SYNC();
+      CHECK_OK((*clustered)(stream));
+      CHECK_CUDA_SYNC();
+      check_same_bits(what + " cluster merge", bits, clustered->out.download());
+    }
     if (time_it && !quick()) {
       const Timing t = time_launch([&] { (void)run(stream); }, stream);
       CHECK_CUDA_SYNC();
@@ -196,6 +210,12 @@ void check_decode(const Layout& lay, const std::vector<int>& lens, const std::ve
                     err);
       std::printf("    (K/V alone: %.2f MB, %.1f GB/s)\n", db.kv_bytes(lens) / 1e6,
                   db.kv_bytes(lens) / (t.median_ms * 1e-3) / 1e9);
+      if (clustered) {
+        const Timing tc = time_launch([&] { (void)(*clustered)(stream); }, stream);
+        CHECK_CUDA_SYNC();
+        report_timing((name.empty() ? lens_label(lens) : name) + " splits " + std::to_string(splits) + " cluster", tc,
+                      flops, bytes - partial_bytes, err);
+      }
     }
   }
   std::printf("    (cpu reference %.2f s)\n", cpu_s);
@@ -336,6 +356,9 @@ REX_TEST(decode_bad_arguments) {
   PagedKv c1 = cache;
   c1.kv_heads = 1;
   expect_bad(call(c1, 4096, 4, 32, 1, 4, ws.ptr), "32 q heads per kv head");
+  expect_bad(rex::cuda::attention_decode_bf16(q.as<bf16>(), 2560, 4, 16, cache, tables.ptr, 1, lens.ptr, 17, ws.ptr,
+                                              out.as<bf16>(), 0, rex::cuda::DecodeMerge::kCluster),
+             "cluster merge with 17 splits");
   CHECK_EQ(rex::cuda::attention_decode_workspace_floats(4, 16, 128, 4), size_t(4) * 16 * 4 * 130);
   CHECK_EQ(rex::cuda::attention_decode_workspace_floats(0, 16, 128, 4), size_t(0));
   CHECK_OK(call(cache, 2560, 0, 16, 1, 4, ws.ptr));  // an empty batch is fine
