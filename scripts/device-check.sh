@@ -42,8 +42,9 @@
 #           concurrency-ab, concurrency-rides, step, step-ab, splits, bench-ab,
 #           gpu-fast (all but the 3B parity), gpu-3b, gpu:<file> (one test/gpu file), bench,
 #           kernel-<ctest name> (one kernel test)
-# Logs go to $OUT (the device tool brings them back); the last lines printed
-# are a one-line summary per stage.
+# Logs go to $OUT (the device tool brings them back, 8 files at most: set
+# OUT_KEEP to the name patterns to keep); the last lines printed are a
+# one-line summary per stage.
 set -uo pipefail
 script_start=$(date +%s)
 cd "$(dirname "$0")/.."
@@ -240,4 +241,16 @@ PY
     *) note "unknown stage $stage" ;;
   esac
 done
+# OUT_KEEP="soak.* step-*.log": only files of $OUT matching one of these
+# patterns stay (the device tool brings back 8 files, the first by name).
+if [ -n "${OUT_KEEP:-}" ]; then
+  for f in "$OUT"/*; do
+    keep=0
+    set -f  # the patterns are matched against names, not expanded here
+    for pattern in $OUT_KEEP; do case "$(basename "$f")" in $pattern) keep=1 ;; esac; done
+    set +f
+    [ "$keep" = 1 ] || rm -rf "$f"
+  done
+  note "kept in \$OUT: $(ls "$OUT" | paste -sd' ')"
+fi
 printf '%s\n' "${summary[@]}"
