@@ -179,6 +179,13 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   // REX_OMNI_GEMM_TUNE=1: time cuBLASLt's candidates per shape (GemmRunner::set_tuning), an A/B knob
   // (off: timing-dependent choices, NOTES.md §5.2).
   gemm_.set_tuning(std::getenv("REX_OMNI_GEMM_TUNE") != nullptr);
+  // REX_OMNI_GEMM_PIN="M0-M1,N,K=CONFIG;...": shapes that take a given heuristic candidate (an A/B knob).
+  if (const char* pin = std::getenv("REX_OMNI_GEMM_PIN")) {
+    std::vector<GemmRunner::Pin> pins;
+    const Status parsed = GemmRunner::parse_pins(pin, &pins);
+    if (!parsed.ok()) return Status(StatusCode::kInvalidArgument, "REX_OMNI_GEMM_PIN: " + parsed.message());
+    gemm_.set_pins(std::move(pins));
+  }
   REX_RETURN_IF_ERROR(upload_weights(config, weights, &weights_));
 
   size_t blocks = 0;

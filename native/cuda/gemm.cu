@@ -101,13 +101,20 @@ struct Plan {
   }
 };
 
-// An algorithm's configuration as cuBLASLt numbers it (tile, stages, split-k,
-// swizzle, cluster ids: the enums of cublasLt.h), for the tuning report;
-// "?" where an attribute cannot be read.
+// An algorithm's configuration as cuBLASLt numbers it (algorithm, tile,
+// stages, split-k, reduction, swizzle, custom option, inner shape and cluster
+// ids: the enums of cublasLt.h), for the tuning report and the pins; "?"
+// where an attribute cannot be read.
 std::string algo_config_text(const cublasLtMatmulAlgo_t& algo) {
   const std::pair<const char*, cublasLtMatmulAlgoConfigAttributes_t> fields[] = {
-      {"tile", CUBLASLT_ALGO_CONFIG_TILE_ID},       {"stages", CUBLASLT_ALGO_CONFIG_STAGES_ID},
-      {"splitk", CUBLASLT_ALGO_CONFIG_SPLITK_NUM},  {"swizzle", CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING},
+      {"id", CUBLASLT_ALGO_CONFIG_ID},
+      {"tile", CUBLASLT_ALGO_CONFIG_TILE_ID},
+      {"stages", CUBLASLT_ALGO_CONFIG_STAGES_ID},
+      {"splitk", CUBLASLT_ALGO_CONFIG_SPLITK_NUM},
+      {"reduction", CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME},
+      {"swizzle", CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING},
+      {"custom", CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION},
+      {"inner", CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID},
       {"cluster", CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID}};
   std::string text;
   for (const auto& [name, attr] : fields) {
@@ -147,6 +154,7 @@ struct GemmRunner::Impl {
   DeviceBuffer<unsigned char> workspace;
   std::map<PlanKey, Plan> plans;
   bool tune = false;
+  std::vector<Pin> pins;
   std::vector<std::string> report;
   DeviceBuffer<uint4> l2_flush;  // allocated on the first tuning
   DeviceBuffer<unsigned> flush_sink;
@@ -266,6 +274,17 @@ Status GemmRunner::Impl::make_plan(const PlanKey& key, const void* bias, Plan* p
                                               " returned (CUBLAS_STATUS_NOT_SUPPORTED)");
   }
   plan.algo = plan.candidates.front();
+  for (const Pin& pin : pins) {
+    if (key.m < pin.m_min || key.m > pin.m_max || key.n != pin.n || key.k != pin.k) continue;
+    const auto chosen = std::find_if(plan.candidates.begin(), plan.candidates.end(),
+                                     [&](const cublasLtMatmulAlgo_t& algo) { return algo_config_text(algo) == pin.config; });
+    if (chosen != plan.candidates.end()) plan.algo = *chosen;
+    report.push_back("PIN " + shape_text(key) + ": " +
+                     (chosen != plan.candidates.end()
+                          ? "#" + std::to_string(chosen - plan.candidates.begin()) + " (" + pin.config + ")"
+                          : "no candidate is (" + pin.config + "), kept #0"));
+    break;
+  }
   *plan_out = plan;
   return Status::Ok();
 }
@@ -376,6 +395,49 @@ Status GemmRunner::linear_bf16(const bf16* x, int m, int k, int lda, const bf16*
 
 void GemmRunner::set_tuning(bool on) {
   if (impl_) impl_->tune = on;
+}
+
+void GemmRunner::set_pins(std::vector<Pin> pins) {
+  if (impl_) impl_->pins = std::move(pins);
+}
+
+Status GemmRunner::parse_pins(const std::string& spec, std::vector<Pin>* pins) {
+  auto bad = [](const std::string& part, const std::string& why) {
+    return Status(StatusCode::kInvalidArgument, "GEMM pin: expected M0-M1,N,K=CONFIG (" + why + ") but got \"" + part + "\"");
+  };
+  // A whole decimal number > 0, or -1.
+  auto number = [](const std::string& text) {
+    if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string::npos) return -1;
+    const int v = std::stoi(text);
+    return v > 0 ? v : -1;
+  };
+  std::vector<Pin> out;
+  size_t start = 0;
+  while (start <= spec.size()) {
+    const size_t end = std::min(spec.find(';', start), spec.size());
+    const std::string part = spec.substr(start, end - start);
+    start = end + 1;
+    if (part.empty()) continue;
+    const size_t eq = part.find('=');
+    if (eq == std::string::npos) return bad(part, "no '='");
+    const std::string shape = part.substr(0, eq);
+    Pin pin;
+    pin.config = part.substr(eq + 1);
+    if (pin.config.empty()) return bad(part, "an empty configuration");
+    const size_t c1 = shape.find(','), c2 = c1 == std::string::npos ? c1 : shape.find(',', c1 + 1);
+    if (c2 == std::string::npos || shape.find(',', c2 + 1) != std::string::npos) return bad(part, "three numbers before '='");
+    const std::string ms = shape.substr(0, c1);
+    const size_t dash = ms.find('-');
+    pin.m_min = number(ms.substr(0, dash));
+    pin.m_max = dash == std::string::npos ? pin.m_min : number(ms.substr(dash + 1));
+    pin.n = number(shape.substr(c1 + 1, c2 - c1 - 1));
+    pin.k = number(shape.substr(c2 + 1));
+    if (pin.m_min < 0 || pin.m_max < pin.m_min || pin.n < 0 || pin.k < 0)
+      return bad(part, "whole numbers above 0, M0 <= M1");
+    out.push_back(std::move(pin));
+  }
+  *pins = std::move(out);
+  return Status::Ok();
 }
 
 std::vector<std::string> GemmRunner::tuning_report() const { return impl_ ? impl_->report : std::vector<std::string>{}; }

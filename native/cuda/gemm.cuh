@@ -42,8 +42,26 @@ class GemmRunner {
   // later calls. The first call then takes ~candidates x 4 launches longer,
   // and the choice can differ between processes (timing noise).
   void set_tuning(bool on);
-  // One line per tuned shape: each candidate's microseconds and the choice.
+  // One line per tuned shape: each candidate's microseconds and the choice
+  // (and one per pinned shape: the candidate it took).
   std::vector<std::string> tuning_report() const;
+
+  // Pins (none by default; an A/B knob, REX_OMNI_GEMM_PIN): a shape whose m
+  // lies in [m_min, m_max] with this n and k takes the heuristic's candidate
+  // whose configuration reads `config`, the tuning report's text ("id A tile
+  // T stages S splitk K reduction R swizzle W custom C inner I cluster C"),
+  // when the heuristic offers it,
+  // else its first candidate as without. No timing: every process that
+  // sees the same heuristic list picks the same kernel, so the same bits.
+  struct Pin {
+    int m_min = 0, m_max = 0, n = 0, k = 0;
+    std::string config;
+  };
+  // Before a pinned shape's first call (plans are cached).
+  void set_pins(std::vector<Pin> pins);
+  // "M0-M1,N,K=CONFIG" pins separated by ';' (M0 alone: M1 = M0) into
+  // `pins`; InvalidArgument ("expected ... but got ...") otherwise.
+  static Status parse_pins(const std::string& spec, std::vector<Pin>* pins);
 
   struct Impl;
 

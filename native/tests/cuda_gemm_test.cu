@@ -5,7 +5,8 @@
 // shape, the median of 20 timed calls (cudaEvent, L2 flushed before each) and
 // the achieved TFLOP/s and weight-stream GB/s; a table of them comes last.
 // Tuning (set_tuning): the candidates' times per shape (TUNE lines), and the
-// tuned choice's product against the CPU twin.
+// tuned choice's product against the CPU twin. Pins (set_pins, parse_pins):
+// a candidate chosen by its configuration text, no timing.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -171,6 +172,55 @@ REX_TEST(tuned_candidates) {
   const std::vector<std::string> report = tuned->tuning_report();
   for (const std::string& line : report) std::printf("  TUNE %s\n", line.c_str());
   CHECK(!report.empty());  // the shapes have several candidates each on the H200
+}
+
+// Pins: a candidate's configuration text from the tuning report picks that
+// candidate with no timing, and the product stays right; a configuration the
+// heuristic does not offer keeps its first; malformed specs fail.
+REX_TEST(pinned_candidates) {
+  std::vector<GemmRunner::Pin> pins;
+  CHECK_OK(GemmRunner::parse_pins("216-256,22016,2048=id 1 tile 2;5,6,7=x;", &pins));
+  CHECK_EQ(pins.size(), size_t(2));
+  if (pins.size() == 2) {
+    CHECK(pins[0].m_min == 216 && pins[0].m_max == 256 && pins[0].n == 22016 && pins[0].k == 2048);
+    CHECK(pins[0].config == "id 1 tile 2");
+    CHECK(pins[1].m_min == 5 && pins[1].m_max == 5 && pins[1].config == "x");
+  }
+  for (const char* spec : {"216,22016=x", "0-4,1,1=x", "9-3,1,1=x", "a,1,1=x", "1,1,1=", "1,1,1", "1,1,1,1=x"}) {
+    const rex::Status st = GemmRunner::parse_pins(spec, &pins);
+    std::printf("  pin %-12s -> %s\n", spec, st.ok() ? "ok (WRONG)" : st.message().c_str());
+    CHECK(st.code() == rex::StatusCode::kInvalidArgument);
+    CHECK_CONTAINS(st.message(), "expected");
+  }
+  if (skip_without_gpu()) return;
+  // The gate_up shape at a cached question's 216 rows: its candidates from a tuning runner of its own.
+  Weights W(22016, 2048, false);
+  std::unique_ptr<GemmRunner> tuned(make_runner(true));
+  CHECK(tuned != nullptr);
+  if (!tuned) return;
+  check_shape("pin: tuned gate_up", W, 216, false, 0, tuned.get());
+  std::vector<std::string> configs;
+  for (const std::string& line : tuned->tuning_report())
+    if (line.rfind("    #", 0) == 0) configs.push_back(line.substr(line.find(": ") + 2));
+  if (configs.size() < 2) {
+    std::printf("  pin: the heuristic offered %zu candidate(s); nothing to pin\n", configs.size());
+    return;
+  }
+  const size_t last = configs.size() - 1;
+  std::unique_ptr<GemmRunner> pinned(make_runner(false));
+  CHECK(pinned != nullptr);
+  if (!pinned) return;
+  pinned->set_pins({{200, 230, 22016, 2048, configs[last]}, {1, 8, 22016, 2048, "id 999999 tile 0"}});
+  check_shape("pin: pinned gate_up", W, 216, false, 0, pinned.get());
+  check_shape("pin: gate_up, a pin no candidate matches", W, 3, false, 0, pinned.get());
+  const std::vector<std::string> report = pinned->tuning_report();
+  for (const std::string& line : report) std::printf("  %s\n", line.c_str());
+  CHECK_EQ(report.size(), size_t(2));
+  if (report.size() == 2) {
+    CHECK_CONTAINS(report[0], "PIN (m=216, n=22016, k=2048");
+    CHECK_CONTAINS(report[0], configs[last]);
+    CHECK_CONTAINS(report[1], "kept #0");
+  }
 }
 
 REX_TEST(lm_head_fp32_logits) {
