@@ -423,6 +423,7 @@ Status GemmRunner::parse_pins(const std::string& spec, std::vector<Pin>* pins) {
     const std::string shape = part.substr(0, eq);
     Pin pin;
     pin.config = part.substr(eq + 1);
+    std::replace(pin.config.begin(), pin.config.end(), '_', ' ');  // "id_1_tile_2": no spaces, for A/B lists
     if (pin.config.empty()) return bad(part, "an empty configuration");
     const size_t c1 = shape.find(','), c2 = c1 == std::string::npos ? c1 : shape.find(',', c1 + 1);
     if (c2 == std::string::npos || shape.find(',', c2 + 1) != std::string::npos) return bad(part, "three numbers before '='");

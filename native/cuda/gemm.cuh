@@ -59,8 +59,9 @@ class GemmRunner {
   };
   // Before a pinned shape's first call (plans are cached).
   void set_pins(std::vector<Pin> pins);
-  // "M0-M1,N,K=CONFIG" pins separated by ';' (M0 alone: M1 = M0) into
-  // `pins`; InvalidArgument ("expected ... but got ...") otherwise.
+  // "M0-M1,N,K=CONFIG" pins separated by ';' (M0 alone: M1 = M0; '_' in
+  // CONFIG reads as a space) into `pins`; InvalidArgument ("expected ...
+  // but got ...") otherwise.
   static Status parse_pins(const std::string& spec, std::vector<Pin>* pins);
 
   struct Impl;

@@ -179,7 +179,7 @@ REX_TEST(tuned_candidates) {
 // heuristic does not offer keeps its first; malformed specs fail.
 REX_TEST(pinned_candidates) {
   std::vector<GemmRunner::Pin> pins;
-  CHECK_OK(GemmRunner::parse_pins("216-256,22016,2048=id 1 tile 2;5,6,7=x;", &pins));
+  CHECK_OK(GemmRunner::parse_pins("216-256,22016,2048=id_1_tile 2;5,6,7=x;", &pins));
   CHECK_EQ(pins.size(), size_t(2));
   if (pins.size() == 2) {
     CHECK(pins[0].m_min == 216 && pins[0].m_max == 256 && pins[0].n == 22016 && pins[0].k == 2048);
