@@ -38,6 +38,14 @@
 //    distributed shared memory with the combine's own code (merge_splits),
 //    so one launch and no global round trip, still a warp per q head and
 //    the same bits. Clusters of up to 16 CTAs (non-portable on Hopper).
+//  - DecodeRope (with the cluster variant; an A/B variant, session 9, not yet
+//    measured): the rotary launch before the attention removed for steps of
+//    distinct sequences. Each CTA computes its row's 64 angles and rotates
+//    its group's 8 q heads into shared memory (16x redundant over the
+//    splits, a few hundred instructions); the split that holds the row's
+//    newest key rotates and writes it and its value to the cache, then a
+//    block barrier, then its copies read it. rope_rotate.cuh is the rotary
+//    kernel's own arithmetic: the same bits.
 #include "cuda/attention_decode.cuh"
 
 #include <cooperative_groups.h>
@@ -49,12 +57,21 @@
 #include "cuda/cuda_check.h"
 #include "cuda/decode_partials.cuh"
 #include "cuda/pdl.cuh"
+#include "cuda/rope_rotate.cuh"
 
 namespace rex::cuda {
 namespace {
 
 constexpr int kWarps = 4, kThreads = kWarps * 32, kKeys = 16, kStages = 2;
 constexpr int kMaxGroup = 16;  // q heads per kv head: the 16 rows of the MMA
+
+// The cluster variant's shared memory past DecodeSmem: its split's partial;
+// then, with the rotary step (kRope), the row's cos and sin and its group's
+// rotated q heads.
+template <int HD>
+constexpr int kClusterPartialBytes = (kMaxGroup * HD + 2 * kMaxGroup) * int(sizeof(float));
+template <int HD>
+constexpr int kRopeBytes = HD * int(sizeof(float)) + kMaxGroup * HD * int(sizeof(bf16));
 
 template <int HD>
 struct DecodeSmem {
@@ -73,13 +90,16 @@ struct DecodeSmem {
 // distributed shared memory (merge_splits, the combine's code) and write out
 // (part_* unused). Otherwise the partials go to global memory for the
 // combine launch (out unused).
-template <int HD, bool kCluster>
+// kRope (with kCluster): q is the raw qkv row; the CTA rotates its q heads
+// into shared memory and, when its split holds the row's newest key, writes
+// that key (rotated) and value to the cache first (DecodeRope).
+template <int HD, bool kCluster, bool kRope>
 __global__ void __launch_bounds__(kThreads)
     attention_decode_split_kernel(const bf16* __restrict__ q, int q_stride, int q_heads, int group, PagedKv cache,
                                   int block_shift, const int32_t* __restrict__ block_tables, int max_blocks,
                                   const int32_t* __restrict__ seq_lens, int num_splits, float scale_log2,
                                   float* __restrict__ part_o, float* __restrict__ part_m,
-                                  float* __restrict__ part_l, bf16* __restrict__ out) {
+                                  float* __restrict__ part_l, bf16* __restrict__ out, const DecodeRope rope) {
   pdl_launch_dependents();  // lets the next kernel (a GEMV) start streaming its weights
   using Warp = attn::WarpFlash<HD, kKeys>;
   using Smem = DecodeSmem<HD>;
@@ -104,12 +124,52 @@ __global__ void __launch_bounds__(kThreads)
     return attn::paged_row_pow2(block_table, block_shift, t) * kv_row;
   };
 
+  // kRope: the row's angles, its group's rotated q heads (the fragments' source)
+  // and, in the split that holds the newest key, that key and value into the cache.
+  const bf16* q_rows = q + int64_t(seq) * q_stride + int64_t(kv_head) * group * HD;
+  if constexpr (kRope) {
+    constexpr int kHalf = HD / 2, kVecR = 8, kPerHalf = kHalf / kVecR;
+    float* cs = reinterpret_cast<float*>(smem_raw + Smem::kBytes + kClusterPartialBytes<HD>);
+    float* sn = cs + kHalf;
+    bf16* q_rot = reinterpret_cast<bf16*>(sn + kHalf);  // [group][HD]
+    const int rows = int(gridDim.z);
+    const float pos[3] = {float(rope.positions[seq]), float(rope.positions[rows + seq]),
+                          float(rope.positions[2 * rows + seq])};
+    for (int j = tid; j < kHalf; j += kThreads)
+      mrope_cos_sin(j, pos, rope.section_t, rope.section_t + rope.section_h, rope.inv_freq, &cs[j], &sn[j]);
+    __syncthreads();
+    for (int it = tid; it < group * kPerHalf; it += kThreads) {
+      const int h = it / kPerHalf, j = (it - h * kPerHalf) * kVecR;
+      rotate<kVecR>(q_rows + int64_t(h) * HD + j, q_rot + h * HD + j, kHalf, cs + j, sn + j);
+    }
+    const int dest = rope.dest_rows[seq];
+    if (dest >= 0 && len > 0 && kb <= len - 1 && len - 1 < ke) {
+      const bf16* row = q + int64_t(seq) * q_stride;
+      const bf16* k_new = row + int64_t(q_heads + kv_head) * HD;
+      const bf16* v_new = row + int64_t(q_heads + cache.kv_heads + kv_head) * HD;
+      bf16* k_dst = rope.k + int64_t(dest) * kv_row + int64_t(kv_head) * HD;
+      bf16* v_dst = rope.v + int64_t(dest) * kv_row + int64_t(kv_head) * HD;
+      for (int it = tid; it < kPerHalf + HD / kVecR; it += kThreads) {
+        if (it < kPerHalf) {
+          rotate<kVecR>(k_new + it * kVecR, k_dst + it * kVecR, kHalf, cs + it * kVecR, sn + it * kVecR);
+        } else {
+          const int j = (it - kPerHalf) * kVecR;
+          float v[kVecR];
+          load_bf16<kVecR>(v_new + j, v);
+          store_bf16<kVecR>(v_dst + j, v);
+        }
+      }
+    }
+    __threadfence_block();
+    __syncthreads();  // q_rot complete; the new key and value visible to the block's copies below
+    q_rows = q_rot;
+  }
+
   Warp w;
   w.init();
-  // Q fragments straight from global memory (4-byte loads, once): row r of A is
-  // q head kv_head*group + r, zero for r >= group.
+  // Q fragments, 4-byte loads, once (from global memory, or kRope's shared
+  // rows): row r of A is q head kv_head*group + r, zero for r >= group.
   {
-    const bf16* q_rows = q + int64_t(seq) * q_stride + int64_t(kv_head) * group * HD;
     const bool ok0 = g < group, ok1 = g + 8 < group;
 #pragma unroll
     for (int ks = 0; ks < Warp::kKSteps; ++ks) {
@@ -233,32 +293,53 @@ __global__ void __launch_bounds__(kThreads) attention_decode_combine_kernel(cons
   if (lane * 4 < HD) *reinterpret_cast<uint2*>(out + int64_t(item) * HD + lane * 4) = packed;
 }
 
-// The cluster variant's shared memory past the stages: its split's partial.
-template <int HD>
-constexpr int kClusterPartialBytes = (kMaxGroup * HD + 2 * kMaxGroup) * int(sizeof(float));
-
 // 68 KB of stages at head_dim 128 (4 warps x 2 stages x K,V x 16 x 136 bf16):
 // the dynamic shared-memory limit is raised once per process (and, for the
 // cluster variant, clusters of up to 16 CTAs allowed), and the one call's
 // result is kept and returned every time.
-template <int HD, bool kCluster>
+template <int HD, bool kCluster, bool kRope>
 Status prepare_decode_kernel() {
   static const cudaError_t err = [] {
-    const int bytes = DecodeSmem<HD>::kBytes + (kCluster ? kClusterPartialBytes<HD> : 0);
-    cudaError_t e = cudaFuncSetAttribute(attention_decode_split_kernel<HD, kCluster>,
+    const int bytes = DecodeSmem<HD>::kBytes + (kCluster ? kClusterPartialBytes<HD> : 0) + (kRope ? kRopeBytes<HD> : 0);
+    cudaError_t e = cudaFuncSetAttribute(attention_decode_split_kernel<HD, kCluster, kRope>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     if (e == cudaSuccess && kCluster)
-      e = cudaFuncSetAttribute(attention_decode_split_kernel<HD, kCluster>,
+      e = cudaFuncSetAttribute(attention_decode_split_kernel<HD, kCluster, kRope>,
                                cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
     return e;
   }();
   return cuda_status(err, "cudaFuncSetAttribute(attention_decode_split_kernel)");
 }
 
+// The cluster variants, with or without the rotary step: one launch.
+template <int HD, bool kRope>
+Status launch_cluster(const dim3& grid, const bf16* q, int q_stride, int q_heads, int group, const PagedKv& cache,
+                      int block_shift, const int32_t* block_tables, int max_blocks, const int32_t* seq_lens,
+                      int num_splits, float scale_log2, bf16* out, const DecodeRope& rope, cudaStream_t stream) {
+  REX_RETURN_IF_ERROR((prepare_decode_kernel<HD, true, kRope>()));
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = size_t(DecodeSmem<HD>::kBytes + kClusterPartialBytes<HD> + (kRope ? kRopeBytes<HD> : 0));
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = unsigned(num_splits);
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  float* unused = nullptr;
+  return cuda_status(cudaLaunchKernelEx(&config, attention_decode_split_kernel<HD, true, kRope>, q, q_stride, q_heads,
+                                        group, cache, block_shift, block_tables, max_blocks, seq_lens, num_splits,
+                                        scale_log2, unused, unused, unused, out, rope),
+                     kRope ? "attention_decode_split_kernel (cluster, rotary)" : "attention_decode_split_kernel (cluster)");
+}
+
 template <int HD>
 Status launch_decode(const bf16* q, int q_stride, int batch, int q_heads, const PagedKv& cache, int block_shift,
                      const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
-                     DecodeMerge merge, float* workspace, bf16* out, cudaStream_t stream) {
+                     DecodeMerge merge, const DecodeRope* rope, float* workspace, bf16* out, cudaStream_t stream) {
   const int64_t parts = int64_t(batch) * q_heads * num_splits;
   float* part_o = workspace;
   float* part_m = workspace + parts * HD;
@@ -268,28 +349,16 @@ Status launch_decode(const bf16* q, int q_stride, int batch, int q_heads, const 
   const int group = q_heads / cache.kv_heads;
   const float scale_log2 = attn::softmax_scale_log2(HD);
   if (merge == DecodeMerge::kCluster) {
-    REX_RETURN_IF_ERROR((prepare_decode_kernel<HD, true>()));
-    cudaLaunchConfig_t config = {};
-    config.gridDim = grid;
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = size_t(DecodeSmem<HD>::kBytes + kClusterPartialBytes<HD>);
-    config.stream = stream;
-    cudaLaunchAttribute attribute[1];
-    attribute[0].id = cudaLaunchAttributeClusterDimension;
-    attribute[0].val.clusterDim.x = unsigned(num_splits);
-    attribute[0].val.clusterDim.y = 1;
-    attribute[0].val.clusterDim.z = 1;
-    config.attrs = attribute;
-    config.numAttrs = 1;
-    return cuda_status(cudaLaunchKernelEx(&config, attention_decode_split_kernel<HD, true>, q, q_stride, q_heads, group,
-                                          cache, block_shift, block_tables, max_blocks, seq_lens, num_splits,
-                                          scale_log2, part_o, part_m, part_l, out),
-                       "attention_decode_split_kernel (cluster)");
+    if (rope)
+      return launch_cluster<HD, true>(grid, q, q_stride, q_heads, group, cache, block_shift, block_tables, max_blocks,
+                                      seq_lens, num_splits, scale_log2, out, *rope, stream);
+    return launch_cluster<HD, false>(grid, q, q_stride, q_heads, group, cache, block_shift, block_tables, max_blocks,
+                                     seq_lens, num_splits, scale_log2, out, DecodeRope{}, stream);
   }
-  REX_RETURN_IF_ERROR((prepare_decode_kernel<HD, false>()));
-  attention_decode_split_kernel<HD, false><<<grid, kThreads, DecodeSmem<HD>::kBytes, stream>>>(
+  REX_RETURN_IF_ERROR((prepare_decode_kernel<HD, false, false>()));
+  attention_decode_split_kernel<HD, false, false><<<grid, kThreads, DecodeSmem<HD>::kBytes, stream>>>(
       q, q_stride, q_heads, group, cache, block_shift, block_tables, max_blocks, seq_lens, num_splits, scale_log2,
-      part_o, part_m, part_l, out);
+      part_o, part_m, part_l, out, DecodeRope{});
   REX_RETURN_IF_ERROR(check_launch("attention_decode_split_kernel"));
   const int items = batch * q_heads;
   const DecodeSplitPartials p{part_o, part_m, part_l, q_heads, HD, num_splits};
@@ -306,7 +375,8 @@ size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, i
 
 Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
                              const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
-                             float* workspace, bf16* out, cudaStream_t stream, DecodeMerge merge) {
+                             float* workspace, bf16* out, cudaStream_t stream, DecodeMerge merge,
+                             const DecodeRope* rope) {
   auto bad = [](const std::string& what) {
     return Status(StatusCode::kInvalidArgument, "attention_decode_bf16: " + what);
   };
@@ -326,6 +396,16 @@ Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads
                std::to_string(max_blocks));
   if (num_splits <= 0 || num_splits > 65535)
     return bad("expected num_splits in 1..65535 but got " + std::to_string(num_splits));
+  if (rope && merge != DecodeMerge::kCluster)
+    return bad("expected DecodeMerge::kCluster with a DecodeRope (the rotary step runs in the cluster variant) but "
+               "got the combine launch");
+  if (rope && q_stride < (q_heads + 2 * cache.kv_heads) * hd)
+    return bad("expected q_stride >= (q_heads + 2*kv_heads)*head_dim (" +
+               std::to_string((q_heads + 2 * cache.kv_heads) * hd) + ") with a DecodeRope (q is the fused qkv row) but got " +
+               std::to_string(q_stride));
+  if (rope && (rope->section_t < 0 || rope->section_h < 0 || rope->section_t + rope->section_h > hd / 2))
+    return bad("expected DecodeRope sections t, h >= 0 with t + h <= head_dim/2 (" + std::to_string(hd / 2) +
+               ") but got " + std::to_string(rope->section_t) + ", " + std::to_string(rope->section_h));
   if (merge == DecodeMerge::kCluster && num_splits > kMaxClusterSplits)
     return bad("expected num_splits <= " + std::to_string(kMaxClusterSplits) +
                " with DecodeMerge::kCluster (a cluster of that many CTAs) but got " + std::to_string(num_splits));
@@ -333,6 +413,9 @@ Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads
     return bad("expected q_stride >= q_heads*head_dim (" + std::to_string(q_heads * hd) +
                ") and a multiple of 8 but got " + std::to_string(q_stride));
   if (batch == 0) return Status::Ok();
+  if (rope && (!rope->positions || !rope->inv_freq || !rope->dest_rows || rope->k != cache.k || rope->v != cache.v))
+    return bad("expected DecodeRope positions, inv_freq and dest_rows, and its k and v the cache's planes, but got a "
+               "null or other pointer");
   if (!q || !cache.k || !cache.v || !block_tables || !seq_lens || !workspace || !out)
     return bad("expected non-null q, cache.k, cache.v, block_tables, seq_lens, workspace and out but got a null "
                "pointer");
@@ -343,12 +426,12 @@ Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads
   while ((1 << shift) < bs) ++shift;
   if (hd == 32)  // the small test checkpoints' decoder
     return launch_decode<32>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                             num_splits, merge, workspace, out, stream);
+                             num_splits, merge, rope, workspace, out, stream);
   if (hd == 64)
     return launch_decode<64>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                             num_splits, merge, workspace, out, stream);
+                             num_splits, merge, rope, workspace, out, stream);
   return launch_decode<128>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                            num_splits, merge, workspace, out, stream);
+                            num_splits, merge, rope, workspace, out, stream);
 }
 
 }  // namespace rex::cuda

@@ -27,6 +27,25 @@ namespace rex::cuda {
 enum class DecodeMerge { kCombineLaunch, kCluster };
 constexpr int kMaxClusterSplits = 16;  // the largest (non-portable) cluster on Hopper
 
+// The rotary step done inside the attention (an A/B variant, with
+// DecodeMerge::kCluster only): q then points at the raw fused qkv rows (bias
+// added, not rotated: q | k | v heads, q_stride >= (q_heads + 2 * kv_heads)
+// * head_dim); every CTA rotates its group's q heads itself, and the CTA
+// whose split holds a row's newest key (position seq_lens - 1) rotates that
+// row's k head and writes it and the v head to cache row dest_rows[row]
+// (< 0: none) before it reads the key: what mrope_qkv_to_cache_bf16 does, with
+// its arithmetic (rope_rotate.cuh), so the same bits, and no launch of its
+// own. Only for batches whose rows are distinct sequences: a row that reads a
+// key another row of the same call writes would race.
+struct DecodeRope {
+  const int32_t* positions = nullptr;  // device, axis-major [3][batch] M-RoPE ids
+  const float* inv_freq = nullptr;     // device, head_dim / 2
+  int section_t = 0, section_h = 0;    // frequencies taking t, then h (the rest w)
+  const int32_t* dest_rows = nullptr;  // device, [batch]
+  bf16* k = nullptr;                   // the cache planes written (cache.k and cache.v, writable)
+  bf16* v = nullptr;
+};
+
 // Floats of workspace the call needs (partial outputs, maxima and sums).
 size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, int num_splits);
 
@@ -37,6 +56,6 @@ size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, i
 Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
                              const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
                              float* workspace, bf16* out, cudaStream_t stream,
-                             DecodeMerge merge = DecodeMerge::kCombineLaunch);
+                             DecodeMerge merge = DecodeMerge::kCombineLaunch, const DecodeRope* rope = nullptr);
 
 }  // namespace rex::cuda

@@ -212,7 +212,10 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
                                  (max_sequence_tokens_ + kBlockTokens - 1) / kBlockTokens, sequences));
   text_.set_use_gemv(std::getenv("REX_OMNI_NO_GEMV") == nullptr);
   // REX_OMNI_DECODE_CLUSTER=1: decode attention merges its splits in one cluster launch (an A/B knob).
-  text_.set_decode_cluster_merge(std::getenv("REX_OMNI_DECODE_CLUSTER") != nullptr);
+  // REX_OMNI_DECODE_ROPE=1 (with the cluster merge): the attention does the rotary step of steps of distinct sequences.
+  const bool rope_in_attention = std::getenv("REX_OMNI_DECODE_ROPE") != nullptr;
+  text_.set_decode_cluster_merge(rope_in_attention || std::getenv("REX_OMNI_DECODE_CLUSTER") != nullptr);
+  text_.set_decode_rope_in_attention(rope_in_attention);
   // REX_OMNI_PREFILL_BATCH=0: prefills one request at a time (an A/B knob, device-check concurrency-ab).
   const char* prefill_batch = std::getenv("REX_OMNI_PREFILL_BATCH");
   batch_prefills_ = !options_.batch_invariant && !(prefill_batch && std::string(prefill_batch) == "0");

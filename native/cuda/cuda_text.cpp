@@ -97,6 +97,14 @@ int TextRunner::splits_for(int bucket, bool gemv_path) const {
   return bucket == 64 ? 2 : 4;
 }
 
+bool TextRunner::distinct_sequences(const std::vector<DecodeSequence>& batch) {
+  std::vector<const std::vector<int32_t>*> blocks;
+  blocks.reserve(batch.size());
+  for (const DecodeSequence& s : batch) blocks.push_back(s.blocks);
+  std::sort(blocks.begin(), blocks.end());
+  return std::adjacent_find(blocks.begin(), blocks.end()) == blocks.end();
+}
+
 bool TextRunner::one_sequence(const std::vector<DecodeSequence>& batch) {
   for (const DecodeSequence& s : batch)
     if (s.blocks != batch.front().blocks) return false;
@@ -137,7 +145,20 @@ Status TextRunner::init(const TextConfig& config, const DeviceWeights* weights, 
 // The decode layers on the GEMV: bias, residual add and SwiGLU in the
 // projections' epilogues, the norms alone. Each GEMV starts streaming its
 // weights while the kernel before it finishes (programmatic dependent launch).
-Status TextRunner::decode_layers_gemv(int bucket) {
+DecodeRope TextRunner::step_rope(int layer) const {
+  const KvPlane plane = arena_.layer(layer);
+  DecodeRope rope;
+  rope.positions = step_positions();
+  rope.inv_freq = inv_freq_.get();
+  rope.section_t = config_.mrope_section[0];
+  rope.section_h = config_.mrope_section[1];
+  rope.dest_rows = step_dest();
+  rope.k = plane.k;
+  rope.v = plane.v;
+  return rope;
+}
+
+Status TextRunner::decode_layers_gemv(int bucket, bool rope_in_attention) {
   const TextConfig& c = config_;
   const int hidden = c.hidden_size, hd = c.head_dim(), hq = c.num_heads, hkv = c.num_kv_heads;
   const int qkv_width = (hq + 2 * hkv) * hd, inter = c.intermediate_size;
@@ -177,15 +198,18 @@ Status TextRunner::decode_layers_gemv(int bucket) {
     const DeviceTextLayer& l = w_->text_layers[size_t(li)];
     mark("qkv_proj", 2.0 * qkv_width * hidden, 2 * rows * hidden * qkv_width);
     REX_RETURN_IF_ERROR(gemv(qkv_of(li), stream_));
-    mark("mrope_kv_write", act * qkv_width * 2);
-    REX_RETURN_IF_ERROR(mrope_qkv_to_cache_bf16(dec_.qkv.get(), bucket, hq, hkv, hd, step_positions(), inv_freq_.get(),
-                                                section, step_dest(), arena_.layer(li), stream_));
+    if (!rope_in_attention) {
+      mark("mrope_kv_write", act * qkv_width * 2);
+      REX_RETURN_IF_ERROR(mrope_qkv_to_cache_bf16(dec_.qkv.get(), bucket, hq, hkv, hd, step_positions(),
+                                                  inv_freq_.get(), section, step_dest(), arena_.layer(li), stream_));
+    }
     const KvPlane plane = arena_.layer(li);
     PagedKv kv{plane.k, plane.v, arena_.block_size, hkv, hd};
-    mark("attention", kv_bytes, attention_flops);
+    mark(rope_in_attention ? "attention (+rotary, kv write)" : "attention", kv_bytes, attention_flops);
+    const DecodeRope rope = step_rope(li);
     REX_RETURN_IF_ERROR(attention_decode_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(), max_blocks_,
                                               step_lengths(), splits, attn_workspace_.get(), dec_.attn.get(), stream_,
-                                              decode_merge(splits)));
+                                              decode_merge(splits), rope_in_attention ? &rope : nullptr));
     GemvArgs o = project(GemvEpilogue::kAddResidual, dec_.attn.get(), hq * hd, l.o_w, hidden);
     o.residual = dec_.residual.get();
     GemvArgs gate_up = project_normed(GemvEpilogue::kSwiglu, l.post_norm, l.gate_up_w, inter);
@@ -204,7 +228,7 @@ Status TextRunner::decode_layers_gemv(int bucket) {
 }
 
 Status TextRunner::layers(Buffers& b, int rows, const int32_t* positions_dev, const int32_t* dest_rows_dev,
-                          const AttentionFn& attention, const TensorTap* tap) {
+                          const AttentionFn& attention, const TensorTap* tap, bool rope_in_attention) {
   const TextConfig& c = config_;
   const int hidden = c.hidden_size, hd = c.head_dim(), hq = c.num_heads, hkv = c.num_kv_heads;
   const int qkv_width = (hq + 2 * hkv) * hd, inter = c.intermediate_size;
@@ -228,10 +252,13 @@ Status TextRunner::layers(Buffers& b, int rows, const int32_t* positions_dev, co
     const DeviceTextLayer& l = w_->text_layers[size_t(li)];
     mark("qkv_proj (cuBLASLt)", 2.0 * qkv_width * hidden + act * (hidden + qkv_width), 2 * m * hidden * qkv_width);
     REX_RETURN_IF_ERROR(gemm_->linear_bf16(b.h.get(), rows, hidden, hidden, l.qkv_w, l.qkv_b, qkv_width, b.qkv.get(), stream_));
-    mark("mrope_kv_write", act * qkv_width * 2);
-    REX_RETURN_IF_ERROR(mrope_qkv_to_cache_bf16(b.qkv.get(), rows, hq, hkv, hd, positions_dev, inv_freq_.get(), section,
-                                                dest_rows_dev, arena_.layer(li), stream_));
-    mark("attention", kv_bytes + act * 2 * hq * hd, attention_flops);  // + q in, out
+    if (!rope_in_attention) {
+      mark("mrope_kv_write", act * qkv_width * 2);
+      REX_RETURN_IF_ERROR(mrope_qkv_to_cache_bf16(b.qkv.get(), rows, hq, hkv, hd, positions_dev, inv_freq_.get(),
+                                                  section, dest_rows_dev, arena_.layer(li), stream_));
+    }
+    mark(rope_in_attention ? "attention (+rotary, kv write)" : "attention", kv_bytes + act * 2 * hq * hd,
+         attention_flops);  // + q in, out
     REX_RETURN_IF_ERROR(attention(li, b.qkv.get(), b.attn.get()));
     mark("o_proj (cuBLASLt)", 2.0 * hq * hd * hidden + act * (hq * hd + hidden), 2 * m * hq * hd * hidden);
     REX_RETURN_IF_ERROR(gemm_->linear_bf16(b.attn.get(), rows, hq * hd, hq * hd, l.o_w, nullptr, hidden, b.o.get(), stream_));
@@ -487,7 +514,8 @@ Status TextRunner::prefill_passes(const std::vector<PrefillPart>& parts, int row
 }
 
 // The decode step over the fixed buffers, for `bucket` rows: what a graph captures.
-Status TextRunner::decode_body(int bucket, bool gemv_path, StepOutput output, const TensorTap* tap) {
+Status TextRunner::decode_body(int bucket, bool gemv_path, StepOutput output, const TensorTap* tap,
+                               bool rope_in_attention) {
   const TextConfig& c = config_;
   const int hidden = c.hidden_size, vocab = c.vocab_size, qkv_width = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim();
   mark("embed", 2.0 * bucket * hidden * 3);
@@ -521,7 +549,7 @@ Status TextRunner::decode_body(int bucket, bool gemv_path, StepOutput output, co
   head.out_f32 = restricted ? dec_head_logits_.get() : dec_logits_.get();
   head.overlap_previous = true;
   if (fused) {
-    REX_RETURN_IF_ERROR(decode_layers_gemv(bucket));
+    REX_RETURN_IF_ERROR(decode_layers_gemv(bucket, rope_in_attention));
   } else {
     const int splits = splits_for(bucket, gemv_path);
     PagedKv kv{nullptr, nullptr, arena_.block_size, c.num_kv_heads, c.head_dim()};
@@ -529,10 +557,12 @@ Status TextRunner::decode_body(int bucket, bool gemv_path, StepOutput output, co
       const KvPlane plane = arena_.layer(layer);
       kv.k = plane.k;
       kv.v = plane.v;
+      const DecodeRope rope = step_rope(layer);
       return attention_decode_bf16(qkv, qkv_width, bucket, c.num_heads, kv, step_tables(), max_blocks_, step_lengths(), splits,
-                                   attn_workspace_.get(), out, stream_, decode_merge(splits));
+                                   attn_workspace_.get(), out, stream_, decode_merge(splits),
+                                   rope_in_attention ? &rope : nullptr);
     };
-    REX_RETURN_IF_ERROR(layers(dec_, bucket, step_positions(), step_dest(), attention, tap));
+    REX_RETURN_IF_ERROR(layers(dec_, bucket, step_positions(), step_dest(), attention, tap, rope_in_attention));
   }
   if (output != StepOutput::kLogits) REX_RETURN_IF_ERROR(sampler_.mark_rows(step_ids(), step_seen(), bucket));
   const double head_rows = restricted ? DecodeSampler::kRestrictedRows : vocab;
@@ -589,12 +619,17 @@ Status TextRunner::run_step(const std::vector<DecodeSequence>& batch, StepOutput
   REX_CUDA_TRY(cudaMemcpyAsync(step_.get(), step_host_, ints * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   const bool tapping = tap && *tap;
   const bool gemv_path = on_gemv(batch, bucket);
+  // The rotary step inside the attention: only when no two rows are one
+  // sequence's (a row would read a key another row's CTA writes) and the
+  // step's split count takes the cluster merge.
+  const bool rope = decode_rope_in_attention_ && distinct_sequences(batch) &&
+                    decode_merge(splits_for(bucket, gemv_path)) == DecodeMerge::kCluster;
   // A lone request's jump-forward rows are not a batch's step: not profiled above 1 row.
   if (!profile_path_.empty() && (bucket == 1 || bucket == 8 || bucket == 64) && (bucket == 1 || !one_sequence(batch)) &&
       ++profiled_steps_[bucket] == 32)
-    return profile_step(batch, bucket, gemv_path, output);
-  if (!use_graphs || tapping) return decode_body(bucket, gemv_path, output, tap);  // taps copy to the host: no graph
-  const auto key = std::make_tuple(bucket, gemv_path, output);
+    return profile_step(batch, bucket, gemv_path, output, rope);
+  if (!use_graphs || tapping) return decode_body(bucket, gemv_path, output, tap, rope);  // taps copy to the host: no graph
+  const auto key = std::make_tuple(bucket, gemv_path, output, rope);
   auto it = graphs_.find(key);
   if (it != graphs_.end()) {
     REX_CUDA_TRY(cudaGraphLaunch(it->second, stream_));
@@ -602,11 +637,11 @@ Status TextRunner::run_step(const std::vector<DecodeSequence>& batch, StepOutput
   }
   // First step of this kind: run it eagerly (it also warms every GEMM's
   // cached plan), then capture the same work for the steps after.
-  REX_RETURN_IF_ERROR(decode_body(bucket, gemv_path, output, nullptr));
+  REX_RETURN_IF_ERROR(decode_body(bucket, gemv_path, output, nullptr, rope));
   const std::string what = "the decode graph (batch " + std::to_string(bucket) + ")";
   cudaGraph_t graph = nullptr;
   REX_CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-  Status body = decode_body(bucket, gemv_path, output, nullptr);
+  Status body = decode_body(bucket, gemv_path, output, nullptr, rope);
   cudaError_t end = cudaStreamEndCapture(stream_, &graph);
   if (!body.ok()) {
     if (graph) cudaGraphDestroy(graph);
@@ -624,19 +659,20 @@ Status TextRunner::run_step(const std::vector<DecodeSequence>& batch, StepOutput
 // One eager step with events around every kernel (step_profile.h), written
 // to the profile path at batch 1 and beside it (".batch8.json", ...) for
 // the other buckets.
-Status TextRunner::profile_step(const std::vector<DecodeSequence>& batch, int bucket, bool gemv_path, StepOutput output) {
+Status TextRunner::profile_step(const std::vector<DecodeSequence>& batch, int bucket, bool gemv_path, StepOutput output,
+                                bool rope) {
   // The same step once unprofiled first: the first eager launch of a kernel
   // that so far ran only in graphs pays its lazy module load (it put 1.7 ms
   // on the sampler's line). Running a step twice is harmless: it writes the
   // same K/V rows and marks, and samples from the same inputs.
-  REX_RETURN_IF_ERROR(decode_body(bucket, gemv_path, output, nullptr));
+  REX_RETURN_IF_ERROR(decode_body(bucket, gemv_path, output, nullptr, rope));
   StepProfile profile(stream_);
   profile.field("rows", bucket);
   profile_ = &profile;
   profile_kv_tokens_ = 0;
   for (const DecodeSequence& s : batch) profile_kv_tokens_ += s.length + 1;
   profile_attention_keys_ = profile_kv_tokens_;  // each row sees its sequence's keys
-  Status st = decode_body(bucket, gemv_path, output, nullptr);
+  Status st = decode_body(bucket, gemv_path, output, nullptr, rope);
   profile_ = nullptr;
   REX_RETURN_IF_ERROR(st);
   profile.end();

@@ -118,6 +118,11 @@ class TextRunner {
   // the same bits), where a step's split count allows; off until measured
   // on a device (REX_OMNI_DECODE_CLUSTER=1).
   void set_decode_cluster_merge(bool on) { decode_cluster_merge_ = on; }
+  // With the cluster merge: steps whose rows are distinct sequences run no
+  // rotary launch; the attention rotates q and writes each row's new key and
+  // value itself (DecodeRope, the same bits). Off until measured on a device
+  // (REX_OMNI_DECODE_ROPE=1).
+  void set_decode_rope_in_attention(bool on) { decode_rope_in_attention_ = on; }
   // The most rows a step decodes on the GEMV; larger steps take cuBLASLt
   // (BackendOptions::batch_invariant keeps them all on the GEMV).
   void set_gemv_max_rows(int rows) { gemv_max_rows_ = rows; }
@@ -153,13 +158,18 @@ class TextRunner {
   // prefill() past its argument checks: the passes, each a layers() pass.
   Status prefill_passes(const std::vector<PrefillPart>& parts, int rows, int logit_rows, float* logits_host,
                         const TensorTap* tap);
+  // rope_in_attention: no rotary launch; `attention` rotates q and writes the new keys (DecodeRope).
   Status layers(Buffers& b, int rows, const int32_t* positions_dev, const int32_t* dest_rows_dev,
-                const AttentionFn& attention, const TensorTap* tap);
+                const AttentionFn& attention, const TensorTap* tap, bool rope_in_attention = false);
   // gemv_path: the projections on the row-invariant GEMV (else cuBLASLt), chosen per step by on_gemv().
-  Status decode_body(int bucket, bool gemv_path, StepOutput output, const TensorTap* tap);
-  Status decode_layers_gemv(int bucket);
+  // rope_in_attention: the step's rows are distinct sequences and the attention does the rotary step.
+  Status decode_body(int bucket, bool gemv_path, StepOutput output, const TensorTap* tap, bool rope_in_attention);
+  Status decode_layers_gemv(int bucket, bool rope_in_attention);
+  // The decode step's DecodeRope for layer li (its cache planes).
+  DecodeRope step_rope(int layer) const;
   Status run_step(const std::vector<DecodeSequence>& batch, StepOutput output, bool use_graphs, const TensorTap* tap);
-  Status profile_step(const std::vector<DecodeSequence>& batch, int bucket, bool gemv_path, StepOutput output);
+  Status profile_step(const std::vector<DecodeSequence>& batch, int bucket, bool gemv_path, StepOutput output,
+                      bool rope_in_attention);
   int bucket_for(int batch) const;
   // The decode attention's split count for a step (cuda_text.cpp says why).
   int splits_for(int bucket, bool gemv_path) const;
@@ -190,13 +200,14 @@ class TextRunner {
   int32_t* step_host_ = nullptr;          // pinned mirror of step_
   DeviceBuffer<float> dec_logits_, dec_head_logits_, attn_workspace_;
   float* logits_pinned_ = nullptr;
-  std::map<std::tuple<int, bool, StepOutput>, cudaGraphExec_t> graphs_;  // (bucket, gemv_path, output)
+  std::map<std::tuple<int, bool, StepOutput, bool>, cudaGraphExec_t> graphs_;  // (bucket, gemv_path, output, rope_in_attention)
   DecodeSampler sampler_;
   bool use_gemv_ = true;
   int gemv_max_rows_ = 8;
   std::map<int, int> wide_step_splits_;
   int prefill_split_ctas_ = 0;
   bool decode_cluster_merge_ = false;
+  bool decode_rope_in_attention_ = false;
   DecodeMerge decode_merge(int splits) const {
     return decode_cluster_merge_ && splits <= kMaxClusterSplits ? DecodeMerge::kCluster : DecodeMerge::kCombineLaunch;
   }
@@ -205,6 +216,8 @@ class TextRunner {
   // rows then give step-by-step decoding's bits).
   bool on_gemv(const std::vector<DecodeSequence>& batch, int bucket) const;
   static bool one_sequence(const std::vector<DecodeSequence>& batch);
+  // No two rows of the batch are one sequence's (the rotary step may then run in the attention).
+  static bool distinct_sequences(const std::vector<DecodeSequence>& batch);
   std::string profile_path_;
   std::map<int, int> profiled_steps_;  // decode steps seen per bucket (the 32nd of 1, 8 and 64 is profiled)
   std::string prefill_profile_path_;

@@ -33,27 +33,12 @@
 #include "cuda/cuda_check.h"
 #include "cuda/pdl.cuh"
 #include "cuda/elementwise.cuh"
+#include "cuda/rope_rotate.cuh"
 
 namespace rex::cuda {
 namespace {
 
 constexpr int kMaxHeadDim = 1024;
-
-// (x1, x2) -> (x1 c - x2 s, x2 c + x1 s) over VEC pairs: x1 at p, x2 at p + half;
-// results to q (q + half).
-template <int VEC>
-__device__ __forceinline__ void rotate(const bf16* p, bf16* q, int half, const float* cs, const float* sn) {
-  float x1[VEC], x2[VEC], o1[VEC], o2[VEC];
-  load_bf16<VEC>(p, x1);
-  load_bf16<VEC>(p + half, x2);
-#pragma unroll
-  for (int i = 0; i < VEC; ++i) {
-    o1[i] = __fsub_rn(__fmul_rn(x1[i], cs[i]), __fmul_rn(x2[i], sn[i]));
-    o2[i] = __fadd_rn(__fmul_rn(x2[i], cs[i]), __fmul_rn(x1[i], sn[i]));
-  }
-  store_bf16<VEC>(q, o1);
-  store_bf16<VEC>(q + half, o2);
-}
 
 // Block = token t. Rotates the 2*heads heads q|k at the start of the row.
 template <int VEC>
@@ -95,10 +80,7 @@ __global__ void mrope_qkv_to_cache_kernel(bf16* __restrict__ qkv, int rows, int 
   float* sn = angles + half;
   const int r = blockIdx.x;
   const float pos[3] = {float(positions[r]), float(positions[size_t(rows) + r]), float(positions[2 * size_t(rows) + r])};
-  for (int j = threadIdx.x; j < half; j += blockDim.x) {
-    const float p = j < section_t ? pos[0] : (j < section_th ? pos[1] : pos[2]);
-    sincosf(__fmul_rn(p, inv_freq[j]), &sn[j], &cs[j]);
-  }
+  for (int j = threadIdx.x; j < half; j += blockDim.x) mrope_cos_sin(j, pos, section_t, section_th, inv_freq, &cs[j], &sn[j]);
   __syncthreads();
   const int dest = dest_rows[r];
   const size_t kv_row = size_t(kv_heads) * size_t(head_dim);

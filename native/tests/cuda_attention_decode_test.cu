@@ -11,8 +11,9 @@
 //  - one CUDA graph captured at some lengths and replayed at others (the
 //    launch shape must not depend on the lengths);
 //  - a second launch must give the same bits; the cluster merge
-//    (DecodeMerge::kCluster, splits <= 16) the combine launch's bits;
-//    bad arguments fail.
+//    (DecodeMerge::kCluster, splits <= 16) the combine launch's bits, and
+//    with the rotary step inside (DecodeRope) the bits of mrope + attention,
+//    output and cache; bad arguments fail.
 // Timing lines: median of 20 launches (split + combine, cudaEvent, L2
 // flushed), bytes = K/V read once (+ q, out, partials), GB/s against the
 // 4.3 TB/s copy ceiling; a num_splits sweep at batch 1, 8, 16, 32, 64 and 128,
@@ -29,7 +30,9 @@
 
 #include "attention_test_util.h"
 #include "cpu/attention_decode.h"
+#include "cpu/rope.h"
 #include "cuda/attention_decode.cuh"
+#include "cuda/rope.cuh"
 #include "cuda_test_util.h"
 #include "sampling/rng.h"
 
@@ -222,6 +225,91 @@ void check_decode(const Layout& lay, const std::vector<int>& lens, const std::ve
   cudaStreamDestroy(stream);
 }
 
+// The rotary step inside the attention (DecodeRope, cluster merge) against
+// mrope_qkv_to_cache_bf16 then the same attention, bit for bit: the output
+// and the whole cache after the call. The rows of the newest keys start as
+// NaN in the fused call's cache, so a read before the write shows. q is the
+// raw fused qkv row (q | k | v heads).
+void check_rope_in_attention(const Layout& lay, const std::vector<int>& lens, int splits, const std::string& name) {
+  DecodeBatch db(lay, lens);
+  const int batch = db.batch(), half = lay.hd / 2;
+  std::vector<int32_t> positions(size_t(3) * batch);
+  std::vector<int32_t> dest(static_cast<size_t>(batch));
+  const std::vector<int32_t> tables = db.dtables->download();
+  for (int b = 0; b < batch; ++b) {
+    const int newest = lens[size_t(b)] - 1;
+    positions[size_t(b)] = newest + 3 * b;  // t, h, w differ, so each section takes its own axis
+    positions[size_t(batch + b)] = newest / 2 + b;
+    positions[size_t(2 * batch + b)] = 4100 + newest;
+    dest[size_t(b)] = int32_t(rex::cuda::paged_row(&tables[size_t(b) * db.max_blocks], lay.block_size, newest));
+  }
+  const rex::cuda::MropeSection section{half / 4, (half - half / 4) / 2, half - half / 4 - (half - half / 4) / 2};
+  DeviceArray<int32_t> dpos(positions), ddest(dest);
+  DeviceArray<float> dfreq(rex::cpu::rotary_inv_freq(1000000.0f, lay.hd));
+  const std::vector<uint16_t> qkv = db.dq->download(), k = db.dk->download(), v = db.dv->download();
+  std::vector<uint16_t> k_poisoned = k, v_poisoned = v;
+  const size_t kvd = size_t(lay.kv_heads) * lay.hd;
+  for (int32_t row : dest) {
+    std::fill_n(&k_poisoned[size_t(row) * kvd], kvd, uint16_t(0xFFFF));
+    std::fill_n(&v_poisoned[size_t(row) * kvd], kvd, uint16_t(0xFFFF));
+  }
+  DeviceArray<uint16_t> q_ref(qkv), k_ref(k), v_ref(v), q_raw(qkv), k_fused(k_poisoned), v_fused(v_poisoned);
+  DeviceArray<float> ws(rex::cuda::attention_decode_workspace_floats(batch, lay.q_heads, lay.hd, splits));
+  DeviceArray<uint16_t> out_ref(size_t(batch) * lay.q_heads * lay.hd), out_fused(out_ref.count);
+  out_ref.poison();
+  out_fused.poison();
+  PagedKv ref_cache = db.cache, fused_cache = db.cache;
+  ref_cache.k = k_ref.as<bf16>();
+  ref_cache.v = v_ref.as<bf16>();
+  fused_cache.k = k_fused.as<bf16>();
+  fused_cache.v = v_fused.as<bf16>();
+  CHECK_OK(rex::cuda::mrope_qkv_to_cache_bf16(q_ref.as<bf16>(), batch, lay.q_heads, lay.kv_heads, lay.hd, dpos.ptr,
+                                              dfreq.ptr, section, ddest.ptr,
+                                              rex::cuda::KvPlane{k_ref.as<bf16>(), v_ref.as<bf16>()}, 0));
+  CHECK_OK(rex::cuda::attention_decode_bf16(q_ref.as<bf16>(), lay.q_stride, batch, lay.q_heads, ref_cache,
+                                            db.dtables->ptr, db.max_blocks, db.dlens->ptr, splits, ws.ptr,
+                                            out_ref.as<bf16>(), 0, rex::cuda::DecodeMerge::kCluster));
+  rex::cuda::DecodeRope rope;
+  rope.positions = dpos.ptr;
+  rope.inv_freq = dfreq.ptr;
+  rope.section_t = section.t;
+  rope.section_h = section.h;
+  rope.dest_rows = ddest.ptr;
+  rope.k = k_fused.as<bf16>();
+  rope.v = v_fused.as<bf16>();
+  CHECK_OK(rex::cuda::attention_decode_bf16(q_raw.as<bf16>(), lay.q_stride, batch, lay.q_heads, fused_cache,
+                                            db.dtables->ptr, db.max_blocks, db.dlens->ptr, splits, ws.ptr,
+                                            out_fused.as<bf16>(), 0, rex::cuda::DecodeMerge::kCluster, &rope));
+  CHECK_CUDA_SYNC();
+  const std::string what = name + ": " + lens_label(lens) + " hd " + std::to_string(lay.hd) + " splits " +
+                           std::to_string(splits) + " rotary in the attention";
+  check_same_bits(what + " (output)", out_ref.download(), out_fused.download());
+  check_same_bits(what + " (k cache)", k_ref.download(), k_fused.download());
+  check_same_bits(what + " (v cache)", v_ref.download(), v_fused.download());
+  std::printf("  %s: bits as mrope + attention\n", what.c_str());
+}
+
+REX_TEST(decode_rope_in_attention) {
+  if (skip_without_gpu()) return;
+  const Layout lay;
+  check_rope_in_attention(lay, {1}, 1, "real layout");
+  check_rope_in_attention(lay, {1300}, 16, "real layout");
+  check_rope_in_attention(lay, {1, 63, 64, 65, 1300, 17, 640, 2049}, 16, "real layout");
+  check_rope_in_attention(lay, {64, 65, 200}, 4, "real layout");
+  Layout hd32;  // the tiny test checkpoint's decoder
+  hd32.q_heads = 4;
+  hd32.kv_heads = 2;
+  hd32.hd = 32;
+  hd32.q_stride = (4 + 2 * 2) * 32;
+  check_rope_in_attention(hd32, {1, 40, 129}, 3, "hd 32");
+  Layout hd64;
+  hd64.q_heads = 8;
+  hd64.kv_heads = 2;
+  hd64.hd = 64;
+  hd64.q_stride = (8 + 2 * 2) * 64;
+  check_rope_in_attention(hd64, {1, 100, 257}, 8, "hd 64");
+}
+
 REX_TEST(decode_real_layout_small_batches) {
   if (skip_without_gpu()) return;
   const Layout lay;
@@ -359,6 +447,30 @@ REX_TEST(decode_bad_arguments) {
   expect_bad(rex::cuda::attention_decode_bf16(q.as<bf16>(), 2560, 4, 16, cache, tables.ptr, 1, lens.ptr, 17, ws.ptr,
                                               out.as<bf16>(), 0, rex::cuda::DecodeMerge::kCluster),
              "cluster merge with 17 splits");
+  {
+    DeviceArray<int32_t> ids(std::vector<int32_t>(12, 0));
+    DeviceArray<float> freq(std::vector<float>(64, 1.0f));
+    rex::cuda::DecodeRope rope;
+    rope.positions = ids.ptr;
+    rope.inv_freq = freq.ptr;
+    rope.section_t = 16;
+    rope.section_h = 24;
+    rope.dest_rows = ids.ptr;
+    rope.k = k.as<bf16>();
+    rope.v = v.as<bf16>();
+    auto with_rope = [&](const rex::cuda::DecodeRope& r, rex::cuda::DecodeMerge merge, int q_stride) {
+      return rex::cuda::attention_decode_bf16(q.as<bf16>(), q_stride, 4, 16, cache, tables.ptr, 1, lens.ptr, 4, ws.ptr,
+                                              out.as<bf16>(), 0, merge, &r);
+    };
+    expect_bad(with_rope(rope, rex::cuda::DecodeMerge::kCombineLaunch, 2560), "rotary without the cluster merge");
+    expect_bad(with_rope(rope, rex::cuda::DecodeMerge::kCluster, 2048), "rotary with q_stride 2048 (q alone)");
+    rex::cuda::DecodeRope wide = rope;
+    wide.section_h = 60;
+    expect_bad(with_rope(wide, rex::cuda::DecodeMerge::kCluster, 2560), "rotary sections 16 + 60 > 64");
+    rex::cuda::DecodeRope other = rope;
+    other.k = nullptr;
+    expect_bad(with_rope(other, rex::cuda::DecodeMerge::kCluster, 2560), "rotary k plane not the cache's");
+  }
   CHECK_EQ(rex::cuda::attention_decode_workspace_floats(4, 16, 128, 4), size_t(4) * 16 * 4 * 130);
   CHECK_EQ(rex::cuda::attention_decode_workspace_floats(0, 16, 128, 4), size_t(0));
   CHECK_OK(call(cache, 2560, 0, 16, 1, 4, ws.ptr));  // an empty batch is fine

@@ -2,8 +2,9 @@
 // so that a fault in one cannot take that suite's results with it (a CUDA
 // fault ends the process's context):
 //  - decode attention merging its splits in one cluster launch
-//    (REX_OMNI_DECODE_CLUSTER=1): the same tokens, greedy and seeded,
-//    batched and alone;
+//    (REX_OMNI_DECODE_CLUSTER=1), and with the rotary step inside it too
+//    (REX_OMNI_DECODE_ROPE=1): the same tokens, greedy and seeded, batched
+//    and alone;
 //  - decode rows riding prefill passes (prefillDecodeRows): rows ride, and
 //    the requests begin as they do without.
 import { describe, expect, it } from 'vitest';
@@ -17,30 +18,35 @@ import { ensureTinyCheckpoint } from '../fixtures/tiny-checkpoint.js';
 const CATEGORIES = JUMP_CATEGORIES;
 
 describe('CUDA decode variants (off by default)', () => {
-  it('decode attention merging its splits in one cluster launch (REX_OMNI_DECODE_CLUSTER=1) gives the same tokens', async () => {
-    // batchInvariant: every step on the GEMV, 16 splits; the cluster merge
-    // gives the combine launch's bits (cuda_attention_decode_test), so the
-    // tokens are the same, greedy and seeded, alone and 8 at once.
-    const tiny = await ensureTinyCheckpoint();
-    const load = () =>
-      RexOmni.load(tiny, { backend: 'cuda', maxActiveRequests: 8, batchInvariant: true, prefixCacheGB: 0, defaults: { maxPixels: 64 * 28 * 28 } });
-    const plain = await load();
-    const clustered = await loadWithEnv('REX_OMNI_DECODE_CLUSTER', '1', load);
-    try {
-      const images = Array.from({ length: 8 }, (_, i) => ({ data: syntheticRgb(112, 112, 60 + i), width: 112, height: 112 }));
-      for (const sampling of [{ temperature: 0 }, { temperature: 0.8, topP: 0.9, seed: 11 }]) {
-        const options = { maxNewTokens: 24, sampling };
-        const run = (m: RexOmni) => Promise.all(images.map((image, i) => m.detect(image, CATEGORIES.slice(0, 1 + (i % 3)), options)));
-        const without = await run(plain);
-        const withCluster = await run(clustered);
-        for (const [i, r] of withCluster.entries()) expect(r.outputTokenIds).toEqual(without[i]!.outputTokenIds);
-        const alone = await clustered.detect(images[5]!, CATEGORIES.slice(0, 3), options);
-        expect(alone.outputTokenIds).toEqual(without[5]!.outputTokenIds);
+  for (const variable of ['REX_OMNI_DECODE_CLUSTER', 'REX_OMNI_DECODE_ROPE']) {
+    it(`decode attention in one cluster launch (${variable}=1${variable === 'REX_OMNI_DECODE_ROPE' ? ', the rotary step inside' : ''}) gives the same tokens`, async () => {
+      // batchInvariant: every step on the GEMV, 16 splits; the cluster merge
+      // gives the combine launch's bits, and the rotary step inside the
+      // attention mrope's (cuda_attention_decode_test), so the tokens are the
+      // same, greedy and seeded, 8 at once (distinct sequences: the rotary
+      // step in the attention) and alone (its jump-forward steps: one
+      // sequence's rows, the rotary launch).
+      const tiny = await ensureTinyCheckpoint();
+      const load = () =>
+        RexOmni.load(tiny, { backend: 'cuda', maxActiveRequests: 8, batchInvariant: true, prefixCacheGB: 0, defaults: { maxPixels: 64 * 28 * 28 } });
+      const plain = await load();
+      const variant = await loadWithEnv(variable, '1', load);
+      try {
+        const images = Array.from({ length: 8 }, (_, i) => ({ data: syntheticRgb(112, 112, 60 + i), width: 112, height: 112 }));
+        for (const sampling of [{ temperature: 0 }, { temperature: 0.8, topP: 0.9, seed: 11 }]) {
+          const options = { maxNewTokens: 24, sampling };
+          const run = (m: RexOmni) => Promise.all(images.map((image, i) => m.detect(image, CATEGORIES.slice(0, 1 + (i % 3)), options)));
+          const without = await run(plain);
+          const withVariant = await run(variant);
+          for (const [i, r] of withVariant.entries()) expect(r.outputTokenIds).toEqual(without[i]!.outputTokenIds);
+          const alone = await variant.detect(images[5]!, CATEGORIES.slice(0, 3), options);
+          expect(alone.outputTokenIds).toEqual(without[5]!.outputTokenIds);
+        }
+      } finally {
+        await Promise.all([plain.close(), variant.close()]);
       }
-    } finally {
-      await Promise.all([plain.close(), clustered.close()]);
-    }
-  });
+    });
+  }
 
   it('decode rows riding prefill passes (prefillDecodeRows): requests begin as they do without, and rows ride', async () => {
     // Two waves of 8: the second prefills (chunks of 64 tokens) while the
