@@ -159,8 +159,8 @@ __global__ void __launch_bounds__(kThreads)
           store_bf16<kVecR>(v_dst + j, v);
         }
       }
+      __threadfence();  // the cache rows reach L2, where the block's cp.async copies read them
     }
-    __threadfence_block();
     __syncthreads();  // q_rot complete; the new key and value visible to the block's copies below
     q_rows = q_rot;
   }
