@@ -83,9 +83,11 @@ step_bench_ready() {
     > "$OUT/$1-build.log" 2>&1 || { grep -E "error" -A3 "$OUT/$1-build.log" | head -30; note "$1: build FAILED"; return 1; }
 }
 # ab_variant VARIANT: for the A/B stages' loops, `with` (the command prefix:
-# env, plus NAME=VALUE unless VARIANT is "plain") and `tag` (its file name part).
+# env, plus NAME=VALUE unless VARIANT is "plain"; "A=1+B=2" sets both) and `tag` (its file name part).
 ab_variant() {
-  if [ "$1" = plain ]; then with=(env); tag=plain; else with=(env "$1"); tag=$(echo "$1" | tr 'A-Z_=' 'a-z--'); fi
+  local pairs
+  IFS=+ read -ra pairs <<< "$1"  # "A=1+B=2": both at once
+  if [ "$1" = plain ]; then with=(env); tag=plain; else with=(env "${pairs[@]}"); tag=$(echo "$1" | tr 'A-Z_=,+;' 'a-z-----'); fi
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 

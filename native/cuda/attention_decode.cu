@@ -126,7 +126,12 @@ __global__ void __launch_bounds__(kThreads)
 
   // kRope: the row's angles, its group's rotated q heads (the fragments' source)
   // and, in the split that holds the newest key, that key and value into the cache.
+  // Launched overlapped (programmatic dependent launch), everything above and
+  // the angles run while the kernel before finishes; q and the cache's newest
+  // rows come from it, so the wait comes first where they are read (a no-op
+  // for an ordinary launch).
   const bf16* q_rows = q + int64_t(seq) * q_stride + int64_t(kv_head) * group * HD;
+  if constexpr (kCluster && !kRope) pdl_wait();
   if constexpr (kRope) {
     constexpr int kHalf = HD / 2, kVecR = 8, kPerHalf = kHalf / kVecR;
     float* cs = reinterpret_cast<float*>(smem_raw + Smem::kBytes + kClusterPartialBytes<HD>);
@@ -137,6 +142,7 @@ __global__ void __launch_bounds__(kThreads)
                           float(rope.positions[2 * rows + seq])};
     for (int j = tid; j < kHalf; j += kThreads)
       mrope_cos_sin(j, pos, rope.section_t, rope.section_t + rope.section_h, rope.inv_freq, &cs[j], &sn[j]);
+    pdl_wait();  // the raw qkv rows are the previous kernel's
     __syncthreads();
     for (int it = tid; it < group * kPerHalf; it += kThreads) {
       const int h = it / kPerHalf, j = (it - h * kPerHalf) * kVecR;
@@ -315,20 +321,23 @@ Status prepare_decode_kernel() {
 template <int HD, bool kRope>
 Status launch_cluster(const dim3& grid, const bf16* q, int q_stride, int q_heads, int group, const PagedKv& cache,
                       int block_shift, const int32_t* block_tables, int max_blocks, const int32_t* seq_lens,
-                      int num_splits, float scale_log2, bf16* out, const DecodeRope& rope, cudaStream_t stream) {
+                      int num_splits, float scale_log2, bf16* out, const DecodeRope& rope, bool overlap_previous,
+                      cudaStream_t stream) {
   REX_RETURN_IF_ERROR((prepare_decode_kernel<HD, true, kRope>()));
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = dim3(kThreads);
   config.dynamicSmemBytes = size_t(DecodeSmem<HD>::kBytes + kClusterPartialBytes<HD> + (kRope ? kRopeBytes<HD> : 0));
   config.stream = stream;
-  cudaLaunchAttribute attribute[1];
+  cudaLaunchAttribute attribute[2];
   attribute[0].id = cudaLaunchAttributeClusterDimension;
   attribute[0].val.clusterDim.x = unsigned(num_splits);
   attribute[0].val.clusterDim.y = 1;
   attribute[0].val.clusterDim.z = 1;
+  attribute[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[1].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = attribute;
-  config.numAttrs = 1;
+  config.numAttrs = overlap_previous ? 2 : 1;
   float* unused = nullptr;
   return cuda_status(cudaLaunchKernelEx(&config, attention_decode_split_kernel<HD, true, kRope>, q, q_stride, q_heads,
                                         group, cache, block_shift, block_tables, max_blocks, seq_lens, num_splits,
@@ -339,7 +348,8 @@ Status launch_cluster(const dim3& grid, const bf16* q, int q_stride, int q_heads
 template <int HD>
 Status launch_decode(const bf16* q, int q_stride, int batch, int q_heads, const PagedKv& cache, int block_shift,
                      const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
-                     DecodeMerge merge, const DecodeRope* rope, float* workspace, bf16* out, cudaStream_t stream) {
+                     DecodeMerge merge, const DecodeRope* rope, bool overlap_previous, float* workspace, bf16* out,
+                     cudaStream_t stream) {
   const int64_t parts = int64_t(batch) * q_heads * num_splits;
   float* part_o = workspace;
   float* part_m = workspace + parts * HD;
@@ -351,9 +361,9 @@ Status launch_decode(const bf16* q, int q_stride, int batch, int q_heads, const 
   if (merge == DecodeMerge::kCluster) {
     if (rope)
       return launch_cluster<HD, true>(grid, q, q_stride, q_heads, group, cache, block_shift, block_tables, max_blocks,
-                                      seq_lens, num_splits, scale_log2, out, *rope, stream);
+                                      seq_lens, num_splits, scale_log2, out, *rope, overlap_previous, stream);
     return launch_cluster<HD, false>(grid, q, q_stride, q_heads, group, cache, block_shift, block_tables, max_blocks,
-                                     seq_lens, num_splits, scale_log2, out, DecodeRope{}, stream);
+                                     seq_lens, num_splits, scale_log2, out, DecodeRope{}, overlap_previous, stream);
   }
   REX_RETURN_IF_ERROR((prepare_decode_kernel<HD, false, false>()));
   attention_decode_split_kernel<HD, false, false><<<grid, kThreads, DecodeSmem<HD>::kBytes, stream>>>(
@@ -376,7 +386,7 @@ size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, i
 Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
                              const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
                              float* workspace, bf16* out, cudaStream_t stream, DecodeMerge merge,
-                             const DecodeRope* rope) {
+                             const DecodeRope* rope, bool overlap_previous) {
   auto bad = [](const std::string& what) {
     return Status(StatusCode::kInvalidArgument, "attention_decode_bf16: " + what);
   };
@@ -406,6 +416,9 @@ Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads
   if (rope && (rope->section_t < 0 || rope->section_h < 0 || rope->section_t + rope->section_h > hd / 2))
     return bad("expected DecodeRope sections t, h >= 0 with t + h <= head_dim/2 (" + std::to_string(hd / 2) +
                ") but got " + std::to_string(rope->section_t) + ", " + std::to_string(rope->section_h));
+  if (overlap_previous && merge != DecodeMerge::kCluster)
+    return bad("expected DecodeMerge::kCluster with overlap_previous (the cluster launch is the one launched "
+               "overlapped) but got the combine launch");
   if (merge == DecodeMerge::kCluster && num_splits > kMaxClusterSplits)
     return bad("expected num_splits <= " + std::to_string(kMaxClusterSplits) +
                " with DecodeMerge::kCluster (a cluster of that many CTAs) but got " + std::to_string(num_splits));
@@ -426,12 +439,12 @@ Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads
   while ((1 << shift) < bs) ++shift;
   if (hd == 32)  // the small test checkpoints' decoder
     return launch_decode<32>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                             num_splits, merge, rope, workspace, out, stream);
+                             num_splits, merge, rope, overlap_previous, workspace, out, stream);
   if (hd == 64)
     return launch_decode<64>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                             num_splits, merge, rope, workspace, out, stream);
+                             num_splits, merge, rope, overlap_previous, workspace, out, stream);
   return launch_decode<128>(q, q_stride, batch, q_heads, cache, shift, block_tables, max_blocks, seq_lens,
-                            num_splits, merge, rope, workspace, out, stream);
+                            num_splits, merge, rope, overlap_previous, workspace, out, stream);
 }
 
 }  // namespace rex::cuda

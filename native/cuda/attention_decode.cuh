@@ -46,6 +46,10 @@ struct DecodeRope {
   bf16* v = nullptr;
 };
 
+// overlap_previous (with kCluster; an A/B variant): the launch may start
+// while the kernel before it on the stream finishes (programmatic dependent
+// launch); the kernel waits for it before it reads q or the cache.
+
 // Floats of workspace the call needs (partial outputs, maxima and sums).
 size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, int num_splits);
 
@@ -56,6 +60,7 @@ size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, i
 Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
                              const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
                              float* workspace, bf16* out, cudaStream_t stream,
-                             DecodeMerge merge = DecodeMerge::kCombineLaunch, const DecodeRope* rope = nullptr);
+                             DecodeMerge merge = DecodeMerge::kCombineLaunch, const DecodeRope* rope = nullptr,
+                             bool overlap_previous = false);
 
 }  // namespace rex::cuda

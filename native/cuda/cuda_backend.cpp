@@ -213,9 +213,13 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   text_.set_use_gemv(std::getenv("REX_OMNI_NO_GEMV") == nullptr);
   // REX_OMNI_DECODE_CLUSTER=1: decode attention merges its splits in one cluster launch (an A/B knob).
   // REX_OMNI_DECODE_ROPE=1 (with the cluster merge): the attention does the rotary step of steps of distinct sequences.
+  // REX_OMNI_DECODE_PDL=1 (with the cluster merge): decode steps launch that attention overlapped.
   const bool rope_in_attention = std::getenv("REX_OMNI_DECODE_ROPE") != nullptr;
-  text_.set_decode_cluster_merge(rope_in_attention || std::getenv("REX_OMNI_DECODE_CLUSTER") != nullptr);
+  const bool attention_overlap = std::getenv("REX_OMNI_DECODE_PDL") != nullptr;
+  text_.set_decode_cluster_merge(rope_in_attention || attention_overlap ||
+                                 std::getenv("REX_OMNI_DECODE_CLUSTER") != nullptr);
   text_.set_decode_rope_in_attention(rope_in_attention);
+  text_.set_decode_attention_overlap(attention_overlap);
   // REX_OMNI_PREFILL_BATCH=0: prefills one request at a time (an A/B knob, device-check concurrency-ab).
   const char* prefill_batch = std::getenv("REX_OMNI_PREFILL_BATCH");
   batch_prefills_ = !options_.batch_invariant && !(prefill_batch && std::string(prefill_batch) == "0");

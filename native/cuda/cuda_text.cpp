@@ -209,7 +209,8 @@ Status TextRunner::decode_layers_gemv(int bucket, bool rope_in_attention) {
     const DecodeRope rope = step_rope(li);
     REX_RETURN_IF_ERROR(attention_decode_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(), max_blocks_,
                                               step_lengths(), splits, attn_workspace_.get(), dec_.attn.get(), stream_,
-                                              decode_merge(splits), rope_in_attention ? &rope : nullptr));
+                                              decode_merge(splits), rope_in_attention ? &rope : nullptr,
+                                              decode_overlap(splits)));
     GemvArgs o = project(GemvEpilogue::kAddResidual, dec_.attn.get(), hq * hd, l.o_w, hidden);
     o.residual = dec_.residual.get();
     GemvArgs gate_up = project_normed(GemvEpilogue::kSwiglu, l.post_norm, l.gate_up_w, inter);
@@ -560,7 +561,7 @@ Status TextRunner::decode_body(int bucket, bool gemv_path, StepOutput output, co
       const DecodeRope rope = step_rope(layer);
       return attention_decode_bf16(qkv, qkv_width, bucket, c.num_heads, kv, step_tables(), max_blocks_, step_lengths(), splits,
                                    attn_workspace_.get(), out, stream_, decode_merge(splits),
-                                   rope_in_attention ? &rope : nullptr);
+                                   rope_in_attention ? &rope : nullptr, decode_overlap(splits));
     };
     REX_RETURN_IF_ERROR(layers(dec_, bucket, step_positions(), step_dest(), attention, tap, rope_in_attention));
   }

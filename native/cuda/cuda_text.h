@@ -123,6 +123,10 @@ class TextRunner {
   // value itself (DecodeRope, the same bits). Off until measured on a device
   // (REX_OMNI_DECODE_ROPE=1).
   void set_decode_rope_in_attention(bool on) { decode_rope_in_attention_ = on; }
+  // With the cluster merge: decode steps launch the attention with
+  // programmatic dependent launch, its prologue overlapping the kernel
+  // before (REX_OMNI_DECODE_PDL=1, off until measured).
+  void set_decode_attention_overlap(bool on) { decode_attention_overlap_ = on; }
   // The most rows a step decodes on the GEMV; larger steps take cuBLASLt
   // (BackendOptions::batch_invariant keeps them all on the GEMV).
   void set_gemv_max_rows(int rows) { gemv_max_rows_ = rows; }
@@ -208,8 +212,13 @@ class TextRunner {
   int prefill_split_ctas_ = 0;
   bool decode_cluster_merge_ = false;
   bool decode_rope_in_attention_ = false;
+  bool decode_attention_overlap_ = false;
   DecodeMerge decode_merge(int splits) const {
     return decode_cluster_merge_ && splits <= kMaxClusterSplits ? DecodeMerge::kCluster : DecodeMerge::kCombineLaunch;
+  }
+  // A decode step's cluster attention launched overlapped (set_decode_attention_overlap).
+  bool decode_overlap(int splits) const {
+    return decode_attention_overlap_ && decode_merge(splits) == DecodeMerge::kCluster;
   }
   // A step's projections take the GEMV up to gemv_max_rows_ rows, and at any
   // size when all its rows are one sequence's (a lone request's jump-forward

@@ -200,6 +200,16 @@ void check_decode(const Layout& lay, const std::vector<int>& lens, const std::ve
       CHECK_OK((*clustered)(stream));
       CHECK_CUDA_SYNC();
       check_same_bits(what + " cluster merge", bits, clustered->out.download());
+      // Launched overlapped (programmatic dependent launch) after another kernel's write of q: the same bits.
+      DeviceArray<uint16_t> q_copy(db.dq->count);
+      clustered->out.poison();
+      cudaMemcpyAsync(q_copy.ptr, db.dq->ptr, db.dq->count * sizeof(uint16_t), cudaMemcpyDeviceToDevice, stream);
+      CHECK_OK(rex::cuda::attention_decode_bf16(q_copy.as<bf16>(), lay.q_stride, db.batch(), lay.q_heads, db.cache,
+                                                db.dtables->ptr, db.max_blocks, db.dlens->ptr, splits,
+                                                clustered->ws.ptr, clustered->out.as<bf16>(), stream,
+                                                rex::cuda::DecodeMerge::kCluster, nullptr, /*overlap_previous=*/true));
+      CHECK_CUDA_SYNC();
+      check_same_bits(what + " cluster merge, overlapped", bits, clustered->out.download());
     }
     if (time_it && !quick()) {
       const Timing t = time_launch([&] { (void)run(stream); }, stream);
@@ -277,9 +287,11 @@ void check_rope_in_attention(const Layout& lay, const std::vector<int>& lens, in
   rope.dest_rows = ddest.ptr;
   rope.k = k_fused.as<bf16>();
   rope.v = v_fused.as<bf16>();
+  // Overlapped (programmatic dependent launch) right after the kernel that wrote the reference.
   CHECK_OK(rex::cuda::attention_decode_bf16(q_raw.as<bf16>(), lay.q_stride, batch, lay.q_heads, fused_cache,
                                             db.dtables->ptr, db.max_blocks, db.dlens->ptr, splits, ws.ptr,
-                                            out_fused.as<bf16>(), 0, rex::cuda::DecodeMerge::kCluster, &rope));
+                                            out_fused.as<bf16>(), 0, rex::cuda::DecodeMerge::kCluster, &rope,
+                                            /*overlap_previous=*/true));
   CHECK_CUDA_SYNC();
   const std::string what = name + ": " + lens_label(lens) + " hd " + std::to_string(lay.hd) + " splits " +
                            std::to_string(splits) + " rotary in the attention";
@@ -463,6 +475,9 @@ REX_TEST(decode_bad_arguments) {
                                               out.as<bf16>(), 0, merge, &r);
     };
     expect_bad(with_rope(rope, rex::cuda::DecodeMerge::kCombineLaunch, 2560), "rotary without the cluster merge");
+    expect_bad(rex::cuda::attention_decode_bf16(q.as<bf16>(), 2560, 4, 16, cache, tables.ptr, 1, lens.ptr, 4, ws.ptr,
+                                                out.as<bf16>(), 0, rex::cuda::DecodeMerge::kCombineLaunch, nullptr, true),
+               "overlapped without the cluster merge");
     expect_bad(with_rope(rope, rex::cuda::DecodeMerge::kCluster, 2048), "rotary with q_stride 2048 (q alone)");
     rex::cuda::DecodeRope wide = rope;
     wide.section_h = 60;

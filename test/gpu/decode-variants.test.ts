@@ -2,8 +2,9 @@
 // so that a fault in one cannot take that suite's results with it (a CUDA
 // fault ends the process's context):
 //  - decode attention merging its splits in one cluster launch
-//    (REX_OMNI_DECODE_CLUSTER=1), and with the rotary step inside it too
-//    (REX_OMNI_DECODE_ROPE=1): the same tokens, greedy and seeded, batched
+//    (REX_OMNI_DECODE_CLUSTER=1), with the rotary step inside it too
+//    (REX_OMNI_DECODE_ROPE=1), and launched overlapped as well
+//    (REX_OMNI_DECODE_PDL=1): the same tokens, greedy and seeded, batched
 //    and alone;
 //  - decode rows riding prefill passes (prefillDecodeRows): rows ride, and
 //    the requests begin as they do without.
@@ -18,8 +19,8 @@ import { ensureTinyCheckpoint } from '../fixtures/tiny-checkpoint.js';
 const CATEGORIES = JUMP_CATEGORIES;
 
 describe('CUDA decode variants (off by default)', () => {
-  for (const variable of ['REX_OMNI_DECODE_CLUSTER', 'REX_OMNI_DECODE_ROPE']) {
-    it(`decode attention in one cluster launch (${variable}=1${variable === 'REX_OMNI_DECODE_ROPE' ? ', the rotary step inside' : ''}) gives the same tokens`, async () => {
+  for (const variables of [['REX_OMNI_DECODE_CLUSTER'], ['REX_OMNI_DECODE_ROPE'], ['REX_OMNI_DECODE_ROPE', 'REX_OMNI_DECODE_PDL']]) {
+    it(`decode attention in one cluster launch (${variables.map((v) => `${v}=1`).join(' ')}) gives the same tokens`, async () => {
       // batchInvariant: every step on the GEMV, 16 splits; the cluster merge
       // gives the combine launch's bits, and the rotary step inside the
       // attention mrope's (cuda_attention_decode_test), so the tokens are the
@@ -30,7 +31,7 @@ describe('CUDA decode variants (off by default)', () => {
       const load = () =>
         RexOmni.load(tiny, { backend: 'cuda', maxActiveRequests: 8, batchInvariant: true, prefixCacheGB: 0, defaults: { maxPixels: 64 * 28 * 28 } });
       const plain = await load();
-      const variant = await loadWithEnv(variable, '1', load);
+      const variant = await variables.reduce<() => Promise<RexOmni>>((next, name) => () => loadWithEnv(name, '1', next), load)();
       try {
         const images = Array.from({ length: 8 }, (_, i) => ({ data: syntheticRgb(112, 112, 60 + i), width: 112, height: 112 }));
         for (const sampling of [{ temperature: 0 }, { temperature: 0.8, topP: 0.9, seed: 11 }]) {
