@@ -129,6 +129,13 @@ struct DecodeBatch {
   }
 };
 
+// Copies n values with one block: slow on purpose, so that a kernel launched
+// overlapped after it starts long before it ends.
+__global__ void copy_bits_one_block(const uint16_t* in, uint16_t* out, size_t n) {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  for (size_t i = threadIdx.x; i < n; i += blockDim.x) out[i] = in[i];
+}
+
 std::string lens_label(const std::vector<int>& lens) {
   std::string s = "batch " + std::to_string(lens.size()) + " lens";
   for (size_t i = 0; i < lens.size() && i < 8; ++i) s += " " + std::to_string(lens[i]);
@@ -200,10 +207,13 @@ void check_decode(const Layout& lay, const std::vector<int>& lens, const std::ve
       CHECK_OK((*clustered)(stream));
       CHECK_CUDA_SYNC();
       check_same_bits(what + " cluster merge", bits, clustered->out.download());
-      // Launched overlapped (programmatic dependent launch) after another kernel's write of q: the same bits.
+      // Launched overlapped (programmatic dependent launch) right after a slow
+      // kernel that writes its q (one block): it must wait for it. The same bits.
       DeviceArray<uint16_t> q_copy(db.dq->count);
+      q_copy.poison();
       clustered->out.poison();
-      cudaMemcpyAsync(q_copy.ptr, db.dq->ptr, db.dq->count * sizeof(uint16_t), cudaMemcpyDeviceToDevice, stream);
+      CHECK_CUDA_SYNC();
+      copy_bits_one_block<<<1, 128, 0, stream>>>(db.dq->ptr, q_copy.ptr, db.dq->count);
       CHECK_OK(rex::cuda::attention_decode_bf16(q_copy.as<bf16>(), lay.q_stride, db.batch(), lay.q_heads, db.cache,
                                                 db.dtables->ptr, db.max_blocks, db.dlens->ptr, splits,
                                                 clustered->ws.ptr, clustered->out.as<bf16>(), stream,
