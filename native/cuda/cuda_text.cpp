@@ -142,9 +142,6 @@ Status TextRunner::init(const TextConfig& config, const DeviceWeights* weights, 
   return Status::Ok();
 }
 
-// The decode layers on the GEMV: bias, residual add and SwiGLU in the
-// projections' epilogues, the norms alone. Each GEMV starts streaming its
-// weights while the kernel before it finishes (programmatic dependent launch).
 DecodeRope TextRunner::step_rope(int layer) const {
   const KvPlane plane = arena_.layer(layer);
   DecodeRope rope;
@@ -158,6 +155,9 @@ DecodeRope TextRunner::step_rope(int layer) const {
   return rope;
 }
 
+// The decode layers on the GEMV: bias, residual add and SwiGLU in the
+// projections' epilogues, the norms alone. Each GEMV starts streaming its
+// weights while the kernel before it finishes (programmatic dependent launch).
 Status TextRunner::decode_layers_gemv(int bucket, bool rope_in_attention) {
   const TextConfig& c = config_;
   const int hidden = c.hidden_size, hd = c.head_dim(), hq = c.num_heads, hkv = c.num_kv_heads;
