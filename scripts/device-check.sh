@@ -35,6 +35,7 @@
 #   concurrency the serving benchmark (benchmarks/concurrency.ts) on the 3B-shaped checkpoint,
 #           concurrency 1..128, 45- and 440-token answers, transformers' batched generate beside
 #   concurrency-rides  the same, ours alone, without and with --prefill-decode-rows ${RIDES:-16}
+#           (CONC_LEVELS=8,128: only those concurrency levels)
 #   concurrency-ab  the same, ours alone, without (REX_OMNI_PREFILL_BATCH=0) and with batched prefill (the default)
 # Usage (device, repo root, after carrying .devicebundle):
 #   bash scripts/device-check.sh [stage ...]     default: build gpu bench
@@ -162,6 +163,7 @@ for stage in "${stages[@]}"; do
       # (--prefill-decode-rows ${RIDES:-16}); each variant's rc is a summary line of its own.
       for variant in plain rides; do
         if [ "$variant" = rides ]; then extra=(--prefill-decode-rows "${RIDES:-16}"); else extra=(); fi
+        [ -z "${CONC_LEVELS:-}" ] || extra+=(--levels "$CONC_LEVELS")  # e.g. CONC_LEVELS=128
         logged "concurrency-$variant" 0 node dist/benchmarks/concurrency.js --model 3b --backend cuda "${extra[@]}" --out "$OUT/concurrency-$variant.json"
         grep -E "targets:|x(1|8|64|128):" "$OUT/concurrency-$variant.log" | tail -12
       done
