@@ -20,6 +20,7 @@
 // (benchmarks/gpu/peers.py --mode concurrency), run first on a free GPU.
 // `runConcurrency` is what test/concurrency-bench.test.ts runs on the CPU;
 //   node dist/benchmarks/concurrency.js --model 3b --backend cuda --out F [--levels 1,8] [--peer] [--quick]
+//     [--prefill-decode-rows N] [--prefill-chunk-tokens N]
 // is the device run (also `bash scripts/device-check.sh build concurrency`).
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -71,6 +72,8 @@ export interface ConcurrencyOptions {
   gemmFlopsPerSecond?: number;
   /** The engine's prefillDecodeRows (running requests decoding inside prefill passes); default 0. */
   prefillDecodeRows?: number;
+  /** The engine's prefillChunkTokens (prompt tokens a scheduler step prefills while others decode); its default if unset. */
+  prefillChunkTokens?: number;
   log?: (line: string) => void;
 }
 
@@ -420,7 +423,8 @@ export async function runConcurrency(o: ConcurrencyOptions): Promise<Concurrency
   const grammar = await fixedLengthGrammar(tokenizer);
   const maxLevel = Math.max(...levels);
   const prefillDecodeRows = o.prefillDecodeRows ?? 0;
-  const engine = await Engine.open(o.model, { backend, maxActiveRequests: maxLevel, prefixCacheGB: 0, prefillDecodeRows });
+  const chunk = o.prefillChunkTokens === undefined ? {} : { prefillChunkTokens: o.prefillChunkTokens };
+  const engine = await Engine.open(o.model, { backend, maxActiveRequests: maxLevel, prefixCacheGB: 0, prefillDecodeRows, ...chunk });
   const results: LevelResult[] = [];
   let gpu: string | undefined;
   let index = 0;
@@ -501,7 +505,7 @@ export async function runConcurrency(o: ConcurrencyOptions): Promise<Concurrency
         'fixed-length (benchmarks/fixed-length.ts): the one-phrase polygon grammar, greedy (repetition penalty ' +
         `${GREEDY.repetitionPenalty}), no stop ids, so exactly tokensPerRequest tokens; scores on, jump-forward off (every token after the first is a decode step, answer or <|im_end|> padding alike); parsed as ocr_polygon ` +
         '(random weights: mostly one polygon per answer, so predictions/s counts polygons, not COCO boxes at 7.6 tokens each)',
-      engine: { maxActiveRequests: maxLevel, prefixCacheGB: 0, prefillDecodeRows },
+      engine: { maxActiveRequests: maxLevel, prefixCacheGB: 0, prefillDecodeRows, ...chunk },
       closedLoop: 'each level keeps `concurrency` requests in flight until its requests are done; wall time from the first submit to the last finish',
       latency: 'per request from the submit: first token event, first prediction event of the streaming parser, finish; nearest-rank percentiles',
       computeRoofline: 'gemm.flopsPerSecond / flopsPerImage.totalFlops (vision + prefill, benchmarks/prefill-flops.ts, mean over the image sizes)',
@@ -607,6 +611,7 @@ async function main(): Promise<void> {
       quick: { type: 'boolean', default: false },
       'gemm-tflops': { type: 'string' },
       'prefill-decode-rows': { type: 'string' },
+      'prefill-chunk-tokens': { type: 'string' },
     },
   });
   if (!values.model) throw new Error('concurrency: expected --model DIR (or 3b)');
@@ -630,6 +635,7 @@ async function main(): Promise<void> {
     peer: backend === 'cuda' ? (values.peer ? 'transformers' : 'gemm') : 'none',
     ...(values['gemm-tflops'] ? { gemmFlopsPerSecond: Number(values['gemm-tflops']) * 1e12 } : {}),
     ...(values['prefill-decode-rows'] ? { prefillDecodeRows: Number(values['prefill-decode-rows']) } : {}),
+    ...(values['prefill-chunk-tokens'] ? { prefillChunkTokens: Number(values['prefill-chunk-tokens']) } : {}),
     log: (line) => console.log(`[concurrency ${new Date().toISOString().slice(11, 19)}] ${line}`),
   });
   if (values.out) writeFileSync(values.out, `${JSON.stringify(report, null, 2)}\n`);

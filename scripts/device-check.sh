@@ -36,11 +36,12 @@
 #           concurrency 1..128, 45- and 440-token answers, transformers' batched generate beside
 #   concurrency-rides  the same, ours alone, without and with --prefill-decode-rows ${RIDES:-16}
 #           (CONC_LEVELS=8,128: only those concurrency levels)
+#   concurrency-chunks  ours alone, once per prefill chunk size in $CHUNKS (default "2048 1024 512")
 #   concurrency-ab  the same, ours alone, without (REX_OMNI_PREFILL_BATCH=0) and with batched prefill (the default)
 # Usage (device, repo root, after carrying .devicebundle):
 #   bash scripts/device-check.sh [stage ...]     default: build gpu bench
 #   stages: build, kernels (ctest alone), gpu (every test/gpu file, one by one), soak, soak-start, soak-wait, serve-load, concurrency,
-#           concurrency-ab, concurrency-rides, step, step-ab, splits, bench-ab,
+#           concurrency-ab, concurrency-rides, concurrency-chunks, step, step-ab, splits, bench-ab,
 #           gpu-fast (all but the 3B parity), gpu-3b, gpu:<file> (one test/gpu file), bench,
 #           kernel-<ctest name> (one kernel test)
 # Logs go to $OUT (the device tool brings them back, 8 files at most: set
@@ -168,6 +169,17 @@ for stage in "${stages[@]}"; do
         grep -E "targets:|x(1|8|64|128):" "$OUT/concurrency-$variant.log" | tail -12
       done
       note "concurrency-rides: ($(( $(date +%s) - start )) s)" ;;
+    concurrency-chunks)
+      # Ours alone, once per prefill chunk size in $CHUNKS (default "2048 1024 512": tokens a
+      # scheduler step prefills while others decode), CONC_LEVELS and RIDES as for concurrency-rides.
+      for n in ${CHUNKS:-2048 1024 512}; do
+        extra=(--prefill-chunk-tokens "$n")
+        [ -z "${CONC_LEVELS:-}" ] || extra+=(--levels "$CONC_LEVELS")
+        [ -z "${RIDES:-}" ] || extra+=(--prefill-decode-rows "$RIDES")
+        logged "concurrency-chunk-$n" 0 node dist/benchmarks/concurrency.js --model 3b --backend cuda "${extra[@]}" --out "$OUT/concurrency-chunk-$n.json"
+        grep -E "targets:|x(1|8|64|128):" "$OUT/concurrency-chunk-$n.log" | tail -12
+      done
+      note "concurrency-chunks: ($(( $(date +%s) - start )) s)" ;;
     soak-start)
       dir=${SOAK_DIR:-/tmp/rex-soak}
       rm -rf "$dir" && mkdir -p "$dir"
