@@ -77,6 +77,8 @@ logged() {
 soak_mode_flag() { [ "${SOAK_MODE:-}" != default ] || echo --default-mode; }
 # soak_rides_flag: --prefill-decode-rows $SOAK_RIDES when set (decode rows riding prefill passes; default mode only on CUDA).
 soak_rides_flag() { [ -z "${SOAK_RIDES:-}" ] || echo "--prefill-decode-rows $SOAK_RIDES"; }
+# conc_levels_flag: --levels $CONC_LEVELS when set (the concurrency A/B stages).
+conc_levels_flag() { [ -z "${CONC_LEVELS:-}" ] || echo "--levels $CONC_LEVELS"; }
 # step_bench_ready STAGE: the 3B-shaped checkpoint and decode_step_bench, built once.
 step_bench_ready() {
   node --input-type=module -e "const m = await import('./dist/test/fixtures/gpu-harness.js'); await m.ensure3bCheckpoint();" \
@@ -164,7 +166,7 @@ for stage in "${stages[@]}"; do
       # (--prefill-decode-rows ${RIDES:-16}); each variant's rc is a summary line of its own.
       for variant in plain rides; do
         if [ "$variant" = rides ]; then extra=(--prefill-decode-rows "${RIDES:-16}"); else extra=(); fi
-        [ -z "${CONC_LEVELS:-}" ] || extra+=(--levels "$CONC_LEVELS")  # e.g. CONC_LEVELS=128
+        extra+=($(conc_levels_flag))
         logged "concurrency-$variant" 0 node dist/benchmarks/concurrency.js --model 3b --backend cuda "${extra[@]}" --out "$OUT/concurrency-$variant.json"
         grep -E "targets:|x(1|8|64|128):" "$OUT/concurrency-$variant.log" | tail -12
       done
@@ -173,8 +175,7 @@ for stage in "${stages[@]}"; do
       # Ours alone, once per prefill chunk size in $CHUNKS (default "2048 1024 512": tokens a
       # scheduler step prefills while others decode), CONC_LEVELS and RIDES as for concurrency-rides.
       for n in ${CHUNKS:-2048 1024 512}; do
-        extra=(--prefill-chunk-tokens "$n")
-        [ -z "${CONC_LEVELS:-}" ] || extra+=(--levels "$CONC_LEVELS")
+        extra=(--prefill-chunk-tokens "$n" $(conc_levels_flag))
         [ -z "${RIDES:-}" ] || extra+=(--prefill-decode-rows "$RIDES")
         logged "concurrency-chunk-$n" 0 node dist/benchmarks/concurrency.js --model 3b --backend cuda "${extra[@]}" --out "$OUT/concurrency-chunk-$n.json"
         grep -E "targets:|x(1|8|64|128):" "$OUT/concurrency-chunk-$n.log" | tail -12

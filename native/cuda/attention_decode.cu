@@ -84,6 +84,13 @@ struct DecodeSmem {
   static constexpr int kBytes = kUnionBytes + 2 * kWarps * kMaxGroup * int(sizeof(float));  // + max, sum
 };
 
+// A split kernel variant's dynamic shared memory: the stages and merge, then
+// the cluster partial, then the rotary step's rows (the kernel's layout).
+template <int HD, bool kCluster, bool kRope>
+constexpr int split_smem_bytes() {
+  return DecodeSmem<HD>::kBytes + (kCluster ? kClusterPartialBytes<HD> : 0) + (kRope ? kRopeBytes<HD> : 0);
+}
+
 // kCluster: the grid's num_splits CTAs of a (kv head, sequence) are one
 // thread-block cluster; each keeps its partial in shared memory and, after a
 // cluster barrier, warps of the first CTAs merge the splits through
@@ -306,9 +313,9 @@ __global__ void __launch_bounds__(kThreads) attention_decode_combine_kernel(cons
 template <int HD, bool kCluster, bool kRope>
 Status prepare_decode_kernel() {
   static const cudaError_t err = [] {
-    const int bytes = DecodeSmem<HD>::kBytes + (kCluster ? kClusterPartialBytes<HD> : 0) + (kRope ? kRopeBytes<HD> : 0);
     cudaError_t e = cudaFuncSetAttribute(attention_decode_split_kernel<HD, kCluster, kRope>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         split_smem_bytes<HD, kCluster, kRope>());
     if (e == cudaSuccess && kCluster)
       e = cudaFuncSetAttribute(attention_decode_split_kernel<HD, kCluster, kRope>,
                                cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -327,7 +334,7 @@ Status launch_cluster(const dim3& grid, const bf16* q, int q_stride, int q_heads
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = size_t(DecodeSmem<HD>::kBytes + kClusterPartialBytes<HD> + (kRope ? kRopeBytes<HD> : 0));
+  config.dynamicSmemBytes = size_t(split_smem_bytes<HD, true, kRope>());
   config.stream = stream;
   cudaLaunchAttribute attribute[2];
   attribute[0].id = cudaLaunchAttributeClusterDimension;
@@ -350,23 +357,20 @@ Status launch_decode(const bf16* q, int q_stride, int batch, int q_heads, const 
                      const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
                      DecodeMerge merge, const DecodeRope* rope, bool overlap_previous, float* workspace, bf16* out,
                      cudaStream_t stream) {
-  const int64_t parts = int64_t(batch) * q_heads * num_splits;
-  float* part_o = workspace;
-  float* part_m = workspace + parts * HD;
-  float* part_l = part_m + parts;
   const dim3 grid(static_cast<unsigned>(num_splits), static_cast<unsigned>(cache.kv_heads),
                   static_cast<unsigned>(batch));
   const int group = q_heads / cache.kv_heads;
   const float scale_log2 = attn::softmax_scale_log2(HD);
-  if (merge == DecodeMerge::kCluster) {
-    if (rope)
-      return launch_cluster<HD, true>(grid, q, q_stride, q_heads, group, cache, block_shift, block_tables, max_blocks,
-                                      seq_lens, num_splits, scale_log2, out, *rope, overlap_previous, stream);
-    return launch_cluster<HD, false>(grid, q, q_stride, q_heads, group, cache, block_shift, block_tables, max_blocks,
-                                     seq_lens, num_splits, scale_log2, out, DecodeRope{}, overlap_previous, stream);
-  }
+  if (merge == DecodeMerge::kCluster)  // one launch; the workspace unused
+    return (rope ? launch_cluster<HD, true> : launch_cluster<HD, false>)(
+        grid, q, q_stride, q_heads, group, cache, block_shift, block_tables, max_blocks, seq_lens, num_splits,
+        scale_log2, out, rope ? *rope : DecodeRope{}, overlap_previous, stream);
+  const int64_t parts = int64_t(batch) * q_heads * num_splits;
+  float* part_o = workspace;
+  float* part_m = workspace + parts * HD;
+  float* part_l = part_m + parts;
   REX_RETURN_IF_ERROR((prepare_decode_kernel<HD, false, false>()));
-  attention_decode_split_kernel<HD, false, false><<<grid, kThreads, DecodeSmem<HD>::kBytes, stream>>>(
+  attention_decode_split_kernel<HD, false, false><<<grid, kThreads, split_smem_bytes<HD, false, false>(), stream>>>(
       q, q_stride, q_heads, group, cache, block_shift, block_tables, max_blocks, seq_lens, num_splits, scale_log2,
       part_o, part_m, part_l, out, DecodeRope{});
   REX_RETURN_IF_ERROR(check_launch("attention_decode_split_kernel"));

@@ -46,17 +46,17 @@ struct DecodeRope {
   bf16* v = nullptr;
 };
 
-// overlap_previous (with kCluster; an A/B variant): the launch may start
-// while the kernel before it on the stream finishes (programmatic dependent
-// launch); the kernel waits for it before it reads q or the cache.
-
 // Floats of workspace the call needs (partial outputs, maxima and sums).
 size_t attention_decode_workspace_floats(int batch, int q_heads, int head_dim, int num_splits);
 
 // q: row b at q + b*q_stride, [q_heads*head_dim] (rotated). block_tables
 // (device): [batch, max_blocks] int32. seq_lens (device): [batch] keys per
 // sequence, the new one included (>= 1). out: [batch, q_heads*head_dim] bf16.
-// head_dim 128 (64 also accepted). workspace: device floats, size above.
+// head_dim 128 (64 and 32 also accepted). workspace: device floats, size above.
+// merge, rope: above. overlap_previous (with kCluster; an A/B variant): the
+// launch may start while the kernel before it on the stream finishes
+// (programmatic dependent launch); the kernel waits for it before it reads q
+// or the cache.
 Status attention_decode_bf16(const bf16* q, int q_stride, int batch, int q_heads, PagedKv cache,
                              const int32_t* block_tables, int max_blocks, const int32_t* seq_lens, int num_splits,
                              float* workspace, bf16* out, cudaStream_t stream,

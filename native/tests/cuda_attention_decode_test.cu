@@ -50,6 +50,16 @@ struct Layout {
   int q_stride = (16 + 2 * 2) * 128;  // fused qkv row
 };
 
+// The tiny test checkpoint's decoder: 4 q heads, 2 kv heads, head_dim 32, fused qkv rows.
+Layout tiny_layout() {
+  Layout l;
+  l.q_heads = 4;
+  l.kv_heads = 2;
+  l.hd = 32;
+  l.q_stride = (4 + 2 * 2) * 32;
+  return l;
+}
+
 // Host inputs of one batch (per-sequence contiguous caches) and their paged
 // device copy, sized for `lens` (a later call may use shorter lengths).
 struct DecodeBatch {
@@ -318,12 +328,7 @@ REX_TEST(decode_rope_in_attention) {
   check_rope_in_attention(lay, {1300}, 16, "real layout");
   check_rope_in_attention(lay, {1, 63, 64, 65, 1300, 17, 640, 2049}, 16, "real layout");
   check_rope_in_attention(lay, {64, 65, 200}, 4, "real layout");
-  Layout hd32;  // the tiny test checkpoint's decoder
-  hd32.q_heads = 4;
-  hd32.kv_heads = 2;
-  hd32.hd = 32;
-  hd32.q_stride = (4 + 2 * 2) * 32;
-  check_rope_in_attention(hd32, {1, 40, 129}, 3, "hd 32");
+  check_rope_in_attention(tiny_layout(), {1, 40, 129}, 3, "hd 32");
   Layout hd64;
   hd64.q_heads = 8;
   hd64.kv_heads = 2;
@@ -355,12 +360,7 @@ REX_TEST(decode_other_layouts) {
   hd64.hd = 64;
   hd64.q_stride = 8 * 64;
   check_decode(hd64, {1, 100, 257}, {1, 8}, false);
-  Layout hd32;  // the tiny test checkpoint's decoder
-  hd32.q_heads = 4;
-  hd32.kv_heads = 2;
-  hd32.hd = 32;
-  hd32.q_stride = (4 + 2 * 2) * 32;
-  check_decode(hd32, {1, 40, 129}, {1, 3}, false);
+  check_decode(tiny_layout(), {1, 40, 129}, {1, 3}, false);
   Layout g1;
   g1.q_heads = 4;
   g1.kv_heads = 4;
