@@ -25,6 +25,14 @@ constexpr int kBlockTokens = 64;
 constexpr size_t kActivationReserve = size_t(1) << 30;
 // The longest sequence a decode graph's block tables hold.
 constexpr int kMaxSequenceTokens = 32768;
+// The cuBLASLt candidates a cached question's MLP GEMMs take (200-256 rows):
+// the fastest at M = 216 under timed tuning on the H200, CUDA 13 (session 10,
+// cuda_gemm_test: gate_up 48.3 -> 32.1 us, down 27.4 -> 25.0 us; the
+// heuristic's first candidates take the rest). A cuBLAS whose list lacks one
+// keeps its first candidate for that shape (GemmRunner::set_pins).
+constexpr const char* kDefaultGemmPins =
+    "200-256,22016,2048=id_66_tile_492_stages_35_splitk_1_reduction_0_swizzle_0_custom_1_inner_0_cluster_3;"
+    "200-256,2048,11008=id_66_tile_332_stages_35_splitk_4_reduction_2_swizzle_0_custom_1_inner_0_cluster_3";
 
 Status not_prepared() { return Status(StatusCode::kInternal, "cuda backend: prepare() was not called"); }
 
@@ -179,10 +187,12 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   // REX_OMNI_GEMM_TUNE=1: time cuBLASLt's candidates per shape (GemmRunner::set_tuning), an A/B knob
   // (off: timing-dependent choices, NOTES.md §5.2).
   gemm_.set_tuning(std::getenv("REX_OMNI_GEMM_TUNE") != nullptr);
-  // REX_OMNI_GEMM_PIN="M0-M1,N,K=CONFIG;...": shapes that take a given heuristic candidate (an A/B knob).
-  if (const char* pin = std::getenv("REX_OMNI_GEMM_PIN")) {
+  // Shapes that take a given heuristic candidate: kDefaultGemmPins, or
+  // REX_OMNI_GEMM_PIN="M0-M1,N,K=CONFIG;..." in their place ("" for none).
+  {
+    const char* pin = std::getenv("REX_OMNI_GEMM_PIN");
     std::vector<GemmRunner::Pin> pins;
-    const Status parsed = GemmRunner::parse_pins(pin, &pins);
+    const Status parsed = GemmRunner::parse_pins(pin ? pin : kDefaultGemmPins, &pins);
     if (!parsed.ok()) return Status(StatusCode::kInvalidArgument, "REX_OMNI_GEMM_PIN: " + parsed.message());
     gemm_.set_pins(std::move(pins));
   }
@@ -211,15 +221,21 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   REX_RETURN_IF_ERROR(text_.init(t, &weights_, &gemm_, stream_, arena, int(blocks), step_rows,
                                  (max_sequence_tokens_ + kBlockTokens - 1) / kBlockTokens, sequences));
   text_.set_use_gemv(std::getenv("REX_OMNI_NO_GEMV") == nullptr);
-  // REX_OMNI_DECODE_CLUSTER=1: decode attention merges its splits in one cluster launch (an A/B knob).
-  // REX_OMNI_DECODE_ROPE=1 (with the cluster merge): the attention does the rotary step of steps of distinct sequences.
-  // REX_OMNI_DECODE_PDL=1 (with the cluster merge): decode steps launch that attention overlapped.
-  const bool rope_in_attention = std::getenv("REX_OMNI_DECODE_ROPE") != nullptr;
-  const bool attention_overlap = std::getenv("REX_OMNI_DECODE_PDL") != nullptr;
-  text_.set_decode_cluster_merge(rope_in_attention || attention_overlap ||
-                                 std::getenv("REX_OMNI_DECODE_CLUSTER") != nullptr);
-  text_.set_decode_rope_in_attention(rope_in_attention);
-  text_.set_decode_attention_overlap(attention_overlap);
+  int sms = 0;
+  REX_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, options_.device));
+  // Decode attention in one launch (session 10 on the H200, NOTES.md 5.3):
+  // the splits merged in a cluster for steps whose attention grid fits one
+  // wave of the SMs, with the rotary step inside it and its launch
+  // overlapped. REX_OMNI_DECODE_CLUSTER=0 turns all three off;
+  // REX_OMNI_DECODE_ROPE=0 and REX_OMNI_DECODE_PDL=0 one each (A/B knobs).
+  auto turned_off = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v != nullptr && std::string(v) == "0";
+  };
+  const bool cluster = !turned_off("REX_OMNI_DECODE_CLUSTER");
+  text_.set_decode_cluster_ctas(cluster ? sms : 0);
+  text_.set_decode_rope_in_attention(cluster && !turned_off("REX_OMNI_DECODE_ROPE"));
+  text_.set_decode_attention_overlap(cluster && !turned_off("REX_OMNI_DECODE_PDL"));
   // REX_OMNI_PREFILL_BATCH=0: prefills one request at a time (an A/B knob, device-check concurrency-ab).
   const char* prefill_batch = std::getenv("REX_OMNI_PREFILL_BATCH");
   batch_prefills_ = !options_.batch_invariant && !(prefill_batch && std::string(prefill_batch) == "0");
@@ -232,8 +248,6 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   // attention 43.0 -> 28.0 us a layer, its first token 7.2 -> 6.9 ms; NOTES.md
   // §5.2). REX_OMNI_PREFILL_SPLIT=0 turns it off, =N sets the CTA threshold.
   {
-    int sms = 0;
-    REX_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, options_.device));
     const char* split = std::getenv("REX_OMNI_PREFILL_SPLIT");
     const int n = split ? std::atoi(split) : 1;
     text_.set_prefill_split_ctas(n == 1 ? 4 * sms : std::clamp(n, 0, 65535));

@@ -209,8 +209,8 @@ Status TextRunner::decode_layers_gemv(int bucket, bool rope_in_attention) {
     const DecodeRope rope = step_rope(li);
     REX_RETURN_IF_ERROR(attention_decode_bf16(dec_.qkv.get(), qkv_width, bucket, hq, kv, step_tables(), max_blocks_,
                                               step_lengths(), splits, attn_workspace_.get(), dec_.attn.get(), stream_,
-                                              decode_merge(splits), rope_in_attention ? &rope : nullptr,
-                                              decode_overlap(splits)));
+                                              decode_merge(splits, bucket), rope_in_attention ? &rope : nullptr,
+                                              decode_overlap(splits, bucket)));
     GemvArgs o = project(GemvEpilogue::kAddResidual, dec_.attn.get(), hq * hd, l.o_w, hidden);
     o.residual = dec_.residual.get();
     GemvArgs gate_up = project_normed(GemvEpilogue::kSwiglu, l.post_norm, l.gate_up_w, inter);
@@ -466,7 +466,7 @@ Status TextRunner::prefill_passes(const std::vector<PrefillPart>& parts, int row
       return attention_decode_bf16(qkv + size_t(riding_row0) * qkv_width, qkv_width, int(riding_rows), c.num_heads, kv,
                                    pre_decode_.get(), max_blocks_, pre_decode_.get() + riding_rows * size_t(max_blocks_),
                                    riding_splits, attn_workspace_.get(), out + size_t(riding_row0) * out_width, stream_,
-                                   decode_merge(riding_splits));
+                                   decode_merge(riding_splits, int(riding_rows)));
     };
     REX_RETURN_IF_ERROR(layers(pre_, pass, pre_positions_.get(), pre_dest_.get(), attention, tap));
     // The LM head over the logit rows that end a part in this pass (a
@@ -560,8 +560,8 @@ Status TextRunner::decode_body(int bucket, bool gemv_path, StepOutput output, co
       kv.v = plane.v;
       const DecodeRope rope = step_rope(layer);
       return attention_decode_bf16(qkv, qkv_width, bucket, c.num_heads, kv, step_tables(), max_blocks_, step_lengths(), splits,
-                                   attn_workspace_.get(), out, stream_, decode_merge(splits),
-                                   rope_in_attention ? &rope : nullptr, decode_overlap(splits));
+                                   attn_workspace_.get(), out, stream_, decode_merge(splits, bucket),
+                                   rope_in_attention ? &rope : nullptr, decode_overlap(splits, bucket));
     };
     REX_RETURN_IF_ERROR(layers(dec_, bucket, step_positions(), step_dest(), attention, tap, rope_in_attention));
   }
@@ -624,7 +624,7 @@ Status TextRunner::run_step(const std::vector<DecodeSequence>& batch, StepOutput
   // sequence's (a row would read a key another row's CTA writes) and the
   // step's split count takes the cluster merge.
   const bool rope = decode_rope_in_attention_ && distinct_sequences(batch) &&
-                    decode_merge(splits_for(bucket, gemv_path)) == DecodeMerge::kCluster;
+                    decode_merge(splits_for(bucket, gemv_path), bucket) == DecodeMerge::kCluster;
   // A lone request's jump-forward rows are not a batch's step: not profiled above 1 row.
   if (!profile_path_.empty() && (bucket == 1 || bucket == 8 || bucket == 64) && (bucket == 1 || !one_sequence(batch)) &&
       ++profiled_steps_[bucket] == 32)

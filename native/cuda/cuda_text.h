@@ -115,17 +115,20 @@ class TextRunner {
   void set_use_gemv(bool on) { use_gemv_ = on; }
   // Decode attention merges its splits inside its one launch, a cluster of
   // the splits' CTAs through distributed shared memory (DecodeMerge::kCluster,
-  // the same bits), where a step's split count allows; off until measured
-  // on a device (REX_OMNI_DECODE_CLUSTER=1).
-  void set_decode_cluster_merge(bool on) { decode_cluster_merge_ = on; }
+  // the same bits), for steps whose attention grid (splits x kv heads x rows)
+  // fits in max_ctas CTAs and whose splits fit one cluster. The backend gives
+  // the SM count (one wave: session 10 on the H200, a batch-1 step 2.588 ->
+  // 2.505 ms with the two below; at 256 CTAs, 8 rows of 16 splits, the
+  // attention took 16.4 -> 19.2 us; NOTES.md 5.3); 0 turns it off
+  // (REX_OMNI_DECODE_CLUSTER=0).
+  void set_decode_cluster_ctas(int max_ctas) { decode_cluster_ctas_ = max_ctas; }
   // With the cluster merge: steps whose rows are distinct sequences run no
   // rotary launch; the attention rotates q and writes each row's new key and
-  // value itself (DecodeRope, the same bits). Off until measured on a device
-  // (REX_OMNI_DECODE_ROPE=1).
+  // value itself (DecodeRope, the same bits; REX_OMNI_DECODE_ROPE=0 turns it off).
   void set_decode_rope_in_attention(bool on) { decode_rope_in_attention_ = on; }
   // With the cluster merge: decode steps launch the attention with
   // programmatic dependent launch, its prologue overlapping the kernel
-  // before (REX_OMNI_DECODE_PDL=1, off until measured).
+  // before (REX_OMNI_DECODE_PDL=0 turns it off).
   void set_decode_attention_overlap(bool on) { decode_attention_overlap_ = on; }
   // The most rows a step decodes on the GEMV; larger steps take cuBLASLt
   // (BackendOptions::batch_invariant keeps them all on the GEMV).
@@ -210,15 +213,18 @@ class TextRunner {
   int gemv_max_rows_ = 8;
   std::map<int, int> wide_step_splits_;
   int prefill_split_ctas_ = 0;
-  bool decode_cluster_merge_ = false;
+  int decode_cluster_ctas_ = 0;
   bool decode_rope_in_attention_ = false;
   bool decode_attention_overlap_ = false;
-  DecodeMerge decode_merge(int splits) const {
-    return decode_cluster_merge_ && splits <= kMaxClusterSplits ? DecodeMerge::kCluster : DecodeMerge::kCombineLaunch;
+  // How a decode attention of `rows` rows at `splits` splits merges them (set_decode_cluster_ctas).
+  DecodeMerge decode_merge(int splits, int rows) const {
+    const int64_t ctas = int64_t(splits) * config_.num_kv_heads * rows;
+    return splits <= kMaxClusterSplits && ctas <= decode_cluster_ctas_ ? DecodeMerge::kCluster
+                                                                         : DecodeMerge::kCombineLaunch;
   }
   // A decode step's cluster attention launched overlapped (set_decode_attention_overlap).
-  bool decode_overlap(int splits) const {
-    return decode_attention_overlap_ && decode_merge(splits) == DecodeMerge::kCluster;
+  bool decode_overlap(int splits, int rows) const {
+    return decode_attention_overlap_ && decode_merge(splits, rows) == DecodeMerge::kCluster;
   }
   // A step's projections take the GEMV up to gemv_max_rows_ rows, and at any
   // size when all its rows are one sequence's (a lone request's jump-forward

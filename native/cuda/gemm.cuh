@@ -46,7 +46,7 @@ class GemmRunner {
   // (and one per pinned shape: the candidate it took).
   std::vector<std::string> tuning_report() const;
 
-  // Pins (none by default; an A/B knob, REX_OMNI_GEMM_PIN): a shape whose m
+  // Pins (none here; the backend sets its defaults, or REX_OMNI_GEMM_PIN's): a shape whose m
   // lies in [m_min, m_max] with this n and k takes the heuristic's candidate
   // whose configuration reads `config`, the tuning report's text ("id A tile
   // T stages S splitk K reduction R swizzle W custom C inner I cluster C"),

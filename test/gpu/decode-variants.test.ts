@@ -1,10 +1,11 @@
-// Decode paths that are off by default, apart from test/gpu/decode.test.ts
-// so that a fault in one cannot take that suite's results with it (a CUDA
-// fault ends the process's context):
-//  - decode attention merging its splits in one cluster launch
-//    (REX_OMNI_DECODE_CLUSTER=1), with the rotary step inside it too
-//    (REX_OMNI_DECODE_ROPE=1), and launched overlapped as well
-//    (REX_OMNI_DECODE_PDL=1): the same tokens, greedy and seeded, batched
+// Decode paths beside the default, apart from test/gpu/decode.test.ts so
+// that a fault in one cannot take that suite's results with it (a CUDA fault
+// ends the process's context):
+//  - decode attention in one launch (the default where its grid fits the
+//    SMs: the splits merged in a cluster, the rotary step inside it, the
+//    launch overlapped), and with the rotary step or the overlap turned off,
+//    against the two-launch attention and its rotary launch
+//    (REX_OMNI_DECODE_CLUSTER=0): the same tokens, greedy and seeded, batched
 //    and alone;
 //  - decode rows riding prefill passes (prefillDecodeRows): rows ride, and
 //    the requests begin as they do without.
@@ -18,33 +19,39 @@ import { ensureTinyCheckpoint } from '../fixtures/tiny-checkpoint.js';
 
 const CATEGORIES = JUMP_CATEGORIES;
 
-describe('CUDA decode variants (off by default)', () => {
-  for (const variables of [['REX_OMNI_DECODE_CLUSTER'], ['REX_OMNI_DECODE_ROPE'], ['REX_OMNI_DECODE_ROPE', 'REX_OMNI_DECODE_PDL']]) {
-    it(`decode attention in one cluster launch (${variables.map((v) => `${v}=1`).join(' ')}) gives the same tokens`, async () => {
+describe('CUDA decode variants', () => {
+  const variants: Array<[string, Array<[string, string]>]> = [
+    ['the default (cluster merge, rotary step inside, overlapped launch)', []],
+    ['REX_OMNI_DECODE_ROPE=0 (the rotary launch)', [['REX_OMNI_DECODE_ROPE', '0']]],
+    ['REX_OMNI_DECODE_PDL=0 (no overlapped launch)', [['REX_OMNI_DECODE_PDL', '0']]],
+  ];
+  for (const [name, variables] of variants) {
+    it(`decode attention in one launch, ${name}: the tokens of the two-launch attention`, async () => {
       // batchInvariant: every step on the GEMV, 16 splits; the cluster merge
       // gives the combine launch's bits, and the rotary step inside the
       // attention mrope's (cuda_attention_decode_test), so the tokens are the
-      // same, greedy and seeded, 8 at once (distinct sequences: the rotary
-      // step in the attention) and alone (its jump-forward steps: one
+      // same, greedy and seeded, 4 at once (4 rows x 2 kv heads x 16 splits:
+      // one wave of the SMs, so the cluster merge; distinct sequences, so the
+      // rotary step in the attention) and alone (its jump-forward steps: one
       // sequence's rows, the rotary launch).
       const tiny = await ensureTinyCheckpoint();
       const load = () =>
         RexOmni.load(tiny, { backend: 'cuda', maxActiveRequests: 8, batchInvariant: true, prefixCacheGB: 0, defaults: { maxPixels: 64 * 28 * 28 } });
-      const plain = await load();
-      const variant = await variables.reduce<() => Promise<RexOmni>>((next, name) => () => loadWithEnv(name, '1', next), load)();
+      const twoLaunches = await loadWithEnv('REX_OMNI_DECODE_CLUSTER', '0', load);
+      const variant = await variables.reduce<() => Promise<RexOmni>>((next, [v, value]) => () => loadWithEnv(v, value, next), load)();
       try {
-        const images = Array.from({ length: 8 }, (_, i) => ({ data: syntheticRgb(112, 112, 60 + i), width: 112, height: 112 }));
+        const images = Array.from({ length: 4 }, (_, i) => ({ data: syntheticRgb(112, 112, 60 + i), width: 112, height: 112 }));
         for (const sampling of [{ temperature: 0 }, { temperature: 0.8, topP: 0.9, seed: 11 }]) {
           const options = { maxNewTokens: 24, sampling };
           const run = (m: RexOmni) => Promise.all(images.map((image, i) => m.detect(image, CATEGORIES.slice(0, 1 + (i % 3)), options)));
-          const without = await run(plain);
+          const without = await run(twoLaunches);
           const withVariant = await run(variant);
           for (const [i, r] of withVariant.entries()) expect(r.outputTokenIds).toEqual(without[i]!.outputTokenIds);
-          const alone = await variant.detect(images[5]!, CATEGORIES.slice(0, 3), options);
-          expect(alone.outputTokenIds).toEqual(without[5]!.outputTokenIds);
+          const alone = await variant.detect(images[2]!, CATEGORIES.slice(0, 3), options);
+          expect(alone.outputTokenIds).toEqual(without[2]!.outputTokenIds);
         }
       } finally {
-        await Promise.all([plain.close(), variant.close()]);
+        await Promise.all([twoLaunches.close(), variant.close()]);
       }
     });
   }
