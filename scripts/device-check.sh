@@ -205,14 +205,14 @@ for stage in "${stages[@]}"; do
       timeout 300 build/native-gpu/decode_step_bench "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" --out "$OUT/step.json" 2>&1 | tee "$OUT/step.log"
       note "step: rc=${PIPESTATUS[0]} ($(( $(date +%s) - start )) s)" ;;
     step-ab)
-      # The graphed step (batches 1, 2, 8) as is, then once per NAME=VALUE in $STEP_AB_ENV
+      # The graphed step (batches $STEP_BATCHES, default 1,2,8) as is, then once per NAME=VALUE in $STEP_AB_ENV
       # (e.g. "REX_OMNI_FUSED_MERGE=1"); each variant's STEP lines.
       [ -n "${STEP_AB_ENV:-}" ] || { note "step-ab: set STEP_AB_ENV=NAME=VALUE"; continue; }
       step_bench_ready step-ab || continue
       for variant in plain ${STEP_AB_ENV}; do
         ab_variant "$variant"
         "${with[@]}" timeout 200 build/native-gpu/decode_step_bench "${REX_OMNI_3B_DIR:-/tmp/rex-omni-3b}" \
-          --batches 1,2,8 --steps 64 --out "$OUT/step-$tag.json" > "$OUT/step-$tag.log" 2>&1
+          --batches "${STEP_BATCHES:-1,2,8}" --steps 64 --out "$OUT/step-$tag.json" > "$OUT/step-$tag.log" 2>&1
         echo "step $tag: $(grep -E '^STEP' "$OUT/step-$tag.log" | sed -E 's/.*batch +([0-9]+).*: ([0-9.]+) ms.*/b\1 \2 ms/' | paste -sd' ')"
       done
       note "step-ab ($STEP_AB_ENV): ($(( $(date +%s) - start )) s)" ;;
