@@ -34,6 +34,12 @@ constexpr const char* kDefaultGemmPins =
     "200-256,22016,2048=id_66_tile_492_stages_35_splitk_1_reduction_0_swizzle_0_custom_1_inner_0_cluster_3;"
     "200-256,2048,11008=id_66_tile_332_stages_35_splitk_4_reduction_2_swizzle_0_custom_1_inner_0_cluster_3";
 
+// An on-by-default A/B knob set to "0".
+bool turned_off(const char* variable) {
+  const char* v = std::getenv(variable);
+  return v != nullptr && std::string(v) == "0";
+}
+
 Status not_prepared() { return Status(StatusCode::kInternal, "cuda backend: prepare() was not called"); }
 
 // Image embeddings resident on the device, in the vision tower's
@@ -228,17 +234,12 @@ Status CudaBackend::prepare(const ModelConfig& config, const ModelWeights& weigh
   // wave of the SMs, with the rotary step inside it and its launch
   // overlapped. REX_OMNI_DECODE_CLUSTER=0 turns all three off;
   // REX_OMNI_DECODE_ROPE=0 and REX_OMNI_DECODE_PDL=0 one each (A/B knobs).
-  auto turned_off = [](const char* name) {
-    const char* v = std::getenv(name);
-    return v != nullptr && std::string(v) == "0";
-  };
   const bool cluster = !turned_off("REX_OMNI_DECODE_CLUSTER");
   text_.set_decode_cluster_ctas(cluster ? sms : 0);
   text_.set_decode_rope_in_attention(cluster && !turned_off("REX_OMNI_DECODE_ROPE"));
   text_.set_decode_attention_overlap(cluster && !turned_off("REX_OMNI_DECODE_PDL"));
   // REX_OMNI_PREFILL_BATCH=0: prefills one request at a time (an A/B knob, device-check concurrency-ab).
-  const char* prefill_batch = std::getenv("REX_OMNI_PREFILL_BATCH");
-  batch_prefills_ = !options_.batch_invariant && !(prefill_batch && std::string(prefill_batch) == "0");
+  batch_prefills_ = !options_.batch_invariant && !turned_off("REX_OMNI_PREFILL_BATCH");
   // REX_OMNI_GEMV_FAST_ROWS: an A/B knob for the threshold (decode_step_bench).
   const char* fast_rows = std::getenv("REX_OMNI_GEMV_FAST_ROWS");
   const int gemv_fast_rows = fast_rows ? std::clamp(std::atoi(fast_rows), 0, kGemvRows) : kGemvFastRows;
